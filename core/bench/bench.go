@@ -1,0 +1,408 @@
+// Package bench is a broker-neutral benchmark workload over core.Broker:
+// publishers publish fixed-size messages to one event, consumers of one
+// group receive and acknowledge them, and the run reports publish rate,
+// end-to-end rate and the latency from each Publish call to the handler
+// that received the message.
+//
+// Payloads are core.Raw, so codecs pass them through untouched: the numbers
+// measure the broker and its driver, not encoding. Each payload carries its
+// message index and send time in its first 16 bytes.
+package bench
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMessages     = 10000
+	DefaultPayloadBytes = 1024
+	DefaultConsumers    = 1
+	DefaultPublishers   = 4
+	DefaultStallTimeout = 30 * time.Second
+)
+
+// MinPayloadBytes is the smallest payload: the message index and the send
+// time take 8 bytes each.
+const MinPayloadBytes = 16
+
+// warmupIndex marks the message that proves a consumer is reading before
+// the timed part of the run starts.
+const warmupIndex = math.MaxUint64
+
+// Config describes one benchmark run. Zero fields take the Default* values.
+type Config struct {
+	// Messages is how many messages are published and must be received.
+	Messages int
+	// PayloadBytes is the size of each payload, at least MinPayloadBytes.
+	PayloadBytes int
+	// Consumers is how many clients of the group consume, each with its
+	// own broker.
+	Consumers int
+	// Publishers is how many goroutines publish concurrently through one
+	// shared broker.
+	Publishers int
+	// Event is the event published to. Default: a new unique name, so
+	// that runs never see each other's messages.
+	Event string
+	// Group is the consumers' group. Default: a new unique name.
+	Group string
+	// StallTimeout fails the run when no message arrives for this long
+	// while messages are still missing.
+	StallTimeout time.Duration
+}
+
+// Result is what a run measured. Its JSON form is the bench command's
+// output line.
+type Result struct {
+	// Broker names the broker measured. Run leaves it empty: the caller,
+	// who chose the broker, fills it in.
+	Broker string `json:"broker"`
+	// Messages is how many messages were published and received.
+	Messages int `json:"messages"`
+	// PayloadBytes is the size of each payload.
+	PayloadBytes int `json:"payload_bytes"`
+	// Consumers is how many consuming clients ran.
+	Consumers int `json:"consumers"`
+	// Publishers is how many publishing goroutines ran.
+	Publishers int `json:"publishers"`
+	// PublishPerSec is Messages divided by the time from the first Publish
+	// call to the return of the last.
+	PublishPerSec float64 `json:"publish_per_s"`
+	// EndToEndPerSec is Messages divided by the time from the first Publish
+	// call to the acknowledgement of the last message received.
+	EndToEndPerSec float64 `json:"end_to_end_per_s"`
+	// Latency summarises, in milliseconds, the time from each Publish call
+	// to the moment a handler received the message.
+	Latency Latency `json:"latency_ms"`
+
+	// Event is the event the run published to; the caller may delete it.
+	Event string `json:"-"`
+	// Group is the group the consumers used.
+	Group string `json:"-"`
+	// Redeliveries counts deliveries of messages already received (the
+	// broker delivered them again); they are not counted twice.
+	Redeliveries int64 `json:"-"`
+	// PublishDuration is the publishing phase's length.
+	PublishDuration time.Duration `json:"-"`
+	// EndToEndDuration is the time from the first Publish call to the last
+	// acknowledgement.
+	EndToEndDuration time.Duration `json:"-"`
+}
+
+// Latency holds latency percentiles in milliseconds.
+type Latency struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+// NewBroker opens a broker client for id. Run calls it once per consumer and
+// once for the publishers, and closes what it returns.
+type NewBroker func(id core.Identity) (core.Broker, error)
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Messages == 0 {
+		c.Messages = DefaultMessages
+	}
+	if c.PayloadBytes == 0 {
+		c.PayloadBytes = DefaultPayloadBytes
+	}
+	if c.Consumers == 0 {
+		c.Consumers = DefaultConsumers
+	}
+	if c.Publishers == 0 {
+		c.Publishers = DefaultPublishers
+	}
+	if c.StallTimeout == 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	switch {
+	case c.Messages < 0:
+		return c, fmt.Errorf("messages must be positive, got %d", c.Messages)
+	case c.PayloadBytes < MinPayloadBytes:
+		return c, fmt.Errorf("payload size must be at least %d bytes, got %d", MinPayloadBytes, c.PayloadBytes)
+	case c.Consumers < 0:
+		return c, fmt.Errorf("consumers must be positive, got %d", c.Consumers)
+	case c.Publishers < 0:
+		return c, fmt.Errorf("publishers must be positive, got %d", c.Publishers)
+	case c.StallTimeout < 0:
+		return c, fmt.Errorf("stall timeout must be positive, got %s", c.StallTimeout)
+	}
+	if c.Event == "" || c.Group == "" {
+		suffix, err := uniqueSuffix()
+		if err != nil {
+			return c, err
+		}
+		if c.Event == "" {
+			c.Event = "spectacles-bench-" + suffix
+		}
+		if c.Group == "" {
+			c.Group = "spectacles-bench-" + suffix
+		}
+	}
+	return c, nil
+}
+
+func uniqueSuffix() (string, error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("unique name: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// Run publishes cfg.Messages messages and waits until the consumers have
+// received and acknowledged every one, then closes every broker it opened.
+// It fails when ctx ends, a broker fails, or no message arrives for
+// cfg.StallTimeout. It deletes nothing: the caller may remove
+// Result.Event.
+func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err error) {
+	cfg, err = cfg.withDefaults()
+	if err != nil {
+		return Result{}, fmt.Errorf("bench: %w", err)
+	}
+	ctx, fail := context.WithCancelCause(ctx)
+	defer fail(nil)
+
+	rec := newRecorder(cfg.Messages, fail)
+
+	var brokers []core.Broker
+	defer func() {
+		var errs []error
+		for _, b := range brokers {
+			errs = append(errs, b.Close())
+		}
+		if cerr := errors.Join(errs...); cerr != nil && err == nil {
+			err = fmt.Errorf("bench: closing brokers: %w", cerr)
+		}
+	}()
+
+	consumeCtx, stopConsuming := context.WithCancel(ctx)
+	var consumers sync.WaitGroup
+	defer func() {
+		stopConsuming()
+		consumers.Wait()
+	}()
+	for i := range cfg.Consumers {
+		b, err := newBroker(core.Identity{Group: cfg.Group, Client: fmt.Sprintf("bench-consumer-%d", i)})
+		if err != nil {
+			return Result{}, fmt.Errorf("bench: open consumer %d: %w", i, err)
+		}
+		brokers = append(brokers, b)
+		consumers.Go(func() {
+			if err := b.Consume(consumeCtx, []string{cfg.Event}, rec.handle); err != nil {
+				fail(fmt.Errorf("consumer %d: %w", i, err))
+			}
+		})
+	}
+	pub, err := newBroker(core.Identity{Group: cfg.Group, Client: "bench-publisher"})
+	if err != nil {
+		return Result{}, fmt.Errorf("bench: open publisher: %w", err)
+	}
+	brokers = append(brokers, pub)
+
+	// Warm up: one message proves the group exists and a consumer reads.
+	if _, err := pub.Publish(ctx, cfg.Event, core.Raw(rec.payload(warmupIndex, cfg.PayloadBytes))); err != nil {
+		return Result{}, fmt.Errorf("bench: publish warm-up message: %w", err)
+	}
+	if err := waitFor(ctx, rec.warm, cfg.StallTimeout, "the warm-up message"); err != nil {
+		return Result{}, fmt.Errorf("bench: %w", err)
+	}
+
+	start := rec.now()
+	var next atomic.Int64
+	var publishers sync.WaitGroup
+	for range cfg.Publishers {
+		publishers.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(cfg.Messages) || ctx.Err() != nil {
+					return
+				}
+				if _, err := pub.Publish(ctx, cfg.Event, core.Raw(rec.payload(uint64(i), cfg.PayloadBytes))); err != nil {
+					fail(fmt.Errorf("publish message %d: %w", i, err))
+					return
+				}
+			}
+		})
+	}
+	publishers.Wait()
+	published := rec.now()
+	if ctx.Err() != nil {
+		return Result{}, fmt.Errorf("bench: %w", context.Cause(ctx))
+	}
+
+	if err := rec.waitAll(ctx, cfg.StallTimeout); err != nil {
+		return Result{}, fmt.Errorf("bench: %w", err)
+	}
+	finished := time.Duration(rec.finished.Load())
+
+	res = Result{
+		Messages:         cfg.Messages,
+		PayloadBytes:     cfg.PayloadBytes,
+		Consumers:        cfg.Consumers,
+		Publishers:       cfg.Publishers,
+		Event:            cfg.Event,
+		Group:            cfg.Group,
+		Redeliveries:     rec.duplicates.Load(),
+		PublishDuration:  published - start,
+		EndToEndDuration: finished - start,
+		Latency:          summarize(rec.latencies),
+	}
+	res.PublishPerSec = rate(cfg.Messages, res.PublishDuration)
+	res.EndToEndPerSec = rate(cfg.Messages, res.EndToEndDuration)
+	return res, nil
+}
+
+// waitFor waits until ch is closed, ctx ends or timeout passes.
+func waitFor(ctx context.Context, ch <-chan struct{}, timeout time.Duration, what string) error {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	case <-t.C:
+		return fmt.Errorf("no consumer received %s within %s", what, timeout)
+	}
+}
+
+// recorder is the consumers' shared state. Offsets are durations since
+// base, read from the monotonic clock.
+type recorder struct {
+	base       time.Time
+	fail       context.CancelCauseFunc
+	latencies  []time.Duration // by message index; written once per index
+	seen       []atomic.Bool
+	received   atomic.Int64
+	duplicates atomic.Int64
+	finished   atomic.Int64 // offset of the last acknowledgement
+	done       chan struct{}
+	warm       chan struct{}
+	warmOnce   sync.Once
+}
+
+func newRecorder(n int, fail context.CancelCauseFunc) *recorder {
+	return &recorder{
+		base:      time.Now(),
+		fail:      fail,
+		latencies: make([]time.Duration, n),
+		seen:      make([]atomic.Bool, n),
+		done:      make(chan struct{}),
+		warm:      make(chan struct{}),
+	}
+}
+
+func (r *recorder) now() time.Duration { return time.Since(r.base) }
+
+// payload builds message i: index, send offset, then zero padding.
+func (r *recorder) payload(i uint64, size int) []byte {
+	p := make([]byte, size)
+	binary.BigEndian.PutUint64(p, i)
+	binary.BigEndian.PutUint64(p[8:], uint64(r.now()))
+	return p
+}
+
+func (r *recorder) handle(ctx context.Context, m *core.Message) {
+	received := r.now()
+	if len(m.Raw) < MinPayloadBytes {
+		r.fail(fmt.Errorf("message %s: payload of %d bytes is not a bench message", m.ID, len(m.Raw)))
+		return
+	}
+	i := binary.BigEndian.Uint64(m.Raw)
+	sent := time.Duration(binary.BigEndian.Uint64(m.Raw[8:]))
+	if err := m.Ack(ctx); err != nil {
+		if ctx.Err() == nil {
+			r.fail(fmt.Errorf("ack message %s: %w", m.ID, err))
+		}
+		return
+	}
+	if i == warmupIndex {
+		r.warmOnce.Do(func() { close(r.warm) })
+		return
+	}
+	if i >= uint64(len(r.seen)) {
+		r.fail(fmt.Errorf("message %s: index %d out of range", m.ID, i))
+		return
+	}
+	if !r.seen[i].CompareAndSwap(false, true) {
+		r.duplicates.Add(1)
+		return
+	}
+	r.latencies[i] = received - sent
+	if r.received.Add(1) == int64(len(r.seen)) {
+		r.finished.Store(int64(r.now()))
+		close(r.done)
+	}
+}
+
+// waitAll waits until every message was received, failing when none
+// arrives for stall.
+func (r *recorder) waitAll(ctx context.Context, stall time.Duration) error {
+	tick := time.NewTicker(min(stall/10, 250*time.Millisecond))
+	defer tick.Stop()
+	last, lastChange := r.received.Load(), time.Now()
+	for {
+		select {
+		case <-r.done:
+			return nil
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-tick.C:
+			n := r.received.Load()
+			if n != last {
+				last, lastChange = n, time.Now()
+				continue
+			}
+			if time.Since(lastChange) >= stall {
+				return fmt.Errorf("stalled: received %d of %d messages, none in the last %s", n, len(r.seen), stall)
+			}
+		}
+	}
+}
+
+func summarize(lat []time.Duration) Latency {
+	if len(lat) == 0 {
+		return Latency{}
+	}
+	s := slices.Clone(lat)
+	slices.Sort(s)
+	return Latency{
+		P50: ms(percentile(s, 0.50)),
+		P90: ms(percentile(s, 0.90)),
+		P99: ms(percentile(s, 0.99)),
+		Max: ms(s[len(s)-1]),
+	}
+}
+
+// percentile returns the nearest-rank percentile p of sorted.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	i := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+func ms(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Millisecond)*1000) / 1000
+}
+
+func rate(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return math.Round(float64(n)/d.Seconds()*10) / 10
+}

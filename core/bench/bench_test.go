@@ -1,0 +1,313 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// hub is an in-memory broker server: every group of an event gets each
+// message once, and a group created late sees the event's history, as a
+// Redis consumer group created at id 0 does.
+type hub struct {
+	mu      sync.Mutex
+	log     map[string][][]byte
+	groups  map[string]map[string]chan *core.Message
+	nextID  int
+	acks    atomic.Int64
+	dropped atomic.Int64
+
+	// drop, when set, loses every message whose number (from 1) it
+	// returns true for.
+	drop func(n int) bool
+	// redeliver, when set, delivers every message twice.
+	redeliver bool
+}
+
+func newHub() *hub {
+	return &hub{log: map[string][][]byte{}, groups: map[string]map[string]chan *core.Message{}}
+}
+
+func (h *hub) Ack(context.Context, *core.Message) error                { h.acks.Add(1); return nil }
+func (h *hub) Reply(context.Context, *core.Message, []byte) error      { return nil }
+func (h *hub) DeadLetter(context.Context, *core.Message, string) error { return nil }
+func (h *hub) deliver(ch chan *core.Message, event string, raw []byte, id string) {
+	ch <- core.NewMessage(event, id, raw, 1, core.Msgpack{}, h)
+	if h.redeliver {
+		ch <- core.NewMessage(event, id, raw, 2, core.Msgpack{}, h)
+	}
+}
+
+// group returns the channel of group for event, creating it with the
+// event's history.
+func (h *hub) group(event, group string) chan *core.Message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	gs := h.groups[event]
+	if gs == nil {
+		gs = map[string]chan *core.Message{}
+		h.groups[event] = gs
+	}
+	ch := gs[group]
+	if ch == nil {
+		ch = make(chan *core.Message, 1<<16)
+		gs[group] = ch
+		for i, raw := range h.log[event] {
+			h.deliver(ch, event, raw, fmt.Sprint(i))
+		}
+	}
+	return ch
+}
+
+// fake is one client of the hub; it implements core.Broker.
+type fake struct {
+	hub        *hub
+	id         core.Identity
+	closed     atomic.Bool
+	consumeErr error
+}
+
+func (f *fake) Publish(_ context.Context, event string, data any) (string, error) {
+	if f.closed.Load() {
+		return "", core.ErrClosed
+	}
+	raw, err := core.Msgpack{}.Marshal(data)
+	if err != nil {
+		return "", err
+	}
+	raw = append([]byte(nil), raw...)
+	h := f.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.nextID++
+	if h.drop != nil && h.drop(h.nextID) {
+		h.dropped.Add(1)
+		return fmt.Sprint(h.nextID), nil
+	}
+	id := fmt.Sprint(len(h.log[event]))
+	h.log[event] = append(h.log[event], raw)
+	for _, ch := range h.groups[event] {
+		h.deliver(ch, event, raw, id)
+	}
+	return id, nil
+}
+
+func (f *fake) Call(context.Context, string, any) (*core.Payload, error) {
+	return nil, core.ErrUnsupported
+}
+
+func (f *fake) Consume(ctx context.Context, events []string, handler core.Handler) error {
+	if f.consumeErr != nil {
+		return f.consumeErr
+	}
+	if err := f.id.Validate(); err != nil {
+		return err
+	}
+	ch := f.hub.group(events[0], f.id.Group)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case m := <-ch:
+			wg.Go(func() { core.RunHandler(ctx, slog.Default(), handler, m) })
+		}
+	}
+}
+
+func (f *fake) Close() error { f.closed.Store(true); return nil }
+
+func (h *hub) newBroker(id core.Identity) (core.Broker, error) {
+	return &fake{hub: h, id: id}, nil
+}
+
+func TestRunReceivesEveryMessage(t *testing.T) {
+	h := newHub()
+	res, err := Run(t.Context(), h.newBroker, Config{Messages: 500, PayloadBytes: 64, Consumers: 3, Publishers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Messages != 500 || res.PayloadBytes != 64 || res.Consumers != 3 || res.Publishers != 4 {
+		t.Errorf("result echoes config wrongly: %+v", res)
+	}
+	if got := h.acks.Load(); got != 501 { // 500 plus the warm-up message
+		t.Errorf("acks = %d, want 501", got)
+	}
+	if res.PublishPerSec <= 0 || res.EndToEndPerSec <= 0 {
+		t.Errorf("rates must be positive: %+v", res)
+	}
+	l := res.Latency
+	if l.P50 < 0 || l.P50 > l.P90 || l.P90 > l.P99 || l.P99 > l.Max {
+		t.Errorf("latency percentiles out of order: %+v", l)
+	}
+	if !strings.HasPrefix(res.Event, "spectacles-bench-") || res.Group == "" {
+		t.Errorf("event %q group %q: want unique generated names", res.Event, res.Group)
+	}
+	for _, raw := range h.log[res.Event] {
+		if len(raw) != 64 {
+			t.Fatalf("payload of %d bytes, want 64", len(raw))
+		}
+	}
+}
+
+func TestRunJSONShape(t *testing.T) {
+	res, err := Run(t.Context(), newHub().newBroker, Config{Messages: 10, PayloadBytes: MinPayloadBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Broker = "fake"
+	b, err := json.Marshal(res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"broker", "messages", "payload_bytes", "consumers", "publishers", "publish_per_s", "end_to_end_per_s", "latency_ms"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("JSON %s lacks %q", b, k)
+		}
+	}
+	if len(m) != 8 {
+		t.Errorf("JSON %s has extra keys", b)
+	}
+	lat, _ := m["latency_ms"].(map[string]any)
+	for _, k := range []string{"p50", "p90", "p99", "max"} {
+		if _, ok := lat[k]; !ok {
+			t.Errorf("latency_ms lacks %q in %s", k, b)
+		}
+	}
+}
+
+func TestRunDefaultsAndUniqueNames(t *testing.T) {
+	a, err := Config{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := Config{}.withDefaults()
+	if a.Event == b.Event || a.Group == b.Group {
+		t.Errorf("two runs share names: %q %q", a.Event, b.Event)
+	}
+	if a.Messages != DefaultMessages || a.PayloadBytes != DefaultPayloadBytes || a.Consumers != DefaultConsumers ||
+		a.Publishers != DefaultPublishers || a.StallTimeout != DefaultStallTimeout {
+		t.Errorf("defaults not applied: %+v", a)
+	}
+	c, _ := Config{Event: "e", Group: "g"}.withDefaults()
+	if c.Event != "e" || c.Group != "g" {
+		t.Errorf("given names replaced: %+v", c)
+	}
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	for _, c := range []struct {
+		cfg  Config
+		want string
+	}{
+		{Config{Messages: -1}, "messages"},
+		{Config{PayloadBytes: 15}, "at least 16"},
+		{Config{Consumers: -2}, "consumers"},
+		{Config{Publishers: -3}, "publishers"},
+		{Config{StallTimeout: -time.Second}, "stall"},
+	} {
+		_, err := Run(t.Context(), newHub().newBroker, c.cfg)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: err = %v, want one mentioning %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+func TestRunCountsRedeliveriesOnce(t *testing.T) {
+	h := newHub()
+	h.redeliver = true
+	res, err := Run(t.Context(), h.newBroker, Config{Messages: 100, PayloadBytes: 32, Consumers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Redeliveries != 100 {
+		t.Errorf("redeliveries = %d, want 100", res.Redeliveries)
+	}
+}
+
+func TestRunFailsWhenMessagesAreLost(t *testing.T) {
+	h := newHub()
+	h.drop = func(n int) bool { return n == 5 }
+	start := time.Now()
+	_, err := Run(t.Context(), h.newBroker, Config{Messages: 20, PayloadBytes: 16, StallTimeout: 300 * time.Millisecond})
+	if err == nil || !strings.Contains(err.Error(), "received 19 of 20") {
+		t.Fatalf("err = %v, want a stall naming 19 of 20", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Errorf("stall detection took %s", time.Since(start))
+	}
+}
+
+func TestRunFailsWhenConsumeCannotStart(t *testing.T) {
+	boom := errors.New("boom")
+	h := newHub()
+	newBroker := func(id core.Identity) (core.Broker, error) {
+		return &fake{hub: h, id: id, consumeErr: boom}, nil
+	}
+	_, err := Run(t.Context(), newBroker, Config{Messages: 5, StallTimeout: 5 * time.Second})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want boom", err)
+	}
+}
+
+func TestRunFailsWhenBrokerCannotOpen(t *testing.T) {
+	boom := errors.New("no server")
+	var opened []*fake
+	h := newHub()
+	newBroker := func(id core.Identity) (core.Broker, error) {
+		if len(opened) == 2 {
+			return nil, boom
+		}
+		f := &fake{hub: h, id: id}
+		opened = append(opened, f)
+		return f, nil
+	}
+	_, err := Run(t.Context(), newBroker, Config{Messages: 5, Consumers: 3})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the open error", err)
+	}
+	for i, f := range opened {
+		if !f.closed.Load() {
+			t.Errorf("broker %d left open", i)
+		}
+	}
+}
+
+func TestRunStopsWhenContextEnds(t *testing.T) {
+	h := newHub()
+	h.drop = func(n int) bool { return n > 1 } // only the warm-up arrives
+	ctx, cancel := context.WithTimeout(t.Context(), 200*time.Millisecond)
+	defer cancel()
+	_, err := Run(ctx, h.newBroker, Config{Messages: 10})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("err = %v, want deadline exceeded", err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	s := make([]time.Duration, 100)
+	for i := range s {
+		s[i] = time.Duration(i+1) * time.Millisecond
+	}
+	l := summarize(s)
+	if l.P50 != 50 || l.P90 != 90 || l.P99 != 99 || l.Max != 100 {
+		t.Errorf("summarize = %+v", l)
+	}
+	if got := summarize([]time.Duration{1500 * time.Microsecond}); got.P50 != 1.5 || got.Max != 1.5 {
+		t.Errorf("single sample: %+v", got)
+	}
+}

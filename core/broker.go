@@ -1,0 +1,126 @@
+package core
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Errors callers branch on.
+var (
+	// ErrTimeout is returned by Call when no reply came before the deadline.
+	ErrTimeout = errors.New("timed out waiting for a reply")
+	// ErrClosed is returned by a broker that has been closed.
+	ErrClosed = errors.New("broker closed")
+	// ErrUnsupported is returned for an operation a driver cannot perform.
+	ErrUnsupported = errors.New("not supported by this broker")
+)
+
+// Broker is what every Spectacles broker driver offers.
+type Broker interface {
+	// Publish sends data under event to every group that consumes it and
+	// returns the message id.
+	Publish(ctx context.Context, event string, data any) (string, error)
+	// Call publishes data and waits for one reply. Without a deadline in
+	// ctx it waits Options.CallTimeout. A missing reply is an error that
+	// wraps ErrTimeout.
+	Call(ctx context.Context, event string, data any) (*Payload, error)
+	// Consume declares this client's interest in events for its group
+	// (creating the groups or queues) and returns once messages can flow,
+	// or with an error when it cannot start. It does not block: in the
+	// background it runs h for each message until ctx is cancelled or the
+	// broker closes. Handlers get a context that outlives that
+	// cancellation, so that a draining handler can still Ack; Close waits
+	// for them.
+	Consume(ctx context.Context, events []string, h Handler) error
+	// Close stops every consumer, waits for in-flight handlers and pending
+	// acknowledgements, and releases connections.
+	Close() error
+}
+
+// Options are the settings every driver shares.
+type Options struct {
+	// Identity names this client and its group. Publishing needs no group;
+	// consuming does.
+	Identity Identity
+	// Codec encodes and decodes payloads. Default: Msgpack.
+	Codec Codec
+	// MessageTimeout is how long a delivered message may stay unacknowledged
+	// before another client of the group may take it over. Default 2m, the
+	// default of spec-tacles/gateway's BROKER_MESSAGE_TIMEOUT.
+	MessageTimeout time.Duration
+	// MaxDeliveries is how many deliveries a message gets before it is moved
+	// to the dead-letter place. 0 means the default (5); negative disables
+	// dead-lettering.
+	MaxDeliveries int
+	// CallTimeout bounds Call when ctx has no deadline. Default 5s.
+	CallTimeout time.Duration
+	// Concurrency is how many handlers one Consume runs at once. Default 64.
+	Concurrency int
+	// Logger receives the driver's diagnostics. Default: slog.Default().
+	Logger *slog.Logger
+}
+
+// Defaults for Options.
+const (
+	DefaultMessageTimeout = 2 * time.Minute
+	DefaultMaxDeliveries  = 5
+	DefaultCallTimeout    = 5 * time.Second
+	DefaultConcurrency    = 64
+)
+
+// WithDefaults returns o with every unset field given its default.
+func (o Options) WithDefaults() Options {
+	if o.Codec == nil {
+		o.Codec = Msgpack{}
+	}
+	if o.MessageTimeout <= 0 {
+		o.MessageTimeout = DefaultMessageTimeout
+	}
+	if o.MaxDeliveries == 0 {
+		o.MaxDeliveries = DefaultMaxDeliveries
+	}
+	if o.CallTimeout <= 0 {
+		o.CallTimeout = DefaultCallTimeout
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+// CallContext applies the call timeout when ctx has no deadline. The
+// returned cancel must be called.
+func (o Options) CallContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, o.CallTimeout)
+}
+
+// TimeoutError builds the error Call returns when no reply came: it wraps
+// ErrTimeout and, when the cause was a deadline, context.DeadlineExceeded.
+func TimeoutError(event string, ctx context.Context, started time.Time) error {
+	cause := context.Cause(ctx)
+	if errors.Is(cause, context.DeadlineExceeded) {
+		return fmt.Errorf("call %s: %w after %s: %w", event, ErrTimeout, time.Since(started).Round(time.Millisecond), context.DeadlineExceeded)
+	}
+	return fmt.Errorf("call %s: %w", event, cause)
+}
+
+// RunHandler runs h for m, turning a panic into a logged error so that one
+// bad message cannot bring the consumer down. The message stays unsettled.
+func RunHandler(ctx context.Context, log *slog.Logger, h Handler, m *Message) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("handler panicked; message left unacknowledged",
+				"event", m.Event, "id", m.ID, "panic", fmt.Sprint(r))
+		}
+	}()
+	h(ctx, m)
+}
