@@ -124,3 +124,32 @@ func RunHandler(ctx context.Context, log *slog.Logger, h Handler, m *Message) {
 	}()
 	h(ctx, m)
 }
+
+// Outgoing is one message of a batch publish.
+type Outgoing struct {
+	Event string
+	Data  any
+}
+
+// BatchPublisher is implemented by brokers that can publish many messages
+// in one round trip, keeping their order. PublishBatch returns the ids in
+// the order of msgs; on error, ids holds those published before it.
+type BatchPublisher interface {
+	PublishBatch(ctx context.Context, msgs []Outgoing) (ids []string, err error)
+}
+
+// PublishAll publishes msgs in order, in one batch when b supports it.
+func PublishAll(ctx context.Context, b Broker, msgs []Outgoing) ([]string, error) {
+	if bp, ok := b.(BatchPublisher); ok {
+		return bp.PublishBatch(ctx, msgs)
+	}
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		id, err := b.Publish(ctx, m.Event, m.Data)
+		if err != nil {
+			return ids, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}

@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// sendLimiter keeps a connection within Discord's send limit (120 payloads
+// per 60 s), reserving room for heartbeats: ordinary sends may use only
+// limit-reserve slots of the window.
+type sendLimiter struct {
+	mu      sync.Mutex
+	limit   int
+	reserve int
+	window  time.Duration
+	sent    []time.Time // send times within the window, oldest first
+}
+
+func newSendLimiter(limit, reserve int, window time.Duration) *sendLimiter {
+	if reserve >= limit {
+		reserve = limit - 1
+	}
+	return &sendLimiter{limit: limit, reserve: reserve, window: window}
+}
+
+// wait blocks until a payload may be sent and counts it. Heartbeats
+// (priority) may use the reserved slots.
+func (l *sendLimiter) wait(ctx context.Context, priority bool) error {
+	for {
+		delay := l.take(time.Now(), priority)
+		if delay == 0 {
+			return nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// take counts a send and returns 0, or returns how long to wait.
+func (l *sendLimiter) take(now time.Time, priority bool) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	cut := 0
+	for cut < len(l.sent) && now.Sub(l.sent[cut]) >= l.window {
+		cut++
+	}
+	l.sent = l.sent[cut:]
+	allowed := l.limit - l.reserve
+	if priority {
+		allowed = l.limit
+	}
+	if len(l.sent) < allowed {
+		l.sent = append(l.sent, now)
+		return 0
+	}
+	// Wait until enough of the oldest sends leave the window.
+	oldest := l.sent[len(l.sent)-allowed]
+	return oldest.Add(l.window).Sub(now) + time.Millisecond
+}
+
+// used reports how many sends the current window holds.
+func (l *sendLimiter) used(now time.Time) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, t := range l.sent {
+		if now.Sub(t) < l.window {
+			n++
+		}
+	}
+	return n
+}
+
+// IdentifyLimiter decides when a shard may identify. Discord allows
+// max_concurrency identifies per 5 s, one per bucket (shard_id %
+// max_concurrency).
+type IdentifyLimiter interface {
+	// Wait blocks until shard may send Identify, and counts that identify.
+	Wait(ctx context.Context, shard int) error
+}
+
+// LocalIdentifyLimiter spaces identifies within one process: one per
+// bucket per interval, lower shard ids of a bucket first, and no more than
+// the session start limit allows.
+type LocalIdentifyLimiter struct {
+	maxConcurrency int
+	interval       time.Duration
+
+	mu        sync.Mutex
+	next      map[int]time.Time    // per bucket: earliest next identify
+	waiting   map[int]map[int]bool // per bucket: shards waiting
+	changed   chan struct{}        // closed when waiting shrinks
+	remaining int                  // identifies left before resetAt; <0 = unknown
+	resetAt   time.Time
+}
+
+// NewLocalIdentifyLimiter makes a limiter for max_concurrency buckets, one
+// identify per bucket per interval (Discord: 5 s). remaining and resetAfter
+// come from /gateway/bot's session_start_limit; remaining < 0 means
+// unknown.
+func NewLocalIdentifyLimiter(maxConcurrency int, interval time.Duration, remaining int, resetAfter time.Duration) *LocalIdentifyLimiter {
+	if maxConcurrency < 1 {
+		maxConcurrency = 1
+	}
+	return &LocalIdentifyLimiter{
+		maxConcurrency: maxConcurrency,
+		interval:       interval,
+		next:           map[int]time.Time{},
+		waiting:        map[int]map[int]bool{},
+		changed:        make(chan struct{}),
+		remaining:      remaining,
+		resetAt:        time.Now().Add(resetAfter),
+	}
+}
+
+// Wait implements IdentifyLimiter.
+func (l *LocalIdentifyLimiter) Wait(ctx context.Context, shard int) error {
+	bucket := shard % l.maxConcurrency
+	l.mu.Lock()
+	if l.waiting[bucket] == nil {
+		l.waiting[bucket] = map[int]bool{}
+	}
+	l.waiting[bucket][shard] = true
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		delete(l.waiting[bucket], shard)
+		close(l.changed)
+		l.changed = make(chan struct{})
+		l.mu.Unlock()
+	}()
+	for {
+		l.mu.Lock()
+		delay, changed := l.tryLocked(time.Now(), bucket, shard)
+		l.mu.Unlock()
+		if delay == 0 {
+			return nil
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-changed:
+			t.Stop()
+		case <-t.C:
+		}
+	}
+}
+
+// tryLocked grants the identify (returning 0) or says how long to wait at
+// most before trying again.
+func (l *LocalIdentifyLimiter) tryLocked(now time.Time, bucket, shard int) (time.Duration, chan struct{}) {
+	if l.remaining == 0 {
+		if now.Before(l.resetAt) {
+			return l.resetAt.Sub(now), l.changed
+		}
+		l.remaining = -1 // a new allowance of unknown size
+	}
+	for other := range l.waiting[bucket] {
+		if other < shard {
+			return time.Hour, l.changed // a lower shard goes first
+		}
+	}
+	if at := l.next[bucket]; now.Before(at) {
+		return at.Sub(now), l.changed
+	}
+	l.next[bucket] = now.Add(l.interval)
+	if l.remaining > 0 {
+		l.remaining--
+	}
+	return 0, nil
+}

@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the gateway's Prometheus metrics, named as spec-tacles/gateway
+// names them so that existing dashboards keep working, plus the broker
+// side. A nil *Metrics records nothing.
+type Metrics struct {
+	packetsReceived *prometheus.CounterVec
+	packetsSent     *prometheus.CounterVec
+	shardsAlive     *prometheus.GaugeVec
+	totalShards     prometheus.Gauge
+	ping            *prometheus.SummaryVec
+
+	queueLength  prometheus.Gauge
+	queueFull    prometheus.Counter
+	published    prometheus.Counter
+	publishErrs  prometheus.Counter
+	deadLettered *prometheus.CounterVec
+	routed       *prometheus.CounterVec
+}
+
+// NewMetrics creates the metrics and registers them with reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		packetsReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_packets_received", Help: "Packets received from Discord, by event, opcode and shard.",
+		}, []string{"t", "op", "shard"}),
+		packetsSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_packets_sent", Help: "Packets sent to Discord, by event, opcode and shard.",
+		}, []string{"t", "op", "shard"}),
+		shardsAlive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_shards_alive", Help: "1 while the shard is connected and ready.",
+		}, []string{"id"}),
+		totalShards: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_total_shards", Help: "Shards this process runs.",
+		}),
+		ping: prometheus.NewSummaryVec(prometheus.SummaryOpts{
+			Name: "gateway_ping", Help: "Heartbeat round trip in milliseconds.",
+			Objectives: map[float64]float64{0.5: 0.05, 0.9: 0.01, 0.99: 0.001},
+		}, []string{"id"}),
+		queueLength: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "gateway_dispatch_queue_length", Help: "Dispatches waiting to be published to the broker.",
+		}),
+		queueFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_dispatch_queue_full_total", Help: "Times a shard found the dispatch queue full and had to wait for the broker.",
+		}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_broker_published_total", Help: "Dispatches published to the broker.",
+		}),
+		publishErrs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "gateway_broker_publish_errors_total", Help: "Failed publish attempts (retried).",
+		}),
+		deadLettered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_packets_dead_lettered_total", Help: "Worker packets refused and dead-lettered, by event.",
+		}, []string{"event"}),
+		routed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gateway_packets_routed_total", Help: "Worker packets routed, by where they went (local, republished).",
+		}, []string{"to"}),
+	}
+	for _, c := range []prometheus.Collector{m.packetsReceived, m.packetsSent, m.shardsAlive, m.totalShards, m.ping,
+		m.queueLength, m.queueFull, m.published, m.publishErrs, m.deadLettered, m.routed} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *Metrics) received(shard, op int, t string) {
+	if m != nil {
+		m.packetsReceived.WithLabelValues(t, strconv.Itoa(op), strconv.Itoa(shard)).Inc()
+	}
+}
+
+func (m *Metrics) sent(shard, op int, t string) {
+	if m != nil {
+		m.packetsSent.WithLabelValues(t, strconv.Itoa(op), strconv.Itoa(shard)).Inc()
+	}
+}
+
+func (m *Metrics) alive(shard int, up bool) {
+	if m != nil {
+		v := 0.0
+		if up {
+			v = 1
+		}
+		m.shardsAlive.WithLabelValues(strconv.Itoa(shard)).Set(v)
+	}
+}
+
+func (m *Metrics) pingMS(shard int, ms float64) {
+	if m != nil {
+		m.ping.WithLabelValues(strconv.Itoa(shard)).Observe(ms)
+	}
+}

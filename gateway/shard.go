@@ -1,0 +1,720 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// ErrFatalClose is wrapped by the error Run returns when Discord closed
+// with a code that forbids reconnecting (4004, 4010-4014).
+var ErrFatalClose = errors.New("fatal gateway close")
+
+// ErrNotReady is returned by Send when the shard stopped before it could send.
+var ErrNotReady = errors.New("shard not ready")
+
+// FatalError describes a close that stopped a shard for good.
+type FatalError struct {
+	Shard  int
+	Code   int
+	Reason string
+}
+
+func (e *FatalError) Error() string {
+	return fmt.Sprintf("shard %d: gateway closed with %d (%s): not reconnecting", e.Shard, e.Code, e.Reason)
+}
+
+// Unwrap lets errors.Is(err, ErrFatalClose) match.
+func (e *FatalError) Unwrap() error { return ErrFatalClose }
+
+// Dispatch is one op 0 event a shard received.
+type Dispatch struct {
+	Shard    int
+	Seq      int64
+	Event    string
+	Data     json.RawMessage
+	Received time.Time
+}
+
+// ShardConfig configures one shard.
+type ShardConfig struct {
+	// ID and Count place the shard: it receives the guilds with
+	// (guild_id >> 22) % Count == ID.
+	ID, Count int
+	// Token is the bot token. It is sent in Identify and Resume only.
+	Token string
+	// Intents for Identify.
+	Intents Intent
+	// Presence is the initial presence (Identify's presence), optional.
+	Presence json.RawMessage
+	// LargeThreshold (50-250) for Identify; 0 leaves Discord's default.
+	LargeThreshold int
+	// URL is the gateway URL from /gateway/bot, e.g. wss://gateway.discord.gg.
+	URL string
+	// Version is the gateway API version. Default 10.
+	Version int
+	// Compress selects transport compression. Default none.
+	Compress Compression
+	// Identify spaces identifies. Default: one per 5 s.
+	Identify IdentifyLimiter
+	// Store keeps the session across connections and restarts. Default:
+	// a MemoryStore.
+	Store SessionStore
+	// OnDispatch receives every dispatch in order, on the shard's reading
+	// goroutine. It may block to apply back-pressure; while it does, the
+	// shard keeps heartbeating and does not mistake the pause for a dead
+	// connection.
+	OnDispatch func(Dispatch)
+	// Dialer opens websocket connections. Default: websocket.DefaultDialer
+	// with a 30 s handshake timeout.
+	Dialer *websocket.Dialer
+	// MinBackoff and MaxBackoff bound the reconnect delay, which doubles
+	// with each failed attempt and is jittered. Defaults 1 s and 2 min.
+	MinBackoff, MaxBackoff time.Duration
+	// SendLimit payloads per SendWindow (Discord: 120 per 60 s).
+	SendLimit  int
+	SendWindow time.Duration
+	// SessionFlush is how often a changed seq is saved to Store while
+	// connected. Default 5 s. Sessions are also saved on READY, RESUMED,
+	// every disconnect and at shutdown.
+	SessionFlush time.Duration
+	// Logger receives diagnostics. Default slog.Default().
+	Logger *slog.Logger
+	// Metrics records packets, liveness and ping; nil records nothing.
+	Metrics *Metrics
+}
+
+func (c *ShardConfig) setDefaults() error {
+	if c.Count < 1 || c.ID < 0 || c.ID >= c.Count {
+		return fmt.Errorf("shard %d of %d: %w", c.ID, c.Count, ErrInvalidShardIDs)
+	}
+	if c.Token == "" {
+		return errors.New("a bot token is required")
+	}
+	if c.URL == "" {
+		return errors.New("a gateway URL is required")
+	}
+	if c.Version == 0 {
+		c.Version = 10
+	}
+	if c.Compress == "" {
+		c.Compress = CompressNone
+	}
+	if c.Identify == nil {
+		c.Identify = NewLocalIdentifyLimiter(1, 5*time.Second, -1, 0)
+	}
+	if c.Store == nil {
+		c.Store = &MemoryStore{}
+	}
+	if c.OnDispatch == nil {
+		c.OnDispatch = func(Dispatch) {}
+	}
+	if c.Dialer == nil {
+		d := *websocket.DefaultDialer
+		d.HandshakeTimeout = 30 * time.Second
+		c.Dialer = &d
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = time.Second
+	}
+	if c.MaxBackoff < c.MinBackoff {
+		c.MaxBackoff = max(2*time.Minute, c.MinBackoff)
+	}
+	if c.SendLimit <= 0 {
+		c.SendLimit = 120
+	}
+	if c.SendWindow <= 0 {
+		c.SendWindow = 60 * time.Second
+	}
+	if c.SessionFlush <= 0 {
+		c.SessionFlush = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Status is a snapshot of a shard's health.
+type Status struct {
+	ID, Count         int
+	State             State
+	SessionID         string
+	Seq               int64
+	Latency           time.Duration // last heartbeat → ACK round trip
+	LastHeartbeatACK  time.Time
+	GuildsAvailable   int
+	GuildsUnavailable int
+	Reconnects        int
+	Events            uint64 // dispatches received
+	LastCloseCode     int
+	LastCloseReason   string
+	Err               string // why the shard failed, if it did
+}
+
+// Shard is one gateway connection and its session, run as a state machine
+// by Run.
+type Shard struct {
+	cfg ShardConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	state   State
+	session Session
+	guilds  map[string]bool // guild id → available
+	status  Status
+	ready   chan struct{} // closed while Ready
+	conn    *liveConn     // current connection, nil between connections
+
+	events     atomic.Uint64
+	reconnectC chan struct{}
+}
+
+// liveConn is an open connection and what it needs to write.
+type liveConn struct {
+	shard   int
+	metrics *Metrics
+	ws      *websocket.Conn
+	writeMu sync.Mutex
+	limiter *sendLimiter
+	// inDispatch is set while OnDispatch runs, so that a reader paused by
+	// back-pressure is not taken for a zombie connection.
+	inDispatch atomic.Bool
+	closeOnce  sync.Once
+}
+
+// NewShard validates cfg and makes a shard; Run starts it.
+func NewShard(cfg ShardConfig) (*Shard, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Shard{
+		cfg:        cfg,
+		log:        cfg.Logger.With("shard", cfg.ID),
+		guilds:     map[string]bool{},
+		ready:      make(chan struct{}),
+		reconnectC: make(chan struct{}, 1),
+	}
+	s.status.ID, s.status.Count = cfg.ID, cfg.Count
+	return s, nil
+}
+
+// ID returns the shard id.
+func (s *Shard) ID() int { return s.cfg.ID }
+
+// Status returns a snapshot of the shard's health.
+func (s *Shard) Status() Status {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.status
+	st.State = s.state
+	st.SessionID = s.session.ID
+	st.Seq = s.session.Seq
+	st.GuildsAvailable, st.GuildsUnavailable = 0, 0
+	for _, ok := range s.guilds {
+		if ok {
+			st.GuildsAvailable++
+		} else {
+			st.GuildsUnavailable++
+		}
+	}
+	st.Events = s.events.Load()
+	return st
+}
+
+// Session returns the shard's current session.
+func (s *Shard) Session() Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.session
+}
+
+// Reconnect closes the current connection with a resumable code; the shard
+// reconnects and resumes.
+func (s *Shard) Reconnect() {
+	select {
+	case s.reconnectC <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Shard) setState(st State) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.setStateLocked(st)
+}
+
+func (s *Shard) setStateLocked(st State) {
+	if s.state == st {
+		return
+	}
+	if st == Ready {
+		close(s.ready)
+		s.cfg.Metrics.alive(s.cfg.ID, true)
+	} else if s.state == Ready {
+		s.ready = make(chan struct{})
+		s.cfg.Metrics.alive(s.cfg.ID, false)
+	}
+	s.log.Debug("shard state", "from", s.state, "to", st)
+	s.state = st
+}
+
+// Run connects and keeps the shard connected until ctx is cancelled, when
+// it saves the session and closes with a resumable code so that a new
+// process can resume. It returns nil then, or a *FatalError when Discord
+// closed with a fatal code.
+func (s *Shard) Run(ctx context.Context) error {
+	sess, err := s.cfg.Store.Load(ctx, s.cfg.ID)
+	if err != nil {
+		s.log.Warn("could not load the saved session; identifying anew", "err", err)
+	}
+	s.mu.Lock()
+	s.session = sess
+	s.mu.Unlock()
+
+	attempt := 0
+	for {
+		if ctx.Err() != nil {
+			return s.stop()
+		}
+		out := s.connect(ctx)
+		s.saveSession()
+		s.mu.Lock()
+		s.status.LastCloseCode, s.status.LastCloseReason = out.code, out.reason
+		s.mu.Unlock()
+		if ctx.Err() != nil {
+			return s.stop()
+		}
+		switch out.action {
+		case Fatal:
+			s.mu.Lock()
+			s.status.Err = fmt.Sprintf("closed with %d (%s)", out.code, out.reason)
+			s.setStateLocked(Failed)
+			s.mu.Unlock()
+			s.log.Error("gateway closed with a fatal code; not reconnecting", "code", out.code, "reason", out.reason)
+			return &FatalError{Shard: s.cfg.ID, Code: out.code, Reason: out.reason}
+		case Reidentify:
+			s.resetSession()
+		}
+		if out.wasReady {
+			attempt = 0
+		}
+		s.mu.Lock()
+		s.status.Reconnects++
+		s.setStateLocked(Reconnecting)
+		s.mu.Unlock()
+		delay := s.backoff(attempt, out.quick)
+		attempt++
+		s.log.Info("reconnecting", "in", delay.Round(time.Millisecond), "code", out.code, "reason", out.reason, "resume", s.Session().Resumable())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return s.stop()
+		case <-t.C:
+		}
+	}
+}
+
+// backoff returns the delay before reconnect attempt n: full jitter over
+// an exponentially growing ceiling. A quick reconnect (Discord asked for
+// it, or a healthy connection just dropped) starts small.
+func (s *Shard) backoff(n int, quick bool) time.Duration {
+	base := s.cfg.MinBackoff
+	if quick && n == 0 {
+		return time.Duration(rand.Int64N(int64(base)/4 + 1))
+	}
+	ceiling := base << min(n, 16)
+	if ceiling > s.cfg.MaxBackoff || ceiling <= 0 {
+		ceiling = s.cfg.MaxBackoff
+	}
+	return base/2 + time.Duration(rand.Int64N(int64(ceiling)))
+}
+
+func (s *Shard) stop() error {
+	s.saveSession()
+	s.setState(Stopped)
+	return nil
+}
+
+func (s *Shard) resetSession() {
+	s.mu.Lock()
+	s.session = Session{}
+	s.guilds = map[string]bool{}
+	s.mu.Unlock()
+	s.saveSession()
+}
+
+func (s *Shard) saveSession() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.cfg.Store.Save(ctx, s.cfg.ID, s.Session()); err != nil {
+		s.log.Warn("could not save the session", "err", err)
+	}
+}
+
+// outcome is how a connection ended.
+type outcome struct {
+	action   CloseAction
+	code     int
+	reason   string
+	wasReady bool // the connection reached Ready: reset the backoff
+	quick    bool // reconnect at once
+}
+
+func (s *Shard) gatewayURL(base string) (string, error) {
+	u, err := url.Parse(base)
+	if err != nil {
+		return "", fmt.Errorf("gateway URL: %w", err)
+	}
+	if u.Path == "" {
+		u.Path = "/"
+	}
+	q := url.Values{}
+	q.Set("v", fmt.Sprint(s.cfg.Version))
+	q.Set("encoding", "json")
+	if c := s.cfg.Compress.query(); c != "" {
+		q.Set("compress", c)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
+}
+
+// connect runs one connection from dial to close.
+func (s *Shard) connect(ctx context.Context) outcome {
+	sess := s.Session()
+	resume := sess.Resumable()
+	base := s.cfg.URL
+	if resume && sess.ResumeURL != "" {
+		base = sess.ResumeURL
+	}
+	if !resume {
+		// Wait for an identify slot before connecting, so that the wait
+		// never stalls a live connection.
+		s.setState(Identifying)
+		if err := s.cfg.Identify.Wait(ctx, s.cfg.ID); err != nil {
+			return outcome{action: Resume, reason: "identify wait: " + err.Error()}
+		}
+	}
+	target, err := s.gatewayURL(base)
+	if err != nil {
+		return outcome{action: Fatal, reason: err.Error()}
+	}
+	s.setState(Connecting)
+	ws, _, err := s.cfg.Dialer.DialContext(ctx, target, nil)
+	if err != nil {
+		return outcome{action: Resume, reason: "dial: " + err.Error()}
+	}
+	// The connection's limiter keeps room for about two heartbeats per
+	// window besides ordinary sends.
+	lc := &liveConn{shard: s.cfg.ID, metrics: s.cfg.Metrics, ws: ws, limiter: newSendLimiter(s.cfg.SendLimit, 3, s.cfg.SendWindow)}
+	s.mu.Lock()
+	s.conn = lc
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.conn = nil
+		s.mu.Unlock()
+		_ = ws.Close()
+	}()
+
+	connCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	reader, err := newPayloadReader(ws, s.cfg.Compress)
+	if err != nil {
+		return outcome{action: Fatal, reason: err.Error()}
+	}
+	defer reader.close()
+
+	// Closing from outside: shutdown or a requested reconnect.
+	var shutdown atomic.Bool
+	go func() {
+		select {
+		case <-connCtx.Done():
+			if ctx.Err() != nil {
+				shutdown.Store(true)
+				lc.close(CloseResumable, "shutting down")
+			}
+		case <-s.reconnectC:
+			lc.close(CloseResumable, "reconnect requested")
+		}
+	}()
+
+	return s.readLoop(connCtx, lc, reader, resume, sess, &shutdown)
+}
+
+// close sends a close frame with code and closes the socket.
+func (lc *liveConn) close(code int, reason string) {
+	lc.closeOnce.Do(func() {
+		msg := websocket.FormatCloseMessage(code, reason)
+		_ = lc.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(time.Second))
+		_ = lc.ws.Close()
+	})
+}
+
+// write sends one payload with opcode op, within the send limit.
+func (lc *liveConn) write(ctx context.Context, op int, payload []byte, priority bool) error {
+	if err := lc.limiter.wait(ctx, priority); err != nil {
+		return err
+	}
+	lc.writeMu.Lock()
+	defer lc.writeMu.Unlock()
+	_ = lc.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if err := lc.ws.WriteMessage(websocket.TextMessage, payload); err != nil {
+		return err
+	}
+	lc.metrics.sent(lc.shard, op, "")
+	return nil
+}
+
+func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, resume bool, sess Session, shutdown *atomic.Bool) outcome {
+	ended := func(err error, wasReady bool) outcome {
+		var ce *websocket.CloseError
+		if errors.As(err, &ce) {
+			action, text := ClassifyClose(ce.Code)
+			if ce.Text != "" {
+				text += ": " + ce.Text
+			}
+			return outcome{action: action, code: ce.Code, reason: text, wasReady: wasReady, quick: wasReady}
+		}
+		if shutdown.Load() {
+			return outcome{action: Resume, code: CloseResumable, reason: "shutting down"}
+		}
+		return outcome{action: Resume, code: 1006, reason: "connection lost: " + err.Error(), wasReady: wasReady, quick: wasReady}
+	}
+
+	// Hello, or an early op 7.
+	raw, err := r.next()
+	if err != nil {
+		return ended(err, false)
+	}
+	var p Payload
+	if err := json.Unmarshal(raw, &p); err != nil {
+		lc.close(CloseResumable, "undecodable payload")
+		return outcome{action: Resume, reason: "undecodable first payload"}
+	}
+	switch p.Op {
+	case OpReconnect:
+		lc.close(CloseResumable, "reconnect requested")
+		return outcome{action: Resume, code: CloseResumable, reason: "op 7 before hello", quick: true}
+	case OpHello:
+	default:
+		lc.close(CloseResumable, "expected hello")
+		return outcome{action: Resume, reason: fmt.Sprintf("op %d before hello", p.Op)}
+	}
+	var hello struct {
+		HeartbeatInterval int64 `json:"heartbeat_interval"`
+	}
+	if err := json.Unmarshal(p.D, &hello); err != nil || hello.HeartbeatInterval <= 0 {
+		lc.close(CloseResumable, "bad hello")
+		return outcome{action: Resume, reason: "hello without a heartbeat interval"}
+	}
+	hb := newHeartbeater(s, lc, time.Duration(hello.HeartbeatInterval)*time.Millisecond)
+	go hb.run(ctx)
+
+	if resume {
+		s.setState(Resuming)
+		err = lc.write(ctx, OpResume, mustJSON(map[string]any{"op": OpResume, "d": map[string]any{
+			"token": s.cfg.Token, "session_id": sess.ID, "seq": sess.Seq,
+		}}), true)
+	} else {
+		s.setState(Identifying)
+		err = lc.write(ctx, OpIdentify, s.identifyPayload(), true)
+	}
+	if err != nil {
+		return ended(err, false)
+	}
+
+	flush := time.NewTicker(s.cfg.SessionFlush)
+	defer flush.Stop()
+	savedSeq := sess.Seq
+	wasReady := false
+	for {
+		select {
+		case <-flush.C:
+			if cur := s.Session(); cur.Seq != savedSeq {
+				s.saveSession()
+				savedSeq = cur.Seq
+			}
+		default:
+		}
+		raw, err := r.next()
+		if err != nil {
+			return ended(err, wasReady)
+		}
+		var p Payload
+		if err := json.Unmarshal(raw, &p); err != nil {
+			s.log.Warn("undecodable gateway payload", "err", err, "bytes", len(raw))
+			continue
+		}
+		s.cfg.Metrics.received(s.cfg.ID, p.Op, p.T)
+		switch p.Op {
+		case OpDispatch:
+			if s.handleDispatch(lc, &p) {
+				wasReady = true
+			}
+		case OpHeartbeat:
+			hb.now()
+		case OpHeartbeatACK:
+			hb.acked()
+		case OpReconnect:
+			lc.close(CloseResumable, "reconnect requested")
+			return outcome{action: Resume, code: CloseResumable, reason: "discord asked to reconnect (op 7)", wasReady: wasReady, quick: true}
+		case OpInvalidSession:
+			resumable := string(p.D) == "true"
+			lc.close(CloseResumable, "invalid session")
+			if resumable {
+				return outcome{action: Resume, reason: "invalid session (resumable)", wasReady: wasReady}
+			}
+			// Discord asks for a 1-5 s wait before identifying again; the
+			// backoff of a non-quick reconnect provides it.
+			return outcome{action: Reidentify, reason: "invalid session", wasReady: wasReady}
+		}
+	}
+}
+
+// handleDispatch tracks the session and forwards the event. It reports
+// whether the session became ready.
+func (s *Shard) handleDispatch(lc *liveConn, p *Payload) (ready bool) {
+	s.events.Add(1)
+	s.mu.Lock()
+	if p.S != nil && *p.S > s.session.Seq {
+		s.session.Seq = *p.S
+	}
+	switch p.T {
+	case "READY":
+		var r ReadyData
+		if err := json.Unmarshal(p.D, &r); err == nil {
+			s.session.ID = r.SessionID
+			s.session.ResumeURL = r.ResumeGatewayURL
+			s.guilds = make(map[string]bool, len(r.Guilds))
+			for _, g := range r.Guilds {
+				s.guilds[g.ID] = false
+			}
+		}
+		s.setStateLocked(Ready)
+		ready = true
+	case "RESUMED":
+		s.setStateLocked(Ready)
+		ready = true
+	case "GUILD_CREATE", "GUILD_DELETE":
+		var g guildRef
+		if err := json.Unmarshal(p.D, &g); err == nil && g.ID != "" {
+			if p.T == "GUILD_CREATE" {
+				s.guilds[g.ID] = true
+			} else if g.Unavailable {
+				s.guilds[g.ID] = false
+			} else {
+				delete(s.guilds, g.ID) // the bot left the guild
+			}
+		}
+	}
+	seq := s.session.Seq
+	s.mu.Unlock()
+	if ready {
+		s.saveSession()
+	}
+	lc.inDispatch.Store(true)
+	s.cfg.OnDispatch(Dispatch{Shard: s.cfg.ID, Seq: seq, Event: p.T, Data: p.D, Received: time.Now()})
+	lc.inDispatch.Store(false)
+	return ready
+}
+
+func (s *Shard) identifyPayload() []byte {
+	d := map[string]any{
+		"token":   s.cfg.Token,
+		"intents": uint64(s.cfg.Intents),
+		"properties": map[string]string{
+			"os": runtime.GOOS, "browser": "spectacles", "device": "spectacles",
+		},
+		"shard": []int{s.cfg.ID, s.cfg.Count},
+	}
+	if len(s.cfg.Presence) > 0 {
+		d["presence"] = s.cfg.Presence
+	}
+	if s.cfg.LargeThreshold > 0 {
+		d["large_threshold"] = s.cfg.LargeThreshold
+	}
+	return mustJSON(map[string]any{"op": OpIdentify, "d": d})
+}
+
+// Send writes a worker's packet ({"op":…,"d":…}) to the gateway once the
+// shard is ready, within the send limit. It refuses packets a worker may
+// not send (see ValidatePacket).
+func (s *Shard) Send(ctx context.Context, packet []byte) error {
+	op, err := ValidatePacket(packet)
+	if err != nil {
+		return err
+	}
+	for {
+		s.mu.Lock()
+		ready, lc, st := s.ready, s.conn, s.state
+		s.mu.Unlock()
+		if st == Failed || st == Stopped {
+			return fmt.Errorf("shard %d is %s: %w", s.cfg.ID, st, ErrNotReady)
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return fmt.Errorf("shard %d: waiting to be ready: %w", s.cfg.ID, ctx.Err())
+		}
+		if lc == nil {
+			// Ready was observed with an older snapshot; look again.
+			s.mu.Lock()
+			lc = s.conn
+			s.mu.Unlock()
+			if lc == nil {
+				continue
+			}
+		}
+		return lc.write(ctx, op, packet, false)
+	}
+}
+
+// ErrInvalidPacket is wrapped by ValidatePacket's errors.
+var ErrInvalidPacket = errors.New("invalid packet")
+
+// ValidatePacket checks a packet a worker wants sent: a JSON object with an
+// op a worker may send, at most MaxPayloadBytes long. It returns the op.
+func ValidatePacket(packet []byte) (int, error) {
+	if len(packet) > MaxPayloadBytes {
+		return 0, fmt.Errorf("%w: %d bytes, more than Discord's %d", ErrInvalidPacket, len(packet), MaxPayloadBytes)
+	}
+	var p struct {
+		Op *int            `json:"op"`
+		D  json.RawMessage `json:"d"`
+	}
+	if err := json.Unmarshal(packet, &p); err != nil {
+		return 0, fmt.Errorf("%w: not a JSON object: %v", ErrInvalidPacket, err)
+	}
+	if p.Op == nil {
+		return 0, fmt.Errorf("%w: no op", ErrInvalidPacket)
+	}
+	if _, ok := WorkerOpcodes[*p.Op]; !ok {
+		names := make([]string, 0, len(WorkerOpcodes))
+		for op, n := range WorkerOpcodes {
+			names = append(names, fmt.Sprintf("%d %s", op, n))
+		}
+		return *p.Op, fmt.Errorf("%w: op %d may not be sent by a worker (allowed: %s)", ErrInvalidPacket, *p.Op, strings.Join(sortedStrings(names), ", "))
+	}
+	return *p.Op, nil
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("gateway: encoding a fixed payload: %v", err)) // only plain maps reach here
+	}
+	return b
+}

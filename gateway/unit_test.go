@@ -1,0 +1,242 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/zlib"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+func TestClassifyClose(t *testing.T) {
+	for code, want := range map[int]CloseAction{
+		4000: Resume, 4001: Resume, 4002: Resume, 4003: Resume, 4005: Resume, 4008: Resume,
+		4007: Reidentify, 4009: Reidentify, 1000: Reidentify, 1001: Reidentify,
+		4004: Fatal, 4010: Fatal, 4011: Fatal, 4012: Fatal, 4013: Fatal, 4014: Fatal,
+		1006: Resume, 4999: Resume,
+	} {
+		if got, text := ClassifyClose(code); got != want || text == "" {
+			t.Errorf("close %d: %v %q, want %v", code, got, text, want)
+		}
+	}
+}
+
+func TestValidatePacket(t *testing.T) {
+	good := []string{
+		`{"op":4,"d":{"guild_id":"1","channel_id":null}}`,
+		`{"op":8,"d":{"guild_id":"1","query":"","limit":0}}`,
+		`{"op":3,"d":{"status":"online"}}`,
+	}
+	for _, p := range good {
+		if _, err := ValidatePacket([]byte(p)); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	bad := map[string]string{
+		`{"op":2,"d":{"token":"x"}}`:  "op 2 may not be sent",
+		`{"op":6,"d":{}}`:             "op 6 may not be sent",
+		`{"op":1,"d":null}`:           "op 1 may not be sent",
+		`{"d":{}}`:                    "no op",
+		`not json`:                    "not a JSON object",
+		`{"op":4,"d":"` + strings.Repeat("x", 4096) + `"}`: "more than Discord's 4096",
+	}
+	for p, want := range bad {
+		_, err := ValidatePacket([]byte(p))
+		if !errors.Is(err, ErrInvalidPacket) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%.40s: err = %v, want %q", p, err, want)
+		}
+	}
+}
+
+func TestSendLimiterReservesHeartbeats(t *testing.T) {
+	l := newSendLimiter(5, 2, time.Minute)
+	now := time.Now()
+	for i := range 3 {
+		if d := l.take(now, false); d != 0 {
+			t.Fatalf("send %d waited %s", i, d)
+		}
+	}
+	if d := l.take(now, false); d <= 0 {
+		t.Fatal("a fourth ordinary send was allowed into the heartbeat reserve")
+	}
+	for i := range 2 {
+		if d := l.take(now, true); d != 0 {
+			t.Fatalf("heartbeat %d waited %s", i, d)
+		}
+	}
+	if d := l.take(now, true); d <= 0 || d > time.Minute+time.Millisecond {
+		t.Fatalf("sixth send in the window: wait %s", d)
+	}
+	if d := l.take(now.Add(time.Minute), false); d != 0 {
+		t.Fatalf("after the window: wait %s", d)
+	}
+	if n := l.used(now.Add(time.Minute)); n != 1 {
+		t.Errorf("used %d", n)
+	}
+}
+
+func TestLocalIdentifyLimiterBucketsAndOrder(t *testing.T) {
+	const interval = 150 * time.Millisecond
+	l := NewLocalIdentifyLimiter(2, interval, -1, 0)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var order []int
+	times := map[int]time.Time{}
+	var wg sync.WaitGroup
+	// Occupy both buckets, so that the shards below all have to wait.
+	for _, id := range []int{10, 11} {
+		if err := l.Wait(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Shards 0,2,4 share bucket 0; 1,3 bucket 1. They queue out of order.
+	for _, id := range []int{4, 2, 3, 0, 1} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.Wait(ctx, id); err != nil {
+				t.Error(err)
+			}
+			mu.Lock()
+			order = append(order, id)
+			times[id] = time.Now()
+			mu.Unlock()
+		}()
+		time.Sleep(2 * time.Millisecond)
+	}
+	wg.Wait()
+	pos := map[int]int{}
+	for i, id := range order {
+		pos[id] = i
+	}
+	if !(pos[0] < pos[2] && pos[2] < pos[4] && pos[1] < pos[3]) {
+		t.Errorf("identify order %v: each bucket must go lowest shard first", order)
+	}
+	for _, pair := range [][2]int{{0, 2}, {2, 4}, {1, 3}} {
+		if gap := times[pair[1]].Sub(times[pair[0]]); gap < interval-5*time.Millisecond {
+			t.Errorf("shards %d and %d identified %s apart, want at least %s", pair[0], pair[1], gap, interval)
+		}
+	}
+}
+
+func TestLocalIdentifyLimiterSessionStartLimit(t *testing.T) {
+	l := NewLocalIdentifyLimiter(1, time.Millisecond, 1, time.Hour)
+	if err := l.Wait(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := l.Wait(ctx, 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("identify past the session start limit: err = %v", err)
+	}
+}
+
+// frames is a fake connection that yields given websocket messages.
+type frames struct{ msgs [][]byte }
+
+func (f *frames) ReadMessage() (int, []byte, error) {
+	if len(f.msgs) == 0 {
+		return 0, nil, io.EOF
+	}
+	m := f.msgs[0]
+	f.msgs = f.msgs[1:]
+	return 2, m, nil
+}
+
+func payloads(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf(`{"op":0,"s":%d,"t":"MESSAGE_CREATE","d":{"content":"%s"}}`, i+1, strings.Repeat("x", i*37%500))
+	}
+	return out
+}
+
+func readAll(t *testing.T, f *frames, c Compression) []string {
+	t.Helper()
+	r, err := newPayloadReader(f, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	var got []string
+	for {
+		p, err := r.next()
+		if err != nil {
+			break
+		}
+		got = append(got, string(p))
+	}
+	return got
+}
+
+func TestZlibStreamAcrossSplitFrames(t *testing.T) {
+	want := payloads(50)
+	var buf bytes.Buffer
+	zw := zlib.NewWriter(&buf)
+	f := &frames{}
+	for i, p := range want {
+		_, _ = zw.Write([]byte(p))
+		_ = zw.Flush() // Z_SYNC_FLUSH: ends with 00 00 ff ff
+		msg := append([]byte(nil), buf.Bytes()...)
+		buf.Reset()
+		if !bytes.HasSuffix(msg, []byte{0, 0, 0xff, 0xff}) {
+			t.Fatal("flush did not end with the zlib suffix")
+		}
+		if i%3 == 0 && len(msg) > 4 { // one payload over two frames
+			f.msgs = append(f.msgs, msg[:len(msg)/2], msg[len(msg)/2:])
+		} else {
+			f.msgs = append(f.msgs, msg)
+		}
+	}
+	got := readAll(t, f, CompressZlib)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got %d payloads, want %d", len(got), len(want))
+	}
+}
+
+func TestZstdStream(t *testing.T) {
+	want := payloads(50)
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &frames{}
+	for _, p := range want {
+		_, _ = zw.Write([]byte(p))
+		_ = zw.Flush() // ends a block, not the frame
+		f.msgs = append(f.msgs, append([]byte(nil), buf.Bytes()...))
+		buf.Reset()
+	}
+	got := readAll(t, f, CompressZstd)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("got %d payloads, want %d", len(got), len(want))
+	}
+}
+
+func TestParseCompression(t *testing.T) {
+	for in, want := range map[string]Compression{"": CompressNone, "none": CompressNone, "ZSTD-stream": CompressZstd, "zlib-stream": CompressZlib} {
+		if got, err := ParseCompression(in); err != nil || got != want {
+			t.Errorf("%q: %v %v", in, got, err)
+		}
+	}
+	if _, err := ParseCompression("gzip"); !errors.Is(err, ErrUnknownCompression) {
+		t.Errorf("gzip: %v", err)
+	}
+}
+
+func TestAPIBase(t *testing.T) {
+	if got := APIBase("", "", 0); got != "https://discord.com/api/v10" {
+		t.Errorf("default %q", got)
+	}
+	if got := APIBase("http", "127.0.0.1:8080", 10); got != "http://127.0.0.1:8080/api/v10" {
+		t.Errorf("local %q", got)
+	}
+}

@@ -1,0 +1,108 @@
+// Package redistest gives tests a Redis server and tidy keys: the real
+// Redis at $SPECTACLES_REDIS_URL or 127.0.0.1:6379 when it answers PING;
+// otherwise, outside CI, an embedded server (transport/redis.Embedded) for
+// the test. Under CI (CI=true) a missing Redis fails the test: a missing
+// broker under CI is a failure, never a skip.
+//
+// Tests share the real server: they must use unique key names (Unique) and
+// delete what they create (DeleteKeys), never FLUSHALL or FLUSHDB.
+package redistest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/transport/redis"
+)
+
+// probe is the result of looking for the real server, once per process.
+type probe struct {
+	once sync.Once
+	addr string
+	err  error
+}
+
+func (p *probe) find() (string, error) {
+	p.once.Do(func() {
+		addr := os.Getenv("SPECTACLES_REDIS_URL")
+		if addr == "" {
+			addr = "127.0.0.1:6379"
+		}
+		c, err := redis.NewClient(addr, 1)
+		if err != nil {
+			p.err = err
+			return
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := c.Ping(ctx).Err(); err != nil {
+			p.err = fmt.Errorf("no Redis at %s: %w", addr, err)
+			return
+		}
+		p.addr = addr
+	})
+	return p.addr, p.err
+}
+
+// The probe is done once per test binary; it holds no test's state.
+var shared probe
+
+// Addr returns the server for t, in a form redis.NewClient accepts
+// ("host:port" or a URL), and whether it is a real Redis (false for an
+// embedded server, which is closed when t ends).
+func Addr(t testing.TB) (string, bool) {
+	t.Helper()
+	addr, err := shared.find()
+	if err == nil {
+		return addr, true
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and %v: a missing broker under CI is a failure", err)
+	}
+	e, err := redis.StartEmbedded()
+	if err != nil {
+		t.Fatalf("no Redis, and the embedded server did not start: %v", err)
+	}
+	t.Cleanup(e.Close)
+	return e.Addr(), false
+}
+
+// Client returns a go-redis client for addr, closed when t ends.
+func Client(t testing.TB, addr string) goredis.UniversalClient {
+	t.Helper()
+	c, err := redis.NewClient(addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// Unique returns prefix followed by a random suffix.
+func Unique(prefix string) string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// DeleteKeys deletes keys from c when t ends. Call it after Client, so that
+// it runs before the client closes.
+func DeleteKeys(t testing.TB, c goredis.UniversalClient, keys ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := c.Del(ctx, keys...).Err(); err != nil {
+			t.Logf("redistest: deleting %v: %v", keys, err)
+		}
+	})
+}
