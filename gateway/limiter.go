@@ -46,8 +46,11 @@ func (l *sendLimiter) wait(ctx context.Context, priority bool) error {
 func (l *sendLimiter) take(now time.Time, priority bool) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The server counts arrivals, a little after our sends: keep a margin
+	// so that a send we think left the window has left the server's too.
+	window := l.window + max(l.window/50, 10*time.Millisecond)
 	cut := 0
-	for cut < len(l.sent) && now.Sub(l.sent[cut]) >= l.window {
+	for cut < len(l.sent) && now.Sub(l.sent[cut]) >= window {
 		cut++
 	}
 	l.sent = l.sent[cut:]
@@ -61,7 +64,7 @@ func (l *sendLimiter) take(now time.Time, priority bool) time.Duration {
 	}
 	// Wait until enough of the oldest sends leave the window.
 	oldest := l.sent[len(l.sent)-allowed]
-	return oldest.Add(l.window).Sub(now) + time.Millisecond
+	return oldest.Add(window).Sub(now) + time.Millisecond
 }
 
 // used reports how many sends the current window holds.
