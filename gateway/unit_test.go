@@ -40,11 +40,11 @@ func TestValidatePacket(t *testing.T) {
 		}
 	}
 	bad := map[string]string{
-		`{"op":2,"d":{"token":"x"}}`:  "op 2 may not be sent",
-		`{"op":6,"d":{}}`:             "op 6 may not be sent",
-		`{"op":1,"d":null}`:           "op 1 may not be sent",
-		`{"d":{}}`:                    "no op",
-		`not json`:                    "not a JSON object",
+		`{"op":2,"d":{"token":"x"}}`: "op 2 may not be sent",
+		`{"op":6,"d":{}}`:            "op 6 may not be sent",
+		`{"op":1,"d":null}`:          "op 1 may not be sent",
+		`{"d":{}}`:                   "no op",
+		`not json`:                   "not a JSON object",
 		`{"op":4,"d":"` + strings.Repeat("x", 4096) + `"}`: "more than Discord's 4096",
 	}
 	for p, want := range bad {
@@ -77,7 +77,7 @@ func TestSendLimiterReservesHeartbeats(t *testing.T) {
 	if d := l.take(now.Add(time.Minute+2*time.Second), false); d != 0 {
 		t.Fatalf("after the window: wait %s", d)
 	}
-	if n := l.used(now.Add(time.Minute+2*time.Second)); n != 1 {
+	if n := l.used(now.Add(time.Minute + 2*time.Second)); n != 1 {
 		t.Errorf("used %d", n)
 	}
 }
