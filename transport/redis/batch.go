@@ -1,0 +1,292 @@
+package redis
+
+import (
+	"context"
+	"runtime"
+	"strconv"
+	"sync"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Batching of XADD and XACK. Callers put an op on a channel and wait for
+// it; a few flusher goroutines each take whatever is queued (up to
+// maxBatch) and run it as one pipeline, so that concurrent callers share
+// round trips while a lone caller waits for no timer. Several flushers let
+// several pipelines be in flight at once.
+const (
+	maxBatch   = 512
+	queueDepth = 4 * maxBatch
+)
+
+type opKind uint8
+
+const (
+	opXAdd opKind = iota // XADD stream [trim] * data payload
+	opXAck               // XACK stream group id
+)
+
+// op is one queued command and, once done is signalled, its result.
+type op struct {
+	kind   opKind
+	ctx    context.Context
+	stream string
+	data   []byte // opXAdd: the payload
+	id     string // opXAck: the entry id
+
+	result string // opXAdd: the new entry id
+	err    error
+	done   chan struct{} // capacity 1; signalled once per use
+}
+
+// payloadArg hands an op's payload to go-redis without boxing a slice.
+type payloadArg op
+
+// MarshalBinary returns the payload.
+func (p *payloadArg) MarshalBinary() ([]byte, error) { return p.data, nil }
+
+type batcher struct {
+	b    *Broker
+	ch   chan *op
+	pool sync.Pool
+
+	mu      sync.RWMutex // held shared while sending on ch; exclusively to close it
+	stopped bool
+	wg      sync.WaitGroup
+}
+
+func newBatcher(b *Broker) *batcher {
+	bt := &batcher{b: b, ch: make(chan *op, queueDepth)}
+	bt.pool.New = func() any { return &op{done: make(chan struct{}, 1)} }
+	// Two pipelines in flight are best on two cores; more cores keep more
+	// in flight.
+	for range min(max(runtime.GOMAXPROCS(0), 2), 8) {
+		bt.wg.Add(1)
+		go bt.run()
+	}
+	return bt
+}
+
+func (bt *batcher) get() *op { return bt.pool.Get().(*op) }
+
+// put recycles an op whose done signal has been received.
+func (bt *batcher) put(o *op) {
+	*o = op{done: o.done}
+	bt.pool.Put(o)
+}
+
+// do queues o and waits for its result. When do returns an error other
+// than o.err, o may still be in use by a flusher and must not be recycled.
+func (bt *batcher) do(ctx context.Context, o *op) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o.ctx = ctx
+	bt.mu.RLock()
+	if bt.stopped {
+		bt.mu.RUnlock()
+		return core.ErrClosed
+	}
+	select {
+	case bt.ch <- o:
+	case <-ctx.Done():
+		bt.mu.RUnlock()
+		return ctx.Err()
+	}
+	bt.mu.RUnlock()
+	select {
+	case <-o.done:
+		return o.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// ack XACKs id in stream for the broker's group, returning once Redis
+// confirmed.
+func (bt *batcher) ack(ctx context.Context, stream, id string) error {
+	o := bt.get()
+	o.kind = opXAck
+	o.stream = stream
+	o.id = id
+	if err := bt.do(ctx, o); err != nil {
+		return err
+	}
+	bt.put(o)
+	return nil
+}
+
+// stop lets the flushers finish what is queued, then waits for them.
+// Later ops fail with core.ErrClosed.
+func (bt *batcher) stop() {
+	bt.mu.Lock()
+	if !bt.stopped {
+		bt.stopped = true
+		close(bt.ch)
+	}
+	bt.mu.Unlock()
+	bt.wg.Wait()
+}
+
+func (bt *batcher) run() {
+	defer bt.wg.Done()
+	f := &flusher{
+		b:    bt.b,
+		pipe: bt.b.client.Pipeline(),
+		acks: make(map[string]*ackGroup),
+	}
+	batch := make([]*op, 0, maxBatch)
+	for o := range bt.ch {
+		batch = append(batch[:0], o)
+		batch = bt.fill(batch)
+		if len(batch) > 1 && len(batch) < maxBatch {
+			// Others are queueing too: let them run once so that this
+			// pipeline carries more. A lone op is sent at once.
+			runtime.Gosched()
+			batch = bt.fill(batch)
+		}
+		f.flush(batch)
+		clear(batch)
+	}
+}
+
+// fill adds to batch what is queued, without waiting.
+func (bt *batcher) fill(batch []*op) []*op {
+	for len(batch) < maxBatch {
+		select {
+		case o, ok := <-bt.ch:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, o)
+		default:
+			return batch
+		}
+	}
+	return batch
+}
+
+// flusher is one flushing goroutine's reusable state.
+type flusher struct {
+	b    *Broker
+	pipe goredis.Pipeliner
+	cmds []goredis.Cmder
+	args []any // backing store for the commands' arguments
+	acks map[string]*ackGroup
+	// ackOrder lists the streams of acks in the order first seen.
+	ackOrder []string
+	spare    []*ackGroup
+}
+
+// ackGroup is the XACK of one stream in a batch.
+type ackGroup struct {
+	cmd *goredis.IntCmd
+	ops []*op
+}
+
+// arg appends vs to f.args and returns them as one command's arguments.
+func (f *flusher) arg(vs ...any) []any {
+	start := len(f.args)
+	f.args = append(f.args, vs...)
+	return f.args[start:len(f.args):len(f.args)]
+}
+
+func (f *flusher) flush(batch []*op) {
+	ctx := context.Background()
+	f.cmds = f.cmds[:0]
+	f.args = f.args[:0]
+	cfg := &f.b.cfg
+	group := cfg.Identity.Group
+
+	var trim []any
+	switch {
+	case cfg.MaxLen > 0:
+		trim = []any{"maxlen", "~", cfg.MaxLen}
+	case cfg.MinIDAge > 0:
+		trim = []any{"minid", "~", strconv.FormatInt(time.Now().Add(-cfg.MinIDAge).UnixMilli(), 10)}
+	}
+
+	live := 0
+	for i, o := range batch {
+		if err := o.ctx.Err(); err != nil {
+			o.err = err
+			o.done <- struct{}{}
+			batch[i] = nil
+			continue
+		}
+		live++
+		switch o.kind {
+		case opXAdd:
+			var args []any
+			if trim == nil {
+				args = f.arg("xadd", &o.stream, "*", "data", (*payloadArg)(o))
+			} else {
+				args = f.arg("xadd", &o.stream, trim[0], trim[1], trim[2], "*", "data", (*payloadArg)(o))
+			}
+			f.cmds = append(f.cmds, goredis.NewStringCmd(ctx, args...))
+		case opXAck:
+			g := f.acks[o.stream]
+			if g == nil {
+				if n := len(f.spare); n > 0 {
+					g, f.spare = f.spare[n-1], f.spare[:n-1]
+				} else {
+					g = &ackGroup{}
+				}
+				f.acks[o.stream] = g
+				f.ackOrder = append(f.ackOrder, o.stream)
+			}
+			g.ops = append(g.ops, o)
+		}
+	}
+	if live == 0 {
+		return
+	}
+	for _, stream := range f.ackOrder {
+		g := f.acks[stream]
+		start := len(f.args)
+		f.args = append(f.args, "xack", &g.ops[0].stream, group)
+		for _, o := range g.ops {
+			f.args = append(f.args, &o.id)
+		}
+		g.cmd = goredis.NewIntCmd(ctx, f.args[start:len(f.args):len(f.args)]...)
+		f.cmds = append(f.cmds, g.cmd)
+	}
+
+	if len(f.cmds) == 1 {
+		_ = f.b.client.Process(ctx, f.cmds[0])
+	} else {
+		_ = f.pipe.BatchProcess(ctx, f.cmds...)
+		_, _ = f.pipe.Exec(ctx)
+	}
+
+	// Deliver: XADDs in batch order, then each stream's acks.
+	n := 0
+	for _, o := range batch {
+		if o == nil || o.kind != opXAdd {
+			continue
+		}
+		cmd := f.cmds[n].(*goredis.StringCmd)
+		n++
+		o.result, o.err = cmd.Result()
+		o.done <- struct{}{}
+	}
+	for _, stream := range f.ackOrder {
+		g := f.acks[stream]
+		err := g.cmd.Err()
+		for i, o := range g.ops {
+			o.err = err
+			o.done <- struct{}{}
+			g.ops[i] = nil
+		}
+		g.ops = g.ops[:0]
+		g.cmd = nil
+		f.spare = append(f.spare, g)
+		delete(f.acks, stream)
+	}
+	f.ackOrder = f.ackOrder[:0]
+	clear(f.cmds)
+	clear(f.args)
+}

@@ -1,0 +1,180 @@
+// Package redis is the Redis-streams driver of Spectacles: a core.Broker
+// that speaks the wire protocol of the other Spectacles clients
+// (@spectacles/brokers, @discordjs/brokers, spec-tacles/go).
+//
+// Publish is XADD {event} * data {payload}; each group reads with
+// XREADGROUP, acknowledges with XACK and takes over messages another client
+// left idle for Options.MessageTimeout with XAUTOCLAIM; a reply is PUBLISH
+// {event}:{id} {payload}. Messages delivered more than
+// Options.MaxDeliveries times, or rejected, move to the stream
+// core.DeadLetterEvent(event) with the core.Header* fields.
+//
+// Concurrent Publish and Ack calls are coalesced into pipelines, so that
+// throughput does not depend on one round trip per message.
+//
+// Embedded runs an in-process server (miniredis) for development and tests.
+//
+// It needs Redis 6.2 or later (XAUTOCLAIM); Redis 7 is what it is tested
+// with. A comma list of addresses in the URL selects Redis Cluster.
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Broker is a Spectacles broker over Redis streams. It is safe for
+// concurrent use. Make one with Open or NewWithClient.
+type Broker struct {
+	client     goredis.UniversalClient
+	ownsClient bool
+	cluster    bool
+	cfg        Config
+	log        *slog.Logger
+
+	// closeCtx is cancelled when Close starts: consumers stop, calls end.
+	closeCtx    context.Context
+	closeCancel context.CancelFunc
+	closed      atomic.Bool
+	// finished is set once the consumers have drained: settling is over.
+	finished atomic.Bool
+
+	mu        sync.Mutex // guards consumers.Add against Close
+	consumers sync.WaitGroup
+
+	batch   *batcher
+	replies *replies
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ core.Broker = (*Broker)(nil)
+
+// Open connects to cfg.URL (see NewClient), checks the server answers PING
+// within ctx, and returns a broker that closes the client when it closes.
+func Open(ctx context.Context, cfg Config) (*Broker, error) {
+	if _, err := cfg.withDefaults(); err != nil {
+		return nil, err
+	}
+	client, err := NewClient(cfg.URL, cfg.PoolSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := client.Ping(ctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("redis: cannot reach %s: %w", describeAddrs(client), err)
+	}
+	b, err := NewWithClient(client, cfg)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	b.ownsClient = true
+	return b, nil
+}
+
+// NewWithClient returns a broker over client, which the caller owns: Close
+// does not close it. cfg.URL and cfg.PoolSize are not used.
+func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) {
+	if client == nil {
+		return nil, fmt.Errorf("%w: nil client", ErrInvalidConfig)
+	}
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	_, cluster := client.(*goredis.ClusterClient)
+	b := &Broker{
+		client:  client,
+		cluster: cluster,
+		cfg:     cfg,
+		log:     cfg.Logger.With("broker", "redis"),
+	}
+	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
+	b.batch = newBatcher(b)
+	b.replies = newReplies(b)
+	return b, nil
+}
+
+// Client returns the go-redis client the broker uses.
+func (b *Broker) Client() goredis.UniversalClient { return b.client }
+
+// Publish appends data, encoded with the codec (core.Raw passes through),
+// to the stream named event and returns the entry id.
+func (b *Broker) Publish(ctx context.Context, event string, data any) (string, error) {
+	if b.closed.Load() {
+		return "", core.ErrClosed
+	}
+	if event == "" {
+		return "", errors.New("redis: publish: event name is empty")
+	}
+	raw, err := b.cfg.Codec.Marshal(data)
+	if err != nil {
+		return "", fmt.Errorf("redis: publish %s: %w", event, err)
+	}
+	id, err := b.publishRaw(ctx, event, raw)
+	if err != nil {
+		return "", fmt.Errorf("redis: publish %s: %w", event, err)
+	}
+	return id, nil
+}
+
+// publishRaw XADDs raw through the batcher.
+func (b *Broker) publishRaw(ctx context.Context, event string, raw []byte) (string, error) {
+	o := b.batch.get()
+	o.kind = opXAdd
+	o.stream = event
+	o.data = raw
+	if err := b.batch.do(ctx, o); err != nil {
+		return "", err
+	}
+	id := o.result
+	b.batch.put(o)
+	return id, nil
+}
+
+// Close stops every consumer, waits for their running handlers (whose
+// Acks still work), flushes pending publishes and acknowledgements, closes
+// the reply subscription and, when Open made the client, the client. It is
+// idempotent; afterwards every method returns core.ErrClosed. Calls in
+// progress return core.ErrClosed. A handler must not call Close: Close
+// waits for the handler.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed.Store(true)
+		b.mu.Unlock()
+		b.closeCancel()
+		b.consumers.Wait()
+		b.finished.Store(true)
+		b.batch.stop()
+		b.replies.close()
+		if b.ownsClient {
+			if err := b.client.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {
+				b.closeErr = fmt.Errorf("redis: close client: %w", err)
+			}
+		}
+	})
+	return b.closeErr
+}
+
+// beginConsumer registers a consumer goroutine unless the broker is
+// closed.
+func (b *Broker) beginConsumer() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return false
+	}
+	b.consumers.Add(1)
+	return true
+}

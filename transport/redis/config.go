@@ -1,0 +1,252 @@
+package redis
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultURL is the server used when Config.URL is empty.
+	DefaultURL = "127.0.0.1:6379"
+	// DefaultReadCount is the XREADGROUP COUNT.
+	DefaultReadCount = 256
+	// DefaultBlock is the XREADGROUP BLOCK time.
+	DefaultBlock = 2 * time.Second
+)
+
+// Bounds of the default reclaim interval (MessageTimeout/4).
+const (
+	minReclaimInterval = 50 * time.Millisecond
+	maxReclaimInterval = 30 * time.Second
+)
+
+// ErrInvalidURL is wrapped by the errors of NewClient and Open for a URL
+// they cannot parse. Those errors never contain the URL's password.
+var ErrInvalidURL = errors.New("invalid redis URL")
+
+// ErrInvalidConfig is wrapped by the errors of Open and NewWithClient for
+// settings that cannot work together.
+var ErrInvalidConfig = errors.New("invalid redis broker config")
+
+// Config configures the driver.
+type Config struct {
+	core.Options
+	// URL is the server (REDIS_URL): "host:port",
+	// "redis://[user:pass@]host:port/db", "rediss://..." for TLS, or a comma
+	// list of host:port (or redis:// URLs) naming the nodes of a Redis
+	// Cluster. Empty means DefaultURL. Only Open reads it.
+	URL string
+	// PoolSize is the connection pool size (REDIS_POOL_SIZE); 0 keeps
+	// go-redis's default. Only Open reads it.
+	PoolSize int
+	// ReadCount is the XREADGROUP COUNT, the most entries one read returns
+	// per stream. Default DefaultReadCount.
+	ReadCount int
+	// Block is the XREADGROUP BLOCK time. Default DefaultBlock. On a single
+	// server that allows CLIENT UNBLOCK a stopping consumer interrupts its
+	// read at once; elsewhere (Redis Cluster, miniredis) stopping may take
+	// up to Block.
+	Block time.Duration
+	// ReclaimInterval is how often XAUTOCLAIM looks for messages left idle
+	// longer than MessageTimeout. Default MessageTimeout/4, clamped to
+	// [50ms, 30s].
+	ReclaimInterval time.Duration
+	// MaxLen, when positive, trims each published stream to about MaxLen
+	// entries (XADD MAXLEN ~). Exclusive with MinIDAge.
+	MaxLen int64
+	// MinIDAge, when positive, trims from each published stream the entries
+	// older than MinIDAge (XADD MINID ~). Exclusive with MaxLen.
+	// Dead-letter streams are never trimmed.
+	MinIDAge time.Duration
+}
+
+// withDefaults validates c and fills its zero fields.
+func (c Config) withDefaults() (Config, error) {
+	if c.MaxLen > 0 && c.MinIDAge > 0 {
+		return c, fmt.Errorf("%w: MaxLen and MinIDAge are exclusive", ErrInvalidConfig)
+	}
+	if c.MaxLen < 0 || c.MinIDAge < 0 {
+		return c, fmt.Errorf("%w: MaxLen and MinIDAge must not be negative", ErrInvalidConfig)
+	}
+	if c.ReadCount < 0 || c.Block < 0 || c.ReclaimInterval < 0 || c.PoolSize < 0 {
+		return c, fmt.Errorf("%w: ReadCount, Block, ReclaimInterval and PoolSize must not be negative", ErrInvalidConfig)
+	}
+	c.Options = c.Options.WithDefaults()
+	if c.ReadCount == 0 {
+		c.ReadCount = DefaultReadCount
+	}
+	if c.Block == 0 {
+		c.Block = DefaultBlock
+	}
+	if c.Block < time.Millisecond {
+		// BLOCK 0 would mean "forever" to Redis.
+		c.Block = time.Millisecond
+	}
+	if c.ReclaimInterval == 0 {
+		c.ReclaimInterval = min(max(c.MessageTimeout/4, minReclaimInterval), maxReclaimInterval)
+	}
+	return c, nil
+}
+
+// NewClient makes a go-redis client for url, which is "host:port",
+// "redis://[user:pass@]host:port/db" (go-redis query options such as
+// ?dial_timeout=3s are accepted), "rediss://..." for TLS, "unix:///path",
+// or a comma list of host:port or redis:// URLs naming Redis Cluster nodes,
+// which yields a *goredis.ClusterClient. Empty means DefaultURL. poolSize 0
+// keeps go-redis's default. It does not connect. Its errors wrap
+// ErrInvalidURL and never contain the password.
+func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
+	if poolSize < 0 {
+		return nil, fmt.Errorf("%w: pool size %d is negative", ErrInvalidURL, poolSize)
+	}
+	url = strings.TrimSpace(url)
+	if url == "" {
+		url = DefaultURL
+	}
+	var parts []string
+	for p := range strings.SplitSeq(url, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			parts = append(parts, p)
+		}
+	}
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("%w: %q names no server", ErrInvalidURL, redactURL(url))
+	}
+	if len(parts) == 1 {
+		o, err := parseOne(parts[0])
+		if err != nil {
+			return nil, err
+		}
+		o.PoolSize = poolSize
+		return goredis.NewClient(o), nil
+	}
+	co := &goredis.ClusterOptions{PoolSize: poolSize}
+	for i, p := range parts {
+		o, err := parseOne(p)
+		if err != nil {
+			return nil, err
+		}
+		if o.Network == "unix" {
+			return nil, fmt.Errorf("%w: cluster node %q: unix sockets cannot be cluster nodes", ErrInvalidURL, redactURL(p))
+		}
+		if o.DB != 0 {
+			return nil, fmt.Errorf("%w: cluster node %q: Redis Cluster has only database 0", ErrInvalidURL, redactURL(p))
+		}
+		co.Addrs = append(co.Addrs, o.Addr)
+		if i == 0 {
+			co.Username, co.Password, co.TLSConfig = o.Username, o.Password, o.TLSConfig
+			co.DialTimeout, co.ReadTimeout, co.WriteTimeout = o.DialTimeout, o.ReadTimeout, o.WriteTimeout
+			co.MaxRetries = o.MaxRetries
+		}
+	}
+	return goredis.NewClusterClient(co), nil
+}
+
+// parseOne parses one server: a URL with a scheme, or host[:port] with
+// optional user:pass@ in front.
+func parseOne(s string) (*goredis.Options, error) {
+	u := s
+	if !strings.Contains(s, "://") {
+		u = "redis://" + s
+	}
+	o, err := goredis.ParseURL(u)
+	if err != nil {
+		return nil, scrubURLError(s, err)
+	}
+	return o, nil
+}
+
+// scrubURLError describes a parse failure of raw without any secret it
+// holds: the password, the whole user info and query values are removed
+// from both the URL and the parser's message (url.Parse quotes the URL).
+func scrubURLError(raw string, err error) error {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error()
+	}
+	for _, secret := range secretsOf(raw) {
+		if len(secret) > 0 {
+			msg = strings.ReplaceAll(msg, secret, "xxxxx")
+		}
+	}
+	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redactURL(raw), msg)
+}
+
+// splitSecrets cuts raw into what comes before the user info, the user
+// info, and the rest. userinfo is empty when raw has none.
+func splitSecrets(raw string) (head, userinfo, rest string) {
+	afterScheme := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		afterScheme = i + 3
+	}
+	head, rest = raw[:afterScheme], raw[afterScheme:]
+	// The last '@' ends the user info (as url.Parse reads it). Cutting at
+	// the last one even past the host only hides more.
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return head, rest[:at], rest[at+1:]
+	}
+	return head, "", rest
+}
+
+// secretsOf lists the strings of raw that must not appear in messages.
+func secretsOf(raw string) []string {
+	_, userinfo, rest := splitSecrets(raw)
+	var out []string
+	if userinfo != "" {
+		out = append(out, userinfo)
+		if _, pass, ok := strings.Cut(userinfo, ":"); ok && pass != "" {
+			out = append(out, pass)
+			if dec, err := url.PathUnescape(pass); err == nil {
+				out = append(out, dec)
+			}
+		} else if dec, err := url.PathUnescape(userinfo); err == nil {
+			out = append(out, dec) // a bare token may be a password
+		}
+	}
+	if _, q, ok := strings.Cut(rest, "?"); ok && q != "" {
+		out = append(out, q)
+	}
+	// Longest first, so that a secret containing another is removed whole.
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if len(out[j]) > len(out[i]) {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// redactURL returns raw with its user info replaced by "xxxxx" and its
+// query removed, fit for messages.
+func redactURL(raw string) string {
+	head, userinfo, rest := splitSecrets(raw)
+	if q := strings.IndexByte(rest, '?'); q >= 0 {
+		rest = rest[:q] + "?..."
+	}
+	if userinfo != "" {
+		return head + "xxxxx@" + rest
+	}
+	return head + rest
+}
+
+// describeAddrs names the servers of a client for messages, without
+// credentials.
+func describeAddrs(c goredis.UniversalClient) string {
+	switch c := c.(type) {
+	case *goredis.Client:
+		return c.Options().Addr
+	case *goredis.ClusterClient:
+		return strings.Join(c.Options().Addrs, ",")
+	}
+	return "redis"
+}

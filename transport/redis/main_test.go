@@ -1,0 +1,225 @@
+package redis
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// TestMain fails the package when any goroutine outlives the tests: every
+// broker, client and server the tests make must be closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// The server tests talk to: a real Redis at $SPECTACLES_REDIS_URL or
+// 127.0.0.1:6379 when it answers PING; otherwise, outside CI, an embedded
+// server per test. Under CI (CI=true) a missing Redis is a failure.
+var (
+	realOnce sync.Once
+	realURL  string
+	realErr  error
+)
+
+func realRedisURL() (string, error) {
+	realOnce.Do(func() {
+		url := os.Getenv("SPECTACLES_REDIS_URL")
+		if url == "" {
+			url = "127.0.0.1:6379"
+		}
+		c, err := NewClient(url, 0)
+		if err != nil {
+			realErr = err
+			return
+		}
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := c.Ping(ctx).Err(); err != nil {
+			realErr = fmt.Errorf("no Redis at %s: %w", url, err)
+			return
+		}
+		realURL = url
+	})
+	return realURL, realErr
+}
+
+func inCI() bool { return os.Getenv("CI") == "true" }
+
+// serverURL returns the URL of the server for t, and whether it is a real
+// Redis.
+func serverURL(t testing.TB) (string, bool) {
+	t.Helper()
+	url, err := realRedisURL()
+	if err == nil {
+		return url, true
+	}
+	if inCI() {
+		t.Fatalf("CI=true and %v: a missing broker under CI is a failure", err)
+	}
+	t.Logf("%v; using an embedded server", err)
+	return startEmbedded(t).URL(), false
+}
+
+func startEmbedded(t testing.TB) *Embedded {
+	t.Helper()
+	e, err := StartEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// rawClient is a plain go-redis client for checking the wire.
+func rawClient(t testing.TB, url string) goredis.UniversalClient {
+	t.Helper()
+	c, err := NewClient(url, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// deleteKeys removes keys when the test ends (registered after the client,
+// so it runs before the client closes).
+func deleteKeys(t testing.TB, c goredis.UniversalClient, keys ...string) {
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for _, k := range keys {
+			_ = c.Del(ctx, k).Err()
+		}
+	})
+}
+
+func unique(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// testEvent returns a unique event name whose stream and dead-letter
+// stream are deleted when the test ends.
+func testEvent(t testing.TB, c goredis.UniversalClient) string {
+	ev := unique("spectacles-test." + t.Name())
+	deleteKeys(t, c, ev, core.DeadLetterEvent(ev))
+	return ev
+}
+
+// openBroker opens a broker at url, closed when the test ends.
+func openBroker(t testing.TB, url string, cfg Config) *Broker {
+	t.Helper()
+	cfg.URL = url
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// childRedis is a redis-server process the test owns, so that it can be
+// restarted: no persistence, so a restart comes back empty.
+type childRedis struct {
+	bin  string
+	port int
+	dir  string
+	cmd  *exec.Cmd
+}
+
+func (c *childRedis) addr() string { return "127.0.0.1:" + strconv.Itoa(c.port) }
+
+// startChildRedis starts redis-server on a free port; ok is false when the
+// binary is missing.
+func startChildRedis(t testing.TB) (*childRedis, bool) {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, false
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	c := &childRedis{bin: bin, port: port, dir: t.TempDir()}
+	c.start(t)
+	t.Cleanup(c.stop)
+	return c, true
+}
+
+func (c *childRedis) start(t testing.TB) {
+	t.Helper()
+	var lastErr error
+	for range 3 {
+		cmd := exec.Command(c.bin, "--port", strconv.Itoa(c.port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", c.dir, "--loglevel", "warning")
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start redis-server: %v", err)
+		}
+		c.cmd = cmd
+		if lastErr = c.waitReady(5 * time.Second); lastErr == nil {
+			return
+		}
+		c.stop()
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("redis-server on %s did not answer: %v", c.addr(), lastErr)
+}
+
+func (c *childRedis) waitReady(d time.Duration) error {
+	client := goredis.NewClient(&goredis.Options{Addr: c.addr(), MaxRetries: -1})
+	defer client.Close()
+	deadline := time.Now().Add(d)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		err := client.Ping(ctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *childRedis) stop() {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return
+	}
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+	c.cmd = nil
+}
+
+func (c *childRedis) restart(t testing.TB) {
+	t.Helper()
+	c.stop()
+	c.start(t)
+}
