@@ -212,8 +212,13 @@ func decodeMsgpack(raw []byte, v any) error {
 	if r.Len() != 0 {
 		return fmt.Errorf("%d bytes left after the msgpack value", r.Len())
 	}
-	if p, ok := v.(*any); ok {
+	switch p := v.(type) {
+	case *any:
 		*p = widenNumbers(*p)
+	case *map[string]any:
+		widenNumbers(*p)
+	case *[]any:
+		widenNumbers(*p)
 	}
 	return nil
 }

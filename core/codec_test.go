@@ -186,3 +186,14 @@ func FuzzMsgpackUnmarshal(f *testing.F) {
 		_ = (Msgpack{}).Unmarshal(raw, &v) // must not panic
 	})
 }
+
+func TestMsgpackWidensIntoGenericContainers(t *testing.T) {
+	raw := mustMsgpack(map[string]any{"i": 1, "l": []any{int8(2)}})
+	var m map[string]any
+	if err := (Msgpack{}).Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m["i"] != int64(1) || m["l"].([]any)[0] != int64(2) {
+		t.Errorf("got %#v", m)
+	}
+}

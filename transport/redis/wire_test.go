@@ -543,3 +543,44 @@ func TestAckBatching(t *testing.T) {
 		t.Fatalf("pending after all acks returned: %+v, %v", p, err)
 	}
 }
+
+func TestPublishBatchKeepsOrder(t *testing.T) {
+	url, _ := serverURL(t)
+	raw := rawClient(t, url)
+	ev := testEvent(t, raw)
+	other := testEvent(t, raw)
+	b := openBroker(t, url, Config{})
+	msgs := make([]core.Outgoing, 0, 300)
+	for i := range 300 {
+		e := ev
+		if i%3 == 0 {
+			e = other
+		}
+		msgs = append(msgs, core.Outgoing{Event: e, Data: map[string]any{"i": int64(i)}})
+	}
+	ids, err := b.PublishBatch(context.Background(), msgs)
+	if err != nil || len(ids) != len(msgs) {
+		t.Fatalf("publish batch: %d ids, %v", len(ids), err)
+	}
+	entries := raw.XRange(context.Background(), ev, "-", "+").Val()
+	if len(entries) != 200 {
+		t.Fatalf("%d entries in %s", len(entries), ev)
+	}
+	last := int64(-1)
+	for _, e := range entries {
+		var v struct {
+			I int64 `json:"i"`
+		}
+		if err := (core.Msgpack{}).Unmarshal([]byte(e.Values["data"].(string)), &v); err != nil {
+			t.Fatal(err)
+		}
+		i := v.I
+		if i <= last {
+			t.Fatalf("entry %d after %d: order lost", i, last)
+		}
+		last = i
+	}
+	if _, err := b.PublishBatch(context.Background(), []core.Outgoing{{Event: "", Data: 1}}); err == nil {
+		t.Error("empty event accepted")
+	}
+}

@@ -1,0 +1,57 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+var _ core.BatchPublisher = (*Broker)(nil)
+
+// PublishBatch publishes msgs in one pipeline, in order, so that their
+// entries keep that order within each stream (Publish's batching may
+// spread concurrent publishes over several pipelines). It returns the ids
+// of the messages published before the first failure, in order.
+func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]string, error) {
+	if b.closed.Load() {
+		return nil, core.ErrClosed
+	}
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	pipe := b.client.Pipeline()
+	cmds := make([]*goredis.StringCmd, len(msgs))
+	for i, m := range msgs {
+		if m.Event == "" {
+			return nil, errors.New("redis: publish: event name is empty")
+		}
+		raw, err := b.cfg.Codec.Marshal(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("redis: publish %s: %w", m.Event, err)
+		}
+		args := &goredis.XAddArgs{Stream: m.Event, Values: []any{dataField, raw}}
+		switch {
+		case b.cfg.MaxLen > 0:
+			args.MaxLen, args.Approx = b.cfg.MaxLen, true
+		case b.cfg.MinIDAge > 0:
+			args.MinID, args.Approx = strconv.FormatInt(time.Now().Add(-b.cfg.MinIDAge).UnixMilli(), 10), true
+		}
+		cmds[i] = pipe.XAdd(ctx, args)
+	}
+	_, _ = pipe.Exec(ctx)
+	ids := make([]string, 0, len(msgs))
+	for i, cmd := range cmds {
+		id, err := cmd.Result()
+		if err != nil {
+			return ids, fmt.Errorf("redis: publish %s: %w", msgs[i].Event, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
