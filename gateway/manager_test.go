@@ -1,0 +1,357 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/simulator"
+	"github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/redistest"
+)
+
+// The gateway speaks fixed event names (SEND, "0", MESSAGE_CREATE…), so
+// its tests use a Redis database of their own and delete those streams
+// before and after each test instead of relying on unique names.
+const gatewayTestDB = 7
+
+type managerEnv struct {
+	sim    *simulator.Server
+	url    string
+	raw    goredis.UniversalClient
+	broker *redis.Broker
+	group  string
+}
+
+func newManagerEnv(t *testing.T, shards int, simMod func(*simulator.Config)) *managerEnv {
+	t.Helper()
+	addr, _ := redistest.Addr(t)
+	url := fmt.Sprintf("redis://%s/%d", strings.TrimPrefix(addr, "redis://"), gatewayTestDB)
+	raw := redistest.Client(t, url)
+	keys := []string{SendEvent, core.DeadLetterEvent(SendEvent), "MESSAGE_CREATE", "TYPING_START", "GUILD_CREATE", "READY"}
+	for i := range shards {
+		keys = append(keys, fmt.Sprint(i), core.DeadLetterEvent(fmt.Sprint(i)))
+	}
+	raw.Del(context.Background(), keys...)
+	redistest.DeleteKeys(t, raw, keys...)
+	sim := startSim(t, func(c *simulator.Config) {
+		c.Shards = shards
+		c.Guilds = 4 * shards
+		if simMod != nil {
+			simMod(c)
+		}
+	})
+	env := &managerEnv{sim: sim, url: url, raw: raw, group: redistest.Unique("gateway")}
+	env.broker = env.open(t, env.group)
+	return env
+}
+
+func (e *managerEnv) open(t *testing.T, group string) *redis.Broker {
+	t.Helper()
+	b, err := redis.Open(context.Background(), redis.Config{URL: e.url, Options: core.Options{
+		Identity: core.Identity{Group: group, Client: "test"}, MessageTimeout: 500 * time.Millisecond, MaxDeliveries: 3,
+		Logger: testLogger(t),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// run starts a manager and waits until all its shards are ready.
+func (e *managerEnv) run(t *testing.T, mod func(*ManagerConfig)) (*Manager, func()) {
+	t.Helper()
+	cfg := ManagerConfig{
+		Token: e.sim.Token(), Intents: 1<<0 | 1<<9 | 1<<10 | 1<<11, APIBase: e.sim.URL() + "/api/v10",
+		Broker: e.broker, Identify: NewLocalIdentifyLimiter(1, 20*time.Millisecond, -1, 0),
+		Logger: testLogger(t),
+		Tune: func(c *ShardConfig) {
+			c.MinBackoff, c.MaxBackoff, c.SessionFlush = 10*time.Millisecond, 200*time.Millisecond, 50*time.Millisecond
+		},
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := NewManager(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("manager: %v", err)
+		}
+	}
+	t.Cleanup(stop)
+	select {
+	case <-m.Started():
+	case err := <-done:
+		t.Fatalf("manager stopped: %v", err)
+	case <-time.After(15 * time.Second):
+		t.Fatal("manager did not start")
+	}
+	waitFor(t, "every shard ready", func() bool {
+		sts := m.Shards()
+		for _, st := range sts {
+			if st.State != Ready {
+				return false
+			}
+		}
+		return len(sts) > 0
+	})
+	return m, stop
+}
+
+// consumeOne starts a consumer of event in a fresh group and returns its deliveries.
+func (e *managerEnv) consume(t *testing.T, events ...string) chan *core.Message {
+	t.Helper()
+	ch := make(chan *core.Message, 1024)
+	b := e.open(t, redistest.Unique("worker"))
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := b.Consume(ctx, events, func(ctx context.Context, m *core.Message) {
+		_ = m.Ack(ctx)
+		ch <- m
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+func next(t *testing.T, ch chan *core.Message, match func(*core.Message) bool) *core.Message {
+	t.Helper()
+	deadline := time.After(15 * time.Second)
+	for {
+		select {
+		case m := <-ch:
+			if match(m) {
+				return m
+			}
+		case <-deadline:
+			t.Fatal("no matching message")
+			return nil
+		}
+	}
+}
+
+func TestManagerPublishesDispatchesLikeSpectaclesGateway(t *testing.T) {
+	env := newManagerEnv(t, 2, nil)
+	env.run(t, func(c *ManagerConfig) { c.Events = []string{"MESSAGE_CREATE", "GUILD_CREATE"} })
+	msgs := env.consume(t, "MESSAGE_CREATE")
+	guild := env.sim.Guilds()[1]
+	d := map[string]any{"id": "1234567890123456789", "guild_id": guild.ID, "content": "nonce-legacy"}
+	if err := env.sim.Dispatch(guild.ID, "MESSAGE_CREATE", d); err != nil {
+		t.Fatal(err)
+	}
+	_ = env.sim.Dispatch(guild.ID, "TYPING_START", map[string]any{"guild_id": guild.ID})
+	m := next(t, msgs, func(m *core.Message) bool { return bytes.Contains(m.Raw, []byte("nonce-legacy")) })
+	// sg-gateway's encoding: a msgpack str holding the JSON of d.
+	if m.Raw[0] != 0xda && m.Raw[0]&0xe0 != 0xa0 && m.Raw[0] != 0xdb {
+		t.Errorf("payload starts with %#x, want a msgpack str header", m.Raw[0])
+	}
+	data, err := m.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if data.(map[string]any)["content"] != "nonce-legacy" {
+		t.Errorf("data %v", data)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if n := env.raw.XLen(context.Background(), "TYPING_START").Val(); n != 0 {
+		t.Errorf("TYPING_START is not in DISCORD_EVENTS but %d were published", n)
+	}
+	if n := env.raw.XLen(context.Background(), "GUILD_CREATE").Val(); n != int64(len(env.sim.Guilds())) {
+		t.Errorf("%d GUILD_CREATE published, want %d", n, len(env.sim.Guilds()))
+	}
+}
+
+func TestManagerPublishesNativeMsgpack(t *testing.T) {
+	env := newManagerEnv(t, 1, nil)
+	env.run(t, func(c *ManagerConfig) { c.Format = FormatNative; c.Events = []string{"MESSAGE_CREATE"} })
+	msgs := env.consume(t, "MESSAGE_CREATE")
+	guild := env.sim.Guilds()[0]
+	_ = env.sim.Dispatch(guild.ID, "MESSAGE_CREATE", map[string]any{"content": "nonce-native", "n": 5})
+	m := next(t, msgs, func(m *core.Message) bool { return bytes.Contains(m.Raw, []byte("nonce-native")) })
+	if m.Raw[0]&0xf0 != 0x80 && m.Raw[0] != 0xde {
+		t.Errorf("payload starts with %#x, want a msgpack map", m.Raw[0])
+	}
+	data, _ := m.Data()
+	if data.(map[string]any)["n"] != int64(5) {
+		t.Errorf("data %v", data)
+	}
+}
+
+// received returns the packets with op the simulator got from shard.
+func received(sim *simulator.Server, shard, op int) []json.RawMessage {
+	var out []json.RawMessage
+	for _, r := range sim.Snapshot().Received {
+		if r.ShardID == shard && r.Op == op {
+			out = append(out, r.D)
+		}
+	}
+	return out
+}
+
+func guildOnShard(t *testing.T, sim *simulator.Server, shard, count int) string {
+	t.Helper()
+	gs := sim.GuildsForShard(shard, count)
+	if len(gs) == 0 {
+		t.Fatalf("no guild on shard %d", shard)
+	}
+	return gs[0]
+}
+
+func TestManagerRoutesSendAndShardPackets(t *testing.T) {
+	env := newManagerEnv(t, 2, nil)
+	env.run(t, nil)
+	pub := env.open(t, redistest.Unique("worker"))
+	ctx := context.Background()
+	g1 := guildOnShard(t, env.sim, 1, 2)
+	g0 := guildOnShard(t, env.sim, 0, 2)
+
+	// SEND as a msgpack map, as JS workers publish it.
+	if _, err := pub.Publish(ctx, SendEvent, map[string]any{"guild_id": g1, "packet": map[string]any{
+		"op": 8, "d": map[string]any{"guild_id": g1, "query": "map", "limit": 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	// SEND as a msgpack str holding JSON, as spec-tacles/gateway expects it.
+	js := fmt.Sprintf(`{"guild_id":%q,"packet":{"op":8,"d":{"guild_id":%q,"query":"str","limit":0}}}`, g0, g0)
+	if _, err := pub.Publish(ctx, SendEvent, core.Raw(core.MsgpackJSONString([]byte(js)))); err != nil {
+		t.Fatal(err)
+	}
+	// Straight to a shard id.
+	if _, err := pub.Publish(ctx, "1", map[string]any{"op": 3, "d": map[string]any{"status": "idle", "since": nil, "activities": []any{}, "afk": false}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the SEND packets at their shards", func() bool {
+		return len(received(env.sim, 1, 8)) == 1 && len(received(env.sim, 0, 8)) == 1 && len(received(env.sim, 1, 3)) == 1
+	})
+	if !bytes.Contains(received(env.sim, 1, 8)[0], []byte(`"map"`)) || !bytes.Contains(received(env.sim, 0, 8)[0], []byte(`"str"`)) {
+		t.Errorf("packets reached the wrong shards")
+	}
+	// Acked: nothing stays pending for the gateway's group, so nothing is
+	// re-sent to Discord after the message timeout (spec-tacles/gateway's bug).
+	time.Sleep(time.Second)
+	for _, ev := range []string{SendEvent, "1"} {
+		if p := env.raw.XPending(ctx, ev, env.group).Val(); p.Count != 0 {
+			t.Errorf("%d %s packets still pending", p.Count, ev)
+		}
+	}
+	if n := len(received(env.sim, 1, 8)); n != 1 {
+		t.Errorf("SEND delivered %d times", n)
+	}
+}
+
+func TestManagerDeadLettersInvalidPackets(t *testing.T) {
+	env := newManagerEnv(t, 1, nil)
+	env.run(t, nil)
+	pub := env.open(t, redistest.Unique("worker"))
+	ctx := context.Background()
+	g := guildOnShard(t, env.sim, 0, 1)
+	cases := map[string]any{
+		"may not be sent":     map[string]any{"guild_id": g, "packet": map[string]any{"op": 2, "d": map[string]any{"token": "x"}}},
+		"invalid snowflake":   map[string]any{"guild_id": "not-a-guild", "packet": map[string]any{"op": 8, "d": map[string]any{}}},
+		"more than Discord's": map[string]any{"guild_id": g, "packet": map[string]any{"op": 3, "d": strings.Repeat("x", 5000)}},
+		"no packet":           map[string]any{"guild_id": g},
+	}
+	ids := map[string]string{}
+	for reason, data := range cases {
+		id, err := pub.Publish(ctx, SendEvent, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = reason
+	}
+	dlq := env.consume(t, core.DeadLetterEvent(SendEvent))
+	for range cases {
+		m := next(t, dlq, func(m *core.Message) bool { _, ok := ids[m.Headers[core.HeaderID]]; return ok })
+		want := ids[m.Headers[core.HeaderID]]
+		if !strings.Contains(m.Headers[core.HeaderReason], want) {
+			t.Errorf("reason %q, want it to mention %q", m.Headers[core.HeaderReason], want)
+		}
+		delete(ids, m.Headers[core.HeaderID])
+	}
+	if n := len(env.sim.Snapshot().Identifies); n != 1 { // only the gateway's own
+		t.Errorf("%d identifies reached Discord", n)
+	}
+}
+
+func TestManagerRepublishesForShardsOfOtherProcesses(t *testing.T) {
+	env := newManagerEnv(t, 2, nil)
+	env.run(t, func(c *ManagerConfig) { c.ShardIDs = []int{0}; c.ShardCount = 2 })
+	pub := env.open(t, redistest.Unique("worker"))
+	ctx := context.Background()
+	g1 := guildOnShard(t, env.sim, 1, 2)
+	if _, err := pub.Publish(ctx, SendEvent, map[string]any{"guild_id": g1, "packet": map[string]any{"op": 8, "d": map[string]any{"guild_id": g1, "query": "", "limit": 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the packet re-published to shard 1", func() bool { return env.raw.XLen(ctx, "1").Val() == 1 })
+	entry := env.raw.XRange(ctx, "1", "-", "+").Val()[0]
+	var packet map[string]any
+	if err := (core.Msgpack{}).Unmarshal([]byte(entry.Values["data"].(string)), &packet); err != nil || packet["op"] != int64(8) {
+		t.Errorf("re-published packet %v (%v)", packet, err)
+	}
+	// A second process that owns shard 1 picks it up.
+	env2 := &managerEnv{sim: env.sim, url: env.url, raw: env.raw, group: env.group}
+	env2.broker = env.open(t, env.group)
+	env2.run(t, func(c *ManagerConfig) { c.ShardIDs = []int{1}; c.ShardCount = 2 })
+	waitFor(t, "shard 1 sent it", func() bool { return len(received(env.sim, 1, 8)) == 1 })
+}
+
+func TestManagerRestartResumesFromRedisStore(t *testing.T) {
+	env := newManagerEnv(t, 2, func(c *simulator.Config) { c.TrafficRate = 200 })
+	prefix := redistest.Unique("gwstore") + ":"
+	var keys []string
+	for i := range 2 {
+		keys = append(keys, fmt.Sprintf("%s%dsession", prefix, i), fmt.Sprintf("%s%dseq", prefix, i), fmt.Sprintf("%s%dresume_url", prefix, i))
+	}
+	redistest.DeleteKeys(t, env.raw, keys...)
+	store := NewRedisStore(env.raw, prefix)
+	m1, stop := env.run(t, func(c *ManagerConfig) { c.Store = store })
+	waitFor(t, "traffic", func() bool {
+		for _, st := range m1.Shards() {
+			if st.Events < 20 {
+				return false
+			}
+		}
+		return true
+	})
+	before := m1.Shards()
+	stop()
+	// A new process with the same store resumes every shard.
+	m2, _ := env.run(t, func(c *ManagerConfig) { c.Store = NewRedisStore(env.raw, prefix) })
+	snap := env.sim.Snapshot()
+	if len(snap.Identifies) != 2 {
+		t.Errorf("%d identifies: the restarted process should have resumed", len(snap.Identifies))
+	}
+	accepted := 0
+	for _, r := range snap.Resumes {
+		if r.Accepted {
+			accepted++
+		}
+	}
+	if accepted != 2 {
+		t.Errorf("%d resumes accepted, want 2", accepted)
+	}
+	for i, st := range m2.Shards() {
+		if st.SessionID != before[i].SessionID {
+			t.Errorf("shard %d: session %s, was %s", i, st.SessionID, before[i].SessionID)
+		}
+	}
+}
