@@ -6,10 +6,13 @@ import (
 	"log/slog"
 	"runtime"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
+	"github.com/spectacles-go/spectacles/transport/redis"
 )
 
 // BenchmarkIdleShards reports the memory and goroutines that idle, ready
@@ -84,4 +87,58 @@ func benchIdleShards(b *testing.B, compress Compression, n int) {
 		b.ReportMetric((heap-simHeap)/float64(n), "heap-B/shard")
 		b.ReportMetric(float64(goroutines)/float64(n), "goroutines/shard(incl-sim)")
 	}
+}
+
+// BenchmarkShardThroughput measures how many dispatches per second one
+// shard takes from the simulator into Redis (publish included), and the
+// CPU each costs. The simulator runs in the same process, so the CPU
+// figure includes generating and compressing the traffic too:
+// go test -run ^$ -bench ShardThroughput ./gateway/
+func BenchmarkShardThroughput(b *testing.B) {
+	for _, c := range []Compression{CompressZstd, CompressZlib, CompressNone} {
+		b.Run(string(c), func(b *testing.B) { benchThroughput(b, c) })
+	}
+}
+
+func benchThroughput(b *testing.B, compress Compression) {
+	env := newManagerEnv(b, 1, func(c *simulator.Config) {
+		c.TrafficEvents = []string{"MESSAGE_CREATE"}
+		c.HeartbeatInterval = 10 * time.Second
+		c.Logger = nil
+	})
+	broker, err := redis.Open(context.Background(), redis.Config{URL: env.url, MaxLen: 20000, Options: core.Options{
+		Identity: core.Identity{Group: env.group, Client: "bench"}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = broker.Close() })
+	env.broker = broker
+	m, _ := env.run(b, func(c *ManagerConfig) {
+		c.Compress = compress
+		c.Events = []string{"MESSAGE_CREATE"}
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	})
+	published := func() float64 { return float64(m.Published()) }
+	base := published()
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	start := time.Now()
+	env.sim.SetTrafficRate(-1)
+	for published()-base < float64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	env.sim.SetTrafficRate(0)
+	elapsed := time.Since(start)
+	b.StopTimer()
+	n := published() - base
+	b.ReportMetric(n/elapsed.Seconds(), "events/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/n, "cpu-µs/event(incl-sim)")
+}
+
+// cpuTime is the CPU time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

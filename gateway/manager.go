@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -86,6 +87,8 @@ type Manager struct {
 	log    *slog.Logger
 	events map[string]bool
 	queue  chan Dispatch
+
+	published atomic.Uint64
 
 	mu       sync.Mutex
 	count    int
@@ -296,6 +299,9 @@ func (m *Manager) Shards() []Status {
 	return out
 }
 
+// Published returns how many dispatches have been published so far.
+func (m *Manager) Published() uint64 { return m.published.Load() }
+
 // QueueLength returns how many dispatches wait for the broker.
 func (m *Manager) QueueLength() int { return len(m.queue) }
 
@@ -360,6 +366,7 @@ func (m *Manager) publishBatch(batch []core.Outgoing) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		ids, err := core.PublishAll(ctx, m.cfg.Broker, batch)
 		cancel()
+		m.published.Add(uint64(len(ids)))
 		if m.cfg.Metrics != nil {
 			m.cfg.Metrics.published.Add(float64(len(ids)))
 		}

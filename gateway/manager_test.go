@@ -30,7 +30,7 @@ type managerEnv struct {
 	group  string
 }
 
-func newManagerEnv(t *testing.T, shards int, simMod func(*simulator.Config)) *managerEnv {
+func newManagerEnv(t testing.TB, shards int, simMod func(*simulator.Config)) *managerEnv {
 	t.Helper()
 	addr, _ := redistest.Addr(t)
 	url := fmt.Sprintf("redis://%s/%d", strings.TrimPrefix(addr, "redis://"), gatewayTestDB)
@@ -53,7 +53,7 @@ func newManagerEnv(t *testing.T, shards int, simMod func(*simulator.Config)) *ma
 	return env
 }
 
-func (e *managerEnv) open(t *testing.T, group string) *redis.Broker {
+func (e *managerEnv) open(t testing.TB, group string) *redis.Broker {
 	t.Helper()
 	b, err := redis.Open(context.Background(), redis.Config{URL: e.url, Options: core.Options{
 		Identity: core.Identity{Group: group, Client: "test"}, MessageTimeout: 500 * time.Millisecond, MaxDeliveries: 3,
@@ -67,7 +67,7 @@ func (e *managerEnv) open(t *testing.T, group string) *redis.Broker {
 }
 
 // run starts a manager and waits until all its shards are ready.
-func (e *managerEnv) run(t *testing.T, mod func(*ManagerConfig)) (*Manager, func()) {
+func (e *managerEnv) run(t testing.TB, mod func(*ManagerConfig)) (*Manager, func()) {
 	t.Helper()
 	cfg := ManagerConfig{
 		Token: e.sim.Token(), Intents: 1<<0 | 1<<9 | 1<<10 | 1<<11, APIBase: e.sim.URL() + "/api/v10",

@@ -19,7 +19,7 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // startSim starts a simulator with test-friendly timings.
-func startSim(t *testing.T, mod func(*simulator.Config)) *simulator.Server {
+func startSim(t testing.TB, mod func(*simulator.Config)) *simulator.Server {
 	t.Helper()
 	cfg := simulator.Config{
 		Guilds:            12,
@@ -102,7 +102,7 @@ func runShard(t *testing.T, sim *simulator.Server, mod func(*ShardConfig)) *runn
 }
 
 // waitFor polls cond until it holds.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
@@ -275,11 +275,11 @@ func TestShardFatalCloseStopsWithoutRetry(t *testing.T) {
 func contains(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }
 
 // testLogger logs through t, so that logs show only for failing tests.
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t *testing.T }
+type tWriter struct{ t testing.TB }
 
 func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Helper()

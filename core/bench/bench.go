@@ -191,23 +191,19 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 		}
 	}()
 
+	// Consume returns once messages can flow; cancelling consumeCtx stops
+	// the consumers and Close (above) waits for their handlers.
 	consumeCtx, stopConsuming := context.WithCancel(ctx)
-	var consumers sync.WaitGroup
-	defer func() {
-		stopConsuming()
-		consumers.Wait()
-	}()
+	defer stopConsuming()
 	for i := range cfg.Consumers {
 		b, err := newBroker(core.Identity{Group: cfg.Group, Client: fmt.Sprintf("bench-consumer-%d", i)})
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: open consumer %d: %w", i, err)
 		}
 		brokers = append(brokers, b)
-		consumers.Go(func() {
-			if err := b.Consume(consumeCtx, []string{cfg.Event}, rec.handle); err != nil {
-				fail(fmt.Errorf("consumer %d: %w", i, err))
-			}
-		})
+		if err := b.Consume(consumeCtx, []string{cfg.Event}, rec.handle); err != nil {
+			return Result{}, fmt.Errorf("bench: consumer %d: %w", i, err)
+		}
 	}
 	pub, err := newBroker(core.Identity{Group: cfg.Group, Client: "bench-publisher"})
 	if err != nil {

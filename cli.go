@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/core"
+	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+)
+
+// Exit codes.
+const (
+	exitOK       = 0
+	exitError    = 1   // the command failed
+	exitUsage    = 2   // bad arguments, flags, configuration or input
+	exitInternal = 70  // a bug: a panic was caught
+	exitTimeout  = 124 // call got no reply in time (as timeout(1))
+)
+
+// codedError carries the exit code an error should end the process with.
+type codedError struct {
+	code int
+	err  error
+}
+
+func (e *codedError) Error() string { return e.err.Error() }
+func (e *codedError) Unwrap() error { return e.err }
+
+// usageError marks err as the user's mistake (exit code 2).
+func usageError(err error) error { return &codedError{exitUsage, err} }
+
+// usageErrorf formats a usage error.
+func usageErrorf(format string, args ...any) error {
+	return usageError(fmt.Errorf(format, args...))
+}
+
+func exitCode(err error) int {
+	if ce, ok := errors.AsType[*codedError](err); ok {
+		return ce.code
+	}
+	if errors.Is(err, core.ErrTimeout) {
+		return exitTimeout
+	}
+	return exitError
+}
+
+// app is one invocation of the command: its streams, environment and the
+// resources it opened. It holds no global state, so that tests can run many
+// in one process.
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	env            lookupFunc
+
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	embedded *redistransport.Embedded
+	url      string // the Redis URL in use, once known
+	rawURLs  []string
+}
+
+// run executes the command line args and returns the process exit code.
+// Errors are printed to stderr as one line, "spectacles: <message>".
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env lookupFunc) (code int) {
+	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env, log: slog.New(slog.NewTextHandler(stderr, nil))}
+	if v, ok := env("REDIS_URL"); ok {
+		a.rawURLs = append(a.rawURLs, v)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			a.printError(fmt.Errorf("internal error: %v", r))
+			code = exitInternal
+		}
+	}()
+	defer a.closeEmbedded()
+
+	root := a.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	if err := root.ExecuteContext(ctx); err != nil {
+		a.printError(err)
+		return exitCode(err)
+	}
+	return exitOK
+}
+
+// printError prints err as one line with every Redis credential removed.
+func (a *app) printError(err error) {
+	msg := err.Error()
+	for _, u := range a.rawURLs {
+		msg = redactSecrets(msg, u)
+	}
+	msg = strings.Join(strings.Fields(msg), " ")
+	fmt.Fprintf(a.stderr, "spectacles: %s\n", msg)
+}
+
+func (a *app) rootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "spectacles",
+		Short: "Publish, call, consume and benchmark Spectacles events",
+		Long: `spectacles talks the Spectacles protocol over Redis streams: services
+coordinate through a broker, each with a group name (shared by its instances;
+every message goes once to one client of each group) and a client name.
+
+Configuration comes from flags and from the environment variables of
+spec-tacles/gateway (flags win). Without REDIS_URL, an embedded in-memory
+Redis is started for the life of the process.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unknown command %q (see spectacles --help)", args[0])
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return a.configure(cmd.Root())
+		},
+	}
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageErrorf("%w (see %s --help)", err, cmd.CommandPath())
+	})
+	root.CompletionOptions.DisableDefaultCmd = true
+	for _, s := range settings() {
+		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
+		if s.def != "" {
+			usage += ", default " + s.def
+		}
+		root.PersistentFlags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
+	}
+	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand())
+	return root
+}
+
+// configure reads the configuration once the flags are parsed.
+func (a *app) configure(root *cobra.Command) error {
+	flags := func(name string) (string, bool) {
+		f := root.PersistentFlags().Lookup(name)
+		if f == nil || !f.Changed {
+			return "", false
+		}
+		return f.Value.String(), true
+	}
+	if v, ok := flags("redis-url"); ok {
+		a.rawURLs = append(a.rawURLs, v)
+	}
+	cfg, err := loadConfig(a.env, flags)
+	if err != nil {
+		return usageError(err)
+	}
+	a.cfg = cfg
+	a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	return nil
+}
+
+// textFlag is a flag whose text is parsed later, by loadConfig, so that
+// flags and environment variables share one parser and one error format.
+type textFlag struct{ value, typ string }
+
+func (f *textFlag) String() string     { return f.value }
+func (f *textFlag) Set(v string) error { f.value = v; return nil }
+func (f *textFlag) Type() string       { return f.typ }
+
+// redisURL returns the Redis server to use, starting the embedded one on
+// first use when none is configured.
+func (a *app) redisURL() (string, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.url != "" {
+		return a.url, nil
+	}
+	if a.cfg.RedisURL != "" {
+		a.url = a.cfg.RedisURL
+		return a.url, nil
+	}
+	e, err := redistransport.StartEmbedded()
+	if err != nil {
+		return "", fmt.Errorf("no REDIS_URL given, and the embedded Redis did not start: %w", err)
+	}
+	a.embedded, a.url = e, e.URL()
+	fmt.Fprintf(a.stderr, "spectacles: REDIS_URL is not set: started an embedded in-memory Redis broker at %s.\n", e.Addr())
+	fmt.Fprintf(a.stderr, "spectacles: it keeps nothing on disk and is gone when this process exits. Other local processes can use it while it runs with:\n")
+	fmt.Fprintf(a.stderr, "REDIS_URL=%s\n", e.URL())
+	return a.url, nil
+}
+
+func (a *app) closeEmbedded() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.embedded != nil {
+		a.embedded.Close()
+		a.embedded = nil
+	}
+}
+
+// brokerName names the broker for reports.
+func (a *app) brokerName() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.embedded != nil {
+		return "redis-embedded"
+	}
+	return a.cfg.BrokerType
+}
+
+// options returns the configured driver options for a client named id.
+func (a *app) options(id core.Identity) core.Options { return a.cfg.Options(id, a.log) }
+
+// open connects a broker client with opts (see options).
+func (a *app) open(ctx context.Context, opts core.Options) (*redistransport.Broker, error) {
+	url, err := a.redisURL()
+	if err != nil {
+		return nil, err
+	}
+	id := opts.Identity
+	cfg := redistransport.Config{
+		Options:  opts,
+		URL:      url,
+		PoolSize: a.cfg.PoolSize,
+	}
+	b, err := redistransport.Open(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to Redis at %s: %w", redactURL(url), err)
+	}
+	a.log.Debug("connected", "redis", redactURL(url), "group", id.Group, "client", id.Client)
+	return b, nil
+}
+
+// closeBroker closes b, adding a close failure to *err unless it already
+// holds one.
+func closeBroker(b core.Broker, err *error) {
+	if cerr := b.Close(); cerr != nil && *err == nil {
+		*err = fmt.Errorf("close broker: %w", cerr)
+	}
+}
+
+// readData returns the JSON text of a command: args[0] when it is given and
+// not "-", else standard input (which must not be a terminal when no
+// argument is given).
+func (a *app) readData(args []string) (any, error) {
+	var text []byte
+	switch {
+	case len(args) > 0 && args[0] != "-":
+		text = []byte(args[0])
+	case len(args) == 0 && isTerminal(a.stdin):
+		return nil, usageErrorf("no data: give JSON as an argument, or pipe it on standard input")
+	default:
+		b, err := io.ReadAll(a.stdin)
+		if err != nil {
+			return nil, fmt.Errorf("read standard input: %w", err)
+		}
+		text = b
+	}
+	v, err := core.DecodeJSON(text)
+	if err != nil {
+		return nil, usageErrorf("data is not valid JSON: %w", err)
+	}
+	return v, nil
+}
+
+// isTerminal reports whether r is a terminal or other character device
+// (nothing is piped into it).
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// lineWriter writes JSON lines from concurrent handlers, one whole line at
+// a time.
+type lineWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lineWriter) write(v any) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return fmt.Errorf("encode output: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, err := l.w.Write(buf.Bytes()); err != nil {
+		return fmt.Errorf("write output: %w", err)
+	}
+	return nil
+}
+
+// jsonValue makes a decoded payload printable as JSON: byte strings become
+// text when they are valid UTF-8 and base64 otherwise, non-string map keys
+// become strings, and NaN and infinities become strings.
+func jsonValue(v any) any {
+	switch x := v.(type) {
+	case []byte:
+		if utf8.Valid(x) {
+			return string(x)
+		}
+		return base64.StdEncoding.EncodeToString(x)
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = jsonValue(e)
+		}
+		return out
+	case map[any]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[fmt.Sprint(k)] = jsonValue(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonValue(e)
+		}
+		return out
+	case float64:
+		if math.IsNaN(x) || math.IsInf(x, 0) {
+			return strconv.FormatFloat(x, 'g', -1, 64)
+		}
+	case float32:
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return strconv.FormatFloat(float64(x), 'g', -1, 32)
+		}
+	}
+	return v
+}

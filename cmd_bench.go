@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/core/bench"
+)
+
+// redisClienter is implemented by brokers that expose their Redis client;
+// bench uses it to delete the stream it created.
+type redisClienter interface {
+	Client() goredis.UniversalClient
+}
+
+func (a *app) benchCommand() *cobra.Command {
+	var cfg bench.Config
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure publish -> consume -> ack throughput and latency; print one JSON line",
+		Long: `Publish --messages payloads of --size bytes from --publishers goroutines to a
+new event, consume them with --consumers clients of a new group that
+acknowledge each, and print one JSON line:
+
+  {"broker", "messages", "payload_bytes", "consumers", "publishers",
+   "publish_per_s", "end_to_end_per_s", "latency_ms": {"p50","p90","p99","max"}}
+
+Latency runs from each Publish call to the handler receiving the message.
+The event is named spectacles-bench-<random>; its stream is deleted at the
+end.`,
+		Example: `  spectacles bench --messages 200000 --size 1024`,
+		Args:    argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var suffix [6]byte
+			if _, err := rand.Read(suffix[:]); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			cfg.Event = "spectacles-bench-" + hex.EncodeToString(suffix[:])
+			cfg.Group = cfg.Event
+			ctx := cmd.Context()
+			a.log.Debug("bench starting", "event", cfg.Event, "messages", cfg.Messages, "size", cfg.PayloadBytes,
+				"consumers", cfg.Consumers, "publishers", cfg.Publishers)
+			connected := false
+			defer func() {
+				if connected {
+					a.deleteEvents(ctx, cfg.Event, core.DeadLetterEvent(cfg.Event))
+				}
+			}()
+			res, err := bench.Run(ctx, func(id core.Identity) (core.Broker, error) {
+				b, err := a.open(ctx, a.options(id))
+				if err != nil {
+					return nil, err // not a typed nil in the interface
+				}
+				connected = true
+				return b, nil
+			}, cfg)
+			if err != nil {
+				return err
+			}
+			res.Broker = a.brokerName()
+			if res.Redeliveries > 0 {
+				a.log.Warn("some messages were delivered more than once", "redeliveries", res.Redeliveries)
+			}
+			return (&lineWriter{w: a.stdout}).write(res)
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Messages, "messages", bench.DefaultMessages, "messages to publish and consume")
+	f.IntVar(&cfg.PayloadBytes, "size", bench.DefaultPayloadBytes, fmt.Sprintf("payload size in bytes (at least %d)", bench.MinPayloadBytes))
+	f.IntVar(&cfg.Consumers, "consumers", bench.DefaultConsumers, "consuming clients, each with its own connection pool")
+	f.IntVar(&cfg.Publishers, "publishers", bench.DefaultPublishers, "concurrent publishing goroutines sharing one client")
+	f.DurationVar(&cfg.StallTimeout, "stall-timeout", bench.DefaultStallTimeout, "fail when no message arrives for this long")
+	return cmd
+}
+
+// deleteEvents removes the streams of events from a Redis server this
+// process does not own; an embedded server vanishes on its own. Failures
+// are logged, not returned: the measurement stands.
+func (a *app) deleteEvents(ctx context.Context, events ...string) {
+	if a.cfg.RedisURL == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	b, err := a.open(ctx, a.options(a.cfg.Identity()))
+	if err != nil {
+		a.log.Warn("bench streams not deleted", "events", events, "err", err)
+		return
+	}
+	defer b.Close()
+	rc, ok := any(b).(redisClienter)
+	if !ok {
+		a.log.Warn("bench streams not deleted: the broker does not expose its Redis client", "events", events)
+		return
+	}
+	if err := rc.Client().Del(ctx, events...).Err(); err != nil {
+		a.log.Warn("bench streams not deleted", "events", events, "err", err)
+	}
+}

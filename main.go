@@ -1,0 +1,49 @@
+// Command spectacles publishes, calls, consumes and benchmarks Spectacles
+// events through a broker (Redis streams).
+//
+//	spectacles publish EVENT [JSON|-]
+//	spectacles call EVENT [JSON|-] --timeout 5s
+//	spectacles consume --group GROUP EVENT...
+//	spectacles bench --messages N --size BYTES --consumers C --publishers P
+//
+// Configuration comes from flags and from the environment variables that
+// spec-tacles/gateway reads (BROKER_TYPE, BROKER_GROUP, REDIS_URL, ...);
+// see README.md. Without REDIS_URL an embedded in-memory Redis is started.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+func main() {
+	// go-redis prints its own retries straight to stderr; the driver
+	// reports failures through our logger and errors, so keep stderr to
+	// our lines.
+	goredis.SetLogger(quietRedisLogger{})
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, restore the default behaviour so that a
+		// second one ends a drain that takes too long.
+		<-ctx.Done()
+		stop()
+	}()
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
+	stop()
+	os.Exit(code)
+}
+
+// quietRedisLogger sends go-redis's internal messages to slog's default
+// logger at debug level, which drops them.
+type quietRedisLogger struct{}
+
+func (quietRedisLogger) Printf(ctx context.Context, format string, v ...any) {
+	slog.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
+}
