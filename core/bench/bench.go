@@ -30,7 +30,7 @@ const (
 	DefaultMessages     = 10000
 	DefaultPayloadBytes = 1024
 	DefaultConsumers    = 1
-	DefaultPublishers   = 4
+	DefaultPublishers   = 64
 	DefaultStallTimeout = 30 * time.Second
 )
 
