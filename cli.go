@@ -147,7 +147,7 @@ Redis is started for the life of the process.`,
 		}
 		root.PersistentFlags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
 	}
-	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand())
+	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand(), a.gatewayCommand(), a.simulateCommand())
 	return root
 }
 

@@ -56,8 +56,8 @@ func (c Config) Identity() core.Identity {
 }
 
 // setting is one configuration value with its environment variable, its
-// flag and how it is parsed into a Config.
-type setting struct {
+// flag and how it is parsed into a configuration of type T.
+type setting[T any] struct {
 	env   string // environment variable
 	flag  string // global flag, without dashes
 	typ   string // value type shown in help
@@ -65,13 +65,15 @@ type setting struct {
 	usage string
 	// parse stores v in c; its error must not repeat the variable name,
 	// which the caller prefixes.
-	parse func(c *Config, v string) error
+	parse func(c *T, v string) error
+	// secret values are never shown, in help or in errors.
+	secret bool
 }
 
 // settings lists every global setting. The README's configuration table
 // documents the same list (a test checks that each variable is there).
-func settings() []setting {
-	return []setting{
+func settings() []setting[Config] {
+	return []setting[Config]{
 		{
 			env: "BROKER_TYPE", flag: "broker-type", typ: "string", def: "redis",
 			usage: "broker kind: redis (amqp and ipc are not supported yet)",
@@ -182,8 +184,13 @@ type lookupFunc func(name string) (string, bool)
 // variable set to the empty string counts as unset. An invalid value is an
 // error that names the flag or variable it came from.
 func loadConfig(env, flags lookupFunc) (Config, error) {
-	var c Config
-	for _, s := range settings() {
+	return load(settings(), env, flags)
+}
+
+// load resolves a list of settings into a T (see loadConfig).
+func load[T any](list []setting[T], env, flags lookupFunc) (T, error) {
+	var c T
+	for _, s := range list {
 		source, v := "default of "+s.env, s.def
 		if fv, ok := flags(s.flag); ok {
 			source, v = "--"+s.flag, fv
@@ -191,7 +198,11 @@ func loadConfig(env, flags lookupFunc) (Config, error) {
 			source, v = s.env, ev
 		}
 		if err := s.parse(&c, v); err != nil {
-			return Config{}, fmt.Errorf("%s: %w", source, err)
+			var zero T
+			if s.secret {
+				return zero, fmt.Errorf("%s: invalid value", source)
+			}
+			return zero, fmt.Errorf("%s: %w", source, err)
 		}
 	}
 	return c, nil

@@ -186,10 +186,16 @@ func TestReadmeDocumentsEverySetting(t *testing.T) {
 		t.Fatal(err)
 	}
 	readme := string(b)
-	for _, s := range settings() {
-		if !strings.Contains(readme, "`"+s.env+"`") || !strings.Contains(readme, "`--"+s.flag+"`") {
-			t.Errorf("README.md does not document %s / --%s", s.env, s.flag)
+	documented := func(env, flag string) {
+		if !strings.Contains(readme, "`"+env+"`") || !strings.Contains(readme, "`--"+flag+"`") {
+			t.Errorf("README.md does not document %s / --%s", env, flag)
 		}
+	}
+	for _, s := range settings() {
+		documented(s.env, s.flag)
+	}
+	for _, s := range gatewaySettings() {
+		documented(s.env, s.flag)
 	}
 	if !strings.Contains(readme, "go test -race -count=1 ./...") {
 		t.Error("README.md lacks the test command")

@@ -103,6 +103,14 @@ type LocalIdentifyLimiter struct {
 	resetAt   time.Time
 }
 
+// withIdentifyMargin lengthens an identify interval by 5% (at least 10 ms):
+// the slot is taken before connecting, and connections take different
+// times, so identifies could otherwise reach Discord closer together than
+// the interval. For Discord's 5 s this gives spec-tacles/gateway's 5.25 s.
+func withIdentifyMargin(interval time.Duration) time.Duration {
+	return interval + max(interval/20, 10*time.Millisecond)
+}
+
 // NewLocalIdentifyLimiter makes a limiter for max_concurrency buckets, one
 // identify per bucket per interval (Discord: 5 s). remaining and resetAfter
 // come from /gateway/bot's session_start_limit; remaining < 0 means
@@ -113,7 +121,7 @@ func NewLocalIdentifyLimiter(maxConcurrency int, interval time.Duration, remaini
 	}
 	return &LocalIdentifyLimiter{
 		maxConcurrency: maxConcurrency,
-		interval:       interval,
+		interval:       withIdentifyMargin(interval),
 		next:           map[int]time.Time{},
 		waiting:        map[int]map[int]bool{},
 		changed:        make(chan struct{}),

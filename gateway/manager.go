@@ -2,16 +2,21 @@ package gateway
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
 )
@@ -73,6 +78,15 @@ type ManagerConfig struct {
 	// ConsumePackets makes the manager consume the shard-id events of its
 	// shards and SEND. Default true (set DisableSend to turn off).
 	DisableSend bool
+	// IdentifyRedis, when set and Identify is nil, coordinates identifies
+	// with the other processes of the same bot through this Redis (a
+	// RedisIdentifyLimiter keyed by a hash of the token, sized by
+	// max_concurrency).
+	IdentifyRedis goredis.UniversalClient
+	// KeepRunningOnFatal keeps Run going when a shard stops on a fatal
+	// close code; by default Run stops every shard and returns that error,
+	// since fatal codes mean the configuration is wrong.
+	KeepRunningOnFatal bool
 	// Metrics, optional.
 	Metrics *Metrics
 	// Logger, default slog.Default().
@@ -98,6 +112,7 @@ type Manager struct {
 	ctx      context.Context
 	wg       sync.WaitGroup
 	started  chan struct{}
+	fatal    chan error
 }
 
 type managedShard struct {
@@ -133,7 +148,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, queue: make(chan Dispatch, cfg.QueueSize), shards: map[int]*managedShard{}, started: make(chan struct{})}
+	m := &Manager{cfg: cfg, log: cfg.Logger, queue: make(chan Dispatch, cfg.QueueSize), shards: map[int]*managedShard{}, started: make(chan struct{}), fatal: make(chan error, 1)}
 	if len(cfg.Events) > 0 {
 		m.events = map[string]bool{}
 		for _, e := range cfg.Events {
@@ -161,6 +176,12 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	identify := m.cfg.Identify
+	if identify == nil && m.cfg.IdentifyRedis != nil {
+		host, _ := os.Hostname()
+		sum := sha256.Sum256([]byte(m.cfg.Token))
+		identify = NewRedisIdentifyLimiter(m.cfg.IdentifyRedis, "spectacles:identify:"+hex.EncodeToString(sum[:8])+":",
+			gb.SessionStartLimit.MaxConcurrency, 5*time.Second, fmt.Sprintf("%s/%d", host, os.Getpid()))
+	}
 	if identify == nil {
 		limit := gb.SessionStartLimit
 		identify = NewLocalIdentifyLimiter(limit.MaxConcurrency, 5*time.Second, limit.Remaining, time.Duration(limit.ResetAfter)*time.Millisecond)
@@ -186,6 +207,12 @@ func (m *Manager) Run(ctx context.Context) error {
 	for _, id := range ids {
 		if err := m.StartShard(id); err != nil {
 			m.log.Error("could not start shard", "shard", id, "err", err)
+			continue
+		}
+		// Start shards in order: each queues for its identify before the
+		// next one starts, so that buckets identify lowest shard first.
+		for s := m.shard(id); s != nil && s.Status().State == Idle && shardCtx.Err() == nil; {
+			time.Sleep(time.Millisecond)
 		}
 	}
 	if !m.cfg.DisableSend {
@@ -202,11 +229,17 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}
 	close(m.started)
-	<-ctx.Done()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-m.fatal:
+		m.log.Error("stopping every shard: a fatal close means the configuration is wrong", "err", runErr)
+		stopShards()
+	}
 	m.wg.Wait() // shards have saved their sessions and closed
 	close(m.queue)
 	<-pubDone
-	return nil
+	return runErr
 }
 
 // ShardCount returns the total shard count once Run has started.
@@ -256,6 +289,12 @@ func (m *Manager) StartShard(id int) error {
 		defer m.wg.Done()
 		defer close(ms.done)
 		ms.err = s.Run(ctx)
+		if errors.Is(ms.err, ErrFatalClose) && !m.cfg.KeepRunningOnFatal {
+			select {
+			case m.fatal <- ms.err:
+			default:
+			}
+		}
 	}()
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -35,7 +37,8 @@ func newManagerEnv(t testing.TB, shards int, simMod func(*simulator.Config)) *ma
 	addr, _ := redistest.Addr(t)
 	url := fmt.Sprintf("redis://%s/%d", strings.TrimPrefix(addr, "redis://"), gatewayTestDB)
 	raw := redistest.Client(t, url)
-	keys := []string{SendEvent, core.DeadLetterEvent(SendEvent), "MESSAGE_CREATE", "TYPING_START", "GUILD_CREATE", "READY"}
+	keys := []string{SendEvent, core.DeadLetterEvent(SendEvent), "GUILD_CREATE", "READY", "RESUMED", "GUILD_MEMBERS_CHUNK"}
+	keys = append(keys, simulator.SyntheticEvents()...)
 	for i := range shards {
 		keys = append(keys, fmt.Sprint(i), core.DeadLetterEvent(fmt.Sprint(i)))
 	}
@@ -354,4 +357,144 @@ func TestManagerRestartResumesFromRedisStore(t *testing.T) {
 			t.Errorf("shard %d: session %s, was %s", i, st.SessionID, before[i].SessionID)
 		}
 	}
+}
+
+func TestManagerIdentifyBuckets(t *testing.T) {
+	const interval = 150 * time.Millisecond
+	env := newManagerEnv(t, 6, func(c *simulator.Config) { c.MaxConcurrency = 2; c.IdentifyInterval = interval })
+	env.run(t, func(c *ManagerConfig) {
+		c.Identify = NewLocalIdentifyLimiter(2, interval, -1, 0)
+	})
+	snap := env.sim.Snapshot()
+	if len(snap.Identifies) != 6 {
+		t.Fatalf("%d identifies for 6 shards", len(snap.Identifies))
+	}
+	for _, id := range snap.Identifies {
+		if !id.Accepted || id.InvalidSession {
+			t.Errorf("identify of shard %d refused: %+v", id.ShardID, id)
+		}
+	}
+	for bucket := range 2 {
+		times := snap.IdentifyTimes(bucket)
+		if len(times) != 3 {
+			t.Fatalf("bucket %d: %d identifies, want 3", bucket, len(times))
+		}
+		for i := 1; i < len(times); i++ {
+			if gap := times[i].Sub(times[i-1]); gap < interval-10*time.Millisecond {
+				t.Errorf("bucket %d: identifies %s apart, want at least %s", bucket, gap, interval)
+			}
+		}
+	}
+	// Lowest shard first within each bucket.
+	last := map[int]int{0: -1, 1: -1}
+	for _, id := range snap.Identifies {
+		if id.ShardID < last[id.Bucket] {
+			t.Errorf("bucket %d: shard %d identified after shard %d", id.Bucket, id.ShardID, last[id.Bucket])
+		}
+		last[id.Bucket] = id.ShardID
+	}
+}
+
+func TestManagerStartStopReconnectShards(t *testing.T) {
+	env := newManagerEnv(t, 2, nil)
+	m, _ := env.run(t, nil)
+	if err := m.StopShard(1); err != nil {
+		t.Fatal(err)
+	}
+	if st := m.Shards()[1].State; st != Stopped {
+		t.Fatalf("stopped shard is %s", st)
+	}
+	if m.Shards()[0].State != Ready {
+		t.Fatal("stopping shard 1 disturbed shard 0")
+	}
+	if err := m.StartShard(1); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "shard 1 resumed", func() bool { return m.Shards()[1].State == Ready })
+	if err := m.ReconnectShard(0); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "shard 0 reconnected", func() bool { st := m.Shards()[0]; return st.State == Ready && st.Reconnects == 1 })
+	snap := env.sim.Snapshot()
+	if len(snap.Identifies) != 2 || len(snap.Resumes) != 2 {
+		t.Errorf("identifies %d resumes %d, want 2 and 2", len(snap.Identifies), len(snap.Resumes))
+	}
+	if err := m.StopShard(7); !errors.Is(err, ErrUnknownShard) {
+		t.Errorf("unknown shard: %v", err)
+	}
+	if err := m.StartShard(2); !errors.Is(err, ErrUnknownShard) {
+		t.Errorf("shard beyond the count: %v", err)
+	}
+}
+
+// TestManagerStreamIsExactAcrossFaults checks the broker side of resume: the
+// MESSAGE_CREATE stream holds every message Discord sent, once, in order,
+// whatever faults happened.
+func TestManagerStreamIsExactAcrossFaults(t *testing.T) {
+	env := newManagerEnv(t, 1, func(c *simulator.Config) {
+		c.TrafficRate = 1000
+		c.TrafficEvents = []string{"MESSAGE_CREATE"}
+	})
+	m, stop := env.run(t, func(c *ManagerConfig) { c.Events = []string{"MESSAGE_CREATE"} })
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range 100 {
+		switch rng.IntN(4) {
+		case 0:
+			_ = env.sim.Reconnect(0)
+		case 1:
+			_ = env.sim.DropConnection(0)
+		case 2:
+			_ = env.sim.InvalidateSession(0, true)
+		case 3:
+			_ = m.ReconnectShard(0)
+		}
+		waitFor(t, "resume", func() bool {
+			n := 0
+			for _, r := range env.sim.Snapshot().Resumes {
+				if r.Accepted {
+					n++
+				}
+			}
+			return n == i+1 && m.Shards()[0].State == Ready
+		})
+	}
+	env.sim.SetTrafficRate(0)
+	session := m.Shards()[0].SessionID
+	events, err := env.sim.Events(session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for _, e := range events {
+		if e.T == "MESSAGE_CREATE" {
+			var p struct {
+				D struct {
+					ID string `json:"id"`
+				} `json:"d"`
+			}
+			_ = json.Unmarshal(e.Payload, &p)
+			want = append(want, p.D.ID)
+		}
+	}
+	waitFor(t, "every dispatch in the stream", func() bool { return env.raw.XLen(context.Background(), "MESSAGE_CREATE").Val() >= int64(len(want)) })
+	stop()
+	var got []string
+	for _, e := range env.raw.XRange(context.Background(), "MESSAGE_CREATE", "-", "+").Val() {
+		var d struct {
+			ID string `json:"id"`
+		}
+		if err := (core.Msgpack{}).Unmarshal([]byte(e.Values["data"].(string)), &d); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, d.ID)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("stream has %d messages, Discord sent %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("message %d: stream has %s, Discord sent %s", i, got[i], want[i])
+		}
+	}
+	t.Logf("%d messages through 100 faults, exactly once and in order", len(want))
 }

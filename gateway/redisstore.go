@@ -92,7 +92,7 @@ func NewRedisIdentifyLimiter(client goredis.UniversalClient, prefix string, maxC
 	if maxConcurrency < 1 {
 		maxConcurrency = 1
 	}
-	return &RedisIdentifyLimiter{client: client, prefix: prefix, maxConcurrency: maxConcurrency, interval: interval, owner: owner}
+	return &RedisIdentifyLimiter{client: client, prefix: prefix, maxConcurrency: maxConcurrency, interval: withIdentifyMargin(interval), owner: owner}
 }
 
 // Wait implements IdentifyLimiter.

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/gateway"
+)
+
+// defaultGatewayGroup is spec-tacles/gateway's BROKER_GROUP default.
+const defaultGatewayGroup = "gateway"
+
+// addSettingFlags registers a command's own settings as flags parsed later
+// by load, like the global ones.
+func addSettingFlags[T any](cmd *cobra.Command, list []setting[T]) {
+	for _, s := range list {
+		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
+		if s.def != "" {
+			usage += ", default " + s.def
+		}
+		cmd.Flags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
+	}
+}
+
+// changedFlags looks up the flags of cmd that were given.
+func changedFlags(cmd *cobra.Command) lookupFunc {
+	return func(name string) (string, bool) {
+		f := cmd.Flags().Lookup(name)
+		if f == nil || !f.Changed {
+			return "", false
+		}
+		return f.Value.String(), true
+	}
+}
+
+func (a *app) gatewayCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "gateway",
+		Short: "Run Discord gateway shards: publish dispatches, route packets back",
+		Long: `gateway is a headless Spectacles gateway node. It holds the bot's Discord
+websocket shards (all of them, or DISCORD_SHARD_IDS), publishes each dispatch's
+d under its event name t, and sends the packets workers publish to a shard id
+("0", "1", ...) or as SEND {guild_id, packet} to the shard that owns the guild.
+
+It reads spec-tacles/gateway's environment variables. On SIGINT or SIGTERM it
+saves the shard sessions and closes resumably, so that the next start resumes.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			gc, err := loadGatewayConfig(a.env, changedFlags(cmd))
+			if err != nil {
+				return usageError(err)
+			}
+			return a.runGateway(cmd.Context(), gc)
+		},
+	}
+	addSettingFlags(cmd, gatewaySettings())
+	return cmd
+}
+
+// runGateway runs a gateway node until ctx ends or a shard closes fatally.
+func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
+	id := a.cfg.Identity()
+	if id.Group == "" {
+		id.Group = defaultGatewayGroup
+	}
+	b, err := a.open(ctx, a.options(id))
+	if err != nil {
+		return err
+	}
+	defer closeBroker(b, &err)
+
+	mc := gateway.ManagerConfig{
+		Token: gc.Token, Intents: gc.Intents, Presence: gc.Presence, LargeThreshold: gc.LargeThreshold,
+		ShardCount: gc.ShardCount, ShardIDs: gc.ShardIDs, APIBase: gc.APIBase(), Version: gc.APIVersion,
+		Compress: gc.Compress, Events: gc.Events, Broker: b, Codec: a.cfg.Codec, Format: gc.Format,
+		QueueSize: gc.QueueSize, IdentifyRedis: b.Client(), Logger: a.log,
+	}
+	if gc.StoreType == "redis" {
+		mc.Store = gateway.NewRedisStore(b.Client(), gc.StorePrefix)
+	}
+	if gc.PromAddress != "" {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		if mc.Metrics, err = gateway.NewMetrics(reg); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		stop, err := servePrometheus(gc.PromAddress, gc.PromEndpoint, reg)
+		if err != nil {
+			return err
+		}
+		defer stop()
+		a.log.Info("serving Prometheus metrics", "address", gc.PromAddress, "endpoint", gc.PromEndpoint)
+	}
+	m, err := gateway.NewManager(mc)
+	if err != nil {
+		return usageError(err)
+	}
+	a.log.Info("gateway starting", "group", id.Group, "client", id.Client, "api", gc.APIBase(),
+		"intents", gc.Intents.String(), "compress", gc.Compress, "shard_store", gc.StoreType)
+	if err := m.Run(ctx); err != nil {
+		if errors.Is(err, gateway.ErrUnauthorized) || errors.Is(err, gateway.ErrFatalClose) {
+			return usageError(err)
+		}
+		return err
+	}
+	return nil
+}
+
+// servePrometheus serves reg on addr at endpoint until stop is called.
+func servePrometheus(addr, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("PROMETHEUS_ADDRESS %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(endpoint, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	}, nil
+}
