@@ -248,4 +248,3 @@ func loadGatewayConfig(env, flags lookupFunc) (GatewayConfig, error) {
 	}
 	return c, nil
 }
-
