@@ -1,0 +1,112 @@
+package core
+
+import (
+	"context"
+	"time"
+)
+
+// Inspector is implemented by brokers that let an operator look inside:
+// the events (Redis streams, AMQP queues), their groups and consumers, the
+// messages delivered but not yet acknowledged, and the dead letters; and
+// act on them by hand. Methods a broker cannot support return an error
+// wrapping ErrUnsupported, so that a console can show the action as
+// unavailable instead of hiding it.
+type Inspector interface {
+	// Server describes the broker server and measures one round trip.
+	Server(ctx context.Context) (ServerInfo, error)
+	// Streams lists every event stream (queue) with its size.
+	Streams(ctx context.Context) ([]StreamInfo, error)
+	// Groups lists the consumer groups of a stream.
+	Groups(ctx context.Context, stream string) ([]GroupInfo, error)
+	// Consumers lists the consumers of a group.
+	Consumers(ctx context.Context, stream, group string) ([]ConsumerInfo, error)
+	// Pending returns one page of a group's delivered, unacknowledged
+	// messages, in id order, starting after q.After.
+	Pending(ctx context.Context, stream, group string, q PendingQuery) ([]PendingEntry, error)
+	// Entries returns up to q.Count entries of a stream: oldest first
+	// after q.After, or with q.Reverse newest first before q.Before. A live
+	// tail polls it with After set to the last id seen.
+	Entries(ctx context.Context, stream string, q RangeQuery) ([]Entry, error)
+	// Ack acknowledges ids for group by hand and returns how many were
+	// pending.
+	Ack(ctx context.Context, stream, group string, ids ...string) (int, error)
+	// Claim gives pending ids of group to consumer (idle at least minIdle)
+	// and returns the ids it now owns.
+	Claim(ctx context.Context, stream, group, consumer string, minIdle time.Duration, ids ...string) ([]string, error)
+	// DeadLetter moves pending ids of group to the dead-letter event with a
+	// reason, acknowledging them in the source.
+	DeadLetter(ctx context.Context, stream, group, reason string, ids ...string) (int, error)
+	// Requeue publishes dead letters (ids in DeadLetterEvent(event)) again
+	// under their original event and removes them from the dead-letter
+	// event. It returns the new message ids.
+	Requeue(ctx context.Context, event string, ids ...string) ([]string, error)
+}
+
+// ServerInfo describes a broker server.
+type ServerInfo struct {
+	Kind      string        // "redis", "redis-cluster", "amqp", …
+	Address   string        // with any password removed
+	Version   string        // server version
+	RoundTrip time.Duration // one request's round trip
+	Embedded  bool          // an in-process server that keeps nothing
+}
+
+// StreamInfo describes one event stream.
+type StreamInfo struct {
+	Name    string
+	Length  int64
+	Groups  int
+	FirstID string
+	LastID  string
+}
+
+// GroupInfo describes one consumer group of a stream.
+type GroupInfo struct {
+	Name            string
+	Consumers       int
+	Pending         int64
+	LastDeliveredID string
+	// Lag is how many entries the group has not been delivered yet; -1
+	// when the server cannot tell.
+	Lag int64
+}
+
+// ConsumerInfo describes one consumer (client) of a group.
+type ConsumerInfo struct {
+	Name    string
+	Pending int64
+	// Idle is the time since the consumer last read or was handed a
+	// message.
+	Idle time.Duration
+}
+
+// PendingQuery selects a page of pending messages.
+type PendingQuery struct {
+	After    string        // exclusive start id; "" for the first page
+	Count    int           // page size
+	Consumer string        // only this consumer's, when set
+	MinIdle  time.Duration // only messages idle at least this long
+}
+
+// PendingEntry is one delivered, unacknowledged message.
+type PendingEntry struct {
+	ID         string
+	Consumer   string
+	Idle       time.Duration
+	Deliveries int64
+}
+
+// RangeQuery selects entries of a stream.
+type RangeQuery struct {
+	After   string // exclusive start id; "" for the oldest
+	Before  string // exclusive end id for Reverse; "" for the newest
+	Count   int
+	Reverse bool // newest first
+}
+
+// Entry is one message of a stream, with its payload.
+type Entry struct {
+	ID      string
+	Raw     []byte
+	Headers map[string]string
+}
