@@ -523,42 +523,47 @@ func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) er
 }
 
 // DeadLetter adds the message, with its metadata, to its event's
-// dead-letter stream and acknowledges it: in one MULTI/EXEC on a single
-// server; in a cluster, where the two keys may live on different nodes,
-// XADD first and XACK after, so that nothing is lost.
+// dead-letter stream and acknowledges it (see Broker.deadLetter).
 func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string) error {
-	b := s.b
-	if b.finished.Load() {
+	if s.b.finished.Load() {
 		return core.ErrClosed
 	}
-	id := b.cfg.Identity
+	id := s.b.cfg.Identity
+	return s.b.deadLetter(ctx, m.Event, m.ID, m.Raw, id.Group, id.Client, reason, m.Deliveries)
+}
+
+// deadLetter adds an entry of event, with its metadata, to the event's
+// dead-letter stream and acknowledges it for group: in one MULTI/EXEC on a
+// single server; in a cluster, where the two keys may live on different
+// nodes, XADD first and XACK after, so that nothing is lost.
+func (b *Broker) deadLetter(ctx context.Context, event, id string, raw []byte, group, client, reason string, deliveries int) error {
 	add := &goredis.XAddArgs{
-		Stream: core.DeadLetterEvent(m.Event),
+		Stream: core.DeadLetterEvent(event),
 		Values: []any{
-			dataField, m.Raw,
-			core.HeaderEvent, m.Event,
-			core.HeaderID, m.ID,
-			core.HeaderGroup, id.Group,
-			core.HeaderClient, id.Client,
+			dataField, raw,
+			core.HeaderEvent, event,
+			core.HeaderID, id,
+			core.HeaderGroup, group,
+			core.HeaderClient, client,
 			core.HeaderReason, reason,
-			core.HeaderDeliveries, strconv.Itoa(m.Deliveries),
+			core.HeaderDeliveries, strconv.Itoa(deliveries),
 			core.HeaderFailedAt, time.Now().UTC().Format(time.RFC3339Nano),
 		},
 	}
 	if b.cluster {
 		if err := b.client.XAdd(ctx, add).Err(); err != nil {
-			return fmt.Errorf("redis: dead-letter %s %s: %w", m.Event, m.ID, err)
+			return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, err)
 		}
-		if err := b.client.XAck(ctx, m.Event, id.Group, m.ID).Err(); err != nil {
-			return fmt.Errorf("redis: dead-letter %s %s: added, but ack failed: %w", m.Event, m.ID, err)
+		if err := b.client.XAck(ctx, event, group, id).Err(); err != nil {
+			return fmt.Errorf("redis: dead-letter %s %s: added, but ack failed: %w", event, id, err)
 		}
 		return nil
 	}
 	pipe := b.client.TxPipeline()
 	pipe.XAdd(ctx, add)
-	pipe.XAck(ctx, m.Event, id.Group, m.ID)
+	pipe.XAck(ctx, event, group, id)
 	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("redis: dead-letter %s %s: %w", m.Event, m.ID, err)
+		return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, err)
 	}
 	return nil
 }
