@@ -147,7 +147,9 @@ Redis is started for the life of the process.`,
 		}
 		root.PersistentFlags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
 	}
-	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand(), a.gatewayCommand(), a.simulateCommand())
+	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand(), a.gatewayCommand(), a.simulateCommand(),
+		a.streamsCommand(), a.groupsCommand(), a.pendingCommand(), a.ackCommand(), a.claimCommand(), a.dlqCommand(),
+		a.tailCommand(), a.sendCommand(), a.shardsCommand())
 	return root
 }
 

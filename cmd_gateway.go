@@ -16,6 +16,10 @@ import (
 	"github.com/spectacles-go/spectacles/gateway"
 )
 
+// statusInterval is how often a gateway node publishes its shards' health
+// for `spectacles shards` and remote consoles.
+const statusInterval = 2 * time.Second
+
 // defaultGatewayGroup is spec-tacles/gateway's BROKER_GROUP default.
 const defaultGatewayGroup = "gateway"
 
@@ -106,6 +110,16 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 	}
 	a.log.Info("gateway starting", "group", id.Group, "client", id.Client, "api", gc.APIBase(),
 		"intents", gc.Intents.String(), "compress", gc.Compress, "shard_store", gc.StoreType)
+	reportCtx, stopReport := context.WithCancel(ctx)
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		m.ReportStatus(reportCtx, b.Client(), id.Group, id.Client, statusInterval)
+	}()
+	defer func() {
+		stopReport()
+		<-reported
+	}()
 	if err := m.Run(ctx); err != nil {
 		if errors.Is(err, gateway.ErrUnauthorized) || errors.Is(err, gateway.ErrFatalClose) {
 			return usageError(err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -148,6 +149,27 @@ func TestGatewayNodeEndToEnd(t *testing.T) {
 			}
 		}
 		return true
+	})
+
+	// `spectacles shards` reads the health the node reports through Redis.
+	eventually(t, "shards --json", func() bool {
+		r := invocation{env: map[string]string{"REDIS_URL": url}}.run(t.Context(), "shards", "--json")
+		var nodes []struct {
+			Group  string `json:"group"`
+			Shards []struct {
+				ID    int    `json:"id"`
+				State string `json:"state"`
+			} `json:"shards"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &nodes) != nil {
+			return false
+		}
+		for _, n := range nodes {
+			if n.Group == env["BROKER_GROUP"] && len(n.Shards) == 2 && n.Shards[0].State == "ready" && n.Shards[1].State == "ready" {
+				return true
+			}
+		}
+		return false
 	})
 
 	cancel()

@@ -148,19 +148,20 @@ func (c *ShardConfig) setDefaults() error {
 
 // Status is a snapshot of a shard's health.
 type Status struct {
-	ID, Count         int
-	State             State
-	SessionID         string
-	Seq               int64
-	Latency           time.Duration // last heartbeat → ACK round trip
-	LastHeartbeatACK  time.Time
-	GuildsAvailable   int
-	GuildsUnavailable int
-	Reconnects        int
-	Events            uint64 // dispatches received
-	LastCloseCode     int
-	LastCloseReason   string
-	Err               string // why the shard failed, if it did
+	ID                int           `json:"id"`
+	Count             int           `json:"count"`
+	State             State         `json:"state"`
+	SessionID         string        `json:"session_id,omitempty"`
+	Seq               int64         `json:"seq"`
+	Latency           time.Duration `json:"latency_ns"` // last heartbeat → ACK round trip
+	LastHeartbeatACK  time.Time     `json:"last_heartbeat_ack,omitzero"`
+	GuildsAvailable   int           `json:"guilds_available"`
+	GuildsUnavailable int           `json:"guilds_unavailable"`
+	Reconnects        int           `json:"reconnects"`
+	Events            uint64        `json:"events"` // dispatches received
+	LastCloseCode     int           `json:"last_close_code,omitempty"`
+	LastCloseReason   string        `json:"last_close_reason,omitempty"`
+	Err               string        `json:"error,omitempty"` // why the shard failed, if it did
 }
 
 // Shard is one gateway connection and its session, run as a state machine

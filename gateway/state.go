@@ -1,5 +1,7 @@
 package gateway
 
+import "fmt"
+
 // State is where a shard is in its life.
 type State int32
 
@@ -29,3 +31,14 @@ func (s State) String() string {
 
 // MarshalText writes the state's name.
 func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText reads a state's name.
+func (s *State) UnmarshalText(b []byte) error {
+	for i, name := range stateNames {
+		if name == string(b) {
+			*s = State(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown shard state %q", b)
+}

@@ -240,3 +240,17 @@ func TestAPIBase(t *testing.T) {
 		t.Errorf("local %q", got)
 	}
 }
+
+func TestStateText(t *testing.T) {
+	for st := Idle; st <= Failed; st++ {
+		b, _ := st.MarshalText()
+		var back State
+		if err := back.UnmarshalText(b); err != nil || back != st {
+			t.Errorf("%s: %v %v", b, back, err)
+		}
+	}
+	var s State
+	if err := s.UnmarshalText([]byte("dancing")); err == nil {
+		t.Error("unknown state accepted")
+	}
+}

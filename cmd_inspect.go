@@ -1,0 +1,541 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway"
+)
+
+// The headless twins of the console's actions: each prints a table, or with
+// --json one JSON document (lists as one JSON line per item for tail).
+
+// inspector opens a broker client and returns it as a core.Inspector.
+func (a *app) inspector(ctx context.Context) (core.Inspector, func(*error), error) {
+	id := a.cfg.Identity()
+	if id.Group == "" {
+		id.Group = "spectacles-console"
+	}
+	b, err := a.open(ctx, a.options(id))
+	if err != nil {
+		return nil, nil, err
+	}
+	in, ok := any(b).(core.Inspector)
+	if !ok {
+		_ = b.Close()
+		return nil, nil, fmt.Errorf("the %s broker cannot be inspected: %w", a.cfg.BrokerType, core.ErrUnsupported)
+	}
+	return in, func(err *error) { closeBroker(b, err) }, nil
+}
+
+// output prints v as JSON when asJSON, else runs table.
+func (a *app) output(asJSON bool, v any, table func(w *tabwriter.Writer)) error {
+	if asJSON {
+		return (&lineWriter{w: a.stdout}).write(v)
+	}
+	w := tabwriter.NewWriter(a.stdout, 2, 4, 2, ' ', 0)
+	table(w)
+	return w.Flush()
+}
+
+func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
+
+func (a *app) streamsCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "streams",
+		Short: "List every event stream with its length, groups and first/last id",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			list, err := in.Streams(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if list == nil {
+				list = []core.StreamInfo{}
+			}
+			return a.output(asJSON, list, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "STREAM\tLENGTH\tGROUPS\tFIRST\tLAST")
+				for _, s := range list {
+					fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", s.Name, s.Length, s.Groups, s.FirstID, s.LastID)
+				}
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+// groupView is a group with its consumers, as `groups` prints it.
+type groupView struct {
+	core.GroupInfo
+	ConsumerList []core.ConsumerInfo `json:"consumer_list"`
+}
+
+func (a *app) groupsCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "groups STREAM",
+		Short: "List the consumer groups of a stream, with their consumers",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			ctx := cmd.Context()
+			in, done, err := a.inspector(ctx)
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			groups, err := in.Groups(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			views := make([]groupView, 0, len(groups))
+			for _, g := range groups {
+				cs, err := in.Consumers(ctx, args[0], g.Name)
+				if err != nil {
+					return err
+				}
+				views = append(views, groupView{GroupInfo: g, ConsumerList: cs})
+			}
+			return a.output(asJSON, views, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "GROUP\tCONSUMERS\tPENDING\tLAG\tLAST DELIVERED")
+				for _, g := range views {
+					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", g.Name, g.Consumers, g.Pending, g.Lag, g.LastDeliveredID)
+					for _, c := range g.ConsumerList {
+						fmt.Fprintf(w, "  %s\t\t%d\t\tidle %s\n", c.Name, c.Pending, ms(c.Idle))
+					}
+				}
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) pendingCommand() *cobra.Command {
+	var (
+		asJSON bool
+		q      core.PendingQuery
+	)
+	cmd := &cobra.Command{
+		Use:   "pending STREAM GROUP",
+		Short: "List one page of a group's delivered, unacknowledged messages",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			page, err := in.Pending(cmd.Context(), args[0], args[1], q)
+			if err != nil {
+				return err
+			}
+			if page == nil {
+				page = []core.PendingEntry{}
+			}
+			return a.output(asJSON, page, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tCONSUMER\tIDLE\tDELIVERIES")
+				for _, p := range page {
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", p.ID, p.Consumer, ms(p.Idle), p.Deliveries)
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.StringVar(&q.After, "after", "", "start after this id (the last id of the previous page)")
+	f.IntVar(&q.Count, "count", 100, "page size")
+	f.StringVar(&q.Consumer, "consumer", "", "only this consumer's messages")
+	f.DurationVar(&q.MinIdle, "min-idle", 0, "only messages idle at least this long")
+	return cmd
+}
+
+func (a *app) ackCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "ack STREAM GROUP ID...",
+		Short: "Acknowledge pending messages of a group by hand",
+		Args:  cobra.MinimumNArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			n, err := in.Ack(cmd.Context(), args[0], args[1], args[2:]...)
+			if err != nil {
+				return err
+			}
+			return a.output(asJSON, map[string]int{"acked": n}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "acknowledged %d of %d\n", n, len(args)-2)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) claimCommand() *cobra.Command {
+	var (
+		asJSON  bool
+		to      string
+		minIdle time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "claim STREAM GROUP ID...",
+		Short: "Give pending messages of a group to another consumer",
+		Long: `claim moves pending messages to --to (default: this client's name). The
+delivery count does not change. The new owner, or whichever client of the
+group reclaims idle messages, takes them up after the message timeout.`,
+		Args: cobra.MinimumNArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			if to == "" {
+				to = a.cfg.Client
+			}
+			got, err := in.Claim(cmd.Context(), args[0], args[1], to, minIdle, args[2:]...)
+			if err != nil {
+				return err
+			}
+			if got == nil {
+				got = []string{}
+			}
+			return a.output(asJSON, map[string]any{"claimed": got, "consumer": to}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "claimed %d of %d for %s\n", len(got), len(args)-2, to)
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	f.StringVar(&to, "to", "", "consumer that takes the messages (default: BROKER_CLIENT)")
+	f.DurationVar(&minIdle, "min-idle", 0, "only claim messages idle at least this long")
+	return cmd
+}
+
+func (a *app) dlqCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "dlq",
+		Short: "List, requeue or add dead letters (EVENT:dlq)",
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+	}
+	var (
+		asJSON bool
+		q      core.RangeQuery
+		reason string
+	)
+	list := &cobra.Command{
+		Use:   "list EVENT",
+		Short: "List the dead letters of an event, oldest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			entries, err := in.Entries(cmd.Context(), core.DeadLetterEvent(args[0]), q)
+			if err != nil {
+				return err
+			}
+			views := make([]map[string]any, 0, len(entries))
+			for _, e := range entries {
+				views = append(views, entryView(e, a.cfg.Codec))
+			}
+			return a.output(asJSON, views, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "ID\tORIGINAL\tGROUP\tDELIVERIES\tREASON")
+				for _, e := range entries {
+					h := e.Headers
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.ID, h[core.HeaderID], h[core.HeaderGroup], h[core.HeaderDeliveries], h[core.HeaderReason])
+				}
+			})
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	list.Flags().StringVar(&q.After, "after", "", "start after this id")
+	list.Flags().IntVar(&q.Count, "count", 100, "page size")
+	requeue := &cobra.Command{
+		Use:   "requeue EVENT ID...",
+		Short: "Publish dead letters again under their event and remove them",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			ids, err := in.Requeue(cmd.Context(), args[0], args[1:]...)
+			if ids == nil {
+				ids = []string{}
+			}
+			if oerr := a.output(asJSON, map[string]any{"requeued": ids}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "requeued %d: %s\n", len(ids), strings.Join(ids, " "))
+			}); err == nil {
+				err = oerr
+			}
+			return err
+		},
+	}
+	requeue.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	move := &cobra.Command{
+		Use:   "move STREAM GROUP ID...",
+		Short: "Move pending messages of a group to the dead letters, with a reason",
+		Args:  cobra.MinimumNArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			in, done, err := a.inspector(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			n, err := in.DeadLetter(cmd.Context(), args[0], args[1], reason, args[2:]...)
+			if err != nil {
+				return err
+			}
+			return a.output(asJSON, map[string]int{"moved": n}, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "moved %d of %d to %s\n", n, len(args)-2, core.DeadLetterEvent(args[0]))
+			})
+		},
+	}
+	move.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	move.Flags().StringVar(&reason, "reason", "moved by hand", "why, kept with each dead letter")
+	cmd.AddCommand(list, requeue, move)
+	return cmd
+}
+
+// entryView decodes an entry for printing.
+func entryView(e core.Entry, codec core.Codec) map[string]any {
+	v := map[string]any{"id": e.ID}
+	if len(e.Headers) > 0 {
+		v["headers"] = e.Headers
+	}
+	data, err := core.NewPayload(e.Raw, codec).Data()
+	if err != nil {
+		v["error"] = err.Error()
+		v["raw_base64"] = e.Raw
+	} else {
+		v["data"] = jsonValue(data)
+	}
+	return v
+}
+
+func (a *app) tailCommand() *cobra.Command {
+	var (
+		from     string
+		filter   string
+		interval time.Duration
+	)
+	cmd := &cobra.Command{
+		Use:   "tail EVENT...",
+		Short: "Print new messages of streams as they arrive, without consuming them",
+		Long: `tail reads streams without a consumer group, so it takes nothing away from
+the services that consume them. It prints one JSON line per message
+({"event","id","data"}) until interrupted.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			ctx := cmd.Context()
+			in, done, err := a.inspector(ctx)
+			if err != nil {
+				return err
+			}
+			defer done(&err)
+			last := map[string]string{}
+			for _, ev := range args {
+				switch from {
+				case "$", "":
+					newest, err := in.Entries(ctx, ev, core.RangeQuery{Reverse: true, Count: 1})
+					if err != nil {
+						return err
+					}
+					if len(newest) == 1 {
+						last[ev] = newest[0].ID
+					}
+				case "0", "-":
+				default:
+					last[ev] = from
+				}
+			}
+			out := &lineWriter{w: a.stdout}
+			t := time.NewTicker(interval)
+			defer t.Stop()
+			for {
+				for _, ev := range args {
+					for {
+						page, err := in.Entries(ctx, ev, core.RangeQuery{After: last[ev], Count: 500})
+						if err != nil {
+							if ctx.Err() != nil {
+								return nil
+							}
+							return err
+						}
+						for _, e := range page {
+							last[ev] = e.ID
+							if filter != "" && !strings.Contains(string(e.Raw), filter) {
+								continue
+							}
+							v := entryView(e, a.cfg.Codec)
+							v["event"] = ev
+							if err := out.write(v); err != nil {
+								return err
+							}
+						}
+						if len(page) < 500 {
+							break
+						}
+					}
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+				}
+			}
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&from, "from", "$", "where to start: $ (new messages only), 0 (the beginning) or an id")
+	f.StringVar(&filter, "filter", "", "only messages whose payload contains this text")
+	f.DurationVar(&interval, "interval", 250*time.Millisecond, "how often to look for new messages")
+	return cmd
+}
+
+func (a *app) sendCommand() *cobra.Command {
+	var (
+		guild      string
+		shard      int
+		shardCount int
+		asJSON     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "send (--guild ID | --shard N) PACKET",
+		Short: "Send a gateway packet through the broker: SEND by guild, or to a shard id",
+		Long: `send publishes a packet ({"op": 4, "d": {...}}) for the gateway to send to
+Discord: with --guild as SEND {guild_id, packet}, routed by the gateway to
+(guild_id >> 22) % shard_count; with --shard straight to that shard's event.
+With --shard-count (or a gateway that reports its status) it prints the shard a
+guild routes to.`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) (err error) {
+			ctx := cmd.Context()
+			if (guild == "") == (shard < 0) {
+				return usageErrorf("give exactly one of --guild and --shard")
+			}
+			data, err := a.readData(args)
+			if err != nil {
+				return err
+			}
+			raw, _ := json.Marshal(jsonValue(data))
+			if _, err := gateway.ValidatePacket(raw); err != nil {
+				return usageError(err)
+			}
+			id := a.cfg.Identity()
+			b, err := a.open(ctx, a.options(id))
+			if err != nil {
+				return err
+			}
+			defer closeBroker(b, &err)
+			event, payload := strconv.Itoa(shard), any(data)
+			routed := shard
+			if guild != "" {
+				gid, err := core.ParseSnowflake(guild)
+				if err != nil {
+					return usageError(err)
+				}
+				event, payload = gateway.SendEvent, map[string]any{"guild_id": guild, "packet": data}
+				if shardCount <= 0 {
+					if nodes, err := gateway.ReadNodeStatuses(ctx, b.Client()); err == nil && len(nodes) > 0 {
+						shardCount = nodes[0].ShardCount
+					}
+				}
+				routed = -1
+				if shardCount > 0 {
+					routed = core.ShardID(gid, shardCount)
+				}
+			}
+			msgID, err := b.Publish(ctx, event, payload)
+			if err != nil {
+				return err
+			}
+			res := map[string]any{"event": event, "id": msgID}
+			if routed >= 0 {
+				res["shard"] = routed
+			}
+			return a.output(asJSON, res, func(w *tabwriter.Writer) {
+				if routed >= 0 {
+					fmt.Fprintf(w, "published %s %s (shard %d)\n", event, msgID, routed)
+				} else {
+					fmt.Fprintf(w, "published %s %s (shard count unknown: the gateway routes it)\n", event, msgID)
+				}
+			})
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&guild, "guild", "", "guild id: publish as SEND, routed by the gateway")
+	f.IntVar(&shard, "shard", -1, "shard id: publish to that shard's event")
+	f.IntVar(&shardCount, "shard-count", 0, "shard count, to print where a guild routes")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func (a *app) shardsCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "shards",
+		Short: "Show the shards of the gateway nodes that report to this Redis",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) (err error) {
+			ctx := cmd.Context()
+			b, err := a.open(ctx, a.options(a.cfg.Identity()))
+			if err != nil {
+				return err
+			}
+			defer closeBroker(b, &err)
+			nodes, err := gateway.ReadNodeStatuses(ctx, b.Client())
+			if err != nil {
+				return err
+			}
+			if nodes == nil {
+				nodes = []gateway.NodeStatus{}
+			}
+			return a.output(asJSON, nodes, func(w *tabwriter.Writer) {
+				if len(nodes) == 0 {
+					fmt.Fprintln(w, "no gateway node reports to this Redis")
+					return
+				}
+				fmt.Fprintln(w, "NODE\tSHARD\tSTATE\tLATENCY\tSEQ\tGUILDS\tRECONNECTS\tLAST CLOSE")
+				for _, n := range nodes {
+					for _, s := range n.Shards {
+						fmt.Fprintf(w, "%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", n.Group, n.Client, s.ID, s.Count,
+							s.State, ms(s.Latency), s.Seq, s.GuildsAvailable, s.GuildsUnavailable, s.Reconnects, closeText(s))
+					}
+				}
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
+
+func closeText(s gateway.Status) string {
+	if s.LastCloseCode == 0 && s.LastCloseReason == "" {
+		return "-"
+	}
+	return fmt.Sprintf("%d %s", s.LastCloseCode, s.LastCloseReason)
+}
