@@ -78,7 +78,7 @@ func (h *heartbeater) run(ctx context.Context) {
 				return
 			}
 		case <-timer.C:
-			if !acked && !h.lc.inDispatch.Load() {
+			if !acked {
 				h.s.log.Warn("no heartbeat ACK since the last heartbeat: zombie connection, reconnecting")
 				h.lc.close(CloseResumable, "zombie connection")
 				return

@@ -103,6 +103,7 @@ type Manager struct {
 	queue  chan Dispatch
 
 	published atomic.Uint64
+	shed      atomic.Uint64
 
 	mu       sync.Mutex
 	count    int
@@ -272,7 +273,7 @@ func (m *Manager) StartShard(id int) error {
 	cfg := ShardConfig{
 		ID: id, Count: m.count, Token: m.cfg.Token, Intents: m.cfg.Intents, Presence: m.cfg.Presence,
 		LargeThreshold: m.cfg.LargeThreshold, URL: m.url, Version: m.cfg.Version, Compress: m.cfg.Compress,
-		Identify: m.identify, Store: m.cfg.Store, OnDispatch: m.enqueue, Logger: m.log, Metrics: m.cfg.Metrics,
+		Identify: m.identify, Store: m.cfg.Store, OnDispatch: m.enqueue, WaitForRoom: m.waitForRoom, Logger: m.log, Metrics: m.cfg.Metrics,
 	}
 	if m.cfg.Tune != nil {
 		m.cfg.Tune(&cfg)
@@ -353,11 +354,12 @@ func (m *Manager) shard(id int) *Shard {
 	return nil
 }
 
-// enqueue runs on a shard's reading goroutine. When the queue is full it
-// waits (the shard keeps heartbeating meanwhile) rather than drop events.
-func (m *Manager) enqueue(d Dispatch) {
+// enqueue runs on a shard's reading goroutine and never blocks: when the
+// queue is full it refuses the dispatch, and the shard sheds its connection
+// and resumes once there is room (see ShardConfig.OnDispatch).
+func (m *Manager) enqueue(d Dispatch) bool {
 	if d.Event == "" || (m.events != nil && !m.events[d.Event]) {
-		return
+		return true
 	}
 	select {
 	case m.queue <- d:
@@ -365,12 +367,33 @@ func (m *Manager) enqueue(d Dispatch) {
 		if m.cfg.Metrics != nil {
 			m.cfg.Metrics.queueFull.Inc()
 		}
-		m.queue <- d
+		m.shed.Add(1)
+		m.log.Warn("dispatch queue full: the broker is behind; the shard will resume once it drains", "shard", d.Shard, "seq", d.Seq)
+		return false
 	}
 	if m.cfg.Metrics != nil {
 		m.cfg.Metrics.queueLength.Set(float64(len(m.queue)))
 	}
+	return true
 }
+
+// waitForRoom blocks until the dispatch queue is at most half full.
+func (m *Manager) waitForRoom(ctx context.Context) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for len(m.queue) > cap(m.queue)/2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// Shed returns how many times a shard found the dispatch queue full and
+// shed its connection to resume later.
+func (m *Manager) Shed() uint64 { return m.shed.Load() }
 
 // publishLoop publishes queued dispatches in order, in batches, retrying
 // failures with backoff until they succeed; it ends when the queue is

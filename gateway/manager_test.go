@@ -459,6 +459,15 @@ func TestManagerStreamIsExactAcrossFaults(t *testing.T) {
 		})
 	}
 	env.sim.SetTrafficRate(0)
+	n := checkStreamExact(t, env, m, stop)
+	t.Logf("%d messages through 100 faults, exactly once and in order", n)
+}
+
+// checkStreamExact stops the manager once the MESSAGE_CREATE stream holds
+// as many messages as shard 0's session sent, then checks that it holds
+// exactly those, once each, in order. It returns how many.
+func checkStreamExact(t *testing.T, env *managerEnv, m *Manager, stop func()) int {
+	t.Helper()
 	session := m.Shards()[0].SessionID
 	events, err := env.sim.Events(session)
 	if err != nil {
@@ -476,7 +485,9 @@ func TestManagerStreamIsExactAcrossFaults(t *testing.T) {
 			want = append(want, p.D.ID)
 		}
 	}
-	waitFor(t, "every dispatch in the stream", func() bool { return env.raw.XLen(context.Background(), "MESSAGE_CREATE").Val() >= int64(len(want)) })
+	waitFor(t, "every dispatch in the stream", func() bool {
+		return env.raw.XLen(context.Background(), "MESSAGE_CREATE").Val() >= int64(len(want))
+	})
 	stop()
 	var got []string
 	for _, e := range env.raw.XRange(context.Background(), "MESSAGE_CREATE", "-", "+").Val() {
@@ -496,5 +507,42 @@ func TestManagerStreamIsExactAcrossFaults(t *testing.T) {
 			t.Fatalf("message %d: stream has %s, Discord sent %s", i, got[i], want[i])
 		}
 	}
-	t.Logf("%d messages through 100 faults, exactly once and in order", len(want))
+	return len(want)
+}
+
+// slowBroker publishes like its Broker, after a delay per batch.
+type slowBroker struct {
+	core.Broker
+	delay time.Duration
+}
+
+func (s slowBroker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]string, error) {
+	time.Sleep(s.delay)
+	return core.PublishAll(ctx, s.Broker, msgs)
+}
+
+// TestManagerBackPressureShedsAndResumes: a broker slower than Discord
+// fills the dispatch queue; shards never stop reading or heartbeating, shed
+// their connection, resume once the queue drains, and lose nothing.
+func TestManagerBackPressureShedsAndResumes(t *testing.T) {
+	env := newManagerEnv(t, 1, func(c *simulator.Config) {
+		c.TrafficRate = 3000
+		c.TrafficEvents = []string{"MESSAGE_CREATE"}
+		c.HeartbeatInterval = 200 * time.Millisecond
+	})
+	m, stop := env.run(t, func(c *ManagerConfig) {
+		c.Events = []string{"MESSAGE_CREATE"}
+		c.QueueSize = 32
+		c.Broker = slowBroker{Broker: env.broker, delay: 20 * time.Millisecond}
+	})
+	waitFor(t, "the queue to overflow a few times", func() bool { return m.Shed() >= 3 })
+	env.sim.SetTrafficRate(0)
+	waitFor(t, "the shard to catch up", func() bool { return m.Shards()[0].State == Ready && m.QueueLength() == 0 })
+	n := checkStreamExact(t, env, m, stop)
+	for _, c := range env.sim.Snapshot().Closes {
+		if c.ByServer {
+			t.Errorf("the server closed a connection (%d %s): reading or heartbeats were delayed", c.Code, c.Reason)
+		}
+	}
+	t.Logf("%d messages, queue overflowed %d times, nothing lost", n, m.Shed())
 }

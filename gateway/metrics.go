@@ -47,7 +47,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "gateway_dispatch_queue_length", Help: "Dispatches waiting to be published to the broker.",
 		}),
 		queueFull: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "gateway_dispatch_queue_full_total", Help: "Times a shard found the dispatch queue full and had to wait for the broker.",
+			Name: "gateway_dispatch_queue_full_total", Help: "Times a shard found the dispatch queue full: it shed its connection and resumed once the broker caught up.",
 		}),
 		published: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "gateway_broker_published_total", Help: "Dispatches published to the broker.",

@@ -72,10 +72,15 @@ type ShardConfig struct {
 	// a MemoryStore.
 	Store SessionStore
 	// OnDispatch receives every dispatch in order, on the shard's reading
-	// goroutine. It may block to apply back-pressure; while it does, the
-	// shard keeps heartbeating and does not mistake the pause for a dead
-	// connection.
-	OnDispatch func(Dispatch)
+	// goroutine, and must not block: it returns false when it cannot take
+	// the dispatch now (the broker is behind). The shard then sheds the
+	// connection without counting that dispatch as received, waits for
+	// WaitForRoom and resumes, so that Discord replays it: reading and
+	// heartbeats are never delayed, and nothing is lost.
+	OnDispatch func(Dispatch) bool
+	// WaitForRoom blocks until OnDispatch can take dispatches again; nil
+	// does not wait.
+	WaitForRoom func(ctx context.Context) error
 	// Dialer opens websocket connections. Default: websocket.DefaultDialer
 	// with a 30 s handshake timeout.
 	Dialer *websocket.Dialer
@@ -118,7 +123,7 @@ func (c *ShardConfig) setDefaults() error {
 		c.Store = &MemoryStore{}
 	}
 	if c.OnDispatch == nil {
-		c.OnDispatch = func(Dispatch) {}
+		c.OnDispatch = func(Dispatch) bool { return true }
 	}
 	if c.Dialer == nil {
 		d := *websocket.DefaultDialer
@@ -189,9 +194,6 @@ type liveConn struct {
 	ws      *websocket.Conn
 	writeMu sync.Mutex
 	limiter *sendLimiter
-	// inDispatch is set while OnDispatch runs, so that a reader paused by
-	// back-pressure is not taken for a zombie connection.
-	inDispatch atomic.Bool
 	closeOnce  sync.Once
 }
 
@@ -311,6 +313,12 @@ func (s *Shard) Run(ctx context.Context) error {
 		if out.wasReady {
 			attempt = 0
 		}
+		if out.shed && s.cfg.WaitForRoom != nil {
+			s.setState(Reconnecting)
+			if err := s.cfg.WaitForRoom(ctx); err != nil {
+				return s.stop()
+			}
+		}
 		s.mu.Lock()
 		s.status.Reconnects++
 		s.setStateLocked(Reconnecting)
@@ -372,6 +380,7 @@ type outcome struct {
 	reason   string
 	wasReady bool // the connection reached Ready: reset the backoff
 	quick    bool // reconnect at once
+	shed     bool // shed for back-pressure: wait for room first
 }
 
 func (s *Shard) gatewayURL(base string) (string, error) {
@@ -562,8 +571,14 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 		s.cfg.Metrics.received(s.cfg.ID, p.Op, p.T)
 		switch p.Op {
 		case OpDispatch:
-			if s.handleDispatch(lc, &p) {
+			ready, accepted := s.handleDispatch(&p)
+			if ready {
 				wasReady = true
+			}
+			if !accepted {
+				lc.close(CloseResumable, "back-pressure")
+				return outcome{action: Resume, code: CloseResumable, reason: "the broker is behind: resuming once the dispatch queue drains",
+					wasReady: wasReady, quick: true, shed: true}
 			}
 		case OpHeartbeat:
 			hb.now()
@@ -585,14 +600,20 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 	}
 }
 
-// handleDispatch tracks the session and forwards the event. It reports
-// whether the session became ready.
-func (s *Shard) handleDispatch(lc *liveConn, p *Payload) (ready bool) {
-	s.events.Add(1)
+// handleDispatch offers the event to OnDispatch and, when it was taken,
+// counts it: seq, guild availability, readiness. It reports whether the
+// session became ready and whether the dispatch was taken. READY's session
+// is kept even when it was not taken, so that the shard can resume it.
+func (s *Shard) handleDispatch(p *Payload) (ready, accepted bool) {
 	s.mu.Lock()
-	if p.S != nil && *p.S > s.session.Seq {
-		s.session.Seq = *p.S
+	seq := s.session.Seq
+	if p.S != nil && *p.S > seq {
+		seq = *p.S
 	}
+	s.mu.Unlock()
+	accepted = s.cfg.OnDispatch(Dispatch{Shard: s.cfg.ID, Seq: seq, Event: p.T, Data: p.D, Received: time.Now()})
+
+	s.mu.Lock()
 	switch p.T {
 	case "READY":
 		var r ReadyData
@@ -609,27 +630,29 @@ func (s *Shard) handleDispatch(lc *liveConn, p *Payload) (ready bool) {
 	case "RESUMED":
 		s.setStateLocked(Ready)
 		ready = true
-	case "GUILD_CREATE", "GUILD_DELETE":
-		var g guildRef
-		if err := json.Unmarshal(p.D, &g); err == nil && g.ID != "" {
-			if p.T == "GUILD_CREATE" {
-				s.guilds[g.ID] = true
-			} else if g.Unavailable {
-				s.guilds[g.ID] = false
-			} else {
-				delete(s.guilds, g.ID) // the bot left the guild
+	}
+	if accepted {
+		s.events.Add(1)
+		s.session.Seq = seq
+		if p.T == "GUILD_CREATE" || p.T == "GUILD_DELETE" {
+			var g guildRef
+			if err := json.Unmarshal(p.D, &g); err == nil && g.ID != "" {
+				switch {
+				case p.T == "GUILD_CREATE":
+					s.guilds[g.ID] = true
+				case g.Unavailable:
+					s.guilds[g.ID] = false
+				default:
+					delete(s.guilds, g.ID) // the bot left the guild
+				}
 			}
 		}
 	}
-	seq := s.session.Seq
 	s.mu.Unlock()
 	if ready {
 		s.saveSession()
 	}
-	lc.inDispatch.Store(true)
-	s.cfg.OnDispatch(Dispatch{Shard: s.cfg.ID, Seq: seq, Event: p.T, Data: p.D, Received: time.Now()})
-	lc.inDispatch.Store(false)
-	return ready
+	return ready, accepted
 }
 
 func (s *Shard) identifyPayload() []byte {

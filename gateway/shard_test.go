@@ -49,10 +49,11 @@ type recorder struct {
 	seen []Dispatch
 }
 
-func (r *recorder) add(d Dispatch) {
+func (r *recorder) add(d Dispatch) bool {
 	r.mu.Lock()
 	r.seen = append(r.seen, d)
 	r.mu.Unlock()
+	return true
 }
 
 func (r *recorder) all() []Dispatch {
