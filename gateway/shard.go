@@ -189,12 +189,12 @@ type Shard struct {
 
 // liveConn is an open connection and what it needs to write.
 type liveConn struct {
-	shard   int
-	metrics *Metrics
-	ws      *websocket.Conn
-	writeMu sync.Mutex
-	limiter *sendLimiter
-	closeOnce  sync.Once
+	shard     int
+	metrics   *Metrics
+	ws        *websocket.Conn
+	writeMu   sync.Mutex
+	limiter   *sendLimiter
+	closeOnce sync.Once
 }
 
 // NewShard validates cfg and makes a shard; Run starts it.
