@@ -23,6 +23,7 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
@@ -34,7 +35,16 @@ import (
 var testRedisURL string
 
 func TestMain(m *testing.M) {
-	os.Exit(testMain(m))
+	code := testMain(m)
+	if code == 0 {
+		// Every command must stop what it started: brokers, gateways,
+		// embedded servers, signal handlers.
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goroutines leaked by the commands: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 func testMain(m *testing.M) int {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"go.uber.org/goleak"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -331,3 +333,5 @@ func TestPercentile(t *testing.T) {
 		t.Errorf("single sample: %+v", got)
 	}
 }
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
