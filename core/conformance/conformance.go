@@ -27,6 +27,9 @@ type Features struct {
 	// Groups: several clients of one group share the messages (each once),
 	// and every group gets its own copy.
 	Groups bool
+	// Fanout: every group (every client, for a broker without groups) gets
+	// its own copy, without Groups' sharing within a group.
+	Fanout bool
 	// Redelivery: a message left unacknowledged by a client that died is
 	// delivered again to another client of the group after MessageTimeout,
 	// with its delivery count raised.

@@ -1,0 +1,154 @@
+package ipc
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Benchmarks write through a real OS pipe. Payloads are 1 KiB of core.Raw
+// that the format carries as it is (a JSON object for JSONLines, a msgpack
+// map for Msgpack), so that the codec is not measured. Publishers are many
+// goroutines, as in a gateway with many shards.
+//
+//	go test -bench . -run '^$' ./transport/ipc
+const (
+	benchPayload    = 1024
+	benchPublishers = 64
+)
+
+func benchPayloadFor(b *testing.B, f Format) core.Raw {
+	b.Helper()
+	if f == Msgpack {
+		// fixmap, "content", str16 of the rest.
+		n := benchPayload - 1 - 8 - 3
+		p := appendMsgpackMapHeader(nil, 1)
+		p = appendMsgpackStr(p, "content")
+		p = appendMsgpackStr(p, strings.Repeat("x", n))
+		if len(p) != benchPayload {
+			b.Fatalf("payload of %d bytes", len(p))
+		}
+		return p
+	}
+	p := core.Raw(`{"content":"` + strings.Repeat("x", benchPayload-14) + `"}`)
+	if len(p) != benchPayload {
+		b.Fatalf("payload of %d bytes", len(p))
+	}
+	return p
+}
+
+func benchOptions(b *testing.B, group string) core.Options {
+	return core.Options{
+		Identity: core.Identity{Group: group, Client: "c"},
+		Logger:   testLogger(b, slog.LevelWarn),
+	}
+}
+
+func osPipe(b *testing.B) (*os.File, *os.File) {
+	b.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = r.Close()
+		_ = w.Close()
+	})
+	return r, w
+}
+
+// BenchmarkPublish: concurrent Publish calls into an OS pipe drained by
+// another goroutine.
+func BenchmarkPublish(b *testing.B) {
+	for _, format := range []Format{JSONLines, Msgpack} {
+		b.Run(format.String(), func(b *testing.B) {
+			r, w := osPipe(b)
+			drained := make(chan struct{})
+			go func() {
+				_, _ = io.Copy(io.Discard, r)
+				close(drained)
+			}()
+			br := newBroker(b, strings.NewReader(""), w, Config{Options: benchOptions(b, "bench"), Format: format})
+			payload := benchPayloadFor(b, format)
+			ctx := context.Background()
+			b.SetBytes(benchPayload)
+			b.ReportAllocs()
+			b.SetParallelism(max(1, benchPublishers/runtime.GOMAXPROCS(0)))
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := br.Publish(ctx, "E", payload); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			b.StopTimer()
+			_ = br.Close()
+			_ = w.Close()
+			<-drained
+		})
+	}
+}
+
+// BenchmarkEndToEnd: concurrent publishers on one broker, an OS pipe, and
+// a consuming broker that handles (and acks) every message.
+func BenchmarkEndToEnd(b *testing.B) {
+	for _, format := range []Format{JSONLines, Msgpack} {
+		b.Run(format.String(), func(b *testing.B) {
+			r, w := osPipe(b)
+			con := newBroker(b, r, io.Discard, Config{Options: benchOptions(b, "bench"), Format: format})
+			pub := newBroker(b, strings.NewReader(""), w, Config{Options: benchOptions(b, "publisher"), Format: format})
+
+			var handled atomic.Int64
+			all := make(chan struct{})
+			target := int64(b.N)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			err := con.Consume(ctx, []string{"E"}, func(ctx context.Context, m *core.Message) {
+				_ = m.Ack(ctx)
+				if handled.Add(1) == target {
+					close(all)
+				}
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			payload := benchPayloadFor(b, format)
+			b.SetBytes(benchPayload)
+			b.ReportAllocs()
+			b.ResetTimer()
+			start := time.Now()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			for range benchPublishers {
+				wg.Go(func() {
+					for next.Add(1) <= target {
+						if _, err := pub.Publish(ctx, "E", payload); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			select {
+			case <-all:
+			case <-time.After(30 * time.Second):
+				b.Fatalf("%d of %d messages handled", handled.Load(), target)
+			}
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+		})
+	}
+}

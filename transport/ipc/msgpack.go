@@ -1,0 +1,217 @@
+package ipc
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// The Msgpack format needs to find where one value ends in a stream that
+// has no framing, to cut the "data" value out of an envelope as it was
+// written, and to step over garbage. msgpackLen does it without decoding.
+
+var (
+	// errShort: the bytes end inside the value; more input is needed.
+	errShort = errors.New("msgpack value truncated")
+	// errInvalid: the bytes are not msgpack (the never-used code 0xc1).
+	errInvalid = errors.New("not msgpack")
+	// errTooLarge: the value declares more than the allowed size.
+	errTooLarge = errors.New("msgpack value too large")
+)
+
+// msgpackLen returns the length in bytes of the msgpack value that starts
+// b. Values that would be longer than limit bytes are errTooLarge, even
+// when b is shorter than that: the caller need not read them.
+func msgpackLen(b []byte, limit int) (int, error) {
+	off := 0
+	remaining := 1 // values still to read
+	for remaining > 0 {
+		if off >= len(b) {
+			return 0, errShort
+		}
+		c := b[off]
+		off++
+		remaining--
+		var (
+			size     int // bytes of content after the header
+			children int // values nested in this one
+			lenBytes int // bytes of the length or count that follows c
+			extra    int // fixed bytes between the length and the content
+			isCount  bool
+			perCount = 1
+		)
+		switch {
+		case c <= 0x7f || c >= 0xe0: // positive and negative fixint
+		case c <= 0x8f: // fixmap
+			children = 2 * int(c&0x0f)
+		case c <= 0x9f: // fixarray
+			children = int(c & 0x0f)
+		case c <= 0xbf: // fixstr
+			size = int(c & 0x1f)
+		default:
+			switch c {
+			case 0xc0, 0xc2, 0xc3: // nil, false, true
+			case 0xc1:
+				return 0, errInvalid
+			case 0xc4, 0xd9: // bin8, str8
+				lenBytes = 1
+			case 0xc5, 0xda: // bin16, str16
+				lenBytes = 2
+			case 0xc6, 0xdb: // bin32, str32
+				lenBytes = 4
+			case 0xc7: // ext8
+				lenBytes, extra = 1, 1
+			case 0xc8: // ext16
+				lenBytes, extra = 2, 1
+			case 0xc9: // ext32
+				lenBytes, extra = 4, 1
+			case 0xca, 0xce, 0xd2: // float32, uint32, int32
+				size = 4
+			case 0xcb, 0xcf, 0xd3: // float64, uint64, int64
+				size = 8
+			case 0xcc, 0xd0: // uint8, int8
+				size = 1
+			case 0xcd, 0xd1: // uint16, int16
+				size = 2
+			case 0xd4: // fixext1
+				size = 2
+			case 0xd5: // fixext2
+				size = 3
+			case 0xd6: // fixext4
+				size = 5
+			case 0xd7: // fixext8
+				size = 9
+			case 0xd8: // fixext16
+				size = 17
+			case 0xdc: // array16
+				lenBytes, isCount = 2, true
+			case 0xdd: // array32
+				lenBytes, isCount = 4, true
+			case 0xde: // map16
+				lenBytes, isCount, perCount = 2, true, 2
+			case 0xdf: // map32
+				lenBytes, isCount, perCount = 4, true, 2
+			}
+		}
+		if lenBytes > 0 {
+			if off+lenBytes > len(b) {
+				return 0, errShort
+			}
+			var n uint64
+			switch lenBytes {
+			case 1:
+				n = uint64(b[off])
+			case 2:
+				n = uint64(binary.BigEndian.Uint16(b[off:]))
+			case 4:
+				n = uint64(binary.BigEndian.Uint32(b[off:]))
+			}
+			off += lenBytes
+			if n > uint64(limit) {
+				return 0, errTooLarge
+			}
+			if isCount {
+				children = int(n) * perCount
+			} else {
+				size = int(n) + extra
+			}
+		}
+		// Every nested value takes at least one byte.
+		if off+size > limit || off+size+remaining+children > limit {
+			return 0, errTooLarge
+		}
+		if off+size > len(b) {
+			return 0, errShort
+		}
+		off += size
+		remaining += children
+	}
+	return off, nil
+}
+
+// Encoding. Strings use fixstr, str16 or str32 and never str8, as
+// spec-tacles/gateway writes them, so that decoders of the old msgpack
+// spec read them.
+
+func appendMsgpackStr(dst []byte, s string) []byte {
+	n := len(s)
+	switch {
+	case n < 32:
+		dst = append(dst, 0xa0|byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, 0xda, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 0xdb, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, s...)
+}
+
+func appendMsgpackBin(dst, p []byte) []byte {
+	n := len(p)
+	switch {
+	case n <= math.MaxUint8:
+		dst = append(dst, 0xc4, byte(n))
+	case n <= math.MaxUint16:
+		dst = append(dst, 0xc5, byte(n>>8), byte(n))
+	default:
+		dst = append(dst, 0xc6, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, p...)
+}
+
+func appendMsgpackMapHeader(dst []byte, n int) []byte {
+	switch {
+	case n < 16:
+		return append(dst, 0x80|byte(n))
+	case n <= math.MaxUint16:
+		return append(dst, 0xde, byte(n>>8), byte(n))
+	default:
+		return append(dst, 0xdf, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+	}
+}
+
+// Decoding of the few types an envelope holds.
+
+// msgpackMapLen reads a map header.
+func msgpackMapLen(b []byte) (n, hdr int, err error) {
+	if len(b) == 0 {
+		return 0, 0, errShort
+	}
+	c := b[0]
+	switch {
+	case c >= 0x80 && c <= 0x8f:
+		return int(c & 0x0f), 1, nil
+	case c == 0xde && len(b) >= 3:
+		return int(binary.BigEndian.Uint16(b[1:])), 3, nil
+	case c == 0xdf && len(b) >= 5:
+		return int(binary.BigEndian.Uint32(b[1:])), 5, nil
+	}
+	return 0, 0, fmt.Errorf("not a map (code 0x%02x)", c)
+}
+
+// msgpackBytes returns the content of the str or bin value v (a whole
+// value, as msgpackLen cut it), and false for any other type.
+func msgpackBytes(v []byte) ([]byte, bool) {
+	if len(v) == 0 {
+		return nil, false
+	}
+	c := v[0]
+	var hdr int
+	switch {
+	case c >= 0xa0 && c <= 0xbf:
+		hdr = 1
+	case c == 0xc4 || c == 0xd9:
+		hdr = 2
+	case c == 0xc5 || c == 0xda:
+		hdr = 3
+	case c == 0xc6 || c == 0xdb:
+		hdr = 5
+	default:
+		return nil, false
+	}
+	if len(v) < hdr {
+		return nil, false
+	}
+	return v[hdr:], true
+}
