@@ -131,7 +131,7 @@ Redis is started for the life of the process.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.openConsole(cmd) },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.configure(cmd.Root())
 		},
@@ -149,7 +149,7 @@ Redis is started for the life of the process.`,
 	}
 	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand(), a.gatewayCommand(), a.simulateCommand(),
 		a.streamsCommand(), a.groupsCommand(), a.pendingCommand(), a.ackCommand(), a.claimCommand(), a.dlqCommand(),
-		a.tailCommand(), a.sendCommand(), a.shardsCommand())
+		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
 	return root
 }
 

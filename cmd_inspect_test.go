@@ -116,7 +116,9 @@ func TestTailPrintsNewMessagesWithoutConsuming(t *testing.T) {
 	defer cancel()
 	var out syncBuffer
 	done := make(chan result, 1)
-	go func() { done <- invocation{stdout: &out}.run(ctx, "tail", ev, "--interval", "20ms", "--filter", "keep") }()
+	go func() {
+		done <- invocation{stdout: &out}.run(ctx, "tail", ev, "--interval", "20ms", "--filter", "keep")
+	}()
 	time.Sleep(300 * time.Millisecond) // tail starts after the newest entry
 	cli(t, "publish", ev, `{"keep":1}`)
 	cli(t, "publish", ev, `{"drop":2}`)

@@ -52,12 +52,11 @@ func (h *heartbeater) run(ctx context.Context) {
 			d = seq
 		}
 		payload, _ := json.Marshal(map[string]any{"op": OpHeartbeat, "d": d})
-		if err := h.lc.write(ctx, OpHeartbeat, payload, true); err != nil {
-			return false
-		}
+		// Note the time before writing: the ACK can arrive before the
+		// write returns.
 		acked = false
 		sentAt = time.Now()
-		return true
+		return h.lc.write(ctx, OpHeartbeat, payload, true) == nil
 	}
 	for {
 		select {

@@ -469,9 +469,18 @@ func TestManagerStreamIsExactAcrossFaults(t *testing.T) {
 func checkStreamExact(t *testing.T, env *managerEnv, m *Manager, stop func()) int {
 	t.Helper()
 	session := m.Shards()[0].SessionID
-	events, err := env.sim.Events(session)
-	if err != nil {
-		t.Fatal(err)
+	// Traffic was stopped; let an event already on its way land first.
+	var events []simulator.Event
+	for prev := -1; ; {
+		var err error
+		if events, err = env.sim.Events(session); err != nil {
+			t.Fatal(err)
+		}
+		if len(events) == prev {
+			break
+		}
+		prev = len(events)
+		time.Sleep(200 * time.Millisecond)
 	}
 	var want []string
 	for _, e := range events {

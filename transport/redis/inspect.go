@@ -93,8 +93,9 @@ func (b *Broker) Streams(ctx context.Context) ([]core.StreamInfo, error) {
 		}
 		info := core.StreamInfo{Name: n, Length: si.Length, Groups: int(si.Groups),
 			FirstID: si.FirstEntry.ID, LastID: si.LastGeneratedID}
-		if info.FirstID == "" && info.Length > 0 {
-			// A server whose XINFO STREAM is partial (the embedded one).
+		if info.FirstID == "" && (info.Length > 0 || info.Groups == 0) {
+			// A server whose XINFO STREAM is partial (the embedded one
+			// leaves out the first entry and the group count).
 			b.completeStreamInfo(ctx, &info)
 		}
 		out = append(out, info)

@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/tui"
+)
+
+func TestConsoleNeedsATerminal(t *testing.T) {
+	r := invocation{}.run(t.Context(), "console")
+	if r.code != exitUsage || !strings.Contains(r.stderr, "the console needs a terminal") {
+		t.Fatalf("console without a terminal: %d %q", r.code, r.stderr)
+	}
+	// With no arguments and no terminal, the help (which lists the console).
+	r = invocation{}.run(t.Context())
+	if r.code != 0 || !strings.Contains(r.stdout, "console") || !strings.Contains(r.stdout, "Usage:") {
+		t.Fatalf("no arguments without a terminal: %d %q %q", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestConsoleDemo starts what "spectacles" shows on a fresh machine (the
+// embedded broker, the simulator, a gateway and the simulated bot) and
+// checks that it is live: shards ready, a group with pending entries.
+func TestConsoleDemo(t *testing.T) {
+	a := &app{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &syncBuffer{}, env: mapLookup(nil),
+		log: slog.New(slog.DiscardHandler)}
+	cfg, err := loadConfig(a.env, mapLookup(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cfg = cfg
+	defer a.closeEmbedded()
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	b, err := a.open(ctx, a.options(core.Identity{Group: "console", Client: consoleClient()}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	node := &tui.Node{Inspect: b, Publisher: b}
+	info, err := a.startDemo(ctx, &wg, node, consoleFlags{simRate: 200, simShards: 2}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !info.Simulated || info.Gateway == nil || !strings.Contains(info.Target, "SIMULATED") {
+		t.Fatalf("gateway info %+v", info)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ready := 0
+		for _, s := range info.Gateway.Shards() {
+			if s.State.String() == "ready" {
+				ready++
+			}
+		}
+		groups, _ := b.Groups(ctx, "MESSAGE_CREATE")
+		var pending int64
+		for _, g := range groups {
+			if g.Name == "sim-bot" {
+				pending = g.Pending
+			}
+		}
+		if ready == 2 && pending > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("demo not live: %d shards ready, sim-bot pending %d", ready, pending)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

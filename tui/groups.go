@@ -1,0 +1,256 @@
+package tui
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// maxGroupsWithConsumers bounds the consumer lists read per refresh.
+const maxGroupsWithConsumers = 50
+
+type groupsResult struct {
+	seq, gen  uint64
+	stream    core.StreamInfo
+	groups    []core.GroupInfo
+	consumers map[string][]core.ConsumerInfo
+	err       error
+	at        time.Time
+}
+
+func (groupsResult) target() kind { return kGroups }
+
+type groupsView struct {
+	sh        *shared
+	load      loader
+	stream    string
+	info      core.StreamInfo
+	groups    []core.GroupInfo
+	consumers map[string][]core.ConsumerInfo
+	rates     rateTracker
+	outRates  map[string]float64
+	gt, ct    table
+	k         struct{ Up, Down, Open, Copy, Tail key.Binding }
+}
+
+func newGroups(sh *shared) *groupsView {
+	v := &groupsView{sh: sh, outRates: map[string]float64{}}
+	v.gt = newTable(sh.st,
+		column{title: "GROUP", width: 16, flex: true},
+		column{title: "CONSUMERS", width: 9, right: true},
+		column{title: "PENDING", width: 9, right: true},
+		column{title: "LAG", width: 9, right: true},
+		column{title: "OUT", width: 8, right: true},
+		column{title: "LAST DELIVERED", width: 16},
+	)
+	v.gt.empty = "no consumer groups: nothing consumes this stream"
+	v.ct = newTable(sh.st,
+		column{title: "CONSUMER", width: 20, flex: true},
+		column{title: "PENDING", width: 9, right: true},
+		column{title: "IDLE", width: 9, right: true},
+		column{title: "STATE", width: 24},
+	)
+	v.ct.focused = false
+	v.ct.empty = "no consumers"
+	v.k.Up = bindAs("↑/k", "up", "up", "k")
+	v.k.Down = bindAs("↓/j", "down", "down", "j")
+	v.k.Open = bind("pending entries", "enter")
+	v.k.Copy = bind("copy group name", "y")
+	v.k.Tail = bind("tail stream", "t")
+	return v
+}
+
+func (v *groupsView) setStream(stream string) {
+	if stream == v.stream {
+		return
+	}
+	v.stream = stream
+	v.groups, v.consumers, v.info = nil, nil, core.StreamInfo{}
+	v.rates = rateTracker{}
+	v.gt.cursor, v.gt.top = 0, 0
+	v.load.invalidate()
+}
+
+func (v *groupsView) crumbs() []string {
+	if v.stream == "" {
+		return nil
+	}
+	return []string{v.stream}
+}
+
+func (v *groupsView) setSize(w, h int) {
+	gh := max(h/2, 4)
+	v.gt.setSize(w, gh)
+	v.ct.setSize(w, max(h-gh-2, 2))
+}
+
+func (v *groupsView) activate() tea.Cmd { return v.refresh() }
+func (v *groupsView) capturing() bool   { return false }
+
+func (v *groupsView) refresh() tea.Cmd {
+	ins := v.sh.backend.Inspector()
+	if ins == nil || v.stream == "" {
+		return nil
+	}
+	seq, gen, ok := v.load.begin()
+	if !ok {
+		return nil
+	}
+	sh, stream := v.sh, v.stream
+	return func() tea.Msg {
+		r := groupsResult{seq: seq, gen: gen, consumers: map[string][]core.ConsumerInfo{}}
+		ctx, cancel := sh.ctx()
+		defer cancel()
+		r.groups, r.err = ins.Groups(ctx, stream)
+		r.groups = sh.fixGroups(r.groups)
+		if r.err == nil {
+			if list, err := ins.Streams(ctx); err == nil {
+				for _, s := range list {
+					if s.Name == stream {
+						r.stream = s
+					}
+				}
+			}
+			for i, g := range r.groups {
+				if i >= maxGroupsWithConsumers {
+					break
+				}
+				c, err := ins.Consumers(ctx, stream, g.Name)
+				if err != nil {
+					r.err = err
+					break
+				}
+				r.consumers[g.Name] = c
+			}
+		}
+		r.at = sh.now()
+		return r
+	}
+}
+
+func (v *groupsView) keys() []key.Binding {
+	has := len(v.groups) > 0
+	v.k.Open.SetEnabled(has)
+	v.k.Copy.SetEnabled(has)
+	v.k.Tail.SetEnabled(v.stream != "")
+	return []key.Binding{v.k.Up, v.k.Down, v.k.Open, v.k.Tail, v.k.Copy}
+}
+
+func (v *groupsView) update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case groupsResult:
+		apply, again := v.load.finish(msg.seq, msg.gen)
+		if apply {
+			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
+			if msg.err == nil {
+				v.info, v.groups, v.consumers = msg.stream, msg.groups, msg.consumers
+				for _, g := range v.groups {
+					_, out := v.rates.rate(g.Name, 0, delivered(v.info.Length, []core.GroupInfo{g}), msg.at)
+					v.outRates[g.Name] = out
+				}
+				v.fill()
+			}
+		}
+		if again {
+			return v.refresh()
+		}
+	case tea.KeyMsg:
+		v.keys()
+		switch {
+		case key.Matches(msg, v.k.Up):
+			v.gt.move(-1)
+			v.fillConsumers()
+		case key.Matches(msg, v.k.Down):
+			v.gt.move(1)
+			v.fillConsumers()
+		case key.Matches(msg, v.k.Open):
+			return emit(navMsg{to: kPending, stream: v.stream, group: v.gt.selectedKey()})
+		case key.Matches(msg, v.k.Copy):
+			g := v.gt.selectedKey()
+			return emit(copyMsg{what: "group name " + g, text: g})
+		case key.Matches(msg, v.k.Tail):
+			return emit(navMsg{to: kTail, streams: []string{v.stream}})
+		}
+	}
+	return nil
+}
+
+func (v *groupsView) fill() {
+	rows := make([][]string, len(v.groups))
+	keys := make([]string, len(v.groups))
+	for i, g := range v.groups {
+		lag := "?"
+		if g.Lag >= 0 {
+			lag = fmtCount(g.Lag)
+		}
+		rows[i] = []string{g.Name, fmt.Sprint(g.Consumers), fmtCount(g.Pending), lag, fmtRate(v.outRates[g.Name]), g.LastDeliveredID}
+		keys[i] = g.Name
+	}
+	v.gt.setRows(rows, keys)
+	v.fillConsumers()
+}
+
+// stale reports a consumer idle for longer than the message timeout.
+func (v *groupsView) stale(c core.ConsumerInfo) bool {
+	return v.sh.node.StaleAfter > 0 && c.Idle >= v.sh.node.StaleAfter
+}
+
+func (v *groupsView) fillConsumers() {
+	list := v.consumers[v.gt.selectedKey()]
+	rows := make([][]string, len(list))
+	keys := make([]string, len(list))
+	for i, c := range list {
+		state := "active"
+		switch {
+		case v.stale(c) && c.Pending > 0:
+			state = fmt.Sprintf("STALE: holds %s", fmtCount(c.Pending))
+		case v.stale(c):
+			state = "STALE"
+		case c.Pending > 0:
+			state = "working"
+		}
+		rows[i] = []string{c.Name, fmtCount(c.Pending), fmtDuration(c.Idle), state}
+		keys[i] = c.Name
+	}
+	v.ct.setRows(rows, keys)
+	v.ct.styleOf = func(i int) (lipgloss.Style, bool) {
+		if i < len(list) && v.stale(list[i]) {
+			return v.sh.st.warn, true
+		}
+		return lipgloss.Style{}, false
+	}
+}
+
+func (v *groupsView) view() string {
+	st := v.sh.st
+	if msg := inspectorMissing(v.sh); msg != "" {
+		return msg
+	}
+	if v.stream == "" {
+		return " " + st.muted.Render("No stream chosen: pick one in Streams (2, then enter), or type :groups STREAM.")
+	}
+	if !v.load.loaded {
+		return " " + st.muted.Render("loading groups of "+v.stream+"…")
+	}
+	var errLine string
+	if v.load.err != nil {
+		errLine = " " + st.bad.Render("✗ "+v.sh.errText(v.load.err)) + "\n"
+	}
+	sel := v.gt.selectedKey()
+	title := " " + st.title.Render("Consumers of "+sel)
+	if v.sh.node.StaleAfter > 0 {
+		title += st.muted.Render(fmt.Sprintf("  (stale: idle ≥ %s, the message timeout)", fmtDuration(v.sh.node.StaleAfter)))
+	}
+	if sel == "" {
+		title = ""
+	}
+	if v.sh.node.Embedded {
+		errLine += " " + st.muted.Render("LAG ? : the embedded server does not report lag") + "\n"
+	}
+	return errLine + v.gt.view() + "\n\n" + title + "\n" + v.ct.view()
+}

@@ -1,0 +1,210 @@
+package tui
+
+import (
+	"context"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/lipgloss"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// kind names a view.
+type kind int
+
+// The views, in tab order (keys 1–8).
+const (
+	kOverview kind = iota
+	kStreams
+	kGroups
+	kPending
+	kTail
+	kPublish
+	kSend
+	kShards
+	numKinds
+)
+
+var kindNames = [numKinds]string{"overview", "streams", "groups", "pending", "tail", "publish", "send", "shards"}
+
+var kindTitles = [numKinds]string{"Overview", "Streams", "Groups", "Pending", "Tail", "Publish", "Send", "Shards"}
+
+// view is one screen of the console. Views are components: the root owns
+// the layout and routes messages; a view owns its data, its keys and its
+// requests.
+type view interface {
+	// crumbs are the breadcrumb after the view's title (stream, group).
+	crumbs() []string
+	// setSize gives the body's size.
+	setSize(w, h int)
+	// update handles the view's own results, and keys while it is active.
+	update(msg tea.Msg) tea.Cmd
+	// view renders the body.
+	view() string
+	// refresh starts loading unless a load is in flight (then it marks
+	// the view dirty, and the load starts again when the first returns).
+	refresh() tea.Cmd
+	// activate is called when the view becomes visible.
+	activate() tea.Cmd
+	// keys are the view's bindings, enabled by the view's state.
+	keys() []key.Binding
+	// capturing reports a focused text field that takes every key.
+	capturing() bool
+}
+
+// filterable views accept "/" filters.
+type filterable interface {
+	filterText() string
+	setFilter(text string) tea.Cmd
+}
+
+// deactivator views stop background work when hidden.
+type deactivator interface {
+	deactivate()
+}
+
+// result is a view's own reply from a command.
+type result interface {
+	target() kind
+}
+
+// tickMsg drives the periodic refresh; gen drops ticks of an old timer.
+type tickMsg struct{ gen int }
+
+// confirmMsg asks "(y/N)" before running yes.
+type confirmMsg struct {
+	prompt string
+	yes    tea.Cmd
+}
+
+// promptMsg asks for a line of text.
+type promptMsg struct {
+	label, value, hint string
+	masked             bool
+	submit             func(string) tea.Cmd
+}
+
+// navMsg opens a view.
+type navMsg struct {
+	to      kind
+	stream  string
+	group   string
+	streams []string
+	event   string
+	data    string
+}
+
+// statusMsg shows a line in the status bar.
+type statusMsg struct {
+	text string
+	err  bool
+}
+
+// payloadMsg opens the payload viewer.
+type payloadMsg struct {
+	stream string
+	entry  core.Entry
+	found  bool
+	err    error
+}
+
+// copyMsg copies text to the clipboard.
+type copyMsg struct{ what, text string }
+
+// actionMsg reports an action's outcome and refreshes the view it came from.
+type actionMsg struct {
+	from kind
+	text string
+	err  error
+}
+
+func status(text string) tea.Cmd {
+	return func() tea.Msg { return statusMsg{text: text} }
+}
+
+func statusErr(text string) tea.Cmd {
+	return func() tea.Msg { return statusMsg{text: text, err: true} }
+}
+
+func emit(msg tea.Msg) tea.Cmd { return func() tea.Msg { return msg } }
+
+// loader enforces one load in flight per view and drops stale results:
+// seq numbers loads; gen changes with the view's parameters.
+type loader struct {
+	seq, gen        uint64
+	inflight, dirty bool
+	loaded          bool
+	err             error
+	at              time.Time
+}
+
+// begin starts a load, or marks the view dirty when one is in flight.
+func (l *loader) begin() (seq, gen uint64, ok bool) {
+	if l.inflight {
+		l.dirty = true
+		return 0, 0, false
+	}
+	l.inflight, l.dirty = true, false
+	l.seq++
+	return l.seq, l.gen, true
+}
+
+// finish records a result and reports whether to apply it (not stale) and
+// whether to load again (the view changed meanwhile).
+func (l *loader) finish(seq, gen uint64) (apply, again bool) {
+	if seq == l.seq {
+		l.inflight = false
+	}
+	return gen == l.gen, l.dirty && !l.inflight
+}
+
+// invalidate changes the parameters: results in flight become stale.
+func (l *loader) invalidate() {
+	l.gen++
+	l.loaded = false
+	l.err = nil
+}
+
+// shared is the console's context, common to every view.
+type shared struct {
+	backend  Backend
+	node     NodeInfo
+	st       *styles
+	r        *lipgloss.Renderer
+	readOnly bool
+	base     context.Context
+	timeout  time.Duration
+	now      func() time.Time
+	loc      *time.Location
+	maxTail  int
+	// paused stops every live refresh (P).
+	paused bool
+	// tick makes timer commands (tests replace it to drive time by hand).
+	tick func(time.Duration, func(time.Time) tea.Msg) tea.Cmd
+}
+
+// ctx returns a context for one request.
+func (s *shared) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.base, s.timeout)
+}
+
+// errText shows an error without secrets.
+func (s *shared) errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return s.backend.Redact(err.Error())
+}
+
+// fixGroups drops what a server cannot tell: the embedded server reports
+// every group's lag as the stream's length, so it counts as unknown.
+func (s *shared) fixGroups(gs []core.GroupInfo) []core.GroupInfo {
+	if s.node.Embedded {
+		for i := range gs {
+			gs[i].Lag = -1
+		}
+	}
+	return gs
+}

@@ -1,0 +1,337 @@
+package tui
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway"
+)
+
+type overviewResult struct {
+	seq, gen  uint64
+	server    core.ServerInfo
+	serverErr error
+	streams   []core.StreamInfo
+	groups    map[string][]core.GroupInfo
+	consumers map[string][]core.ConsumerInfo // by stream/group
+	listErr   error
+	gw        GatewayInfo
+	shards    []gateway.Status
+	count     int
+	published uint64
+	counters  bool
+	at        time.Time
+}
+
+func (overviewResult) target() kind { return kOverview }
+
+// overviewView summarises the node: broker health, shards, rates, dead
+// letters and warnings.
+type overviewView struct {
+	sh     *shared
+	load   loader
+	res    overviewResult
+	rates  rateTracker
+	in     float64
+	out    float64
+	pub    float64
+	lags   map[string][]int64
+	width  int
+	height int
+	k      struct{ Streams, Shards, DLQ key.Binding }
+}
+
+func newOverview(sh *shared) *overviewView {
+	v := &overviewView{sh: sh, lags: map[string][]int64{}, in: math.NaN(), out: math.NaN(), pub: math.NaN()}
+	v.k.Streams = bind("streams", "enter")
+	v.k.Shards = bind("shards", "s")
+	v.k.DLQ = bind("dead letters", "d")
+	return v
+}
+
+func (v *overviewView) crumbs() []string  { return nil }
+func (v *overviewView) setSize(w, h int)  { v.width, v.height = w, h }
+func (v *overviewView) activate() tea.Cmd { return v.refresh() }
+func (v *overviewView) capturing() bool   { return false }
+func (v *overviewView) keys() []key.Binding {
+	v.k.DLQ.SetEnabled(len(v.dlqs()) > 0)
+	return []key.Binding{v.k.Streams, v.k.Shards, v.k.DLQ}
+}
+
+func (v *overviewView) refresh() tea.Cmd {
+	seq, gen, ok := v.load.begin()
+	if !ok {
+		return nil
+	}
+	sh := v.sh
+	ins := sh.backend.Inspector()
+	return func() tea.Msg {
+		r := overviewResult{seq: seq, gen: gen, gw: sh.backend.Gateway(), consumers: map[string][]core.ConsumerInfo{}}
+		if g := r.gw.Gateway; g != nil {
+			r.shards, r.count = g.Shards(), g.ShardCount()
+			if pc, ok := g.(publishCounter); ok {
+				r.published, r.counters = pc.Published(), true
+			}
+		}
+		if ins != nil {
+			ctx, cancel := sh.ctx()
+			r.server, r.serverErr = ins.Server(ctx)
+			cancel()
+			if r.serverErr == nil {
+				r.streams, r.groups, r.listErr = loadStreams(sh, ins)
+				ctx, cancel := sh.ctx()
+				n := 0
+				for _, s := range r.streams {
+					for _, g := range r.groups[s.Name] {
+						if n >= maxGroupsWithConsumers {
+							break
+						}
+						n++
+						if c, err := ins.Consumers(ctx, s.Name, g.Name); err == nil {
+							r.consumers[s.Name+"/"+g.Name] = c
+						}
+					}
+				}
+				cancel()
+			}
+		}
+		r.at = sh.now()
+		return r
+	}
+}
+
+func (v *overviewView) update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case overviewResult:
+		apply, again := v.load.finish(msg.seq, msg.gen)
+		if apply {
+			v.load.loaded = true
+			v.res = msg
+			var in, out int64
+			known := true
+			for _, s := range msg.streams {
+				in += s.Length
+				d := delivered(s.Length, msg.groups[s.Name])
+				if d < 0 {
+					known = false
+				}
+				out += d
+				for _, g := range msg.groups[s.Name] {
+					id := s.Name + "/" + g.Name
+					l := append(v.lags[id], g.Lag)
+					if len(l) > 3 {
+						l = l[len(l)-3:]
+					}
+					v.lags[id] = l
+				}
+			}
+			if !known {
+				out = -1
+			}
+			if msg.serverErr == nil && msg.streams != nil {
+				v.in, v.out = v.rates.rate("all", in, out, msg.at)
+			}
+			if msg.counters {
+				v.pub, _ = v.rates.rate("gateway", int64(msg.published), 0, msg.at)
+			}
+		}
+		if again {
+			return v.refresh()
+		}
+	case tea.KeyMsg:
+		v.keys()
+		switch {
+		case key.Matches(msg, v.k.Streams):
+			return emit(navMsg{to: kStreams})
+		case key.Matches(msg, v.k.Shards):
+			return emit(navMsg{to: kShards})
+		case key.Matches(msg, v.k.DLQ):
+			return emit(navMsg{to: kTail, streams: v.dlqs()})
+		}
+	}
+	return nil
+}
+
+func (v *overviewView) dlqs() []string {
+	var out []string
+	for _, s := range v.res.streams {
+		if _, ok := core.IsDeadLetterEvent(s.Name); ok && s.Length > 0 {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// warnings lists what an operator should look at.
+func (v *overviewView) warnings() []string {
+	var out []string
+	for _, s := range v.res.streams {
+		if _, dlq := core.IsDeadLetterEvent(s.Name); dlq || s.Groups > 0 || s.Length == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length)))
+	}
+	for _, s := range v.res.streams {
+		for _, g := range v.res.groups[s.Name] {
+			id := s.Name + "/" + g.Name
+			l := v.lags[id]
+			if len(l) == 3 && l[0] >= 0 && l[0] < l[1] && l[1] < l[2] {
+				out = append(out, fmt.Sprintf("%s: lag growing (%s → %s → %s)", id, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2])))
+			}
+			for _, c := range v.res.consumers[id] {
+				if v.sh.node.StaleAfter > 0 && c.Idle >= v.sh.node.StaleAfter && c.Pending > 0 {
+					out = append(out, fmt.Sprintf("%s: consumer %s idle for %s holds %s pending (claim them in Pending)", id, c.Name, fmtDuration(c.Idle), fmtCount(c.Pending)))
+				}
+			}
+		}
+	}
+	for _, s := range v.res.shards {
+		if s.State == gateway.Failed {
+			out = append(out, fmt.Sprintf("shard %d failed: %s", s.ID, v.sh.backend.Redact(s.Err)))
+		}
+	}
+	return out
+}
+
+func (v *overviewView) view() string {
+	st := v.sh.st
+	if !v.load.loaded {
+		return " " + st.muted.Render("loading…")
+	}
+	r := v.res
+	n := v.sh.node
+	label := func(s string) string { return " " + st.title.Render(pad(s, 13)) }
+	var b strings.Builder
+
+	node := n.Name
+	if n.Client != "" {
+		node += st.muted.Render("  claims as ") + n.Client
+	}
+	if n.Group != "" {
+		node += st.muted.Render("  group ") + n.Group
+	}
+	b.WriteString(label("Node") + node + "\n")
+
+	broker := n.BrokerKind
+	if r.server.Address != "" {
+		broker = r.server.Kind + " " + r.server.Address
+	} else if n.BrokerAddress != "" {
+		broker += " " + n.BrokerAddress
+	}
+	if r.server.Embedded || n.Embedded {
+		broker += st.muted.Render(" (embedded, in-memory: gone when this process exits)")
+	}
+	switch {
+	case v.sh.backend.Inspector() == nil:
+		broker += "  " + st.warn.Render("no inspection (core.Inspector not implemented)")
+	case r.serverErr != nil:
+		broker += "  " + st.bad.Render("● DOWN: "+v.sh.errText(r.serverErr))
+	default:
+		broker += "  " + st.good.Render("● up")
+		if r.server.Version != "" {
+			broker += st.muted.Render("  version ") + r.server.Version
+		}
+		broker += st.muted.Render("  round trip ") + fmtLatency(r.server.RoundTrip)
+	}
+	b.WriteString(label("Broker") + broker + "\n")
+
+	gw := st.muted.Render("none in this console")
+	switch {
+	case r.gw.Gateway != nil:
+		var ready, resuming, failed, other int
+		for _, s := range r.shards {
+			switch s.State {
+			case gateway.Ready:
+				ready++
+			case gateway.Resuming, gateway.Reconnecting, gateway.Connecting, gateway.Identifying:
+				resuming++
+			case gateway.Failed:
+				failed++
+			default:
+				other++
+			}
+		}
+		gw = fmt.Sprintf("%d shards: ", len(r.shards)) + st.good.Render(fmt.Sprintf("%d ready", ready)) + ", "
+		if resuming > 0 {
+			gw += st.warn.Render(fmt.Sprintf("%d resuming", resuming))
+		} else {
+			gw += "0 resuming"
+		}
+		gw += ", "
+		if failed > 0 {
+			gw += st.bad.Render(fmt.Sprintf("%d failed", failed))
+		} else {
+			gw += "0 failed"
+		}
+		if other > 0 {
+			gw += fmt.Sprintf(", %d stopped", other)
+		}
+		if r.counters {
+			gw += st.muted.Render(" · published ") + fmtRate(v.pub)
+		}
+		if r.gw.Simulated {
+			gw = st.badge.Render(" SIMULATED ") + " " + gw
+		}
+		if r.gw.Target != "" {
+			gw += st.muted.Render(" · " + r.gw.Target)
+		}
+	case r.gw.Starting:
+		gw = st.muted.Render("starting…")
+	case r.gw.Err != nil:
+		gw = st.bad.Render("stopped: " + v.sh.errText(r.gw.Err))
+	}
+	b.WriteString(label("Gateway") + gw + "\n")
+
+	if v.sh.backend.Inspector() != nil && r.serverErr == nil {
+		var entries, pending int64
+		var groups int
+		for _, s := range r.streams {
+			if _, dlq := core.IsDeadLetterEvent(s.Name); !dlq {
+				entries += s.Length
+			}
+			for _, g := range r.groups[s.Name] {
+				groups++
+				pending += g.Pending
+			}
+		}
+		b.WriteString(label("Messages") + fmt.Sprintf("in %s · out %s", fmtRate(v.in), fmtRate(v.out)) +
+			st.muted.Render(fmt.Sprintf(" · %s · %s entries · %s · %s pending", plural(len(r.streams), "stream"), fmtCount(entries), plural(groups, "group"), fmtCount(pending))) + "\n")
+		var dl int64
+		var parts []string
+		for _, s := range r.streams {
+			if _, ok := core.IsDeadLetterEvent(s.Name); ok && s.Length > 0 {
+				dl += s.Length
+				parts = append(parts, fmt.Sprintf("%s %s", s.Name, fmtCount(s.Length)))
+			}
+		}
+		dead := st.good.Render("0")
+		if dl > 0 {
+			dead = st.warn.Render(fmtCount(dl)) + st.muted.Render(" ("+strings.Join(parts, ", ")+")  d: tail them")
+		}
+		b.WriteString(label("Dead letters") + dead + "\n")
+		if r.listErr != nil {
+			b.WriteString(" " + st.bad.Render("✗ "+v.sh.errText(r.listErr)) + "\n")
+		}
+	}
+
+	b.WriteString("\n" + label("Warnings") + "\n")
+	warns := v.warnings()
+	if len(warns) == 0 {
+		b.WriteString("   " + st.good.Render("none") + "\n")
+	}
+	room := max(v.height-10, 1)
+	for i, w := range warns {
+		if i == room-1 && len(warns) > room {
+			b.WriteString("   " + st.muted.Render(fmt.Sprintf("… and %d more", len(warns)-i)) + "\n")
+			break
+		}
+		b.WriteString("   " + st.warn.Render("⚠ ") + truncate(w, v.width-6) + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,298 @@
+package tui
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textarea"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+type publishResult struct {
+	seq     uint64
+	call    bool
+	event   string
+	id      string
+	reply   string
+	err     error
+	elapsed time.Duration
+}
+
+func (publishResult) target() kind { return kPublish }
+
+// publishView publishes or calls an event with JSON data typed in an
+// editor that validates it as it is typed.
+type publishView struct {
+	sh       *shared
+	event    textinput.Model
+	timeout  textinput.Model
+	editor   textarea.Model
+	focus    int // 0 event, 1 data, 2 timeout; -1 none
+	seq      uint64
+	busy     bool
+	result   string
+	resultOK bool
+	width    int
+	height   int
+	k        struct {
+		Next, Prev, Publish, Call, Format, Edit, Leave key.Binding
+	}
+}
+
+func newPublish(sh *shared) *publishView {
+	v := &publishView{sh: sh, event: newField(sh, "EVENT_NAME"), timeout: newField(sh, "5s"), editor: newEditor(sh)}
+	v.timeout.SetValue("5s")
+	v.editor.Placeholder = `{"content": "hello"}`
+	v.k.Next = bind("next field", "tab")
+	v.k.Prev = bind("previous field", "shift+tab")
+	v.k.Publish = bind("publish", "ctrl+s")
+	v.k.Call = bind("call (wait for a reply)", "ctrl+o")
+	v.k.Format = bind("format JSON", "ctrl+f")
+	v.k.Edit = bindAs("enter/i", "edit", "enter", "i")
+	v.k.Leave = bind("stop editing", "esc")
+	v.setFocus(0)
+	return v
+}
+
+func (v *publishView) prefill(event, data string) {
+	if event != "" {
+		v.event.SetValue(event)
+	}
+	if data != "" {
+		v.editor.SetValue(data)
+	}
+	if event != "" {
+		v.setFocus(1)
+	}
+}
+
+func (v *publishView) setFocus(i int) {
+	v.focus = i
+	v.event.Blur()
+	v.timeout.Blur()
+	v.editor.Blur()
+	switch i {
+	case 0:
+		v.event.Focus()
+	case 1:
+		v.editor.Focus()
+	case 2:
+		v.timeout.Focus()
+	}
+}
+
+func (v *publishView) crumbs() []string {
+	if e := strings.TrimSpace(v.event.Value()); e != "" {
+		return []string{e}
+	}
+	return nil
+}
+
+func (v *publishView) setSize(w, h int) {
+	v.width, v.height = w, h
+	v.event.Width = max(w-20, 10)
+	v.timeout.Width = 10
+	v.editor.SetWidth(max(w-4, 20))
+	v.editor.SetHeight(max(h-9, 3))
+}
+
+func (v *publishView) activate() tea.Cmd { return nil }
+func (v *publishView) refresh() tea.Cmd  { return nil }
+func (v *publishView) capturing() bool   { return v.focus >= 0 }
+
+func (v *publishView) canWrite() bool { return !v.sh.readOnly && v.sh.backend.Broker() != nil }
+
+func (v *publishView) keys() []key.Binding {
+	w := v.canWrite()
+	v.k.Publish.SetEnabled(w && !v.busy)
+	v.k.Call.SetEnabled(w && !v.busy)
+	v.k.Edit.SetEnabled(v.focus < 0)
+	v.k.Leave.SetEnabled(v.focus >= 0)
+	v.k.Next.SetEnabled(v.focus >= 0)
+	v.k.Prev.SetEnabled(v.focus >= 0)
+	v.k.Format.SetEnabled(true)
+	return []key.Binding{v.k.Publish, v.k.Call, v.k.Format, v.k.Next, v.k.Prev, v.k.Edit, v.k.Leave}
+}
+
+// validate checks the event name and the JSON.
+func (v *publishView) validate() (event string, data any, err error) {
+	event = strings.TrimSpace(v.event.Value())
+	if event == "" {
+		return "", nil, errors.New("an event name is required")
+	}
+	if strings.ContainsAny(event, " \t\r\n") {
+		return "", nil, errors.New("the event name must not contain spaces")
+	}
+	text := strings.TrimSpace(v.editor.Value())
+	if text == "" {
+		return event, nil, errors.New("data is empty: type JSON (null is valid)")
+	}
+	data, err = core.DecodeJSON([]byte(text))
+	if err != nil {
+		return event, nil, fmt.Errorf("invalid JSON: %v", err)
+	}
+	return event, data, nil
+}
+
+func (v *publishView) update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case publishResult:
+		if msg.seq != v.seq {
+			return nil
+		}
+		v.busy = false
+		switch {
+		case msg.err != nil && errors.Is(msg.err, core.ErrTimeout):
+			v.result, v.resultOK = fmt.Sprintf("call %s: no reply within the timeout (%s)", msg.event, fmtDuration(msg.elapsed)), false
+		case msg.err != nil:
+			v.result, v.resultOK = v.sh.errText(msg.err), false
+		case msg.call:
+			v.result, v.resultOK = fmt.Sprintf("reply to %s after %s:\n%s", msg.event, fmtDuration(msg.elapsed), msg.reply), true
+		default:
+			v.result, v.resultOK = fmt.Sprintf("published %s → id %s", msg.event, msg.id), true
+		}
+		return nil
+	case tea.KeyMsg:
+		return v.key(msg)
+	}
+	return nil
+}
+
+func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
+	v.keys()
+	switch {
+	case key.Matches(msg, v.k.Leave) && v.focus >= 0:
+		v.setFocus(-1)
+		return nil
+	case key.Matches(msg, v.k.Edit) && v.focus < 0:
+		v.setFocus(1)
+		return nil
+	case key.Matches(msg, v.k.Next) && v.focus >= 0:
+		v.setFocus((v.focus + 1) % 3)
+		return nil
+	case key.Matches(msg, v.k.Prev) && v.focus >= 0:
+		v.setFocus((v.focus + 2) % 3)
+		return nil
+	case key.Matches(msg, v.k.Format):
+		var buf bytes.Buffer
+		if err := json.Indent(&buf, []byte(strings.TrimSpace(v.editor.Value())), "", "  "); err == nil {
+			v.editor.SetValue(buf.String())
+		}
+		return nil
+	case key.Matches(msg, v.k.Publish), key.Matches(msg, v.k.Call):
+		return v.send(key.Matches(msg, v.k.Call))
+	case pressed(msg, v.k.Publish), pressed(msg, v.k.Call):
+		if v.sh.readOnly {
+			return statusErr("read-only: publish and call are disabled")
+		}
+		if v.sh.backend.Broker() == nil {
+			return statusErr("no broker to publish to")
+		}
+		return nil
+	}
+	var cmd tea.Cmd
+	switch v.focus {
+	case 0:
+		v.event, cmd = v.event.Update(msg)
+	case 1:
+		v.editor, cmd = v.editor.Update(msg)
+	case 2:
+		v.timeout, cmd = v.timeout.Update(msg)
+	}
+	return cmd
+}
+
+func (v *publishView) send(call bool) tea.Cmd {
+	event, data, err := v.validate()
+	if err != nil {
+		return statusErr(err.Error())
+	}
+	timeout := 5 * time.Second
+	if call {
+		d, err := time.ParseDuration(strings.TrimSpace(v.timeout.Value()))
+		if err != nil || d <= 0 {
+			return statusErr(fmt.Sprintf("timeout %q is not a duration (e.g. 5s)", v.timeout.Value()))
+		}
+		timeout = d
+	}
+	b := v.sh.backend.Broker()
+	v.seq++
+	v.busy = true
+	v.result = ""
+	seq, base := v.seq, v.sh.base
+	if call {
+		v.result = fmt.Sprintf("calling %s, waiting up to %s for a reply…", event, timeout)
+	}
+	return func() tea.Msg {
+		r := publishResult{seq: seq, call: call, event: event}
+		start := time.Now()
+		if call {
+			ctx, cancel := context.WithTimeout(base, timeout)
+			defer cancel()
+			p, err := b.Call(ctx, event, data)
+			r.elapsed, r.err = time.Since(start), err
+			if err == nil {
+				d := decodePayload(p.Raw)
+				r.reply = d.Pretty
+			}
+			return r
+		}
+		ctx, cancel := context.WithTimeout(base, 10*time.Second)
+		defer cancel()
+		r.id, r.err = b.Publish(ctx, event, data)
+		r.elapsed = time.Since(start)
+		return r
+	}
+}
+
+func (v *publishView) view() string {
+	st := v.sh.st
+	label := func(i int, s string) string {
+		if v.focus == i {
+			return st.key.Render("▸ " + s)
+		}
+		return st.muted.Render("  " + s)
+	}
+	var b strings.Builder
+	b.WriteString(label(0, "Event   ") + " " + v.event.View() + "\n")
+	b.WriteString(label(2, "Timeout ") + " " + v.timeout.View() + st.muted.Render("   (for a call)") + "\n")
+	b.WriteString(label(1, "Data (JSON)") + "\n")
+	b.WriteString(v.editor.View() + "\n")
+	_, _, err := v.validate()
+	switch {
+	case err != nil:
+		b.WriteString(" " + st.warn.Render("✗ "+err.Error()) + "\n")
+	default:
+		b.WriteString(" " + st.good.Render("✓ valid") + st.muted.Render(fmt.Sprintf(" · published with the broker's codec · %d bytes of JSON", len(strings.TrimSpace(v.editor.Value())))) + "\n")
+	}
+	switch {
+	case v.sh.readOnly:
+		b.WriteString(" " + st.warn.Render("READ-ONLY: publish and call are disabled") + "\n")
+	case v.sh.backend.Broker() == nil:
+		b.WriteString(" " + st.warn.Render("no broker to publish to") + "\n")
+	}
+	if v.result != "" {
+		style := st.good
+		if !v.resultOK {
+			style = st.bad
+		}
+		if v.busy {
+			style = st.muted
+		}
+		lines := strings.Split(v.result, "\n")
+		b.WriteString(" " + style.Render(lines[0]) + "\n")
+		for _, l := range lines[1:] {
+			b.WriteString(" " + l + "\n")
+		}
+	}
+	return b.String()
+}

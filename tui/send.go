@@ -1,0 +1,311 @@
+package tui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textarea"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway"
+)
+
+type sendResult struct {
+	seq  uint64
+	text string
+	err  error
+}
+
+func (sendResult) target() kind { return kSend }
+
+// sendView sends a packet to a Discord shard: as SEND {guild_id, packet}
+// (routed by the gateway to (guild_id >> 22) % shard_count) or straight to
+// one shard's event.
+type sendView struct {
+	sh       *shared
+	guild    textinput.Model
+	count    textinput.Model
+	shard    textinput.Model
+	editor   textarea.Model
+	focus    int // 0 guild, 1 count, 2 shard, 3 packet; -1 none
+	template string
+	seq      uint64
+	result   string
+	resultOK bool
+	k        struct{ Next, Prev, Send, Direct, Edit, Leave key.Binding }
+}
+
+func newSend(sh *shared) *sendView {
+	v := &sendView{sh: sh, guild: newField(sh, "guild id (snowflake)"), count: newField(sh, "auto"),
+		shard: newField(sh, "auto"), editor: newEditor(sh)}
+	v.k.Next = bind("next field", "tab")
+	v.k.Prev = bind("previous field", "shift+tab")
+	v.k.Send = bind("SEND (routed by guild)", "ctrl+s")
+	v.k.Direct = bind("send to the shard directly", "ctrl+d")
+	v.k.Edit = bindAs("enter/i", "edit", "enter", "i")
+	v.k.Leave = bind("stop editing", "esc")
+	v.retemplate()
+	v.setFocus(0)
+	return v
+}
+
+func packetTemplate(guild string) string {
+	if guild == "" {
+		guild = "GUILD_ID"
+	}
+	return fmt.Sprintf("{\n  \"op\": 8,\n  \"d\": {\"guild_id\": %q, \"query\": \"\", \"limit\": 0}\n}", guild)
+}
+
+// retemplate refreshes the example packet while the user has not edited it.
+func (v *sendView) retemplate() {
+	if v.editor.Value() == v.template || v.editor.Value() == "" {
+		v.template = packetTemplate(strings.TrimSpace(v.guild.Value()))
+		v.editor.SetValue(v.template)
+	}
+}
+
+func (v *sendView) prefillGuild(g string) {
+	v.guild.SetValue(g)
+	v.retemplate()
+}
+
+func (v *sendView) setFocus(i int) {
+	v.focus = i
+	v.guild.Blur()
+	v.count.Blur()
+	v.shard.Blur()
+	v.editor.Blur()
+	switch i {
+	case 0:
+		v.guild.Focus()
+	case 1:
+		v.count.Focus()
+	case 2:
+		v.shard.Focus()
+	case 3:
+		v.editor.Focus()
+	}
+}
+
+func (v *sendView) crumbs() []string { return nil }
+
+func (v *sendView) setSize(w, h int) {
+	v.guild.Width, v.count.Width, v.shard.Width = 24, 8, 8
+	v.editor.SetWidth(max(w-4, 20))
+	v.editor.SetHeight(max(h-11, 3))
+}
+
+func (v *sendView) activate() tea.Cmd { return nil }
+func (v *sendView) refresh() tea.Cmd  { return nil }
+func (v *sendView) capturing() bool   { return v.focus >= 0 }
+
+func (v *sendView) keys() []key.Binding {
+	w := !v.sh.readOnly && v.sh.backend.Broker() != nil
+	v.k.Send.SetEnabled(w)
+	v.k.Direct.SetEnabled(w)
+	v.k.Edit.SetEnabled(v.focus < 0)
+	v.k.Leave.SetEnabled(v.focus >= 0)
+	v.k.Next.SetEnabled(v.focus >= 0)
+	v.k.Prev.SetEnabled(v.focus >= 0)
+	return []key.Binding{v.k.Send, v.k.Direct, v.k.Next, v.k.Prev, v.k.Edit, v.k.Leave}
+}
+
+// shardCount is the typed count, else the local gateway's, else 0.
+func (v *sendView) shardCount() (int, string) {
+	if s := strings.TrimSpace(v.count.Value()); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			return 0, "typed (invalid)"
+		}
+		return n, "typed"
+	}
+	if g := v.sh.backend.Gateway().Gateway; g != nil {
+		if n := g.ShardCount(); n > 0 {
+			return n, "local gateway"
+		}
+	}
+	return 0, ""
+}
+
+// plan validates the fields and works out where the packet goes.
+type sendPlan struct {
+	guild         uint64
+	guildText     string
+	count, routed int
+	direct        int
+	op            int
+	packet        any
+}
+
+func (v *sendView) plan() (sendPlan, error) {
+	var p sendPlan
+	p.guildText = strings.TrimSpace(v.guild.Value())
+	gid, err := core.ParseSnowflake(p.guildText)
+	if err != nil {
+		return p, fmt.Errorf("guild id: %v", err)
+	}
+	p.guild = gid
+	count, _ := v.shardCount()
+	if count == 0 {
+		return p, errors.New("shard count unknown: no local gateway runs; type the bot's shard count")
+	}
+	p.count = count
+	p.routed = core.ShardID(gid, count)
+	p.direct = p.routed
+	if s := strings.TrimSpace(v.shard.Value()); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 || n >= count {
+			return p, fmt.Errorf("shard %q is not in 0..%d", s, count-1)
+		}
+		p.direct = n
+	}
+	text := strings.TrimSpace(v.editor.Value())
+	op, err := gateway.ValidatePacket([]byte(text))
+	if err != nil {
+		return p, err
+	}
+	p.op = op
+	if p.packet, err = core.DecodeJSON([]byte(text)); err != nil {
+		return p, err
+	}
+	return p, nil
+}
+
+func (v *sendView) update(msg tea.Msg) tea.Cmd {
+	switch msg := msg.(type) {
+	case sendResult:
+		if msg.seq != v.seq {
+			return nil
+		}
+		if msg.err != nil {
+			v.result, v.resultOK = v.sh.errText(msg.err), false
+			return statusErr("send failed")
+		}
+		v.result, v.resultOK = msg.text, true
+		return status("sent")
+	case tea.KeyMsg:
+		return v.key(msg)
+	}
+	return nil
+}
+
+func (v *sendView) key(msg tea.KeyMsg) tea.Cmd {
+	v.keys()
+	switch {
+	case key.Matches(msg, v.k.Leave) && v.focus >= 0:
+		v.setFocus(-1)
+		return nil
+	case key.Matches(msg, v.k.Edit) && v.focus < 0:
+		v.setFocus(0)
+		return nil
+	case key.Matches(msg, v.k.Next) && v.focus >= 0:
+		v.setFocus((v.focus + 1) % 4)
+		return nil
+	case key.Matches(msg, v.k.Prev) && v.focus >= 0:
+		v.setFocus((v.focus + 3) % 4)
+		return nil
+	case key.Matches(msg, v.k.Send), key.Matches(msg, v.k.Direct):
+		return v.send(key.Matches(msg, v.k.Direct))
+	case pressed(msg, v.k.Send), pressed(msg, v.k.Direct):
+		if v.sh.readOnly {
+			return statusErr("read-only: sending packets is disabled")
+		}
+		return nil
+	}
+	var cmd tea.Cmd
+	switch v.focus {
+	case 0:
+		v.guild, cmd = v.guild.Update(msg)
+		v.retemplate()
+	case 1:
+		v.count, cmd = v.count.Update(msg)
+	case 2:
+		v.shard, cmd = v.shard.Update(msg)
+	case 3:
+		v.editor, cmd = v.editor.Update(msg)
+	}
+	return cmd
+}
+
+func (v *sendView) send(direct bool) tea.Cmd {
+	p, err := v.plan()
+	if err != nil {
+		return statusErr(err.Error())
+	}
+	b := v.sh.backend.Broker()
+	base := v.sh.base
+	event, data, prompt := gateway.SendEvent, any(map[string]any{"guild_id": p.guildText, "packet": p.packet}),
+		fmt.Sprintf("SEND op %d for guild %s? The gateway routes it to shard %d of %d.", p.op, p.guildText, p.routed, p.count)
+	if direct {
+		event, data = strconv.Itoa(p.direct), p.packet
+		prompt = fmt.Sprintf("Send op %d straight to shard %d (event %q)?", p.op, p.direct, event)
+	}
+	if v.sh.node.Simulated {
+		prompt += " (SIMULATED gateway)"
+	}
+	v.seq++
+	seq := v.seq
+	return emit(confirmMsg{prompt: prompt, yes: func() tea.Msg {
+		ctx, cancel := context.WithTimeout(base, 10*time.Second)
+		defer cancel()
+		id, err := b.Publish(ctx, event, data)
+		text := fmt.Sprintf("published %s → id %s", event, id)
+		if event == gateway.SendEvent {
+			text += fmt.Sprintf(" · the gateway routes it to shard %d of %d", p.routed, p.count)
+		}
+		return sendResult{seq: seq, text: text, err: err}
+	}})
+}
+
+func (v *sendView) view() string {
+	st := v.sh.st
+	label := func(i int, s string) string {
+		if v.focus == i {
+			return st.key.Render("▸ " + s)
+		}
+		return st.muted.Render("  " + s)
+	}
+	count, source := v.shardCount()
+	var b strings.Builder
+	b.WriteString(label(0, "Guild id    ") + " " + v.guild.View() + "\n")
+	countNote := ""
+	if source != "" && source != "typed" {
+		countNote = st.muted.Render(fmt.Sprintf("   %d from the %s", count, source))
+	}
+	b.WriteString(label(1, "Shard count ") + " " + v.count.View() + countNote + "\n")
+	b.WriteString(label(2, "Direct shard") + " " + v.shard.View() + st.muted.Render("   (ctrl+d only; empty: the routed shard)") + "\n")
+	b.WriteString(label(3, "Packet (JSON)") + "\n")
+	b.WriteString(v.editor.View() + "\n")
+	p, err := v.plan()
+	switch {
+	case err != nil:
+		b.WriteString(" " + st.warn.Render("✗ "+err.Error()) + "\n")
+	default:
+		route := fmt.Sprintf("✓ op %d · guild %s routes to shard %d of %d ((guild_id >> 22) %% %d)", p.op, p.guildText, p.routed, p.count, p.count)
+		b.WriteString(" " + st.good.Render(route) + "\n")
+	}
+	gw := v.sh.backend.Gateway()
+	switch {
+	case v.sh.readOnly:
+		b.WriteString(" " + st.warn.Render("READ-ONLY: sending is disabled") + "\n")
+	case gw.Simulated:
+		b.WriteString(" " + st.badge.Render(" SIMULATED ") + st.muted.Render(" packets go to the built-in Discord simulator") + "\n")
+	case gw.Gateway == nil:
+		b.WriteString(" " + st.muted.Render("no local gateway: a gateway process consuming SEND on this broker delivers the packet") + "\n")
+	}
+	if v.result != "" {
+		style := st.good
+		if !v.resultOK {
+			style = st.bad
+		}
+		b.WriteString(" " + style.Render(v.result) + "\n")
+	}
+	return b.String()
+}

@@ -1,0 +1,210 @@
+package tui
+
+import (
+	"strings"
+
+	"github.com/charmbracelet/lipgloss"
+)
+
+// column describes one table column. A column with flex shares the width
+// left over by the fixed ones; width is then its minimum.
+type column struct {
+	title string
+	width int
+	right bool
+	flex  bool
+}
+
+// table renders rows of plain cells with a cursor and marks. It holds only
+// the rows it shows (a page), so its cost does not depend on how much data
+// the broker holds.
+type table struct {
+	st            *styles
+	cols          []column
+	rows          [][]string
+	keys          []string
+	styleOf       func(row int) (lipgloss.Style, bool)
+	cursor, top   int
+	width, height int
+	marked        map[string]bool
+	focused       bool
+	empty         string
+}
+
+func newTable(st *styles, cols ...column) table {
+	return table{st: st, cols: cols, marked: map[string]bool{}, focused: true}
+}
+
+// setSize sets the size, header row included.
+func (t *table) setSize(w, h int) {
+	t.width, t.height = w, max(h, 2)
+	t.clamp()
+}
+
+// pageRows is how many rows fit under the header.
+func (t *table) pageRows() int { return max(t.height-1, 1) }
+
+// setRows replaces the rows; keys identify rows for marks (and keep the
+// cursor on the same key when it is still there).
+func (t *table) setRows(rows [][]string, keys []string) {
+	var current string
+	if t.cursor >= 0 && t.cursor < len(t.keys) {
+		current = t.keys[t.cursor]
+	}
+	t.rows, t.keys = rows, keys
+	if current != "" {
+		for i, k := range keys {
+			if k == current {
+				t.cursor = i
+				break
+			}
+		}
+	}
+	t.clamp()
+}
+
+func (t *table) clamp() {
+	if t.cursor >= len(t.rows) {
+		t.cursor = len(t.rows) - 1
+	}
+	if t.cursor < 0 {
+		t.cursor = 0
+	}
+	page := t.pageRows()
+	if t.cursor < t.top {
+		t.top = t.cursor
+	}
+	if t.cursor >= t.top+page {
+		t.top = t.cursor - page + 1
+	}
+	if t.top > max(len(t.rows)-page, 0) {
+		t.top = max(len(t.rows)-page, 0)
+	}
+	if t.top < 0 {
+		t.top = 0
+	}
+}
+
+// move moves the cursor by n rows and reports whether it tried to go past
+// the first (-1) or last (+1) row.
+func (t *table) move(n int) int {
+	want := t.cursor + n
+	t.cursor = want
+	t.clamp()
+	switch {
+	case want < 0:
+		return -1
+	case want >= len(t.rows):
+		return 1
+	}
+	return 0
+}
+
+// selectedKey is the key of the row under the cursor, or "".
+func (t *table) selectedKey() string {
+	if t.cursor >= 0 && t.cursor < len(t.keys) {
+		return t.keys[t.cursor]
+	}
+	return ""
+}
+
+func (t *table) toggleMark() {
+	k := t.selectedKey()
+	if k == "" {
+		return
+	}
+	if t.marked[k] {
+		delete(t.marked, k)
+	} else {
+		t.marked[k] = true
+	}
+}
+
+// widths computes the column widths for the table's width.
+func (t *table) widths() []int {
+	ws := make([]int, len(t.cols))
+	avail := t.width - 2 - 2*(len(t.cols)-1) // marker, gaps
+	fixed, flex := 0, 0
+	for i, c := range t.cols {
+		ws[i] = c.width
+		fixed += c.width
+		if c.flex {
+			flex++
+		}
+	}
+	if extra := avail - fixed; extra > 0 && flex > 0 {
+		each := extra / flex
+		for i, c := range t.cols {
+			if c.flex {
+				ws[i] += each
+				extra -= each
+				if extra < each {
+					ws[i] += extra
+					extra = 0
+				}
+			}
+		}
+	}
+	return ws
+}
+
+func (t *table) line(cells []string, ws []int) string {
+	var b strings.Builder
+	for i, c := range t.cols {
+		if i >= len(cells) {
+			break
+		}
+		if i > 0 {
+			b.WriteString("  ")
+		}
+		if c.right {
+			b.WriteString(padLeft(cells[i], ws[i]))
+		} else {
+			b.WriteString(pad(cells[i], ws[i]))
+		}
+	}
+	return b.String()
+}
+
+// view renders the header and the visible rows, padded to the height.
+func (t *table) view() string {
+	ws := t.widths()
+	titles := make([]string, len(t.cols))
+	for i, c := range t.cols {
+		titles[i] = c.title
+	}
+	lines := make([]string, 0, t.height)
+	lines = append(lines, t.st.colHeader.Render(pad("  "+t.line(titles, ws), t.width)))
+	if len(t.rows) == 0 && t.empty != "" {
+		lines = append(lines, t.st.muted.Render(pad("  "+t.empty, t.width)))
+	}
+	end := min(t.top+t.pageRows(), len(t.rows))
+	for i := t.top; i < end; i++ {
+		marker := "  "
+		marked := i < len(t.keys) && t.marked[t.keys[i]]
+		switch {
+		case i == t.cursor && t.focused && marked:
+			marker = "▸*"
+		case i == t.cursor && t.focused:
+			marker = "▸ "
+		case marked:
+			marker = " *"
+		}
+		text := pad(marker+t.line(t.rows[i], ws), t.width)
+		switch {
+		case i == t.cursor && t.focused:
+			text = t.st.selected.Render(text)
+		case marked:
+			text = t.st.marked.Render(text)
+		case t.styleOf != nil:
+			if s, ok := t.styleOf(i); ok {
+				text = s.Render(text)
+			}
+		}
+		lines = append(lines, text)
+	}
+	for len(lines) < t.height {
+		lines = append(lines, "")
+	}
+	return strings.Join(lines, "\n")
+}
