@@ -113,6 +113,7 @@ func (a *app) printError(err error) {
 }
 
 func (a *app) rootCommand() *cobra.Command {
+	var console consoleFlags // spectacles with no arguments opens the console
 	root := &cobra.Command{
 		Use:   "spectacles",
 		Short: "Publish, call, consume and benchmark Spectacles events",
@@ -131,7 +132,7 @@ Redis is started for the life of the process.`,
 			}
 			return nil
 		},
-		RunE: func(cmd *cobra.Command, _ []string) error { return a.openConsole(cmd) },
+		RunE: func(cmd *cobra.Command, _ []string) error { return a.openConsole(cmd, console) },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			return a.configure(cmd.Root())
 		},
@@ -140,6 +141,7 @@ Redis is started for the life of the process.`,
 		return usageErrorf("%w (see %s --help)", err, cmd.CommandPath())
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
+	console.register(root.Flags())
 	for _, s := range settings() {
 		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
 		if s.def != "" {

@@ -15,6 +15,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/muesli/termenv"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
@@ -58,7 +59,13 @@ anything (and starts no real shards). Press ? in any view for its keys,
 			return a.runConsole(cmd.Context(), f)
 		},
 	}
-	fl := cmd.Flags()
+	f.register(cmd.Flags())
+	return cmd
+}
+
+// register adds the console's flags to fl (the console command's, and the
+// root command's, so that `spectacles --read-only` works too).
+func (f *consoleFlags) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&f.readOnly, "read-only", false, "disable every action that changes anything (ack, claim, publish, send, shard control)")
 	fl.BoolVar(&f.noGateway, "no-gateway", false, "run no shards: inspect the broker only")
 	fl.BoolVar(&f.simulate, "simulate", false, "run the built-in Discord simulator even when REDIS_URL is set (it publishes synthetic events)")
@@ -69,16 +76,15 @@ anything (and starts no real shards). Press ? in any view for its keys,
 	fl.DurationVar(&f.refresh, "refresh", tui.DefaultRefresh, "live refresh interval (+ and - change it, P pauses)")
 	fl.Float64Var(&f.simRate, "sim-rate", 6, "synthetic dispatches per second of the simulator")
 	fl.IntVar(&f.simShards, "sim-shards", 2, "shards of the simulated bot")
-	return cmd
 }
 
 // openConsole is what spectacles with no arguments does: the console on a
 // terminal, the help otherwise (so that scripts never hang on a screen).
-func (a *app) openConsole(cmd *cobra.Command) error {
+func (a *app) openConsole(cmd *cobra.Command, f consoleFlags) error {
 	if !isTerminal(a.stdin) || !isTerminalWriter(a.stdout) {
 		return cmd.Help()
 	}
-	return a.runConsole(cmd.Context(), consoleFlags{refresh: tui.DefaultRefresh, simRate: 6, simShards: 2})
+	return a.runConsole(cmd.Context(), f)
 }
 
 // isTerminalWriter reports whether w is a terminal.

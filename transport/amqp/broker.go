@@ -1,0 +1,241 @@
+// Package amqp is the RabbitMQ driver of Spectacles: a core.Broker over
+// AMQP 0-9-1 (github.com/rabbitmq/amqp091-go) that speaks the wire protocol
+// of the other Spectacles clients (@spectacles/brokers, spec-tacles/go,
+// spec-tacles/gateway).
+//
+// # Mapping
+//
+// The Spectacles AMQP protocol names things so:
+//
+//   - A group is a durable direct exchange, Config.Exchange (by default
+//     Options.Identity.Group). Publish sends to it with routing key =
+//     event; so does Call.
+//   - A consumer's queue for an event is <exchange>:[<subgroup>:]<event>,
+//     durable, without arguments, bound to the exchange with routing key =
+//     event. Config.Subgroup is the optional middle part.
+//
+// So the core notion "group" (each message at most once to one client of
+// each group, and every group its own copy) is, in AMQP, one queue per
+// event: clients with the same exchange and subgroup share the queue and
+// each message goes to one of them; every other subgroup (or a peer that
+// declared its own queue) gets its own copy. Services that consume another
+// service's events set Exchange to that group and Subgroup to their own
+// name; a service consuming its own exchange may leave Subgroup empty, as
+// the other clients do. Publishing needs no subgroup, and a message
+// published before any queue is bound to its event is dropped by RabbitMQ.
+// The core conformance suite, for one, runs with a single exchange shared
+// by all its clients and each of its groups as a subgroup.
+//
+// Exchange and queues are declared exactly as the other clients declare
+// them (durable, no x- arguments): RabbitMQ refuses a second declaration
+// whose arguments differ, so anything else would break every peer sharing
+// them. Everything below therefore works on plain queues.
+//
+// # Delivery
+//
+// Messages are published persistent, with publisher confirms: Publish
+// returns the id it gave the message (the message_id property, a UUIDv7)
+// once RabbitMQ confirmed it. Publishes are pipelined: many wait for their
+// confirms at once on each channel, and PublishBatch keeps its messages'
+// order. Consumers acknowledge manually, with Config.Prefetch messages in
+// flight per queue; a client that dies leaves its unacknowledged messages
+// to RabbitMQ, which gives them to another client of the queue marked
+// redelivered.
+//
+// Delivery counting, Options.MessageTimeout and dead-lettering work on the
+// messages themselves, since the queues carry no arguments. A message
+// counts its deliveries in its "spectacles-deliveries" header: how many it
+// had before it was last published (none when absent). Two events publish
+// a message again to its own queue, through the default exchange so that
+// no other queue gets the copy, and acknowledge the original once RabbitMQ
+// confirmed the copy (which goes to the back of the queue):
+//
+//   - A message RabbitMQ redelivers (its client died or closed before
+//     settling it) is first published again with the lost delivery
+//     counted, before any handler sees it: the redelivered flag alone
+//     cannot tell how often clients died on a message, and a message that
+//     crashes every client would otherwise never reach MaxDeliveries.
+//   - A message a handler left unsettled for MessageTimeout (counted from
+//     the handler's start) is published again with that delivery counted;
+//     a later Ack or Reject of the original fails with ErrHandedOver. A
+//     handler still running at MessageTimeout keeps its message until it
+//     returns (taking it over would deliver it twice and fail the
+//     handler's Ack): the message is handed over then, if still unsettled.
+//     For a hung handler, the backstop is RabbitMQ's consumer_timeout
+//     (30 minutes by default), which closes the channel and so requeues
+//     its messages.
+//
+// A message delivered more than Options.MaxDeliveries times (it is not
+// given to the handler), or rejected with Message.Reject, is published to
+// the exchange with routing key core.DeadLetterEvent(event), carrying its
+// payload and the core.Header* headers, then acknowledged. Consume
+// declares, next to each event's queue, the queue of its dead letters
+// (<exchange>:[<subgroup>:]<event>:dlq) so that none is dropped; consuming
+// core.DeadLetterEvent(event) with the same subgroup reads it, and any
+// other subgroup that consumes it gets a copy of the dead letters
+// published after it declared its queue. The count errs on the high side:
+// prefetched messages a closing client never handled come back marked
+// redelivered and count one delivery more than they had.
+//
+// AMQP does not confirm acknowledgements: Ack returns once basic.ack is
+// written. Close closes the channels cleanly, which RabbitMQ answers only
+// after it processed the acknowledgements written before.
+//
+// # Calls
+//
+// Call publishes with reply_to set to the client's exclusive callback
+// queue (one per broker, shared by its calls) and correlation_id set to
+// the message id, and waits for the reply with that correlation id. A
+// consumer's Message.Reply publishes to the default exchange with routing
+// key = reply_to and the caller's correlation_id, as @spectacles/brokers
+// does, so calls work both ways with it.
+//
+// # Connections
+//
+// A broker keeps two connections, one for publishing and one for
+// consuming, and dials again with capped, jittered backoff when one is
+// lost; consumers then declare and subscribe again, pending calls keep
+// waiting on a callback queue of the same name, and publishing resumes.
+// Acknowledgements of messages delivered on a lost connection fail: those
+// messages go back to their queue. Config.Expire, off by default, gives
+// messages an AMQP expiration of MessageTimeout as spec-tacles/gateway
+// does, at the price of losing the messages that expire.
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// ErrHandedOver is wrapped by the errors of Ack and Reject for a message
+// the driver already handed back to its queue because its handler returned
+// without settling it and Options.MessageTimeout passed: another delivery
+// of it is under way. Only a message settled after its handler returned
+// (from another goroutine) can meet it.
+var ErrHandedOver = errors.New("message already handed back to its queue after MessageTimeout")
+
+// ErrNoReplyTo is wrapped by the error of Reply for a message that carries
+// no reply_to: it was published, not sent by a call, so nobody waits for a
+// reply.
+var ErrNoReplyTo = errors.New("message has no reply_to: it is not a call")
+
+// Broker is a Spectacles broker over RabbitMQ. It is safe for concurrent
+// use. Make one with Open.
+type Broker struct {
+	cfg         Config
+	log         *slog.Logger
+	contentType string
+
+	pubLink *link // publishing, replies, dead letters
+	subLink *link // consuming, the callback queue
+	pub     *publisher
+	replies *replies
+
+	// closeCtx is cancelled when Close starts: consumers stop, calls end,
+	// publishes waiting for a connection give up.
+	closeCtx    context.Context
+	closeCancel context.CancelFunc
+	closed      atomic.Bool
+	// finished is set once the consumers have drained: settling is over.
+	finished atomic.Bool
+
+	mu         sync.RWMutex // guards the wait groups' Add against Close
+	consumers  sync.WaitGroup
+	publishing sync.WaitGroup
+
+	closeOnce sync.Once
+}
+
+var _ core.Broker = (*Broker)(nil)
+
+// Open connects to cfg.URL (both connections; one attempt each, within ctx
+// and Config.ConnectTimeout), declares the exchange, and returns the
+// broker, which from then on reconnects by itself. Its errors never
+// contain the URL's password.
+func Open(ctx context.Context, cfg Config) (*Broker, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	b := &Broker{
+		cfg:         cfg,
+		log:         cfg.Logger.With("broker", "amqp", "exchange", cfg.Exchange),
+		contentType: contentType(cfg.Codec.Name()),
+	}
+	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
+	b.pubLink = newLink(&b.cfg, b.log, "publish")
+	b.subLink = newLink(&b.cfg, b.log, "consume")
+	b.pub = newPublisher(b)
+	b.replies = newReplies(b)
+
+	if err := b.pubLink.connect(ctx); err != nil {
+		b.closeCancel()
+		return nil, fmt.Errorf("amqp: %w", err)
+	}
+	if err := b.subLink.connect(ctx); err != nil {
+		b.closeCancel()
+		b.pubLink.stop()
+		return nil, fmt.Errorf("amqp: %w", err)
+	}
+	// Open the first publishing channel now: it declares the exchange, so
+	// that a refused declaration fails here rather than at each publish.
+	if _, err := b.pub.chans[0].channel(ctx, nil); err != nil {
+		b.closeCancel()
+		b.pub.close()
+		b.pubLink.stop()
+		b.subLink.stop()
+		return nil, fmt.Errorf("amqp: %w", err)
+	}
+	return b, nil
+}
+
+// Config returns the broker's configuration, defaults filled in.
+func (b *Broker) Config() Config { return b.cfg }
+
+// QueueName returns the queue this client consumes event from:
+// <exchange>:[<subgroup>:]<event>.
+func (b *Broker) QueueName(event string) string {
+	return QueueName(b.cfg.Exchange, b.cfg.Subgroup, event)
+}
+
+// Close stops every consumer, waits for their running handlers (whose
+// Acks, Replies and Rejects still work) and for publishes awaiting their
+// confirms, then closes the connections: RabbitMQ requeues whatever was
+// delivered and not acknowledged. It is idempotent; afterwards every
+// method returns core.ErrClosed. Calls in progress, and publishes waiting
+// for a connection, return core.ErrClosed. A handler must not call Close:
+// Close waits for the handler.
+func (b *Broker) Close() error {
+	b.closeOnce.Do(func() {
+		b.mu.Lock()
+		b.closed.Store(true)
+		b.mu.Unlock()
+		b.closeCancel()
+		b.consumers.Wait()
+		b.finished.Store(true)
+		b.replies.close()
+		b.publishing.Wait()
+		b.pub.close()
+		b.pubLink.stop()
+		b.subLink.stop()
+	})
+	return nil
+}
+
+// beginConsumer registers a consumer goroutine unless the broker is
+// closed.
+func (b *Broker) beginConsumer() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed.Load() {
+		return false
+	}
+	b.consumers.Add(1)
+	return true
+}

@@ -1,0 +1,220 @@
+package amqp
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Defaults for Config fields left zero.
+const (
+	// DefaultURL is the server used when Config.URL is empty: a local
+	// RabbitMQ with its stock guest account.
+	DefaultURL = "amqp://guest:guest@127.0.0.1:5672/"
+	// DefaultPrefetch is the basic.qos prefetch count of each queue
+	// consumer.
+	DefaultPrefetch = 256
+	// DefaultPublishChannels is how many confirm-mode channels publishes
+	// are spread over.
+	DefaultPublishChannels = 2
+	// DefaultConnectTimeout bounds one dial and AMQP handshake.
+	DefaultConnectTimeout = 10 * time.Second
+	// DefaultHeartbeat is the AMQP heartbeat interval asked of the server.
+	DefaultHeartbeat = 10 * time.Second
+)
+
+// ErrInvalidURL is wrapped by the errors of Open for a URL it cannot parse.
+// Those errors never contain the URL's password.
+var ErrInvalidURL = errors.New("invalid AMQP URL")
+
+// ErrInvalidConfig is wrapped by the errors of Open for settings that
+// cannot work together.
+var ErrInvalidConfig = errors.New("invalid AMQP broker config")
+
+// Config configures the driver.
+type Config struct {
+	core.Options
+	// URL is the server (AMQP_URL): "amqp://user:pass@host:port/vhost", or
+	// "amqps://..." for TLS. The amqp091 query options (heartbeat,
+	// connection_timeout, auth_mechanism, certfile, keyfile, cacertfile,
+	// server_name_indication) are accepted. Empty means DefaultURL.
+	URL string
+	// TLS configures amqps:// connections. Nil uses the system's roots and
+	// the URL's host name (or the URL's certfile, keyfile and cacertfile).
+	TLS *tls.Config
+	// Exchange is the durable direct exchange this client publishes to and
+	// whose queues it consumes: the Spectacles "group" of the AMQP
+	// protocol. Default Options.Identity.Group; one of them is required.
+	Exchange string
+	// Subgroup is the optional middle part of this client's queue names,
+	// <exchange>:[<subgroup>:]<event>. Clients with the same exchange and
+	// subgroup share one queue per event, and so each message; clients
+	// with different subgroups each get a copy of every message.
+	Subgroup string
+	// Prefetch is how many unacknowledged messages RabbitMQ sends ahead to
+	// each queue consumer (basic.qos, per consumer). Default
+	// DefaultPrefetch.
+	Prefetch int
+	// PublishChannels is how many confirm-mode channels publishes are
+	// spread over; each carries many publishes awaiting their confirms.
+	// Default DefaultPublishChannels.
+	PublishChannels int
+	// Expire gives every published message an AMQP expiration of
+	// Options.MessageTimeout, as spec-tacles/gateway does. Off by default:
+	// RabbitMQ drops a message that waited in a queue longer than that,
+	// and the queues (which peers declare too, without arguments) have no
+	// dead-letter exchange, so an expired message is lost.
+	Expire bool
+	// ConnectTimeout bounds each dial and handshake, and how long Consume
+	// waits for a connection while RabbitMQ is unreachable. Default: the
+	// URL's connection_timeout (milliseconds), else DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// Heartbeat is the AMQP heartbeat interval asked of the server; a
+	// "heartbeat" URL option wins. Default DefaultHeartbeat.
+	Heartbeat time.Duration
+}
+
+// withDefaults validates c and fills its zero fields.
+func (c Config) withDefaults() (Config, error) {
+	if c.Prefetch < 0 || c.PublishChannels < 0 || c.ConnectTimeout < 0 || c.Heartbeat < 0 {
+		return c, fmt.Errorf("%w: Prefetch, PublishChannels, ConnectTimeout and Heartbeat must not be negative", ErrInvalidConfig)
+	}
+	if c.Prefetch > 65535 {
+		return c, fmt.Errorf("%w: Prefetch %d is above AMQP's 65535", ErrInvalidConfig, c.Prefetch)
+	}
+	c.Options = c.Options.WithDefaults()
+	c.URL = strings.TrimSpace(c.URL)
+	if c.URL == "" {
+		c.URL = DefaultURL
+	}
+	uri, err := parseURL(c.URL)
+	if err != nil {
+		return c, err
+	}
+	if c.Exchange == "" {
+		c.Exchange = c.Identity.Group
+	}
+	if c.Exchange == "" {
+		return c, fmt.Errorf("%w: an exchange is required: set Config.Exchange or Options.Identity.Group", ErrInvalidConfig)
+	}
+	if c.Prefetch == 0 {
+		c.Prefetch = DefaultPrefetch
+	}
+	if c.PublishChannels == 0 {
+		c.PublishChannels = DefaultPublishChannels
+	}
+	if c.ConnectTimeout == 0 && uri.ConnectionTimeout > 0 {
+		c.ConnectTimeout = time.Duration(uri.ConnectionTimeout) * time.Millisecond
+	}
+	if c.ConnectTimeout == 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = DefaultHeartbeat
+	}
+	return c, nil
+}
+
+// QueueName is the queue of event for exchange and subgroup, as the
+// Spectacles protocol names it: <exchange>:[<subgroup>:]<event>.
+func QueueName(exchange, subgroup, event string) string {
+	if subgroup == "" {
+		return exchange + ":" + event
+	}
+	return exchange + ":" + subgroup + ":" + event
+}
+
+// parseURL checks raw with the parser amqp091 dials with. Its errors wrap
+// ErrInvalidURL and never contain a secret of raw.
+func parseURL(raw string) (amqp091.URI, error) {
+	u, err := amqp091.ParseURI(raw)
+	if err != nil {
+		return u, scrubURLError(raw, err)
+	}
+	return u, nil
+}
+
+// scrubURLError describes a parse failure of raw without any secret it
+// holds: the user info and query values are removed from both the URL and
+// the parser's message (url.Parse quotes the URL).
+func scrubURLError(raw string, err error) error {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error()
+	}
+	for _, secret := range secretsOf(raw) {
+		msg = strings.ReplaceAll(msg, secret, "xxxxx")
+	}
+	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redactURL(raw), msg)
+}
+
+// splitSecrets cuts raw into what comes before the user info, the user
+// info, and the rest. userinfo is empty when raw has none.
+func splitSecrets(raw string) (head, userinfo, rest string) {
+	afterScheme := 0
+	if i := strings.Index(raw, "://"); i >= 0 {
+		afterScheme = i + 3
+	}
+	head, rest = raw[:afterScheme], raw[afterScheme:]
+	// The last '@' ends the user info (as url.Parse reads it). Cutting at
+	// the last one even past the host only hides more.
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		return head, rest[:at], rest[at+1:]
+	}
+	return head, "", rest
+}
+
+// secretsOf lists the strings of raw that must not appear in messages,
+// longest first so that a secret containing another is removed whole.
+func secretsOf(raw string) []string {
+	_, userinfo, rest := splitSecrets(raw)
+	var out []string
+	add := func(s string) {
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	if userinfo != "" {
+		add(userinfo)
+		if _, pass, ok := strings.Cut(userinfo, ":"); ok {
+			add(pass)
+			if dec, err := url.PathUnescape(pass); err == nil {
+				add(dec)
+			}
+		} else if dec, err := url.PathUnescape(userinfo); err == nil {
+			add(dec) // a bare token may be a password
+		}
+	}
+	if _, q, ok := strings.Cut(rest, "?"); ok {
+		add(q)
+	}
+	for i := range out {
+		for j := i + 1; j < len(out); j++ {
+			if len(out[j]) > len(out[i]) {
+				out[i], out[j] = out[j], out[i]
+			}
+		}
+	}
+	return out
+}
+
+// redactURL returns raw with its user info replaced by "xxxxx" and its
+// query removed, fit for messages.
+func redactURL(raw string) string {
+	head, userinfo, rest := splitSecrets(raw)
+	if q := strings.IndexByte(rest, '?'); q >= 0 {
+		rest = rest[:q] + "?..."
+	}
+	if userinfo != "" {
+		return head + "xxxxx@" + rest
+	}
+	return head + rest
+}

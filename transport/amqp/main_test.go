@@ -1,0 +1,402 @@
+package amqp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// TestMain fails the package when any goroutine outlives the tests: every
+// broker, connection and proxy the tests make must be closed.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// The tests talk to a real RabbitMQ at $SPECTACLES_AMQP_URL, or
+// DefaultURL. Without one they fail under CI (CI=true) and are skipped
+// elsewhere. They never touch exchanges or queues they did not create:
+// every name is unique to its test and deleted when the test ends.
+var (
+	realOnce sync.Once
+	realErr  error
+)
+
+func inCI() bool { return os.Getenv("CI") == "true" }
+
+func testURL() string {
+	if u := os.Getenv("SPECTACLES_AMQP_URL"); u != "" {
+		return u
+	}
+	return DefaultURL
+}
+
+// serverURL returns the URL of the RabbitMQ the tests use.
+func serverURL(t testing.TB) string {
+	t.Helper()
+	realOnce.Do(func() {
+		conn, err := amqp091.DialConfig(testURL(), amqp091.Config{Dial: amqp091.DefaultDial(3 * time.Second)})
+		if err != nil {
+			realErr = err
+			return
+		}
+		_ = conn.Close()
+	})
+	if realErr != nil {
+		if inCI() {
+			t.Fatalf("CI=true and no RabbitMQ at %s: %v (a missing broker under CI is a failure)", redactURL(testURL()), realErr)
+		}
+		t.Skipf("no RabbitMQ at %s (%v): skipping; set SPECTACLES_AMQP_URL, and note that under CI=true this fails", redactURL(testURL()), realErr)
+	}
+	return testURL()
+}
+
+// withHost returns raw with its host:port replaced.
+func withHost(t testing.TB, raw, hostport string) string {
+	t.Helper()
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Host = hostport
+	return u.String()
+}
+
+// hostPort returns the host:port raw dials.
+func hostPort(t testing.TB, raw string) string {
+	t.Helper()
+	u, err := parseURL(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
+}
+
+func unique(prefix string) string {
+	var b [5]byte
+	_, _ = rand.Read(b[:])
+	return prefix + "-" + hex.EncodeToString(b[:])
+}
+
+// testLogger sends the driver's logs to the test log, shown on failure.
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
+
+// admin is a plain amqp091 connection for setting up, inspecting and
+// cleaning up; it stands for the other Spectacles clients too.
+type admin struct {
+	t    testing.TB
+	conn *amqp091.Connection
+	mu   sync.Mutex
+	ch   *amqp091.Channel
+}
+
+// newAdmin connects to url; the connection closes when the test ends,
+// after the cleanups registered later (which use it).
+func newAdmin(t testing.TB, url string) *admin {
+	t.Helper()
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &admin{t: t, conn: conn}
+	t.Cleanup(func() { _ = conn.Close() })
+	return a
+}
+
+// channel returns an open channel, opening a new one after a channel
+// error closed the last.
+func (a *admin) channel() *amqp091.Channel {
+	a.t.Helper()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ch == nil || a.ch.IsClosed() {
+		ch, err := a.conn.Channel()
+		if err != nil {
+			a.t.Fatal(err)
+		}
+		a.ch = ch
+	}
+	return a.ch
+}
+
+// newChannel opens a channel of its own, closed with the connection.
+func (a *admin) newChannel() *amqp091.Channel {
+	a.t.Helper()
+	ch, err := a.conn.Channel()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return ch
+}
+
+// deleteQueues deletes queues this test created; a missing queue is fine.
+func (a *admin) deleteQueues(names ...string) {
+	for _, q := range names {
+		if _, err := a.channel().QueueDelete(q, false, false, false); err != nil {
+			a.t.Logf("delete queue %s: %v", q, err)
+		}
+	}
+}
+
+// deleteExchange deletes an exchange this test created.
+func (a *admin) deleteExchange(name string) {
+	if err := a.channel().ExchangeDelete(name, false, false); err != nil {
+		a.t.Logf("delete exchange %s: %v", name, err)
+	}
+}
+
+// exchange returns a new exchange name, deleted with the queues given to
+// the returned function when the test ends.
+func (a *admin) exchange(prefix string) (string, func(queues ...string)) {
+	name := unique(prefix)
+	var (
+		mu     sync.Mutex
+		queues []string
+	)
+	a.t.Cleanup(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		a.deleteQueues(queues...)
+		a.deleteExchange(name)
+	})
+	return name, func(qs ...string) {
+		mu.Lock()
+		queues = append(queues, qs...)
+		mu.Unlock()
+	}
+}
+
+// spectaclesQueues lists the queues a consumer of events declares.
+func spectaclesQueues(exchange, subgroup string, events ...string) []string {
+	var out []string
+	for _, ev := range events {
+		out = append(out, QueueName(exchange, subgroup, ev), QueueName(exchange, subgroup, core.DeadLetterEvent(ev)))
+	}
+	return out
+}
+
+// openBroker opens a broker, closed when the test ends.
+func openBroker(t testing.TB, cfg Config) *Broker {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func opts(group, client string) core.Options {
+	return core.Options{
+		Identity:       core.Identity{Group: group, Client: client},
+		MessageTimeout: 400 * time.Millisecond,
+		CallTimeout:    5 * time.Second,
+	}
+}
+
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// collect returns a handler that sends each message on a channel, and
+// acknowledges it when ack is set.
+func collect(t testing.TB, ack bool) (core.Handler, chan *core.Message) {
+	ch := make(chan *core.Message, 4096)
+	return func(ctx context.Context, m *core.Message) {
+		if ack {
+			if err := m.Ack(ctx); err != nil {
+				t.Errorf("ack %s: %v", m.ID, err)
+			}
+		}
+		ch <- m
+	}, ch
+}
+
+func next(t testing.TB, ch chan *core.Message) *core.Message {
+	t.Helper()
+	select {
+	case m := <-ch:
+		return m
+	case <-time.After(15 * time.Second):
+		t.Fatal("no message within 15s")
+		return nil
+	}
+}
+
+func none(t testing.TB, ch chan *core.Message, d time.Duration) {
+	t.Helper()
+	select {
+	case m := <-ch:
+		t.Fatalf("unexpected message %s %s (deliveries %d)", m.Event, m.ID, m.Deliveries)
+	case <-time.After(d):
+	}
+}
+
+func startConsume(t testing.TB, b *Broker, events []string, h core.Handler) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := b.Consume(ctx, events, h); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawNext waits for a delivery of a plain amqp091 consumer.
+func rawNext(t testing.TB, dels <-chan amqp091.Delivery) amqp091.Delivery {
+	t.Helper()
+	select {
+	case d, ok := <-dels:
+		if !ok {
+			t.Fatal("delivery channel closed")
+		}
+		return d
+	case <-time.After(15 * time.Second):
+		t.Fatal("no delivery within 15s")
+		return amqp091.Delivery{}
+	}
+}
+
+// tcpProxy forwards TCP connections to RabbitMQ; the test can cut them,
+// and refuse new ones for a while, as a restarting server would. It lets
+// reconnection be tested without restarting the shared RabbitMQ.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	down  bool
+	wg    sync.WaitGroup
+}
+
+// startProxy listens on a free loopback port; it stops when the test ends.
+func startProxy(t testing.TB, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p.wg.Go(p.accept)
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *tcpProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *tcpProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		if p.down {
+			p.mu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns[c] = struct{}{}
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go func() {
+			defer p.wg.Done()
+			p.pipe(c)
+		}()
+	}
+}
+
+func (p *tcpProxy) pipe(c net.Conn) {
+	defer p.forget(c)
+	up, err := net.DialTimeout("tcp", p.target, 5*time.Second)
+	if err != nil {
+		return
+	}
+	p.mu.Lock()
+	if p.down {
+		p.mu.Unlock()
+		_ = up.Close()
+		return
+	}
+	p.conns[up] = struct{}{}
+	p.mu.Unlock()
+	defer p.forget(up)
+	var wg sync.WaitGroup
+	copyOne := func(dst, src net.Conn) {
+		defer wg.Done()
+		_, _ = io.Copy(dst, src)
+		_ = dst.Close()
+		_ = src.Close()
+	}
+	wg.Add(2)
+	go copyOne(up, c)
+	go copyOne(c, up)
+	wg.Wait()
+}
+
+func (p *tcpProxy) forget(c net.Conn) {
+	_ = c.Close()
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+}
+
+// cut closes every proxied connection.
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		_ = c.Close()
+	}
+}
+
+// restart cuts every connection and refuses new ones for d.
+func (p *tcpProxy) restart(d time.Duration) {
+	p.mu.Lock()
+	p.down = true
+	p.mu.Unlock()
+	p.cut()
+	time.Sleep(d)
+	p.mu.Lock()
+	p.down = false
+	p.mu.Unlock()
+}
+
+func (p *tcpProxy) close() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	p.down = true
+	p.mu.Unlock()
+	p.cut()
+	p.wg.Wait()
+}

@@ -1,0 +1,303 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// Publishing is pipelined: each publish is written to a confirm-mode
+// channel at once and its caller waits for that message's confirm alone,
+// so that many publishes are in flight on a channel and concurrent callers
+// never wait for one another's round trips. Publishes are spread over
+// Config.PublishChannels channels of the publishing connection.
+
+// errNacked is wrapped by publish errors when RabbitMQ refused a message.
+var errNacked = errors.New("RabbitMQ refused the message (basic.nack)")
+
+// errUnconfirmed is wrapped by publish errors when the channel closed
+// before RabbitMQ confirmed: the message may or may not have been routed.
+var errUnconfirmed = errors.New("the channel closed before RabbitMQ confirmed the message; it may or may not have been routed")
+
+// maxResend bounds the attempts of a publish that found its channel closed
+// before writing (nothing was sent, so it is safe to write again).
+const maxResend = 3
+
+type publisher struct {
+	b     *Broker
+	chans []*pubChannel
+	next  atomic.Uint32
+}
+
+// pubChannel is one confirm-mode channel, opened again after it is lost.
+type pubChannel struct {
+	p  *publisher
+	mu sync.Mutex // guards ch and serialises opening
+	ch *amqp091.Channel
+}
+
+func newPublisher(b *Broker) *publisher {
+	p := &publisher{b: b}
+	for range b.cfg.PublishChannels {
+		p.chans = append(p.chans, &pubChannel{p: p})
+	}
+	return p
+}
+
+// pick returns the channel for the next publish, round-robin.
+func (p *publisher) pick() *pubChannel {
+	return p.chans[int(p.next.Add(1))%len(p.chans)]
+}
+
+// channel returns the open channel, opening it (and declaring the
+// exchange on it) when it is missing or was lost.
+// A wait for the connection also ends, with core.ErrClosed, when abort is
+// closed.
+func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*amqp091.Channel, error) {
+	pc.mu.Lock()
+	ch := pc.ch
+	pc.mu.Unlock()
+	if ch != nil && !ch.IsClosed() {
+		return ch, nil
+	}
+	b := pc.p.b
+	for {
+		conn, err := b.pubLink.get(ctx, abort)
+		if err != nil {
+			return nil, err
+		}
+		pc.mu.Lock()
+		if ch := pc.ch; ch != nil && !ch.IsClosed() {
+			pc.mu.Unlock()
+			return ch, nil
+		}
+		ch, err := openConfirmChannel(conn, b.cfg.Exchange)
+		if err == nil {
+			pc.ch = ch
+		}
+		pc.mu.Unlock()
+		if err == nil {
+			return ch, nil
+		}
+		if !conn.IsClosed() {
+			return nil, err
+		}
+		// The connection died under us: wait for the next one.
+		if !sleepCtx(ctx, 10*time.Millisecond) {
+			return nil, context.Cause(ctx)
+		}
+	}
+}
+
+// openConfirmChannel opens a channel in confirm mode and declares exchange
+// on it, so that a publish never meets a missing exchange (which would
+// close the channel).
+func openConfirmChannel(conn *amqp091.Connection, exchange string) (*amqp091.Channel, error) {
+	ch, err := conn.Channel()
+	if err != nil {
+		return nil, fmt.Errorf("open channel: %w", err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		_ = ch.Close()
+		return nil, fmt.Errorf("enable publisher confirms: %w", err)
+	}
+	if err := declareExchange(ch, exchange); err != nil {
+		_ = ch.Close()
+		return nil, err
+	}
+	return ch, nil
+}
+
+// declareExchange declares the group's exchange exactly as the other
+// Spectacles clients do: direct, durable, no arguments.
+func declareExchange(ch *amqp091.Channel, exchange string) error {
+	if err := ch.ExchangeDeclare(exchange, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %q: %w", exchange, err)
+	}
+	return nil
+}
+
+// send writes msg on pc and returns its pending confirm, opening pc again
+// when it had closed before anything was written.
+func (p *publisher) send(ctx context.Context, abort <-chan struct{}, pc *pubChannel, exchange, key string, msg *amqp091.Publishing) (*amqp091.Channel, *amqp091.DeferredConfirmation, error) {
+	for attempt := 1; ; attempt++ {
+		ch, err := pc.channel(ctx, abort)
+		if err != nil {
+			return nil, nil, err
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, *msg)
+		if err == nil {
+			return ch, dc, nil
+		}
+		if !errors.Is(err, amqp091.ErrClosed) || attempt >= maxResend || ctx.Err() != nil {
+			return nil, nil, err
+		}
+	}
+}
+
+// wait waits for the confirm of a message sent on ch.
+func wait(ctx context.Context, ch *amqp091.Channel, dc *amqp091.DeferredConfirmation) error {
+	select {
+	case <-dc.Done():
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+	if dc.Acked() {
+		return nil
+	}
+	if ch.IsClosed() {
+		return errUnconfirmed
+	}
+	return errNacked
+}
+
+// publish sends msg and returns once RabbitMQ confirmed it. A wait for
+// the connection ends, with core.ErrClosed, when abort is closed.
+func (p *publisher) publish(ctx context.Context, abort <-chan struct{}, exchange, key string, msg *amqp091.Publishing) error {
+	ch, dc, err := p.send(ctx, abort, p.pick(), exchange, key, msg)
+	if err != nil {
+		return err
+	}
+	return wait(ctx, ch, dc)
+}
+
+// close closes the channels; pending confirms fail.
+func (p *publisher) close() {
+	for _, pc := range p.chans {
+		pc.mu.Lock()
+		if pc.ch != nil {
+			_ = pc.ch.Close()
+			pc.ch = nil
+		}
+		pc.mu.Unlock()
+	}
+}
+
+// message builds the AMQP message of a publish: persistent, with a new id.
+func (b *Broker) message(raw []byte) amqp091.Publishing {
+	msg := amqp091.Publishing{
+		ContentType:  b.contentType,
+		DeliveryMode: amqp091.Persistent,
+		MessageId:    newID(),
+		Timestamp:    time.Now(),
+		Body:         raw,
+	}
+	if b.cfg.Expire {
+		msg.Expiration = strconv.FormatInt(max(b.cfg.MessageTimeout.Milliseconds(), 1), 10)
+	}
+	return msg
+}
+
+// beginPublish registers a publish unless the broker is closed.
+func (b *Broker) beginPublish() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed.Load() {
+		return false
+	}
+	b.publishing.Add(1)
+	return true
+}
+
+// Publish sends data, encoded with the codec (core.Raw passes through), to
+// the exchange with routing key event, as a persistent message, and
+// returns its id (the AMQP message_id, a UUIDv7) once RabbitMQ confirmed
+// it. Every queue bound to event gets a copy; without any, RabbitMQ drops
+// it. While the connection is down Publish waits for it, until ctx ends.
+func (b *Broker) Publish(ctx context.Context, event string, data any) (string, error) {
+	if event == "" {
+		return "", errors.New("amqp: publish: event name is empty")
+	}
+	if !b.beginPublish() {
+		return "", core.ErrClosed
+	}
+	defer b.publishing.Done()
+	raw, err := b.cfg.Codec.Marshal(data)
+	if err != nil {
+		return "", fmt.Errorf("amqp: publish %s: %w", event, err)
+	}
+	msg := b.message(raw)
+	if err := b.pub.publish(ctx, b.closeCtx.Done(), b.cfg.Exchange, event, &msg); err != nil {
+		return "", b.publishError(event, err)
+	}
+	return msg.MessageId, nil
+}
+
+func (b *Broker) publishError(event string, err error) error {
+	if errors.Is(err, core.ErrClosed) {
+		return core.ErrClosed
+	}
+	return fmt.Errorf("amqp: publish %s: %w", event, err)
+}
+
+var _ core.BatchPublisher = (*Broker)(nil)
+
+// PublishBatch publishes msgs in order on one channel, so that they reach
+// each queue in that order, with all of them in flight at once, and
+// returns their ids once RabbitMQ confirmed them. On error it returns the
+// ids of the messages confirmed before the first failure, in order.
+func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]string, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	if !b.beginPublish() {
+		return nil, core.ErrClosed
+	}
+	defer b.publishing.Done()
+	out := make([]amqp091.Publishing, len(msgs))
+	for i, m := range msgs {
+		if m.Event == "" {
+			return nil, errors.New("amqp: publish: event name is empty")
+		}
+		raw, err := b.cfg.Codec.Marshal(m.Data)
+		if err != nil {
+			return nil, fmt.Errorf("amqp: publish %s: %w", m.Event, err)
+		}
+		out[i] = b.message(raw)
+	}
+	var (
+		ch      *amqp091.Channel
+		pending = make([]*amqp091.DeferredConfirmation, 0, len(msgs))
+		sendErr error
+	)
+	pc := b.pub.pick()
+	for attempt := 1; ; attempt++ {
+		ch, sendErr = pc.channel(ctx, b.closeCtx.Done())
+		if sendErr != nil {
+			break
+		}
+		// All on this one channel: should it close midway, the rest is
+		// not sent elsewhere, where it could overtake what was sent.
+		for i := len(pending); i < len(out); i++ {
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, msgs[i].Event, false, false, out[i])
+			if err != nil {
+				sendErr = err
+				break
+			}
+			pending = append(pending, dc)
+		}
+		// Nothing written yet and the channel had closed: safe to retry.
+		if len(pending) > 0 || !errors.Is(sendErr, amqp091.ErrClosed) || attempt >= maxResend || ctx.Err() != nil {
+			break
+		}
+	}
+	ids := make([]string, 0, len(msgs))
+	for i, dc := range pending {
+		if err := wait(ctx, ch, dc); err != nil {
+			return ids, b.publishError(msgs[i].Event, err)
+		}
+		ids = append(ids, out[i].MessageId)
+	}
+	if sendErr != nil {
+		return ids, b.publishError(msgs[len(pending)].Event, sendErr)
+	}
+	return ids, nil
+}
