@@ -18,7 +18,11 @@ import (
 
 	"github.com/spf13/cobra"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/spectacles-go/spectacles/core"
+	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/ipc"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 )
 
@@ -70,6 +74,8 @@ type app struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
+	ipcOut   io.Writer // the ipc broker's output (stdout), when BROKER_TYPE=ipc
+	ipcUsed  bool
 	embedded *redistransport.Embedded
 	url      string // the Redis URL in use, once known
 	rawURLs  []string
@@ -79,8 +85,10 @@ type app struct {
 // Errors are printed to stderr as one line, "spectacles: <message>".
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env lookupFunc) (code int) {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env, log: slog.New(slog.NewTextHandler(stderr, nil))}
-	if v, ok := env("REDIS_URL"); ok {
-		a.rawURLs = append(a.rawURLs, v)
+	for _, name := range []string{"REDIS_URL", "AMQP_URL", "AMQP_MANAGEMENT_URL"} {
+		if v, ok := env(name); ok {
+			a.rawURLs = append(a.rawURLs, v)
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -145,7 +153,7 @@ Redis is started for the life of the process.`,
 	for _, s := range settings() {
 		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
 		if s.def != "" {
-			usage += ", default " + s.def
+			usage += ", default " + redactURL(s.def)
 		}
 		root.PersistentFlags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
 	}
@@ -164,8 +172,10 @@ func (a *app) configure(root *cobra.Command) error {
 		}
 		return f.Value.String(), true
 	}
-	if v, ok := flags("redis-url"); ok {
-		a.rawURLs = append(a.rawURLs, v)
+	for _, name := range []string{"redis-url", "amqp-url", "amqp-management-url"} {
+		if v, ok := flags(name); ok {
+			a.rawURLs = append(a.rawURLs, v)
+		}
 	}
 	cfg, err := loadConfig(a.env, flags)
 	if err != nil {
@@ -173,6 +183,11 @@ func (a *app) configure(root *cobra.Command) error {
 	}
 	a.cfg = cfg
 	a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if cfg.BrokerType == "ipc" {
+		// Standard output carries the broker's messages: what the
+		// commands print goes to standard error instead.
+		a.ipcOut, a.stdout = a.stdout, a.stderr
+	}
 	return nil
 }
 
@@ -229,8 +244,39 @@ func (a *app) brokerName() string {
 // options returns the configured driver options for a client named id.
 func (a *app) options(id core.Identity) core.Options { return a.cfg.Options(id, a.log) }
 
-// open connects a broker client with opts (see options).
-func (a *app) open(ctx context.Context, opts core.Options) (*redistransport.Broker, error) {
+// open connects a broker client of the configured type with opts (see
+// options).
+func (a *app) open(ctx context.Context, opts core.Options) (core.Broker, error) {
+	switch a.cfg.BrokerType {
+	case "amqp":
+		if opts.Identity.Group == "" {
+			return nil, usageErrorf("BROKER_TYPE=amqp publishes to the exchange named by the group: set --group or BROKER_GROUP")
+		}
+		b, err := amqptransport.Open(ctx, amqptransport.Config{Options: opts, URL: a.cfg.AMQPURL, Subgroup: a.cfg.Subgroup,
+			ManagementURL: a.cfg.AMQPManagementURL})
+		if err != nil {
+			return nil, fmt.Errorf("connect to RabbitMQ at %s: %w", redactURL(a.cfg.AMQPURL), err)
+		}
+		a.log.Debug("connected", "amqp", redactURL(a.cfg.AMQPURL), "group", opts.Identity.Group, "client", opts.Identity.Client)
+		return b, nil
+	case "ipc":
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.ipcUsed {
+			return nil, errors.New("the ipc broker has one pair of streams (stdin and stdout): this command needs a broker server (BROKER_TYPE=redis or amqp)")
+		}
+		a.ipcUsed = true
+		b, err := ipc.New(a.stdin, a.ipcOut, ipc.Config{Options: opts, Format: a.cfg.IPCFormat})
+		if err != nil {
+			return nil, fmt.Errorf("ipc broker: %w", err)
+		}
+		return b, nil
+	}
+	return a.openRedis(ctx, opts)
+}
+
+// openRedis connects a Redis broker client with opts.
+func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport.Broker, error) {
 	url, err := a.redisURL()
 	if err != nil {
 		return nil, err
@@ -247,6 +293,29 @@ func (a *app) open(ctx context.Context, opts core.Options) (*redistransport.Brok
 	}
 	a.log.Debug("connected", "redis", redactURL(url), "group", id.Group, "client", id.Client)
 	return b, nil
+}
+
+// redisClienter is implemented by brokers that expose their Redis client.
+type redisClienter interface {
+	Client() goredis.UniversalClient
+}
+
+// redisClient returns a Redis client for what needs Redis besides the
+// broker (shard sessions, identify coordination, shard health): the
+// broker's own when it is Redis, else one for REDIS_URL, which done
+// closes, else nil.
+func (a *app) redisClient(b core.Broker) (client goredis.UniversalClient, done func(), err error) {
+	if rc, ok := b.(redisClienter); ok {
+		return rc.Client(), func() {}, nil
+	}
+	if a.cfg.RedisURL == "" {
+		return nil, func() {}, nil
+	}
+	c, err := redistransport.NewClient(a.cfg.RedisURL, a.cfg.PoolSize)
+	if err != nil {
+		return nil, nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	return c, func() { _ = c.Close() }, nil
 }
 
 // closeBroker closes b, adding a close failure to *err unless it already

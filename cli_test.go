@@ -92,7 +92,8 @@ func (inv invocation) run(ctx context.Context, args ...string) result {
 			env[k] = v
 		}
 	}
-	var stdout, stderr bytes.Buffer
+	var stdout bytes.Buffer
+	var stderr syncBuffer // loggers and, with BROKER_TYPE=ipc, output share it
 	var out io.Writer = &stdout
 	if inv.stdout != nil {
 		out = inv.stdout
@@ -562,7 +563,7 @@ func TestConfigurationErrors(t *testing.T) {
 		want string
 	}{
 		{map[string]string{"REDIS_POOL_SIZE": "abc"}, []string{"publish", "E", "{}"}, `spectacles: REDIS_POOL_SIZE: "abc" is not an integer`},
-		{map[string]string{"BROKER_TYPE": "amqp"}, []string{"publish", "E", "{}"}, `spectacles: BROKER_TYPE: "amqp" is not supported yet`},
+		{map[string]string{"BROKER_TYPE": "amqp"}, []string{"publish", "E", "{}"}, `spectacles: BROKER_TYPE=amqp publishes to the exchange named by the group: set --group or BROKER_GROUP`},
 		{map[string]string{"BROKER_TYPE": "zeromq"}, []string{"publish", "E", "{}"}, `spectacles: BROKER_TYPE: "zeromq" is not a broker type`},
 		{map[string]string{"REDIS_POOL_SIZE": "abc"}, []string{"--pool-size", "3", "publish", "E", "{}"}, ""}, // the flag wins
 		{nil, []string{"--message-timeout", "1", "publish", "E", "{}"}, `spectacles: --message-timeout: "1" is not a duration`},

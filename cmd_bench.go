@@ -7,18 +7,11 @@ import (
 	"fmt"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/bench"
 )
-
-// redisClienter is implemented by brokers that expose their Redis client;
-// bench uses it to delete the stream it created.
-type redisClienter interface {
-	Client() goredis.UniversalClient
-}
 
 func (a *app) benchCommand() *cobra.Command {
 	var cfg bench.Config

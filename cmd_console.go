@@ -21,7 +21,6 @@ import (
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	"github.com/spectacles-go/spectacles/themes"
-	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/tui"
 )
 
@@ -115,7 +114,13 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 
 	token, _ := a.env("DISCORD_TOKEN")
 	token = strings.TrimPrefix(strings.TrimSpace(token), "Bot ")
-	simulate := !f.noGateway && (f.simulate || (token == "" && a.cfg.RedisURL == ""))
+	if a.cfg.BrokerType == "ipc" {
+		return usageErrorf("the console needs the terminal, and BROKER_TYPE=ipc needs standard input and output: use redis or amqp")
+	}
+	// Nothing configured: a demo on the embedded broker. A real broker
+	// (REDIS_URL, or RabbitMQ) never gets synthetic traffic unless asked.
+	brokerConfigured := a.cfg.RedisURL != "" || a.cfg.BrokerType != "redis"
+	simulate := !f.noGateway && (f.simulate || (token == "" && !brokerConfigured))
 	// Read-only never starts real shards: identifying changes Discord's
 	// side (sessions, identify limits) and may displace a running gateway.
 	realGateway := !f.noGateway && !f.readOnly && !simulate && token != ""
@@ -240,10 +245,13 @@ func (a *app) startConsoleGateway(ctx context.Context, wg *sync.WaitGroup, node 
 		Token: gc.Token, Intents: gc.Intents, Presence: gc.Presence, LargeThreshold: gc.LargeThreshold,
 		ShardCount: gc.ShardCount, ShardIDs: gc.ShardIDs, APIBase: gc.APIBase(), Version: gc.APIVersion,
 		Compress: gc.Compress, Events: gc.Events, Broker: b, Codec: a.cfg.Codec, Format: gc.Format,
-		QueueSize: gc.QueueSize, IdentifyRedis: b.Client(), Logger: log, KeepRunningOnFatal: true,
+		Logger: log, KeepRunningOnFatal: true, QueueSize: gc.QueueSize,
 	}
-	if gc.StoreType == "redis" {
-		mc.Store = gateway.NewRedisStore(b.Client(), gc.StorePrefix)
+	if rc, ok := b.(redisClienter); ok {
+		mc.IdentifyRedis = rc.Client()
+		if gc.StoreType == "redis" {
+			mc.Store = gateway.NewRedisStore(rc.Client(), gc.StorePrefix)
+		}
 	}
 	info := tui.GatewayInfo{Target: "Discord API " + gc.APIBase()}
 	return runManager(ctx, wg, node, mc, b, info)
@@ -330,7 +338,7 @@ func (a *app) startDemo(ctx context.Context, wg *sync.WaitGroup, node *tui.Node,
 // pending, held by an idle consumer).
 func (a *app) startSimBot(ctx context.Context, wg *sync.WaitGroup, log *slog.Logger) error {
 	events := []string{"MESSAGE_CREATE", "MESSAGE_REACTION_ADD"}
-	open := func(client string) (*redistransport.Broker, error) {
+	open := func(client string) (core.Broker, error) {
 		opts := a.options(core.Identity{Group: "sim-bot", Client: client})
 		opts.MessageTimeout, opts.MaxDeliveries, opts.Logger = time.Hour, -1, log
 		return a.open(ctx, opts)

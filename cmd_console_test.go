@@ -40,7 +40,7 @@ func TestConsoleDemo(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	b, err := a.open(ctx, a.options(core.Identity{Group: "console", Client: consoleClient()}))
+	b, err := a.openRedis(ctx, a.options(core.Identity{Group: "console", Client: consoleClient()}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -101,9 +101,20 @@ reading, lets running handlers finish and exits 0.`,
 			if err := b.Consume(ctx, events, handle); err != nil {
 				return fmt.Errorf("consume: %w", err)
 			}
-			// Consume runs in the background until ctx ends; the deferred
-			// Close then waits for running handlers and pending acks.
-			<-ctx.Done()
+			// Consume runs in the background until ctx ends (or, for a
+			// stream broker such as ipc, until its input ends); the
+			// deferred Close then waits for running handlers and pending
+			// acks.
+			var inputEnded <-chan struct{}
+			if d, ok := b.(interface{ Done() <-chan struct{} }); ok {
+				inputEnded = d.Done()
+			}
+			select {
+			case <-ctx.Done():
+			case <-inputEnded:
+				a.log.Info("the input ended")
+				return nil
+			}
 			if cause := context.Cause(ctx); cause != nil && cmd.Context().Err() == nil {
 				return cause // writing the output failed
 			}

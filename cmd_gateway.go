@@ -29,7 +29,7 @@ func addSettingFlags[T any](cmd *cobra.Command, list []setting[T]) {
 	for _, s := range list {
 		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
 		if s.def != "" {
-			usage += ", default " + s.def
+			usage += ", default " + redactURL(s.def)
 		}
 		cmd.Flags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
 	}
@@ -82,14 +82,22 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 	}
 	defer closeBroker(b, &err)
 
+	rc, doneRedis, err := a.redisClient(b)
+	if err != nil {
+		return err
+	}
+	defer doneRedis()
 	mc := gateway.ManagerConfig{
 		Token: gc.Token, Intents: gc.Intents, Presence: gc.Presence, LargeThreshold: gc.LargeThreshold,
 		ShardCount: gc.ShardCount, ShardIDs: gc.ShardIDs, APIBase: gc.APIBase(), Version: gc.APIVersion,
 		Compress: gc.Compress, Events: gc.Events, Broker: b, Codec: a.cfg.Codec, Format: gc.Format,
-		QueueSize: gc.QueueSize, IdentifyRedis: b.Client(), Logger: a.log,
+		QueueSize: gc.QueueSize, IdentifyRedis: rc, Logger: a.log,
 	}
 	if gc.StoreType == "redis" {
-		mc.Store = gateway.NewRedisStore(b.Client(), gc.StorePrefix)
+		if rc == nil {
+			return usageErrorf("SHARD_STORE_TYPE=redis needs Redis: set REDIS_URL")
+		}
+		mc.Store = gateway.NewRedisStore(rc, gc.StorePrefix)
 	}
 	if gc.PromAddress != "" {
 		reg := prometheus.NewRegistry()
@@ -110,16 +118,18 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 	}
 	a.log.Info("gateway starting", "group", id.Group, "client", id.Client, "api", gc.APIBase(),
 		"intents", gc.Intents.String(), "compress", gc.Compress, "shard_store", gc.StoreType)
-	reportCtx, stopReport := context.WithCancel(ctx)
-	reported := make(chan struct{})
-	go func() {
-		defer close(reported)
-		m.ReportStatus(reportCtx, b.Client(), id.Group, id.Client, statusInterval)
-	}()
-	defer func() {
-		stopReport()
-		<-reported
-	}()
+	if rc != nil {
+		reportCtx, stopReport := context.WithCancel(ctx)
+		reported := make(chan struct{})
+		go func() {
+			defer close(reported)
+			m.ReportStatus(reportCtx, rc, id.Group, id.Client, statusInterval)
+		}()
+		defer func() {
+			stopReport()
+			<-reported
+		}()
+	}
 	if err := m.Run(ctx); err != nil {
 		if errors.Is(err, gateway.ErrUnauthorized) || errors.Is(err, gateway.ErrFatalClose) {
 			return usageError(err)

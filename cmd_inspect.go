@@ -460,8 +460,11 @@ guild routes to.`,
 				}
 				event, payload = gateway.SendEvent, map[string]any{"guild_id": guild, "packet": data}
 				if shardCount <= 0 {
-					if nodes, err := gateway.ReadNodeStatuses(ctx, b.Client()); err == nil && len(nodes) > 0 {
-						shardCount = nodes[0].ShardCount
+					if rc, done, err := a.redisClient(b); err == nil && rc != nil {
+						if nodes, err := gateway.ReadNodeStatuses(ctx, rc); err == nil && len(nodes) > 0 {
+							shardCount = nodes[0].ShardCount
+						}
+						done()
 					}
 				}
 				routed = -1
@@ -507,7 +510,15 @@ func (a *app) shardsCommand() *cobra.Command {
 				return err
 			}
 			defer closeBroker(b, &err)
-			nodes, err := gateway.ReadNodeStatuses(ctx, b.Client())
+			rc, doneRedis, err := a.redisClient(b)
+			if err != nil {
+				return err
+			}
+			defer doneRedis()
+			if rc == nil {
+				return usageErrorf("gateway nodes report their shards through Redis: set REDIS_URL")
+			}
+			nodes, err := gateway.ReadNodeStatuses(ctx, rc)
 			if err != nil {
 				return err
 			}

@@ -10,13 +10,24 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/ipc"
 )
 
 // Config is the global configuration of the spectacles command, read from
 // flags and environment variables (flags win).
 type Config struct {
-	// BrokerType is the broker kind: only "redis" for now.
+	// BrokerType is the broker kind: "redis", "amqp" or "ipc".
 	BrokerType string
+	// AMQPURL is the RabbitMQ server (AMQP_URL).
+	AMQPURL string
+	// Subgroup is the AMQP subgroup of consumed queues (AMQP_SUBGROUP).
+	Subgroup string
+	// AMQPManagementURL is RabbitMQ's management API, for inspection
+	// (AMQP_MANAGEMENT_URL): empty derives it from AMQPURL, "off" disables.
+	AMQPManagementURL string
+	// IPCFormat is the stdio format of the ipc broker (IPC_FORMAT).
+	IPCFormat ipc.Format
 	// Group is the group name (BROKER_GROUP); consuming requires one.
 	Group string
 	// Client is this instance's client name (BROKER_CLIENT).
@@ -76,17 +87,44 @@ func settings() []setting[Config] {
 	return []setting[Config]{
 		{
 			env: "BROKER_TYPE", flag: "broker-type", typ: "string", def: "redis",
-			usage: "broker kind: redis (amqp and ipc are not supported yet)",
+			usage: "broker kind: redis (Redis streams), amqp (RabbitMQ) or ipc (JSON lines on stdin and stdout)",
 			parse: func(c *Config, v string) error {
 				switch t := strings.ToLower(v); t {
-				case "redis":
+				case "redis", "amqp", "ipc":
 					c.BrokerType = t
 					return nil
-				case "amqp", "ipc":
-					return fmt.Errorf("%q is not supported yet (only redis is)", v)
 				default:
-					return fmt.Errorf("%q is not a broker type (want redis)", v)
+					return fmt.Errorf("%q is not a broker type (want redis, amqp or ipc)", v)
 				}
+			},
+		},
+		{
+			env: "AMQP_URL", flag: "amqp-url", typ: "url", def: amqptransport.DefaultURL,
+			usage: "RabbitMQ server for BROKER_TYPE=amqp: amqp://user:password@host:port/vhost or amqps://...",
+			parse: func(c *Config, v string) error {
+				if !strings.HasPrefix(v, "amqp://") && !strings.HasPrefix(v, "amqps://") {
+					return fmt.Errorf("%q is not an amqp:// or amqps:// URL", redactSecrets(v, v))
+				}
+				c.AMQPURL = v
+				return nil
+			},
+		},
+		{
+			env: "AMQP_MANAGEMENT_URL", flag: "amqp-management-url", typ: "url",
+			usage: "RabbitMQ management API used to inspect queues (http://host:15672); empty derives it from AMQP_URL, off disables",
+			parse: func(c *Config, v string) error { c.AMQPManagementURL = v; return nil },
+		},
+		{
+			env: "AMQP_SUBGROUP", flag: "subgroup", typ: "string",
+			usage: "AMQP subgroup: consume from <group>:<subgroup>:<event> queues, so that several services get copies",
+			parse: func(c *Config, v string) error { c.Subgroup = v; return nil },
+		},
+		{
+			env: "IPC_FORMAT", flag: "ipc-format", typ: "string", def: "json",
+			usage: "stdio format of BROKER_TYPE=ipc: json (one JSON object per line) or msgpack (spec-tacles/go's stream)",
+			parse: func(c *Config, v string) (err error) {
+				c.IPCFormat, err = ipc.ParseFormat(v)
+				return err
 			},
 		},
 		{

@@ -25,6 +25,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	want := Config{
 		BrokerType:     "redis",
+		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
 		Client:         core.DefaultClient(),
 		MessageTimeout: 2 * time.Minute,
 		MaxDeliveries:  5,
@@ -54,6 +55,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	}
 	want := Config{
 		BrokerType:     "redis",
+		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
 		Group:          "gateway",
 		Client:         "gateway-0",
 		MessageTimeout: 90 * time.Second,
@@ -96,6 +98,7 @@ func TestLoadConfigFlagsOverrideEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
+		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
 		BrokerType:     "redis",
 		Group:          "flag-group",
 		Client:         "flag-client",
@@ -139,10 +142,10 @@ func TestLoadConfigMalformedNamesTheSource(t *testing.T) {
 		{flag: map[string]string{"message-timeout": "soon"}, want: `--message-timeout: "soon" is not a duration (examples: 30s, 2m, 1h)`},
 		{env: map[string]string{"BROKER_MAX_DELIVERIES": "many"}, want: `BROKER_MAX_DELIVERIES: "many" is not an integer`},
 		{env: map[string]string{"BROKER_MAX_DELIVERIES": "0"}, want: `BROKER_MAX_DELIVERIES: "0": use a positive number, or a negative one to disable dead-lettering`},
-		{env: map[string]string{"BROKER_TYPE": "amqp"}, want: `BROKER_TYPE: "amqp" is not supported yet (only redis is)`},
-		{env: map[string]string{"BROKER_TYPE": "ipc"}, want: `BROKER_TYPE: "ipc" is not supported yet (only redis is)`},
-		{env: map[string]string{"BROKER_TYPE": "kafka"}, want: `BROKER_TYPE: "kafka" is not a broker type (want redis)`},
-		{flag: map[string]string{"broker-type": "nats"}, want: `--broker-type: "nats" is not a broker type (want redis)`},
+		{env: map[string]string{"BROKER_TYPE": "kafka"}, want: `BROKER_TYPE: "kafka" is not a broker type (want redis, amqp or ipc)`},
+		{flag: map[string]string{"broker-type": "nats"}, want: `--broker-type: "nats" is not a broker type (want redis, amqp or ipc)`},
+		{env: map[string]string{"AMQP_URL": "http://user:secret@host/"}, want: `AMQP_URL: "http://xxxxx@host/" is not an amqp:// or amqps:// URL`},
+		{env: map[string]string{"IPC_FORMAT": "xml"}, want: `IPC_FORMAT: invalid ipc broker config: unknown format "xml" (want json or msgpack)`},
 		{env: map[string]string{"BROKER_CODEC": "xml"}, want: `BROKER_CODEC: unknown codec "xml" (want msgpack or json)`},
 		{env: map[string]string{"BROKER_GROUP": "two words"}, want: `BROKER_GROUP: invalid identity: group name "two words" contains whitespace or control characters`},
 		{env: map[string]string{"BROKER_CLIENT": "tab\there"}, want: `BROKER_CLIENT: invalid identity: client name "tab\there" contains whitespace or control characters`},

@@ -100,6 +100,76 @@
 // messages go back to their queue. Config.Expire, off by default, gives
 // messages an AMQP expiration of MessageTimeout as spec-tacles/gateway
 // does, at the price of losing the messages that expire.
+//
+// # Inspection
+//
+// Broker implements core.Inspector with what AMQP offers and, when it
+// answers, the RabbitMQ management API (the rabbitmq_management plugin)
+// at Config.ManagementURL: by default the AMQP URL's host on port 15672
+// (15671 and https for amqps://), with the AMQP URL's credentials and
+// virtual host; "off" disables it. A failing API (no answer, a refused
+// login, a server error) is left alone for ten seconds, during which the
+// Inspector answers from AMQP alone. Everything is scoped to the broker's
+// exchange (Config.Exchange) and bounded: no method reads a whole queue.
+// The API's counts are RabbitMQ's statistics, refreshed every few seconds
+// (collect_statistics_interval, 5 s by default), so they lag that much.
+//
+//   - Server: kind "amqp", the URL without credentials or query, the
+//     version RabbitMQ announces in the AMQP handshake (else the API's
+//     rabbitmq_version), and the round trip of opening a channel.
+//   - Streams: with the API, one stream per routing key bound on the
+//     exchange (each event, and EVENT:dlq for its dead letters), Length
+//     the messages (ready and unacknowledged) of all its queues, Groups
+//     the number of those queues; AMQP has no message ids in order, so
+//     FirstID and LastID are empty. Without it, the events this broker
+//     consumed (and their dead letters), each with Groups 1 and Length the
+//     ready messages of this broker's own queue (a passive declare, which
+//     counts neither unacknowledged messages nor other subgroups' queues).
+//   - Groups(stream): one group per queue bound with routing key stream,
+//     named by the queue name (<exchange>:[<subgroup>:]<event>, or a
+//     peer's own name): Consumers, Pending = unacknowledged messages, Lag
+//     = ready messages (not yet delivered to any consumer), -1 when not
+//     reported yet; LastDeliveredID is empty. Without the API, this
+//     broker's own queue alone, with a passive declare's consumers and
+//     ready messages (Lag), and Pending -1 (unknown).
+//   - Consumers(stream, group), API only: group is a queue name as Groups
+//     gives it (one not named <exchange>:… only when bound to the exchange
+//     with routing key stream), or a subgroup of this exchange. Each
+//     consumer is named by its consumer tag (this driver's begin with the
+//     client name) and, when its connection has a name, " @ " and that
+//     name (this driver names its connections
+//     "spectacles <group>/<client> (consume)").
+//     Pending is its channel's unacknowledged messages when it is the
+//     channel's only consumer (as this driver's are, for one event), else
+//     -1: RabbitMQ does not count them per consumer. Idle is unknown (0).
+//   - Pending, Ack, Claim, DeadLetter: unsupported (core.ErrUnsupported).
+//     AMQP cannot list the messages delivered to other consumers, and only
+//     the channel a message was delivered on can settle it; the driver
+//     hands a message back after MessageTimeout and dead-letters it after
+//     MaxDeliveries by itself.
+//   - Entries, API only, for dead letters (EVENT:dlq) only: it reads from
+//     the head of this exchange's and subgroup's dead-letter queue with
+//     the API's "get" (ackmode ack_requeue_true), which puts the messages
+//     back in place but marks them redelivered (a consumer of the
+//     dead-letter queue with this driver counts that as one more delivery).
+//     Entry ids are message ids; Raw is the payload and Headers all
+//     headers as text. After and Before are looked up among the first
+//     2000 messages (an id not among them is compared as text: this
+//     driver's ids are UUIDv7, in time order), and Reverse needs the whole
+//     queue within those 2000. Messages a consumer of the dead-letter
+//     queue holds unacknowledged are not seen. A live event is
+//     unsupported: reading it would mark its messages redelivered, which
+//     the driver counts as a delivery.
+//   - Requeue, AMQP alone: on a channel of its own it takes messages from
+//     the head of this exchange's and subgroup's dead-letter queue of the
+//     event (basic.get, at most 10000), publishes each wanted one again to
+//     the exchange with routing key = event (persistent, confirmed, a new
+//     message id, the dead-letter headers and delivery count removed, so
+//     every queue of the event gets it as new), acknowledges it once
+//     confirmed, and gives every other message back in place (basic.nack
+//     with requeue). Copies of the dead letter in other subgroups'
+//     dead-letter queues stay. A failure between the publish and the
+//     acknowledgement leaves the dead letter in place too.
 package amqp
 
 import (
@@ -136,6 +206,7 @@ type Broker struct {
 	subLink *link // consuming, the callback queue
 	pub     *publisher
 	replies *replies
+	insp    inspectState // the Inspector's management API client and declared events
 
 	// closeCtx is cancelled when Close starts: consumers stop, calls end,
 	// publishes waiting for a connection give up.
@@ -173,6 +244,10 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	b.subLink = newLink(&b.cfg, b.log, "consume")
 	b.pub = newPublisher(b)
 	b.replies = newReplies(b)
+	if b.insp.m, err = newMgmt(&b.cfg, b.log); err != nil {
+		b.closeCancel()
+		return nil, err
+	}
 
 	if err := b.pubLink.connect(ctx); err != nil {
 		b.closeCancel()
@@ -224,6 +299,7 @@ func (b *Broker) Close() error {
 		b.pub.close()
 		b.pubLink.stop()
 		b.subLink.stop()
+		b.insp.m.close()
 	})
 	return nil
 }

@@ -4,7 +4,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -28,6 +30,13 @@ const (
 	DefaultConnectTimeout = 10 * time.Second
 	// DefaultHeartbeat is the AMQP heartbeat interval asked of the server.
 	DefaultHeartbeat = 10 * time.Second
+	// DefaultManagementPort is the port of the RabbitMQ management API
+	// (rabbitmq_management) a ManagementURL derived from an amqp:// URL
+	// points at; DefaultManagementTLSPort for amqps://.
+	DefaultManagementPort    = 15672
+	DefaultManagementTLSPort = 15671
+	// ManagementOff, as Config.ManagementURL, disables the management API.
+	ManagementOff = "off"
 )
 
 // ErrInvalidURL is wrapped by the errors of Open for a URL it cannot parse.
@@ -79,6 +88,16 @@ type Config struct {
 	// Heartbeat is the AMQP heartbeat interval asked of the server; a
 	// "heartbeat" URL option wins. Default DefaultHeartbeat.
 	Heartbeat time.Duration
+	// ManagementURL is the RabbitMQ management API (the rabbitmq_management
+	// plugin) the Inspector methods use when it answers:
+	// "http[s]://[user:pass@]host:port[/prefix]". Empty derives it from
+	// URL: its host, port DefaultManagementPort and http (amqps://: port
+	// DefaultManagementTLSPort and https). Without user info in it, the
+	// credentials of URL are used; the virtual host is always URL's.
+	// ManagementOff ("off") disables it: the Inspector then answers from
+	// AMQP alone (see the package doc). Its password never appears in
+	// errors, and a derived value never holds one.
+	ManagementURL string
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -119,7 +138,43 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Heartbeat == 0 {
 		c.Heartbeat = DefaultHeartbeat
 	}
+	if c.ManagementURL, err = managementURL(c.ManagementURL, uri); err != nil {
+		return c, err
+	}
 	return c, nil
+}
+
+// managementURL checks raw, a Config.ManagementURL, or derives it from the
+// AMQP URL when raw is empty. Its errors wrap ErrInvalidConfig and never
+// contain a secret of raw.
+func managementURL(raw string, amqpURI amqp091.URI) (string, error) {
+	raw = strings.TrimSpace(raw)
+	if strings.EqualFold(raw, ManagementOff) {
+		return ManagementOff, nil
+	}
+	if raw == "" {
+		scheme, port := "http", DefaultManagementPort
+		if amqpURI.Scheme == "amqps" {
+			scheme, port = "https", DefaultManagementTLSPort
+		}
+		return (&url.URL{Scheme: scheme, Host: net.JoinHostPort(amqpURI.Host, strconv.Itoa(port))}).String(), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		msg := err.Error()
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			msg = ue.Err.Error()
+		}
+		for _, secret := range secretsOf(raw) {
+			msg = strings.ReplaceAll(msg, secret, "xxxxx")
+		}
+		return "", fmt.Errorf("%w: ManagementURL %q: %s", ErrInvalidConfig, redactURL(raw), msg)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", fmt.Errorf("%w: ManagementURL %q: want http://host:port or https://host:port, or %q", ErrInvalidConfig, redactURL(raw), ManagementOff)
+	}
+	return raw, nil
 }
 
 // QueueName is the queue of event for exchange and subgroup, as the

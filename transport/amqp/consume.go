@@ -76,6 +76,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		}
 		return fmt.Errorf("amqp: consume %v: %w", evs, err)
 	}
+	b.noteDeclared(evs)
 	for range b.cfg.Concurrency {
 		c.workers.Go(c.work1)
 	}
