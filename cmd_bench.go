@@ -1,6 +1,8 @@
 package main
 
 import (
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/bench"
+	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 )
 
 func (a *app) benchCommand() *cobra.Command {
@@ -77,6 +80,10 @@ end.`,
 // process does not own; an embedded server vanishes on its own. Failures
 // are logged, not returned: the measurement stands.
 func (a *app) deleteEvents(ctx context.Context, events ...string) {
+	if a.cfg.BrokerType == "amqp" {
+		a.deleteAMQPBench(events[0])
+		return
+	}
 	if a.cfg.RedisURL == "" {
 		return
 	}
@@ -95,5 +102,31 @@ func (a *app) deleteEvents(ctx context.Context, events ...string) {
 	}
 	if err := rc.Client().Del(ctx, events...).Err(); err != nil {
 		a.log.Warn("bench streams not deleted", "events", events, "err", err)
+	}
+}
+
+// deleteAMQPBench removes the exchange and queues of a bench run on
+// RabbitMQ: the bench's group (the exchange) is named after its event.
+func (a *app) deleteAMQPBench(event string) {
+	conn, err := amqp091.DialConfig(a.cfg.AMQPURL, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		a.log.Warn("bench queues not deleted", "event", event, "err", redactSecrets(err.Error(), a.cfg.AMQPURL))
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		a.log.Warn("bench queues not deleted", "event", event, "err", err)
+		return
+	}
+	queue := amqptransport.QueueName(event, a.cfg.Subgroup, event)
+	for _, q := range []string{queue, queue + core.DeadLetterSuffix} {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			a.log.Warn("bench queue not deleted", "queue", q, "err", err)
+			return
+		}
+	}
+	if err := ch.ExchangeDelete(event, false, false); err != nil {
+		a.log.Warn("bench exchange not deleted", "exchange", event, "err", err)
 	}
 }
