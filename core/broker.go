@@ -49,7 +49,8 @@ type Options struct {
 	Codec Codec
 	// MessageTimeout is how long a delivered message may stay unacknowledged
 	// before another client of the group may take it over. Default 2m, the
-	// default of spec-tacles/gateway's BROKER_MESSAGE_TIMEOUT.
+	// default of spec-tacles/gateway's BROKER_MESSAGE_TIMEOUT. A driver may
+	// wait for a handler that is still running (the AMQP driver does).
 	MessageTimeout time.Duration
 	// MaxDeliveries is how many deliveries a message gets before it is moved
 	// to the dead-letter place. 0 means the default (5); negative disables
