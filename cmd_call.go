@@ -56,7 +56,7 @@ fails with exit code 124.`,
 				}
 				return fmt.Errorf("call %s: the reply cannot be decoded: %w", args[0], derr)
 			}
-			return out.write(jsonValue(v))
+			return out.write(core.JSONValue(v))
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", timeout, "how long to wait for the reply")

@@ -139,7 +139,16 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 		return err
 	}
 	defer closeBroker(b, &err)
-	url, _ := a.redisURL()
+	// The address the header shows, without its password. Only the redis
+	// broker has a Redis URL (asking for one otherwise would start an
+	// embedded Redis).
+	var url string
+	switch a.cfg.BrokerType {
+	case "amqp":
+		url = a.cfg.AMQPURL
+	case "redis":
+		url, _ = a.redisURL()
+	}
 
 	var secretList []string
 	for _, u := range a.rawURLs {

@@ -33,7 +33,7 @@ func newMessageLine(m *core.Message) messageLine {
 		// Keep "data": null rather than dropping the key.
 		line.Data = jsonNull{}
 	} else {
-		line.Data = jsonValue(v)
+		line.Data = core.JSONValue(v)
 	}
 	return line
 }

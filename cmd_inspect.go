@@ -331,7 +331,7 @@ func entryView(e core.Entry, codec core.Codec) map[string]any {
 		v["error"] = err.Error()
 		v["raw_base64"] = e.Raw
 	} else {
-		v["data"] = jsonValue(data)
+		v["data"] = core.JSONValue(data)
 	}
 	return v
 }
@@ -441,7 +441,7 @@ guild routes to.`,
 			if err != nil {
 				return err
 			}
-			raw, _ := json.Marshal(jsonValue(data))
+			raw, _ := json.Marshal(core.JSONValue(data))
 			if _, err := gateway.ValidatePacket(raw); err != nil {
 				return usageError(err)
 			}

@@ -154,3 +154,23 @@ func PublishAll(ctx context.Context, b Broker, msgs []Outgoing) ([]string, error
 	}
 	return ids, nil
 }
+
+// ConsumeEvents checks the events given to Consume: at least one, none
+// empty. It returns them without duplicates, in order.
+func ConsumeEvents(events []string) ([]string, error) {
+	if len(events) == 0 {
+		return nil, errors.New("no events given")
+	}
+	seen := make(map[string]bool, len(events))
+	out := make([]string, 0, len(events))
+	for _, ev := range events {
+		if ev == "" {
+			return nil, errors.New("empty event name")
+		}
+		if !seen[ev] {
+			seen[ev] = true
+			out = append(out, ev)
+		}
+	}
+	return out, nil
+}

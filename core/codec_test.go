@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -195,5 +196,16 @@ func TestMsgpackWidensIntoGenericContainers(t *testing.T) {
 	}
 	if m["i"] != int64(1) || m["l"].([]any)[0] != int64(2) {
 		t.Errorf("got %#v", m)
+	}
+}
+
+func TestJSONValue(t *testing.T) {
+	in := map[string]any{"b": []byte("text"), "bin": []byte{0xff, 0x00}, "l": []any{math.NaN()}, "m": map[any]any{1: "x"}}
+	out := JSONValue(in).(map[string]any)
+	if out["b"] != "text" || out["bin"] != "/wA=" || out["l"].([]any)[0] != "NaN" || out["m"].(map[string]any)["1"] != "x" {
+		t.Errorf("got %#v", out)
+	}
+	if _, err := json.Marshal(out); err != nil {
+		t.Errorf("not encodable: %v", err)
 	}
 }

@@ -108,3 +108,15 @@ func TestOptionsDefaultsAndCallContext(t *testing.T) {
 		t.Errorf("cancel error %v", err)
 	}
 }
+
+func TestConsumeEvents(t *testing.T) {
+	got, err := ConsumeEvents([]string{"A", "B", "A"})
+	if err != nil || len(got) != 2 || got[0] != "A" || got[1] != "B" {
+		t.Errorf("got %v %v", got, err)
+	}
+	for _, bad := range [][]string{nil, {"A", ""}} {
+		if _, err := ConsumeEvents(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

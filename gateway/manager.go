@@ -596,7 +596,7 @@ func (m *Manager) parseSend(msg *core.Message) (int, []byte, error) {
 			return 0, nil, fmt.Errorf("SEND packet: %w", err)
 		}
 	}
-	raw, err := json.Marshal(jsonSafe(packet))
+	raw, err := json.Marshal(core.JSONValue(packet))
 	if err != nil {
 		return 0, nil, fmt.Errorf("SEND packet: %w", err)
 	}
@@ -614,27 +614,10 @@ func packetJSON(p *core.Payload) ([]byte, error) {
 			return nil, fmt.Errorf("packet: %w", err)
 		}
 	}
-	raw, err := json.Marshal(jsonSafe(data))
+	raw, err := json.Marshal(core.JSONValue(data))
 	if err != nil {
 		return nil, fmt.Errorf("packet: %w", err)
 	}
 	return raw, nil
 }
 
-// jsonSafe converts what msgpack decodes into values encoding/json accepts
-// (binary becomes a string).
-func jsonSafe(v any) any {
-	switch x := v.(type) {
-	case []byte:
-		return string(x)
-	case map[string]any:
-		for k, e := range x {
-			x[k] = jsonSafe(e)
-		}
-	case []any:
-		for i, e := range x {
-			x[i] = jsonSafe(e)
-		}
-	}
-	return v
-}

@@ -12,6 +12,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // Calls: the caller consumes an exclusive callback queue (one per broker,
@@ -184,7 +185,7 @@ func (r *replies) loop() {
 	defer close(r.done)
 	b := r.b
 	log := b.log.With("queue", r.queue)
-	var bo backoff
+	var bo retry.Backoff
 	for {
 		conn, err := b.subLink.get(b.closeCtx, nil)
 		if err != nil {
@@ -195,14 +196,14 @@ func (r *replies) loop() {
 			if b.closeCtx.Err() != nil {
 				return
 			}
-			d := bo.next()
+			d := bo.Next()
 			log.Warn("subscribing to the callback queue failed; retrying", "err", err, "retry_in", d)
-			if !sleepCtx(b.closeCtx, d) {
+			if !retry.Sleep(b.closeCtx, d) {
 				return
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		r.setReady(true)
 		lost := r.receive(dels)
 		r.setReady(false)
@@ -212,7 +213,7 @@ func (r *replies) loop() {
 		}
 		log.Warn("callback queue subscription lost; subscribing again")
 		_ = ch.Close()
-		if !sleepCtx(b.closeCtx, bo.next()) {
+		if !retry.Sleep(b.closeCtx, bo.Next()) {
 			return
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // settleTimeout bounds the driver's own settling: dead letters and
@@ -42,7 +43,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	if err := b.cfg.Identity.Validate(); err != nil {
 		return fmt.Errorf("amqp: consume: %w", err)
 	}
-	evs, err := uniqueEvents(events)
+	evs, err := core.ConsumeEvents(events)
 	if err != nil {
 		return fmt.Errorf("amqp: consume: %w", err)
 	}
@@ -87,24 +88,6 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		c.run(s)
 	}()
 	return nil
-}
-
-func uniqueEvents(events []string) ([]string, error) {
-	if len(events) == 0 {
-		return nil, errors.New("no events given")
-	}
-	seen := make(map[string]bool, len(events))
-	out := make([]string, 0, len(events))
-	for _, ev := range events {
-		if ev == "" {
-			return nil, errors.New("empty event name")
-		}
-		if !seen[ev] {
-			seen[ev] = true
-			out = append(out, ev)
-		}
-	}
-	return out, nil
 }
 
 // consumerTagPrefix starts the consumer tags of one Consume call: the
@@ -176,7 +159,7 @@ func (c *consumer) open(ctx context.Context) (*session, error) {
 		if err == nil || !conn.IsClosed() {
 			return s, err
 		}
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if !retry.Sleep(ctx, 10*time.Millisecond) {
 			return nil, fmt.Errorf("%w (connection lost: %w)", context.Cause(ctx), err)
 		}
 	}
@@ -238,7 +221,7 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 // each loss.
 func (c *consumer) run(s *session) {
 	log := c.b.log.With("events", c.events)
-	var bo backoff
+	var bo retry.Backoff
 	for {
 		if !c.serve(s, log) {
 			c.stop(s)
@@ -246,14 +229,14 @@ func (c *consumer) run(s *session) {
 		}
 		s.close()
 		for {
-			if !sleepCtx(c.runCtx, bo.next()) {
+			if !retry.Sleep(c.runCtx, bo.Next()) {
 				c.drain()
 				return
 			}
 			next, err := c.open(c.runCtx)
 			if err == nil {
 				log.Info("subscribed again")
-				bo.reset()
+				bo.Reset()
 				s = next
 				break
 			}

@@ -11,6 +11,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // stableConnection is how long a connection must have lasted for the next
@@ -143,7 +144,7 @@ func (l *link) connectionName() string {
 func (l *link) run(conn *amqp091.Connection) {
 	defer close(l.done)
 	var (
-		bo       backoff
+		bo       retry.Backoff
 		failures int
 	)
 	for {
@@ -154,7 +155,7 @@ func (l *link) run(conn *amqp091.Connection) {
 					return
 				}
 				failures++
-				d := bo.next()
+				d := bo.Next()
 				// The first failure, and every tenth, at Warn: a long outage
 				// does not flood the log.
 				level := slog.LevelDebug
@@ -162,7 +163,7 @@ func (l *link) run(conn *amqp091.Connection) {
 					level = slog.LevelWarn
 				}
 				l.log.Log(l.ctx, level, "reconnecting to RabbitMQ failed; retrying", "err", err, "attempt", failures, "retry_in", d)
-				if !sleepCtx(l.ctx, d) {
+				if !retry.Sleep(l.ctx, d) {
 					return
 				}
 				continue
@@ -185,12 +186,12 @@ func (l *link) run(conn *amqp091.Connection) {
 			// A connection that lasted is retried at once: a cut to a
 			// healthy server (a restarted proxy, a closed idle connection)
 			// heals fastest so.
-			bo.reset()
+			bo.Reset()
 			continue
 		}
 		// One that died young waits, so that a server that drops every
 		// connection is not dialled in a tight loop.
-		if !sleepCtx(l.ctx, bo.next()) {
+		if !retry.Sleep(l.ctx, bo.Next()) {
 			return
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // Publishing is pipelined: each publish is written to a confirm-mode
@@ -91,7 +92,7 @@ func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*amqp
 			return nil, err
 		}
 		// The connection died under us: wait for the next one.
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if !retry.Sleep(ctx, 10*time.Millisecond) {
 			return nil, context.Cause(ctx)
 		}
 	}

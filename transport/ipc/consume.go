@@ -55,7 +55,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	if err := b.cfg.Identity.Validate(); err != nil {
 		return fmt.Errorf("ipc: consume: %w", err)
 	}
-	evs, err := uniqueEvents(events)
+	evs, err := core.ConsumeEvents(events)
 	if err != nil {
 		return fmt.Errorf("ipc: consume: %w", err)
 	}
@@ -79,24 +79,6 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	c.start()
 	b.startReading()
 	return nil
-}
-
-func uniqueEvents(events []string) ([]string, error) {
-	if len(events) == 0 {
-		return nil, errors.New("no events given")
-	}
-	seen := make(map[string]bool, len(events))
-	out := make([]string, 0, len(events))
-	for _, ev := range events {
-		if ev == "" {
-			return nil, errors.New("empty event name")
-		}
-		if !seen[ev] {
-			seen[ev] = true
-			out = append(out, ev)
-		}
-	}
-	return out, nil
 }
 
 func (c *consumer) start() {

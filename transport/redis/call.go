@@ -11,6 +11,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // Replies to calls arrive on PUBLISH {event}:{id}. The other clients
@@ -364,7 +365,7 @@ func (r *replies) isClosed() bool {
 func (r *replies) loop(ps *goredis.PubSub, done chan struct{}) {
 	defer close(done)
 	ctx := context.Background()
-	var bo backoff
+	var bo retry.Backoff
 	for {
 		msg, err := ps.Receive(ctx)
 		if r.isClosed() {
@@ -377,7 +378,7 @@ func (r *replies) loop(ps *goredis.PubSub, done chan struct{}) {
 			// confirmation surely follows.
 			r.b.log.Warn("reply subscription connection failed; reconnecting", "err", err)
 			patterns := r.unconfirmAll()
-			if !sleepCtx(r.b.closeCtx, bo.next()) {
+			if !retry.Sleep(r.b.closeCtx, bo.Next()) {
 				return
 			}
 			if len(patterns) > 0 {
@@ -385,7 +386,7 @@ func (r *replies) loop(ps *goredis.PubSub, done chan struct{}) {
 			}
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		switch m := msg.(type) {
 		case *goredis.Subscription:
 			if m.Kind == "psubscribe" {

@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 const (
@@ -42,7 +43,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	if err := b.cfg.Identity.Validate(); err != nil {
 		return fmt.Errorf("redis: consume: %w", err)
 	}
-	streams, err := uniqueEvents(events)
+	streams, err := core.ConsumeEvents(events)
 	if err != nil {
 		return fmt.Errorf("redis: consume: %w", err)
 	}
@@ -65,24 +66,6 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	}
 	c.start(ctx)
 	return nil
-}
-
-func uniqueEvents(events []string) ([]string, error) {
-	if len(events) == 0 {
-		return nil, errors.New("no events given")
-	}
-	seen := make(map[string]bool, len(events))
-	out := make([]string, 0, len(events))
-	for _, ev := range events {
-		if ev == "" {
-			return nil, errors.New("empty event name")
-		}
-		if !seen[ev] {
-			seen[ev] = true
-			out = append(out, ev)
-		}
-	}
-	return out, nil
 }
 
 // createGroups creates the broker's group on each stream, at id 0 so that
@@ -205,7 +188,7 @@ func (r *reader) run() {
 	c := r.c
 	ctx := c.runCtx
 	var (
-		bo   backoff
+		bo   retry.Backoff
 		conn *goredis.Conn
 	)
 	defer func() {
@@ -226,7 +209,7 @@ func (r *reader) run() {
 		res, err := rd.XReadGroup(ctx, &r.args).Result()
 		switch {
 		case err == nil:
-			bo.reset()
+			bo.Reset()
 			for _, st := range res {
 				for i := range st.Messages {
 					m := c.message(st.Stream, &st.Messages[i], 1)
@@ -241,7 +224,7 @@ func (r *reader) run() {
 				}
 			}
 		case errors.Is(err, goredis.Nil):
-			bo.reset() // BLOCK ran out, or CLIENT UNBLOCK
+			bo.Reset() // BLOCK ran out, or CLIENT UNBLOCK
 		case ctx.Err() != nil:
 			return
 		case isNoGroup(err):
@@ -249,7 +232,7 @@ func (r *reader) run() {
 			c.b.log.Warn("consumer group missing; creating it again", "streams", c.streams, "group", r.args.Group)
 			if err := c.b.createGroups(ctx, c.streams); err != nil {
 				c.b.log.Warn("creating consumer groups failed", "err", err)
-				if !sleepCtx(ctx, bo.next()) {
+				if !retry.Sleep(ctx, bo.Next()) {
 					return
 				}
 			}
@@ -260,7 +243,7 @@ func (r *reader) run() {
 				_ = conn.Close()
 				conn = nil
 			}
-			if !sleepCtx(ctx, bo.next()) {
+			if !retry.Sleep(ctx, bo.Next()) {
 				return
 			}
 		}
@@ -349,16 +332,16 @@ func (c *consumer) message(stream string, xm *goredis.XMessage, deliveries int) 
 // reclaimLoop runs a reclaim pass at once and then every ReclaimInterval.
 func (c *consumer) reclaimLoop() {
 	ctx := c.runCtx
-	var bo backoff
+	var bo retry.Backoff
 	wait := time.Duration(0)
-	for sleepCtx(ctx, wait) {
+	for retry.Sleep(ctx, wait) {
 		if err := c.reclaimPass(ctx); err != nil && ctx.Err() == nil {
-			d := bo.next()
+			d := bo.Next()
 			c.b.log.Warn("reclaiming idle messages failed; retrying", "streams", c.streams, "err", err, "retry_in", d)
 			wait = max(c.b.cfg.ReclaimInterval, d)
 			continue
 		}
-		bo.reset()
+		bo.Reset()
 		wait = c.b.cfg.ReclaimInterval
 	}
 }
