@@ -378,4 +378,3 @@ func (l *lineWriter) write(v any) error {
 	}
 	return nil
 }
-

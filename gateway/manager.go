@@ -620,4 +620,3 @@ func packetJSON(p *core.Payload) ([]byte, error) {
 	}
 	return raw, nil
 }
-
