@@ -104,10 +104,14 @@ func (s *syncBuffer) Bytes() []byte {
 
 func (s *syncBuffer) String() string { return string(s.Bytes()) }
 
+// opts are the options of the package's own tests: one handler at a time,
+// so that tests can expect messages in input order (a pool of handlers
+// may finish them in any order).
 func opts(t testing.TB, group, client string) core.Options {
 	return core.Options{
 		Identity:    core.Identity{Group: group, Client: client},
 		CallTimeout: 5 * time.Second,
+		Concurrency: 1,
 		Logger:      testLogger(t, slog.LevelDebug),
 	}
 }
