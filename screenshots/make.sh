@@ -10,6 +10,13 @@
 #
 #   screenshots/make.sh            # all PNGs into screenshots/
 #   FREEZE=/path/to/freeze screenshots/make.sh
+#   ONLY=amqp screenshots/make.sh  # the RabbitMQ screenshot alone
+#
+# The last step, 17-amqp-groups.png, runs only when RabbitMQ answers at
+# AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/) with its management
+# API: amqpfixture (next to this script) sets up a worker holding messages
+# unacked and two dead letters on an exchange of its own, which it deletes
+# when it ends.
 #
 # Needs go, tmux (installed with apt-get when missing), optionally pngquant
 # (shrinks the PNGs tenfold), and the module proxy
@@ -26,6 +33,11 @@ rows=36
 
 cleanup() {
 	tmux -L "$sock" kill-server 2>/dev/null || true
+	if [[ -n "${fixture:-}" ]]; then
+		kill -TERM "$fixture" 2>/dev/null || true
+		wait "$fixture" 2>/dev/null || true
+		"$work/amqpfixture" -cleanup "$exchange" 2>/dev/null || true
+	fi
 	rm -rf "$work"
 }
 trap cleanup EXIT
@@ -97,6 +109,7 @@ shot() {
 	echo "screenshots/$name.png"
 }
 
+if [[ "${ONLY:-}" != amqp ]]; then
 start demo "--sim-rate 12"
 sleep 12 # shards identify, the simulated bot leaves entries pending
 
@@ -156,3 +169,28 @@ shot light 15-light-read-only 0.6 light
 start hc "--theme high-contrast --view streams --sim-rate 12"
 sleep 6
 shot hc 16-high-contrast
+fi
+
+# RabbitMQ (optional): the Groups view of an exchange with a worker holding
+# unacknowledged messages.
+amqp_url=${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}
+amqp_hostport=$(sed -E 's|^amqps?://([^@/]*@)?([^/?]*).*|\2|' <<<"$amqp_url")
+if timeout 3 bash -c "exec 3<>/dev/tcp/${amqp_hostport%:*}/${amqp_hostport##*:}" 2>/dev/null; then
+	exchange="spectacles-shots-$$"
+	(cd "$root" && go build -o "$work/amqpfixture" ./screenshots/amqpfixture)
+	AMQP_URL="$amqp_url" "$work/amqpfixture" "$exchange" >"$work/fixture.out" 2>"$work/fixture.err" &
+	fixture=$!
+	for _ in $(seq 50); do grep -q ready "$work/fixture.out" 2>/dev/null && break; sleep 0.2; done
+	tmux -L "$sock" new-session -d -s amqp -x "$cols" -y "$rows" \
+		"env -u REDIS_URL -u DISCORD_TOKEN -u NO_COLOR -u SPECTACLES_THEME TERM=xterm-256color COLORTERM=truecolor \
+		BROKER_TYPE=amqp AMQP_URL='$amqp_url' BROKER_GROUP='$exchange' \
+		$work/spectacles console --view 'groups MESSAGE_CREATE' 2>$work/amqp.err"
+	sleep 7 # RabbitMQ's statistics refresh every 5 s
+	shot amqp 17-amqp-groups 0.5
+	tmux -L "$sock" kill-session -t amqp 2>/dev/null || true
+	kill -TERM "$fixture" 2>/dev/null || true
+	wait "$fixture" 2>/dev/null || true
+	fixture=
+else
+	echo "no RabbitMQ at ${amqp_hostport}: skipping 17-amqp-groups.png" >&2
+fi

@@ -129,13 +129,37 @@ func parseID(id string) (ms, seq uint64, ok bool) {
 	return ms, seq, err1 == nil && err2 == nil
 }
 
-// idTime returns the time a stream id was created, or zero.
+// idTime returns the time an id was created, or zero: a Redis stream id
+// ("ms-seq") or a UUIDv7 (the AMQP driver's message ids), whose first 48
+// bits are milliseconds since the epoch.
 func idTime(id string) time.Time {
+	if ms, ok := uuidV7Millis(id); ok {
+		return time.UnixMilli(ms)
+	}
 	ms, _, ok := parseID(id)
 	if !ok || ms == 0 {
 		return time.Time{}
 	}
 	return time.UnixMilli(int64(ms))
+}
+
+// uuidV7Millis returns the timestamp of a UUIDv7 in its text form.
+func uuidV7Millis(id string) (int64, bool) {
+	if len(id) != 36 || id[8] != '-' || id[13] != '-' || id[18] != '-' || id[23] != '-' || id[14] != '7' {
+		return 0, false
+	}
+	ms, err := strconv.ParseInt(id[:8]+id[9:13], 16, 64)
+	if err != nil || ms <= 0 {
+		return 0, false
+	}
+	return ms, true
+}
+
+// isStreamID reports whether id is a Redis stream id ("ms-seq"), which
+// prevID and compareIDs can order.
+func isStreamID(id string) bool {
+	_, _, ok := parseID(id)
+	return ok
 }
 
 // prevID returns the id just before id, so that an exclusive range after it
@@ -154,10 +178,14 @@ func prevID(id string) string {
 	return ""
 }
 
-// compareIDs orders stream ids numerically.
+// compareIDs orders stream ids numerically, and other ids (AMQP message
+// ids: UUIDv7, in time order as text) as text.
 func compareIDs(a, b string) int {
-	am, as, _ := parseID(a)
-	bm, bs, _ := parseID(b)
+	am, as, aok := parseID(a)
+	bm, bs, bok := parseID(b)
+	if !aok || !bok {
+		return strings.Compare(a, b)
+	}
 	switch {
 	case am < bm:
 		return -1

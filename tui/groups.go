@@ -25,6 +25,38 @@ type groupsResult struct {
 
 func (groupsResult) target() kind { return kGroups }
 
+// The Groups columns of Redis, and of RabbitMQ: a group is a queue,
+// Pending its unacknowledged messages, Lag its ready ones; consumers are
+// consumer tags @ connection names, with unknown idle times.
+var (
+	groupCols = []column{
+		{title: "GROUP", width: 16, flex: true},
+		{title: "CONSUMERS", width: 9, right: true},
+		{title: "PENDING", width: 9, right: true},
+		{title: "LAG", width: 9, right: true},
+		{title: "OUT", width: 8, right: true},
+		{title: "LAST DELIVERED", width: 16},
+	}
+	amqpGroupCols = []column{
+		{title: "QUEUE", width: 24, flex: true},
+		{title: "CONSUMERS", width: 9, right: true},
+		{title: "UNACKED", width: 9, right: true},
+		{title: "READY", width: 9, right: true},
+		{title: "MESSAGES", width: 9, right: true},
+	}
+	consumerCols = []column{
+		{title: "CONSUMER", width: 20, flex: true},
+		{title: "PENDING", width: 9, right: true},
+		{title: "IDLE", width: 9, right: true},
+		{title: "STATE", width: 24},
+	}
+	amqpConsumerCols = []column{
+		{title: "CONSUMER (TAG @ CONNECTION)", width: 30, flex: true},
+		{title: "UNACKED", width: 9, right: true},
+		{title: "STATE", width: 26},
+	}
+)
+
 type groupsView struct {
 	sh        *shared
 	load      loader
@@ -40,21 +72,9 @@ type groupsView struct {
 
 func newGroups(sh *shared) *groupsView {
 	v := &groupsView{sh: sh, outRates: map[string]float64{}}
-	v.gt = newTable(sh.st,
-		column{title: "GROUP", width: 16, flex: true},
-		column{title: "CONSUMERS", width: 9, right: true},
-		column{title: "PENDING", width: 9, right: true},
-		column{title: "LAG", width: 9, right: true},
-		column{title: "OUT", width: 8, right: true},
-		column{title: "LAST DELIVERED", width: 16},
-	)
+	v.gt = newTable(sh.st, groupCols...)
 	v.gt.empty = "no consumer groups: nothing consumes this stream"
-	v.ct = newTable(sh.st,
-		column{title: "CONSUMER", width: 20, flex: true},
-		column{title: "PENDING", width: 9, right: true},
-		column{title: "IDLE", width: 9, right: true},
-		column{title: "STATE", width: 24},
-	)
+	v.ct = newTable(sh.st, consumerCols...)
 	v.ct.focused = false
 	v.ct.empty = "no consumers"
 	v.k.Up = bindAs("↑/k", "up", "up", "k")
@@ -138,7 +158,20 @@ func (v *groupsView) keys() []key.Binding {
 	v.k.Open.SetEnabled(has)
 	v.k.Copy.SetEnabled(has)
 	v.k.Tail.SetEnabled(v.stream != "")
+	if v.sh.amqp() {
+		v.k.Open.SetHelp("enter", "unacked (explained)")
+		v.k.Copy.SetHelp("y", "copy queue name")
+		_, dlq := core.IsDeadLetterEvent(v.stream)
+		v.k.Tail.SetEnabled(dlq)
+	}
 	return []key.Binding{v.k.Up, v.k.Down, v.k.Open, v.k.Tail, v.k.Copy}
+}
+
+func (v *groupsView) unavailable() []unavailableKey {
+	if !v.sh.amqp() || v.k.Tail.Enabled() || v.stream == "" {
+		return nil
+	}
+	return []unavailableKey{{key: v.k.Tail, why: amqpTailWhy}}
 }
 
 func (v *groupsView) update(msg tea.Msg) tea.Cmd {
@@ -150,6 +183,9 @@ func (v *groupsView) update(msg tea.Msg) tea.Cmd {
 			if msg.err == nil {
 				v.info, v.groups, v.consumers = msg.stream, msg.groups, msg.consumers
 				for _, g := range v.groups {
+					if v.sh.amqp() {
+						break // queue depths: no delivered counter
+					}
 					_, out := v.rates.rate(g.Name, 0, delivered(v.info.Length, []core.GroupInfo{g}), msg.at)
 					v.outRates[g.Name] = out
 				}
@@ -161,6 +197,9 @@ func (v *groupsView) update(msg tea.Msg) tea.Cmd {
 		}
 	case tea.KeyMsg:
 		v.keys()
+		if cmd := pressedUnavailable(msg, v.unavailable()); cmd != nil {
+			return cmd
+		}
 		switch {
 		case key.Matches(msg, v.k.Up):
 			v.gt.move(-1)
@@ -183,7 +222,22 @@ func (v *groupsView) update(msg tea.Msg) tea.Cmd {
 func (v *groupsView) fill() {
 	rows := make([][]string, len(v.groups))
 	keys := make([]string, len(v.groups))
+	amqp := v.sh.amqp()
+	v.gt.cols, v.ct.cols = groupCols, consumerCols
+	if amqp {
+		v.gt.cols, v.ct.cols = amqpGroupCols, amqpConsumerCols
+		v.gt.empty = "no queues bound for this event: nothing consumes it"
+	}
 	for i, g := range v.groups {
+		if amqp {
+			depth := int64(-1)
+			if g.Pending >= 0 && g.Lag >= 0 {
+				depth = g.Pending + g.Lag
+			}
+			rows[i] = []string{g.Name, fmt.Sprint(g.Consumers), fmtKnown(g.Pending), fmtKnown(g.Lag), fmtKnown(depth)}
+			keys[i] = g.Name
+			continue
+		}
 		lag := "?"
 		if g.Lag >= 0 {
 			lag = fmtCount(g.Lag)
@@ -204,7 +258,20 @@ func (v *groupsView) fillConsumers() {
 	list := v.consumers[v.gt.selectedKey()]
 	rows := make([][]string, len(list))
 	keys := make([]string, len(list))
+	amqp := v.sh.amqp()
 	for i, c := range list {
+		if amqp {
+			state := "consuming"
+			switch {
+			case c.Pending > 0:
+				state = fmt.Sprintf("working: holds %s", fmtCount(c.Pending))
+			case c.Pending < 0:
+				state = "consuming (? not counted)"
+			}
+			rows[i] = []string{c.Name, fmtKnown(c.Pending), state}
+			keys[i] = c.Name
+			continue
+		}
 		state := "active"
 		switch {
 		case v.stale(c) && c.Pending > 0:
@@ -243,7 +310,7 @@ func (v *groupsView) view() string {
 	}
 	sel := v.gt.selectedKey()
 	title := " " + st.title.Render("Consumers of "+sel)
-	if v.sh.node.StaleAfter > 0 {
+	if v.sh.node.StaleAfter > 0 && !v.sh.amqp() {
 		title += st.muted.Render(fmt.Sprintf("  (stale: idle ≥ %s, the message timeout)", fmtDuration(v.sh.node.StaleAfter)))
 	}
 	if sel == "" {
@@ -251,6 +318,9 @@ func (v *groupsView) view() string {
 	}
 	if v.sh.node.Embedded {
 		errLine += " " + st.muted.Render("LAG ? : the embedded server does not report lag") + "\n"
+	}
+	if v.sh.amqp() {
+		errLine += " " + st.muted.Render("RabbitMQ queues: UNACKED delivered, not acknowledged · READY awaiting a consumer · ? not reported") + "\n"
 	}
 	return errLine + v.gt.view() + "\n\n" + title + "\n" + v.ct.view()
 }

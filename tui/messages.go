@@ -118,6 +118,9 @@ type actionMsg struct {
 	from kind
 	text string
 	err  error
+	// requeued are the dead letters of dlq a requeue moved away.
+	dlq      string
+	requeued []string
 }
 
 func status(text string) tea.Cmd {
@@ -181,6 +184,9 @@ type shared struct {
 	maxTail  int
 	// paused stops every live refresh (P).
 	paused bool
+	// serverKind is the broker kind the server reported (Server().Kind),
+	// once the overview asked; until then the node's BrokerKind counts.
+	serverKind string
 	// tick makes timer commands (tests replace it to drive time by hand).
 	tick func(time.Duration, func(time.Time) tea.Msg) tea.Cmd
 }
@@ -196,6 +202,38 @@ func (s *shared) errText(err error) string {
 		return ""
 	}
 	return s.backend.Redact(err.Error())
+}
+
+// amqp reports a RabbitMQ broker (kind "amqp"): its queues stand for
+// streams and groups, and it cannot list or settle unacknowledged messages.
+func (s *shared) amqp() bool {
+	k := s.serverKind
+	if k == "" {
+		k = s.node.BrokerKind
+	}
+	return k == "amqp"
+}
+
+// unavailableKey is an action a broker cannot do: shown in the help as
+// unavailable, with why, and pressing it says why.
+type unavailableKey struct {
+	key key.Binding
+	why string
+}
+
+// unavailabler views list the actions this broker cannot do.
+type unavailabler interface {
+	unavailable() []unavailableKey
+}
+
+// pressedUnavailable returns a status error when msg is one of list's keys.
+func pressedUnavailable(msg tea.KeyMsg, list []unavailableKey) tea.Cmd {
+	for _, u := range list {
+		if pressed(msg, u.key) {
+			return statusErr(u.key.Help().Desc + " is unavailable: " + u.why)
+		}
+	}
+	return nil
 }
 
 // fixGroups drops what a server cannot tell: the embedded server reports

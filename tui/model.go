@@ -270,6 +270,9 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		} else {
 			m.setStatus(msg.text, false)
 		}
+		if len(msg.requeued) > 0 {
+			m.views[kTail].(*tailView).drop(msg.dlq, msg.requeued)
+		}
 		cmd := m.views[msg.from].refresh()
 		if msg.from != m.active() {
 			cmd = tea.Batch(cmd, m.views[m.active()].refresh())
@@ -717,6 +720,14 @@ func (m *Model) globalBindings() []key.Binding {
 	return g
 }
 
+// brokerKind is the broker's kind as the server reports it, else the node's.
+func (m *Model) brokerKind() string {
+	if m.sh.serverKind != "" {
+		return m.sh.serverKind
+	}
+	return m.sh.node.BrokerKind
+}
+
 func (m *Model) footerView() string {
 	list := m.viewBindings()
 	if m.mode == modeNormal {
@@ -735,6 +746,17 @@ func (m *Model) helpView() string {
 	var b strings.Builder
 	b.WriteString(st.title.Render("Keys that work in "+kindTitles[m.active()]) + "\n\n")
 	b.WriteString(m.help.FullHelpView(groups) + "\n\n")
+	if u, ok := m.views[m.active()].(unavailabler); ok && m.mode == modeHelp {
+		if list := u.unavailable(); len(list) > 0 {
+			b.WriteString(st.warn.Render("Unavailable on this broker ("+m.brokerKind()+"):") + "\n")
+			for _, x := range list {
+				h := x.key.Help()
+				b.WriteString("  " + st.key.Render(pad(h.Key, 6)) + st.text.Render(h.Desc) + "\n")
+				b.WriteString("        " + st.muted.Render(truncate("✗ "+x.why, max(m.width-9, 10))) + "\n")
+			}
+			b.WriteString("\n")
+		}
+	}
 	b.WriteString(st.muted.Render("Commands (:) "+strings.Join(commandNames(), ", ")) + "\n")
 	if m.sh.readOnly {
 		b.WriteString(st.warn.Render("READ-ONLY: ack, claim, dead-letter, requeue, publish, call, send and shard control are disabled") + "\n")

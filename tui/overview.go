@@ -113,6 +113,9 @@ func (v *overviewView) update(msg tea.Msg) tea.Cmd {
 		if apply {
 			v.load.loaded = true
 			v.res = msg
+			if msg.serverErr == nil && msg.server.Kind != "" {
+				v.sh.serverKind = msg.server.Kind
+			}
 			var in, out int64
 			known := true
 			for _, s := range msg.streams {
@@ -134,7 +137,7 @@ func (v *overviewView) update(msg tea.Msg) tea.Cmd {
 			if !known {
 				out = -1
 			}
-			if msg.serverErr == nil && msg.streams != nil {
+			if msg.serverErr == nil && msg.streams != nil && !v.sh.amqp() {
 				v.in, v.out = v.rates.rate("all", in, out, msg.at)
 			}
 			if msg.counters {
@@ -170,6 +173,9 @@ func (v *overviewView) dlqs() []string {
 
 // warnings lists what an operator should look at.
 func (v *overviewView) warnings() []string {
+	if v.sh.amqp() {
+		return v.amqpWarnings()
+	}
 	var out []string
 	for _, s := range v.res.streams {
 		if _, dlq := core.IsDeadLetterEvent(s.Name); dlq || s.Groups > 0 || s.Length == 0 {
@@ -190,6 +196,41 @@ func (v *overviewView) warnings() []string {
 				}
 			}
 		}
+	}
+	for _, s := range v.res.shards {
+		if s.State == gateway.Failed {
+			out = append(out, fmt.Sprintf("shard %d failed: %s", s.ID, v.sh.backend.Redact(s.Err)))
+		}
+	}
+	return out
+}
+
+// amqpWarnings lists what an operator of RabbitMQ should look at: queues
+// whose ready messages grow (with no consumer, or consumers not keeping
+// up), ready messages nobody consumes, and counts RabbitMQ did not give.
+func (v *overviewView) amqpWarnings() []string {
+	var out []string
+	unknown := false
+	for _, s := range v.res.streams {
+		_, dlq := core.IsDeadLetterEvent(s.Name)
+		for _, g := range v.res.groups[s.Name] {
+			if g.Pending < 0 || g.Lag < 0 {
+				unknown = true
+			}
+			l := v.lags[s.Name+"/"+g.Name]
+			growing := len(l) == 3 && l[0] >= 0 && l[0] < l[1] && l[1] < l[2]
+			switch {
+			case growing && g.Consumers == 0 && !dlq:
+				out = append(out, fmt.Sprintf("queue %s: ready messages growing (%s → %s → %s) and no consumers", g.Name, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2])))
+			case growing && !dlq:
+				out = append(out, fmt.Sprintf("queue %s: ready messages growing (%s → %s → %s): its %s do not keep up", g.Name, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2]), plural(g.Consumers, "consumer")))
+			case g.Consumers == 0 && g.Lag > 0 && !dlq:
+				out = append(out, fmt.Sprintf("queue %s: %s ready and no consumers", g.Name, fmtCount(g.Lag)))
+			}
+		}
+	}
+	if unknown {
+		out = append(out, "some unacked or ready counts are unknown (?): RabbitMQ has not reported them yet, or its management API is unreachable")
 	}
 	for _, s := range v.res.shards {
 		if s.State == gateway.Failed {
@@ -297,11 +338,25 @@ func (v *overviewView) view() string {
 			}
 			for _, g := range r.groups[s.Name] {
 				groups++
-				pending += g.Pending
+				pending += max(g.Pending, 0)
 			}
 		}
-		b.WriteString(label("Messages") + fmt.Sprintf("in %s · out %s", fmtRate(v.in), fmtRate(v.out)) +
-			st.muted.Render(fmt.Sprintf(" · %s · %s entries · %s · %s pending", plural(len(r.streams), "stream"), fmtCount(entries), plural(groups, "group"), fmtCount(pending))) + "\n")
+		if v.sh.amqp() {
+			var ready, unacked int64
+			var consumers int
+			for _, s := range r.streams {
+				if _, dlq := core.IsDeadLetterEvent(s.Name); dlq {
+					continue
+				}
+				rd, un, c := queueTotals(r.groups[s.Name])
+				ready, unacked, consumers = ready+max(rd, 0), unacked+max(un, 0), consumers+c
+			}
+			b.WriteString(label("Queues") + fmt.Sprintf("%s ready · %s unacked · %s", fmtCount(ready), fmtCount(unacked), plural(consumers, "consumer")) +
+				st.muted.Render(fmt.Sprintf(" · %s · %s queues (RabbitMQ statistics)", plural(len(r.streams), "event"), fmtCount(int64(groups)))) + "\n")
+		} else {
+			b.WriteString(label("Messages") + fmt.Sprintf("in %s · out %s", fmtRate(v.in), fmtRate(v.out)) +
+				st.muted.Render(fmt.Sprintf(" · %s · %s entries · %s · %s pending", plural(len(r.streams), "stream"), fmtCount(entries), plural(groups, "group"), fmtCount(pending))) + "\n")
+		}
 		var dl int64
 		var parts []string
 		for _, s := range r.streams {

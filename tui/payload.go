@@ -13,8 +13,12 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 )
 
-// fetchEntry loads one entry by id (Entries after the id just before it).
-func fetchEntry(sh *shared, stream, id string) tea.Cmd {
+// fetchEntry loads one entry by id. A Redis stream id is found exactly
+// (Entries after the id just before it); any other id (AMQP message ids)
+// from after prev, the id of the entry shown before it in the same stream
+// ("" for the first), searching a short page and then, when it moved
+// (entries before it were removed), one bounded page from the start.
+func fetchEntry(sh *shared, stream, id, prev string) tea.Cmd {
 	ins := sh.backend.Inspector()
 	if ins == nil {
 		return statusErr("this broker offers no inspection")
@@ -22,14 +26,37 @@ func fetchEntry(sh *shared, stream, id string) tea.Cmd {
 	return func() tea.Msg {
 		ctx, cancel := sh.ctx()
 		defer cancel()
-		list, err := ins.Entries(ctx, stream, core.RangeQuery{After: prevID(id), Count: 1})
-		msg := payloadMsg{stream: stream, entry: core.Entry{ID: id}, err: err}
-		if err == nil && len(list) == 1 && list[0].ID == id {
-			msg.entry, msg.found = list[0], true
+		msg := payloadMsg{stream: stream, entry: core.Entry{ID: id}}
+		queries := []core.RangeQuery{{After: prevID(id), Count: 1}}
+		if !isStreamID(id) {
+			queries = []core.RangeQuery{{After: prev, Count: fetchNearby}}
+			if prev != "" {
+				queries = append(queries, core.RangeQuery{Count: fetchWide})
+			}
+		}
+		for _, q := range queries {
+			list, err := ins.Entries(ctx, stream, q)
+			if err != nil {
+				msg.err = err
+				return msg
+			}
+			for _, e := range list {
+				if e.ID == id {
+					msg.entry, msg.found = e, true
+					return msg
+				}
+			}
 		}
 		return msg
 	}
 }
+
+// fetchNearby and fetchWide bound the pages fetchEntry reads to find an
+// id that is not a Redis stream id.
+const (
+	fetchNearby = 20
+	fetchWide   = 500
+)
 
 // payloadPane shows one entry's payload: decoded pretty JSON, or a hex
 // dump when it does not decode.

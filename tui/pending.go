@@ -19,6 +19,7 @@ type pendingResult struct {
 	group     string // resolved group (when the view was opened without one)
 	info      core.GroupInfo
 	groups    int
+	all       []core.GroupInfo
 	consumers []core.ConsumerInfo
 	page      []core.PendingEntry
 	err       error
@@ -35,6 +36,7 @@ type pendingView struct {
 	autoGroup     bool
 	info          core.GroupInfo
 	groups        int
+	all           []core.GroupInfo // every group of the stream
 	consumers     []core.ConsumerInfo
 	starts        []string // "after" id of each page up to the current one
 	offsets       []int    // rows before each page
@@ -94,6 +96,9 @@ func (v *pendingView) crumbs() []string {
 	out := []string{v.stream}
 	if v.group != "" {
 		g := "group " + v.group
+		if v.sh.amqp() {
+			g = "queue " + v.group
+		}
 		if v.autoGroup && v.groups > 1 {
 			g += fmt.Sprintf(" (most pending of %d)", v.groups)
 		}
@@ -167,6 +172,7 @@ func (v *pendingView) refresh() tea.Cmd {
 		}
 		r.groups = len(groups)
 		groups = sh.fixGroups(groups)
+		r.all = groups
 		if r.group == "" {
 			if len(groups) == 0 {
 				r.err = fmt.Errorf("%s has no consumer groups, so nothing is pending", stream)
@@ -207,7 +213,32 @@ func (v *pendingView) keys() []key.Binding {
 	}
 	v.k.Dead.SetEnabled(write && !v.isDLQ())
 	v.k.Requeue.SetEnabled(write && v.isDLQ())
+	if v.sh.amqp() {
+		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue} {
+			b.SetEnabled(false)
+		}
+	}
 	return append(v.k.nav.list()[:4], v.k.Payload, v.k.Mark, v.k.MarkPage, v.k.Ack, v.k.Claim, v.k.Dead, v.k.Requeue, v.k.Copy)
+}
+
+// Why RabbitMQ cannot do the Pending view's actions.
+const (
+	amqpPendingWhy = "RabbitMQ does not let another client list or take unacknowledged messages"
+	amqpAckWhy     = "only the channel a message was delivered on can acknowledge it (RabbitMQ)"
+	amqpClaimWhy   = "RabbitMQ cannot take a message from the consumer it was delivered to; it returns to its queue when that consumer's channel closes"
+	amqpDeadWhy    = "RabbitMQ cannot take a message from its consumer; the driver dead-letters after MaxDeliveries, a handler with Reject"
+)
+
+func (v *pendingView) unavailable() []unavailableKey {
+	if !v.sh.amqp() {
+		return nil
+	}
+	out := []unavailableKey{{key: v.k.Ack, why: amqpAckWhy}, {key: v.k.Claim, why: amqpClaimWhy}, {key: v.k.Dead, why: amqpDeadWhy}}
+	if v.isDLQ() {
+		source, _ := core.IsDeadLetterEvent(v.stream)
+		out = append(out, unavailableKey{key: v.k.Requeue, why: "dead letters are listed and requeued in the tail: :dlq " + source + ", then R"})
+	}
+	return out
 }
 
 // targets are the marked ids, or the one under the cursor.
@@ -244,7 +275,7 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 			if msg.group != "" {
 				v.group = msg.group
 			}
-			v.info, v.groups, v.consumers = msg.info, msg.groups, msg.consumers
+			v.info, v.groups, v.consumers, v.all = msg.info, msg.groups, msg.consumers, msg.all
 			if msg.err == nil {
 				v.setPage(msg.page)
 			}
@@ -339,13 +370,20 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 		return nil
 	}
+	if cmd := pressedUnavailable(msg, v.unavailable()); cmd != nil {
+		return cmd
+	}
 	ids := v.targets()
 	target := fmt.Sprintf("%s/%s", v.stream, v.group)
 	sh, stream, group := v.sh, v.stream, v.group
 	ins := sh.backend.Inspector()
 	switch {
 	case key.Matches(msg, v.k.Payload):
-		return fetchEntry(sh, stream, v.tbl.selectedKey())
+		id, prev := v.tbl.selectedKey(), ""
+		if i := v.tbl.cursor; i > 0 && i < len(v.rows) {
+			prev = v.rows[i-1].ID
+		}
+		return fetchEntry(sh, stream, id, prev)
 	case key.Matches(msg, v.k.Mark):
 		v.tbl.toggleMark()
 		v.tbl.move(1)
@@ -449,7 +487,11 @@ func requeueCmd(sh *shared, from kind, source, group string, ids []string) tea.C
 				text += ", …"
 			}
 		}
-		return actionMsg{from: from, text: text, err: err}
+		msg := actionMsg{from: from, text: text, err: err}
+		if err == nil {
+			msg.dlq, msg.requeued = core.DeadLetterEvent(source), ids
+		}
+		return msg
 	}
 }
 
@@ -465,6 +507,9 @@ func (v *pendingView) view() string {
 		return " " + st.muted.Render("loading pending entries…")
 	}
 	var top string
+	if v.load.err != nil && errors.Is(v.load.err, core.ErrUnsupported) && v.sh.amqp() {
+		return v.amqpView()
+	}
 	if v.load.err != nil {
 		if errors.Is(v.load.err, core.ErrUnsupported) {
 			top = " " + st.warn.Render("this broker cannot list pending entries: "+v.sh.errText(v.load.err))
@@ -488,4 +533,41 @@ func (v *pendingView) view() string {
 		v.tbl.empty = "nothing pending matches the filter"
 	}
 	return top + "\n" + v.tbl.view()
+}
+
+// amqpView explains, on RabbitMQ, why no unacknowledged message is listed,
+// with what RabbitMQ counts instead.
+func (v *pendingView) amqpView() string {
+	st := v.sh.st
+	var b strings.Builder
+	line := func(s string) { b.WriteString(" " + s + "\n") }
+	line(st.warn.Render(fmt.Sprintf("%s; unacked per queue: %s", amqpPendingWhy, fmtKnown(v.info.Pending))))
+	line("")
+	line(st.title.Render("Queue "+v.group) + "  " + fmt.Sprintf("%s unacked · %s ready · %s", fmtKnown(v.info.Pending), fmtKnown(v.info.Lag), plural(v.info.Consumers, "consumer")))
+	for _, c := range v.consumers {
+		held := "unacked not counted per consumer"
+		if c.Pending >= 0 {
+			held = "holds " + fmtCount(c.Pending) + " unacked"
+		}
+		line("   " + truncate(c.Name, max(v.tbl.width-40, 20)) + st.muted.Render("  "+held))
+	}
+	var others []string
+	for _, g := range v.all {
+		if g.Name != v.group {
+			others = append(others, fmt.Sprintf("%s %s unacked, %s ready", g.Name, fmtKnown(g.Pending), fmtKnown(g.Lag)))
+		}
+	}
+	if len(others) > 0 {
+		line(st.muted.Render("Other queues of " + v.stream + ": " + strings.Join(others, " · ")))
+	}
+	line("")
+	line(st.muted.Render("Ack, claim and dead-letter are unavailable on RabbitMQ (? shows why). Instead:"))
+	line(st.muted.Render(" · an unacked message returns to its queue when its consumer's channel closes (stop or restart it);"))
+	line(st.muted.Render(" · the driver dead-letters a message after MaxDeliveries deliveries, a handler with Reject;"))
+	source := v.stream
+	if s, ok := core.IsDeadLetterEvent(v.stream); ok {
+		source = s
+	}
+	line(st.muted.Render(" · dead letters are listed and requeued in the tail: :dlq " + source + ", then R."))
+	return b.String()
 }

@@ -66,6 +66,9 @@ type streamRow struct {
 	core.StreamInfo
 	groups  []core.GroupInfo
 	in, out float64
+	// ready, unacked and consumers sum the queues of an AMQP event.
+	ready, unacked int64
+	consumers      int
 }
 
 type streamsResult struct {
@@ -116,6 +119,57 @@ const (
 
 var sortNames = [numSorts]string{"name", "length", "groups", "in/s", "out/s"}
 
+// streamCols are the Streams columns of a Redis broker; amqpStreamCols of
+// RabbitMQ, where a stream is an event (a routing key) and its groups are
+// the queues bound for it: no ids in order, and depths rather than
+// counters, so no rates.
+var (
+	streamCols = []column{
+		{title: "STREAM", width: 18, flex: true},
+		{title: "LENGTH", width: 11, right: true},
+		{title: "GROUPS", width: 6, right: true},
+		{title: "IN", width: 8, right: true},
+		{title: "OUT", width: 8, right: true},
+		{title: "FIRST ID", width: 16},
+		{title: "LAST ID", width: 16},
+	}
+	amqpStreamCols = []column{
+		{title: "EVENT", width: 18, flex: true},
+		{title: "MESSAGES", width: 11, right: true},
+		{title: "QUEUES", width: 6, right: true},
+		{title: "READY", width: 9, right: true},
+		{title: "UNACKED", width: 9, right: true},
+		{title: "CONSUMERS", width: 9, right: true},
+	}
+)
+
+// queueTotals sums a stream's queues: ready, unacked (-1 when a queue's is
+// unknown) and consumers.
+func queueTotals(groups []core.GroupInfo) (ready, unacked int64, consumers int) {
+	for _, g := range groups {
+		consumers += g.Consumers
+		if g.Lag < 0 || ready < 0 {
+			ready = -1
+		} else {
+			ready += g.Lag
+		}
+		if g.Pending < 0 || unacked < 0 {
+			unacked = -1
+		} else {
+			unacked += g.Pending
+		}
+	}
+	return ready, unacked, consumers
+}
+
+// fmtKnown shows a count, or "?" when it is unknown (negative).
+func fmtKnown(n int64) string {
+	if n < 0 {
+		return "?"
+	}
+	return fmtCount(n)
+}
+
 type streamsView struct {
 	sh     *shared
 	load   loader
@@ -134,15 +188,7 @@ type streamsView struct {
 
 func newStreams(sh *shared) *streamsView {
 	v := &streamsView{sh: sh}
-	v.tbl = newTable(sh.st,
-		column{title: "STREAM", width: 18, flex: true},
-		column{title: "LENGTH", width: 11, right: true},
-		column{title: "GROUPS", width: 6, right: true},
-		column{title: "IN", width: 8, right: true},
-		column{title: "OUT", width: 8, right: true},
-		column{title: "FIRST ID", width: 16},
-		column{title: "LAST ID", width: 16},
-	)
+	v.tbl = newTable(sh.st, streamCols...)
 	v.k.nav = newNavKeys()
 	v.k.Open = bind("groups", "enter")
 	v.k.Tail = bind("tail", "t")
@@ -156,8 +202,15 @@ func newStreams(sh *shared) *streamsView {
 	return v
 }
 
+// amqpSortNames name the sorts on AMQP, where in/out stand for ready and
+// unacked.
+var amqpSortNames = [numSorts]string{"name", "messages", "queues", "ready", "unacked"}
+
 func (v *streamsView) crumbs() []string {
 	s := fmt.Sprintf("%s · sorted by %s", plural(len(v.all), "stream"), sortNames[v.sortBy])
+	if v.sh.amqp() {
+		s = fmt.Sprintf("%s · sorted by %s", plural(len(v.all), "event"), amqpSortNames[v.sortBy])
+	}
 	if v.desc {
 		s += " ↓"
 	}
@@ -199,8 +252,30 @@ func (v *streamsView) keys() []key.Binding {
 		b.SetEnabled(has)
 	}
 	v.k.Publish.SetEnabled(has && !v.sh.readOnly && v.sh.backend.Broker() != nil)
+	if v.sh.amqp() {
+		v.k.Pending.SetHelp("p", "unacked (explained)")
+		// Only dead letters can be read without consuming them.
+		row, _ := v.selected()
+		_, dlq := core.IsDeadLetterEvent(row.Name)
+		v.k.Tail.SetEnabled(has && dlq)
+		v.k.Mark.SetEnabled(false)
+	}
 	out := append(v.k.nav.list()[:2], v.k.Open, v.k.Pending, v.k.Tail, v.k.Mark, v.k.DLQ, v.k.Publish, v.k.Copy, v.k.Sort, v.k.Reverse)
 	return out
+}
+
+// amqpTailWhy is why a live AMQP event cannot be tailed.
+const amqpTailWhy = "RabbitMQ queues cannot be read without consuming them; only dead letters (d, or :dlq EVENT) can be listed"
+
+func (v *streamsView) unavailable() []unavailableKey {
+	if !v.sh.amqp() {
+		return nil
+	}
+	var out []unavailableKey
+	if !v.k.Tail.Enabled() {
+		out = append(out, unavailableKey{key: v.k.Tail, why: amqpTailWhy + " (t works on an EVENT:dlq row)"})
+	}
+	return append(out, unavailableKey{key: v.k.Mark, why: "marks choose live queues to tail, which RabbitMQ cannot read"})
 }
 
 func (v *streamsView) selected() (streamRow, bool) {
@@ -221,8 +296,16 @@ func (v *streamsView) update(msg tea.Msg) tea.Cmd {
 			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
 			if msg.err == nil || msg.streams != nil {
 				rows := make([]streamRow, 0, len(msg.streams))
+				amqp := v.sh.amqp()
 				for _, s := range msg.streams {
 					g := msg.groups[s.Name]
+					if amqp {
+						// Queue depths, not counters: no rates.
+						r := streamRow{StreamInfo: s, groups: g, in: math.NaN(), out: math.NaN()}
+						r.ready, r.unacked, r.consumers = queueTotals(g)
+						rows = append(rows, r)
+						continue
+					}
 					in, out := v.rates.rate(s.Name, s.Length, delivered(s.Length, g), msg.at)
 					if s.Groups == 0 {
 						out = math.NaN()
@@ -249,6 +332,11 @@ func (v *streamsView) key(msg tea.KeyMsg) tea.Cmd {
 		return nil
 	}
 	row, ok := v.selected()
+	if ok && v.sh.amqp() {
+		if cmd := pressedUnavailable(msg, v.unavailable()); cmd != nil {
+			return cmd
+		}
+	}
 	switch {
 	case key.Matches(msg, v.k.Sort):
 		v.sortBy = (v.sortBy + 1) % numSorts
@@ -303,6 +391,7 @@ func (v *streamsView) apply() {
 			v.shown = append(v.shown, r)
 		}
 	}
+	amqp := v.sh.amqp()
 	rate := func(x float64) float64 {
 		if math.IsNaN(x) {
 			return -1
@@ -318,8 +407,14 @@ func (v *streamsView) apply() {
 			c = cmp.Compare(a.Groups, b.Groups)
 		case sortIn:
 			c = cmp.Compare(rate(a.in), rate(b.in))
+			if amqp {
+				c = cmp.Compare(a.ready, b.ready)
+			}
 		case sortOut:
 			c = cmp.Compare(rate(a.out), rate(b.out))
+			if amqp {
+				c = cmp.Compare(a.unacked, b.unacked)
+			}
 		}
 		if c == 0 {
 			c = strings.Compare(a.Name, b.Name)
@@ -334,14 +429,25 @@ func (v *streamsView) apply() {
 	})
 	rows := make([][]string, len(v.shown))
 	keys := make([]string, len(v.shown))
+	v.tbl.cols = streamCols
+	if amqp {
+		v.tbl.cols = amqpStreamCols
+	}
 	for i, r := range v.shown {
-		rows[i] = []string{r.Name, fmtCount(r.Length), fmt.Sprint(r.Groups), fmtRate(r.in), fmtRate(r.out), r.FirstID, r.LastID}
+		if amqp {
+			rows[i] = []string{r.Name, fmtCount(r.Length), fmt.Sprint(r.Groups), fmtKnown(r.ready), fmtKnown(r.unacked), fmt.Sprint(r.consumers)}
+		} else {
+			rows[i] = []string{r.Name, fmtCount(r.Length), fmt.Sprint(r.Groups), fmtRate(r.in), fmtRate(r.out), r.FirstID, r.LastID}
+		}
 		keys[i] = r.Name
 	}
 	v.tbl.setRows(rows, keys)
-	if v.filter != "" {
+	switch {
+	case v.filter != "":
 		v.tbl.empty = "no stream matches " + v.filter
-	} else {
+	case amqp:
+		v.tbl.empty = "no queues bound on this exchange yet"
+	default:
 		v.tbl.empty = "no streams yet"
 	}
 }
@@ -356,6 +462,10 @@ func (v *streamsView) view() string {
 	out := v.tbl.view()
 	if v.load.err != nil {
 		out = " " + v.sh.st.bad.Render("✗ "+v.sh.errText(v.load.err)) + "\n" + out
+	}
+	if v.sh.amqp() {
+		out += "\n\n " + v.sh.st.muted.Render("RabbitMQ: one row per event (routing key); MESSAGES is the depth of its queues (ready + unacked),")
+		out += "\n " + v.sh.st.muted.Render("QUEUES the queues bound for it. Counts are RabbitMQ's statistics, a few seconds old.")
 	}
 	return out
 }

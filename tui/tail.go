@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -19,6 +20,8 @@ const (
 	tailBacklog = 50
 	tailBatch   = 500
 	tailEvery   = 500 * time.Millisecond
+	// amqpTailEvery is the poll interval on RabbitMQ.
+	amqpTailEvery = 2 * time.Second
 )
 
 type tailEntry struct {
@@ -39,6 +42,17 @@ func (tailResult) target() kind { return kTail }
 type tailTick struct{ gen int }
 
 func (tailTick) target() kind { return kTail }
+
+// tailCols are the tail's columns, with ids idWidth wide (36 for the AMQP
+// driver's message ids).
+func tailCols(idWidth int) []column {
+	return []column{
+		{title: "TIME", width: 12},
+		{title: "STREAM", width: 20},
+		{title: "ID", width: idWidth},
+		{title: "PAYLOAD", width: 20, flex: true},
+	}
+}
 
 // tailView follows one or more streams.
 type tailView struct {
@@ -63,12 +77,7 @@ type tailView struct {
 
 func newTail(sh *shared) *tailView {
 	v := &tailView{sh: sh, last: map[string]string{}, follow: true}
-	v.tbl = newTable(sh.st,
-		column{title: "TIME", width: 12},
-		column{title: "STREAM", width: 20},
-		column{title: "ID", width: 16},
-		column{title: "PAYLOAD", width: 20, flex: true},
-	)
+	v.tbl = newTable(sh.st, tailCols(16)...)
 	v.k.nav = newNavKeys()
 	v.k.Pause = bind("pause/resume", "p")
 	v.k.Payload = bind("payload", "enter")
@@ -202,7 +211,12 @@ func (v *tailView) nextTick() tea.Cmd {
 		return nil
 	}
 	gen := v.tickGen
-	return v.sh.tick(tailEvery, func(time.Time) tea.Msg { return tailTick{gen: gen} })
+	every := tailEvery
+	if v.sh.amqp() {
+		// Each poll reads dead letters through the management API.
+		every = amqpTailEvery
+	}
+	return v.sh.tick(every, func(time.Time) tea.Msg { return tailTick{gen: gen} })
 }
 
 func (v *tailView) update(msg tea.Msg) tea.Cmd {
@@ -259,7 +273,14 @@ func (v *tailView) key(msg tea.KeyMsg) tea.Cmd {
 	case key.Matches(msg, v.k.Payload):
 		if i := v.tbl.cursor; i >= 0 && i < len(v.shown) {
 			e := v.buf[v.shown[i]]
-			return fetchEntry(v.sh, e.stream, e.id)
+			prev := ""
+			for j := v.shown[i] - 1; j >= 0; j-- {
+				if v.buf[j].stream == e.stream {
+					prev = v.buf[j].id
+					break
+				}
+			}
+			return fetchEntry(v.sh, e.stream, e.id, prev)
 		}
 	case key.Matches(msg, v.k.Copy):
 		if i := v.tbl.cursor; i >= 0 && i < len(v.shown) {
@@ -296,6 +317,15 @@ func (v *tailView) key(msg tea.KeyMsg) tea.Cmd {
 	return nil
 }
 
+// drop removes entries of stream from the buffer (dead letters requeued).
+func (v *tailView) drop(stream string, ids []string) {
+	n := len(v.buf)
+	v.buf = slices.DeleteFunc(v.buf, func(e tailEntry) bool { return e.stream == stream && slices.Contains(ids, e.id) })
+	if len(v.buf) != n {
+		v.apply()
+	}
+}
+
 // apply filters the buffer into the table, newest at the bottom.
 func (v *tailView) apply() {
 	f := strings.ToLower(v.filter)
@@ -317,6 +347,9 @@ func (v *tailView) apply() {
 		keys[j] = e.stream + " " + e.id
 	}
 	keep := v.tbl.cursor
+	if v.sh.amqp() && v.tbl.cols[2].width != 36 {
+		v.tbl.cols = tailCols(36)
+	}
 	v.tbl.setRows(rows, keys)
 	if v.follow {
 		v.tbl.cursor = len(rows) - 1
@@ -336,6 +369,8 @@ func (v *tailView) view() string {
 	}
 	var top string
 	switch {
+	case v.load.err != nil && errors.Is(v.load.err, core.ErrUnsupported) && v.sh.amqp():
+		top = " " + st.warn.Render("unavailable: "+amqpTailWhy+" — "+v.sh.errText(v.load.err))
 	case v.load.err != nil:
 		top = " " + st.bad.Render("✗ "+v.sh.errText(v.load.err))
 	case !v.load.loaded:
