@@ -36,6 +36,20 @@ func (a *app) inspector(ctx context.Context) (core.Inspector, func(*error), erro
 	return in, func(err *error) { closeBroker(b, err) }, nil
 }
 
+// withInspector runs fn with the broker opened as a core.Inspector, and
+// closes the broker afterwards.
+func (a *app) withInspector(fn func(ctx context.Context, in core.Inspector, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) (err error) {
+		ctx := cmd.Context()
+		in, done, err := a.inspector(ctx)
+		if err != nil {
+			return err
+		}
+		defer done(&err)
+		return fn(ctx, in, args)
+	}
+}
+
 // output prints v as JSON when asJSON, else runs table.
 func (a *app) output(asJSON bool, v any, table func(w *tabwriter.Writer)) error {
 	if asJSON {
@@ -54,13 +68,8 @@ func (a *app) streamsCommand() *cobra.Command {
 		Use:   "streams",
 		Short: "List every event stream with its length, groups and first/last id",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
-			list, err := in.Streams(cmd.Context())
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, _ []string) error {
+			list, err := in.Streams(ctx)
 			if err != nil {
 				return err
 			}
@@ -73,7 +82,7 @@ func (a *app) streamsCommand() *cobra.Command {
 					fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", s.Name, s.Length, s.Groups, s.FirstID, s.LastID)
 				}
 			})
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -91,13 +100,7 @@ func (a *app) groupsCommand() *cobra.Command {
 		Use:   "groups STREAM",
 		Short: "List the consumer groups of a stream, with their consumers",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			ctx := cmd.Context()
-			in, done, err := a.inspector(ctx)
-			if err != nil {
-				return err
-			}
-			defer done(&err)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
 			groups, err := in.Groups(ctx, args[0])
 			if err != nil {
 				return err
@@ -119,7 +122,7 @@ func (a *app) groupsCommand() *cobra.Command {
 					}
 				}
 			})
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -134,13 +137,8 @@ func (a *app) pendingCommand() *cobra.Command {
 		Use:   "pending STREAM GROUP",
 		Short: "List one page of a group's delivered, unacknowledged messages",
 		Args:  cobra.ExactArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
-			page, err := in.Pending(cmd.Context(), args[0], args[1], q)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+			page, err := in.Pending(ctx, args[0], args[1], q)
 			if err != nil {
 				return err
 			}
@@ -153,7 +151,7 @@ func (a *app) pendingCommand() *cobra.Command {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", p.ID, p.Consumer, ms(p.Idle), p.Deliveries)
 				}
 			})
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print JSON")
@@ -170,20 +168,15 @@ func (a *app) ackCommand() *cobra.Command {
 		Use:   "ack STREAM GROUP ID...",
 		Short: "Acknowledge pending messages of a group by hand",
 		Args:  cobra.MinimumNArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
-			n, err := in.Ack(cmd.Context(), args[0], args[1], args[2:]...)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+			n, err := in.Ack(ctx, args[0], args[1], args[2:]...)
 			if err != nil {
 				return err
 			}
 			return a.output(asJSON, map[string]int{"acked": n}, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "acknowledged %d of %d\n", n, len(args)-2)
 			})
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
@@ -202,16 +195,11 @@ func (a *app) claimCommand() *cobra.Command {
 delivery count does not change. The new owner, or whichever client of the
 group reclaims idle messages, takes them up after the message timeout.`,
 		Args: cobra.MinimumNArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
 			if to == "" {
 				to = a.cfg.Client
 			}
-			got, err := in.Claim(cmd.Context(), args[0], args[1], to, minIdle, args[2:]...)
+			got, err := in.Claim(ctx, args[0], args[1], to, minIdle, args[2:]...)
 			if err != nil {
 				return err
 			}
@@ -221,7 +209,7 @@ group reclaims idle messages, takes them up after the message timeout.`,
 			return a.output(asJSON, map[string]any{"claimed": got, "consumer": to}, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "claimed %d of %d for %s\n", len(got), len(args)-2, to)
 			})
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print JSON")
@@ -246,13 +234,8 @@ func (a *app) dlqCommand() *cobra.Command {
 		Use:   "list EVENT",
 		Short: "List the dead letters of an event, oldest first",
 		Args:  cobra.ExactArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
-			entries, err := in.Entries(cmd.Context(), core.DeadLetterEvent(args[0]), q)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+			entries, err := in.Entries(ctx, core.DeadLetterEvent(args[0]), q)
 			if err != nil {
 				return err
 			}
@@ -267,7 +250,7 @@ func (a *app) dlqCommand() *cobra.Command {
 					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.ID, h[core.HeaderID], h[core.HeaderGroup], h[core.HeaderDeliveries], h[core.HeaderReason])
 				}
 			})
-		},
+		}),
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	list.Flags().StringVar(&q.After, "after", "", "start after this id")
@@ -276,13 +259,8 @@ func (a *app) dlqCommand() *cobra.Command {
 		Use:   "requeue EVENT ID...",
 		Short: "Publish dead letters again under their event and remove them",
 		Args:  cobra.MinimumNArgs(2),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
-			ids, err := in.Requeue(cmd.Context(), args[0], args[1:]...)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+			ids, err := in.Requeue(ctx, args[0], args[1:]...)
 			if ids == nil {
 				ids = []string{}
 			}
@@ -292,27 +270,22 @@ func (a *app) dlqCommand() *cobra.Command {
 				err = oerr
 			}
 			return err
-		},
+		}),
 	}
 	requeue.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	move := &cobra.Command{
 		Use:   "move STREAM GROUP ID...",
 		Short: "Move pending messages of a group to the dead letters, with a reason",
 		Args:  cobra.MinimumNArgs(3),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			in, done, err := a.inspector(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer done(&err)
-			n, err := in.DeadLetter(cmd.Context(), args[0], args[1], reason, args[2:]...)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+			n, err := in.DeadLetter(ctx, args[0], args[1], reason, args[2:]...)
 			if err != nil {
 				return err
 			}
 			return a.output(asJSON, map[string]int{"moved": n}, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "moved %d of %d to %s\n", n, len(args)-2, core.DeadLetterEvent(args[0]))
 			})
-		},
+		}),
 	}
 	move.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	move.Flags().StringVar(&reason, "reason", "moved by hand", "why, kept with each dead letter")
@@ -349,13 +322,7 @@ func (a *app) tailCommand() *cobra.Command {
 the services that consume them. It prints one JSON line per message
 ({"event","id","data"}) until interrupted.`,
 		Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			ctx := cmd.Context()
-			in, done, err := a.inspector(ctx)
-			if err != nil {
-				return err
-			}
-			defer done(&err)
+		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
 			last := map[string]string{}
 			for _, ev := range args {
 				switch from {
@@ -407,7 +374,7 @@ the services that consume them. It prints one JSON line per message
 				case <-t.C:
 				}
 			}
-		},
+		}),
 	}
 	f := cmd.Flags()
 	f.StringVar(&from, "from", "$", "where to start: $ (new messages only), 0 (the beginning) or an id")
