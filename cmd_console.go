@@ -14,6 +14,7 @@ import (
 
 	"github.com/charmbracelet/lipgloss"
 	"github.com/muesli/termenv"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
@@ -48,8 +49,10 @@ simulator with synthetic traffic, labelled SIMULATED. With DISCORD_TOKEN it
 runs real shards; with REDIS_URL it attaches to that Redis (and runs no
 simulator, so that nothing synthetic reaches a real broker). --no-gateway
 inspects the broker only; --read-only disables every action that changes
-anything (and starts no real shards). Press ? in any view for its keys,
-: for commands.`,
+anything (and starts no real shards). The Shards view and the overview
+also show the shards of gateway nodes (spectacles gateway) that report to
+the broker's Redis, or to REDIS_URL when BROKER_TYPE=amqp. Press ? in any
+view for its keys, : for commands.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !isTerminal(a.stdin) || !isTerminalWriter(a.stdout) {
@@ -169,6 +172,14 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 	if ins, ok := any(b).(core.Inspector); ok {
 		node.Inspect = ins
 	}
+	// Gateway nodes in other processes report their shards to Redis: the
+	// broker's own, else REDIS_URL's.
+	rc, doneRedis, err := a.redisClient(b)
+	if err != nil {
+		return err
+	}
+	defer doneRedis()
+	node.ReadNodes = nodeReader(rc)
 	// Gateways started here (at launch or from the Shards view) run until
 	// the console ends.
 	start := func(_ context.Context, tok string) (tui.GatewayInfo, error) {
@@ -225,6 +236,17 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 	err = tui.Run(ctx, node, opts, a.stdin, a.stdout)
 	cancel()
 	return err
+}
+
+// nodeReader reads the statuses gateway nodes publish to rc; nil when
+// there is no Redis.
+func nodeReader(rc goredis.UniversalClient) func(context.Context) ([]gateway.NodeStatus, error) {
+	if rc == nil {
+		return nil
+	}
+	return func(ctx context.Context) ([]gateway.NodeStatus, error) {
+		return gateway.ReadNodeStatuses(ctx, rc)
+	}
 }
 
 // consoleLogger logs to a file, or nowhere.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"strings"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 	"github.com/spectacles-go/spectacles/tui"
 )
 
@@ -76,4 +79,48 @@ func TestConsoleDemo(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// TestConsoleReadsGatewayNodes checks where the console reads the shards
+// of gateway nodes in other processes: nowhere without Redis, else the
+// Redis they report to (here REDIS_URL beside a non-Redis broker).
+func TestConsoleReadsGatewayNodes(t *testing.T) {
+	if nodeReader(nil) != nil {
+		t.Fatal("a node reader without Redis")
+	}
+	a := &app{env: mapLookup(nil), log: slog.New(slog.DiscardHandler)}
+	cfg, err := loadConfig(a.env, mapLookup(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.RedisURL = testRedisURL
+	a.cfg = cfg
+	rc, done, err := a.redisClient(nil) // a broker that is not Redis: REDIS_URL
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer done()
+	group := redistest.Unique("console")
+	key := gateway.StatusKeyPrefix + group + ":node-1"
+	status := gateway.NodeStatus{Group: group, Client: "node-1", ShardCount: 2, UpdatedAt: time.Now().UTC(),
+		Shards: []gateway.Status{{ID: 0, Count: 2, State: gateway.Ready}, {ID: 1, Count: 2, State: gateway.Resuming}}}
+	b, _ := json.Marshal(status)
+	ctx := t.Context()
+	if err := rc.Set(ctx, key, b, time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Del(context.Background(), key)
+	nodes, err := nodeReader(rc)(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if n.Group == group {
+			if n.Client != "node-1" || len(n.Shards) != 2 || n.Shards[1].State != gateway.Resuming {
+				t.Fatalf("read %+v", n)
+			}
+			return
+		}
+	}
+	t.Fatalf("%s not among %d nodes read", key, len(nodes))
 }

@@ -28,6 +28,11 @@ type Backend interface {
 	// the environment when token is empty. It returns once the shards are
 	// starting, or with an error that never contains the token.
 	StartGateway(ctx context.Context, token string) error
+	// GatewayNodes returns the statuses that gateway nodes in other
+	// processes publish (gateway.ReadNodeStatuses), sorted by group and
+	// client; nil, nil when the node has no source of them (NodeInfo's
+	// GatewayNodes is false).
+	GatewayNodes(ctx context.Context) ([]gateway.NodeStatus, error)
 	// Redact removes every secret (token, broker passwords) from text
 	// before the console shows it.
 	Redact(text string) string
@@ -52,6 +57,9 @@ type NodeInfo struct {
 	EnvToken bool
 	// CanStartGateway reports that StartGateway may work.
 	CanStartGateway bool
+	// GatewayNodes reports a source of the statuses that gateway nodes in
+	// other processes publish (a Redis they report to).
+	GatewayNodes bool
 	// StaleAfter is the idle time after which a consumer is shown as
 	// stale: the broker's message timeout.
 	StaleAfter time.Duration
@@ -108,6 +116,10 @@ type Node struct {
 	// Start starts a gateway with a token ("" for the environment's); nil
 	// when this node cannot start one. It returns once the shards start.
 	Start func(ctx context.Context, token string) (GatewayInfo, error)
+	// ReadNodes reads the statuses that gateway nodes publish (typically
+	// gateway.ReadNodeStatuses on the Redis they report to); nil when
+	// there is no such source.
+	ReadNodes func(ctx context.Context) ([]gateway.NodeStatus, error)
 	// Secrets are strings that must never be shown (passwords, tokens).
 	Secrets []string
 
@@ -120,7 +132,16 @@ type Node struct {
 func (n *Node) Node() NodeInfo {
 	info := n.Info
 	info.CanStartGateway = info.CanStartGateway || n.Start != nil
+	info.GatewayNodes = info.GatewayNodes || n.ReadNodes != nil
 	return info
+}
+
+// GatewayNodes implements Backend.
+func (n *Node) GatewayNodes(ctx context.Context) ([]gateway.NodeStatus, error) {
+	if n.ReadNodes == nil {
+		return nil, nil
+	}
+	return n.ReadNodes(ctx)
 }
 
 // Inspector implements Backend.

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -263,7 +262,7 @@ func decodePayload(raw []byte) decoded {
 		d.Err = fmt.Sprintf("payload of %d bytes is over the %d KiB preview cap", len(raw), maxPreview>>10)
 	}
 	if d.OK {
-		v = jsonSafe(v)
+		v = core.JSONValue(v)
 		var buf bytes.Buffer
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
@@ -290,45 +289,6 @@ func decodePayload(raw []byte) decoded {
 	return d
 }
 
-// jsonSafe makes decoded values printable as JSON: byte strings become
-// text when valid UTF-8 (else base64), map keys strings, NaN and
-// infinities strings.
-func jsonSafe(v any) any {
-	switch x := v.(type) {
-	case []byte:
-		if utf8.Valid(x) {
-			return string(x)
-		}
-		return base64.StdEncoding.EncodeToString(x)
-	case map[string]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[k] = jsonSafe(e)
-		}
-		return out
-	case map[any]any:
-		out := make(map[string]any, len(x))
-		for k, e := range x {
-			out[fmt.Sprint(k)] = jsonSafe(e)
-		}
-		return out
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = jsonSafe(e)
-		}
-		return out
-	case float64:
-		if math.IsNaN(x) || math.IsInf(x, 0) {
-			return strconv.FormatFloat(x, 'g', -1, 64)
-		}
-	case float32:
-		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-			return strconv.FormatFloat(float64(x), 'g', -1, 32)
-		}
-	}
-	return v
-}
 
 // oneLine replaces line breaks and tabs so that text fits one row.
 func oneLine(s string) string {

@@ -226,6 +226,12 @@ type unavailabler interface {
 	unavailable() []unavailableKey
 }
 
+// unavailableTitler views head their unavailable actions with their own
+// title (the default names the broker).
+type unavailableTitler interface {
+	unavailableTitle() string
+}
+
 // pressedUnavailable returns a status error when msg is one of list's keys.
 func pressedUnavailable(msg tea.KeyMsg, list []unavailableKey) tea.Cmd {
 	for _, u := range list {

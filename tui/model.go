@@ -748,7 +748,11 @@ func (m *Model) helpView() string {
 	b.WriteString(m.help.FullHelpView(groups) + "\n\n")
 	if u, ok := m.views[m.active()].(unavailabler); ok && m.mode == modeHelp {
 		if list := u.unavailable(); len(list) > 0 {
-			b.WriteString(st.warn.Render("Unavailable on this broker ("+m.brokerKind()+"):") + "\n")
+			title := "Unavailable on this broker (" + m.brokerKind() + "):"
+			if t, ok := u.(unavailableTitler); ok {
+				title = t.unavailableTitle()
+			}
+			b.WriteString(st.warn.Render(title) + "\n")
 			for _, x := range list {
 				h := x.key.Help()
 				b.WriteString("  " + st.key.Render(pad(h.Key, 6)) + st.text.Render(h.Desc) + "\n")

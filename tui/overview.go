@@ -26,6 +26,8 @@ type overviewResult struct {
 	count     int
 	published uint64
 	counters  bool
+	nodes     []gateway.NodeStatus // reported by gateway nodes in other processes
+	nodesErr  error
 	at        time.Time
 }
 
@@ -101,6 +103,7 @@ func (v *overviewView) refresh() tea.Cmd {
 				cancel()
 			}
 		}
+		r.nodes, r.nodesErr = loadNodes(sh)
 		r.at = sh.now()
 		return r
 	}
@@ -197,12 +200,19 @@ func (v *overviewView) warnings() []string {
 			}
 		}
 	}
+	return append(out, v.shardWarnings()...)
+}
+
+// shardWarnings lists failed shards, here and on gateway nodes, and stale
+// gateway nodes.
+func (v *overviewView) shardWarnings() []string {
+	var out []string
 	for _, s := range v.res.shards {
 		if s.State == gateway.Failed {
 			out = append(out, fmt.Sprintf("shard %d failed: %s", s.ID, v.sh.backend.Redact(s.Err)))
 		}
 	}
-	return out
+	return append(out, nodeWarnings(v.sh, v.res.nodes, v.res.at)...)
 }
 
 // amqpWarnings lists what an operator of RabbitMQ should look at: queues
@@ -232,12 +242,7 @@ func (v *overviewView) amqpWarnings() []string {
 	if unknown {
 		out = append(out, "some unacked or ready counts are unknown (?): RabbitMQ has not reported them yet, or its management API is unreachable")
 	}
-	for _, s := range v.res.shards {
-		if s.State == gateway.Failed {
-			out = append(out, fmt.Sprintf("shard %d failed: %s", s.ID, v.sh.backend.Redact(s.Err)))
-		}
-	}
-	return out
+	return append(out, v.shardWarnings()...)
 }
 
 func (v *overviewView) view() string {
@@ -285,34 +290,9 @@ func (v *overviewView) view() string {
 	gw := st.muted.Render("none in this console")
 	switch {
 	case r.gw.Gateway != nil:
-		var ready, resuming, failed, other int
-		for _, s := range r.shards {
-			switch s.State {
-			case gateway.Ready:
-				ready++
-			case gateway.Resuming, gateway.Reconnecting, gateway.Connecting, gateway.Identifying:
-				resuming++
-			case gateway.Failed:
-				failed++
-			default:
-				other++
-			}
-		}
-		gw = fmt.Sprintf("%d shards: ", len(r.shards)) + st.good.Render(fmt.Sprintf("%d ready", ready)) + ", "
-		if resuming > 0 {
-			gw += st.warn.Render(fmt.Sprintf("%d resuming", resuming))
-		} else {
-			gw += "0 resuming"
-		}
-		gw += ", "
-		if failed > 0 {
-			gw += st.bad.Render(fmt.Sprintf("%d failed", failed))
-		} else {
-			gw += "0 failed"
-		}
-		if other > 0 {
-			gw += fmt.Sprintf(", %d stopped", other)
-		}
+		var t shardTally
+		t.add(r.shards, false)
+		gw = t.text(st)
 		if r.counters {
 			gw += st.muted.Render(" · published ") + fmtRate(v.pub)
 		}
@@ -328,6 +308,9 @@ func (v *overviewView) view() string {
 		gw = st.bad.Render("stopped: " + v.sh.errText(r.gw.Err))
 	}
 	b.WriteString(label("Gateway") + gw + "\n")
+	if line, ok := v.nodesLine(); ok {
+		b.WriteString(label("Shards") + line + "\n")
+	}
 
 	if v.sh.backend.Inspector() != nil && r.serverErr == nil {
 		var entries, pending int64
@@ -389,4 +372,39 @@ func (v *overviewView) view() string {
 		b.WriteString("   " + st.warn.Render("⚠ ") + truncate(w, v.width-6) + "\n")
 	}
 	return b.String()
+}
+
+// nodesLine counts the shards here and on the gateway nodes that report
+// to Redis; ok is false when it would add nothing to the Gateway line.
+func (v *overviewView) nodesLine() (string, bool) {
+	st, r := v.sh.st, v.res
+	switch {
+	case !v.sh.node.GatewayNodes:
+		return "", false
+	case r.nodesErr != nil:
+		return st.bad.Render("✗ gateway nodes: " + v.sh.errText(r.nodesErr)), true
+	case len(r.nodes) == 0 && r.gw.Gateway != nil:
+		return "", false
+	case len(r.nodes) == 0:
+		return st.muted.Render("no gateway node reports its shards to this Redis"), true
+	}
+	var t shardTally
+	t.add(r.shards, false)
+	remote, stale := 0, 0
+	for _, n := range r.nodes {
+		s := nodeStale(n, r.at)
+		t.add(n.Shards, s)
+		remote += len(n.Shards)
+		if s {
+			stale++
+		}
+	}
+	where := fmt.Sprintf("%d on %s", remote, plural(len(r.nodes), "node"))
+	if stale > 0 {
+		where += fmt.Sprintf(" (%d STALE)", stale)
+	}
+	if len(r.shards) > 0 {
+		where = fmt.Sprintf("%d here, ", len(r.shards)) + where
+	}
+	return t.text(st) + st.muted.Render(" · "+where), true
 }

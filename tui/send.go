@@ -25,6 +25,16 @@ type sendResult struct {
 
 func (sendResult) target() kind { return kSend }
 
+// sendNodesResult is what the gateway nodes report, for their shard count.
+type sendNodesResult struct {
+	seq, gen uint64
+	nodes    []gateway.NodeStatus
+	err      error
+	at       time.Time
+}
+
+func (sendNodesResult) target() kind { return kSend }
+
 // sendView sends a packet to a Discord shard: as SEND {guild_id, packet}
 // (routed by the gateway to (guild_id >> 22) % shard_count) or straight to
 // one shard's event.
@@ -39,7 +49,11 @@ type sendView struct {
 	seq      uint64
 	result   string
 	resultOK bool
-	k        struct{ Next, Prev, Send, Direct, Edit, Leave key.Binding }
+	// load reads the gateway nodes' statuses when no local gateway runs:
+	// their shard count routes the preview.
+	load  loader
+	nodes sendNodesResult
+	k     struct{ Next, Prev, Send, Direct, Edit, Leave key.Binding }
 }
 
 func newSend(sh *shared) *sendView {
@@ -102,9 +116,26 @@ func (v *sendView) setSize(w, h int) {
 	v.editor.SetHeight(max(h-11, 3))
 }
 
-func (v *sendView) activate() tea.Cmd { return nil }
-func (v *sendView) refresh() tea.Cmd  { return nil }
-func (v *sendView) capturing() bool   { return v.focus >= 0 }
+func (v *sendView) activate() tea.Cmd { return v.refresh() }
+
+// refresh reads the gateway nodes' statuses, when they can tell the shard
+// count and no local gateway does.
+func (v *sendView) refresh() tea.Cmd {
+	sh := v.sh
+	if !sh.node.GatewayNodes || sh.backend.Gateway().Gateway != nil {
+		return nil
+	}
+	seq, gen, ok := v.load.begin()
+	if !ok {
+		return nil
+	}
+	return func() tea.Msg {
+		nodes, err := loadNodes(sh)
+		return sendNodesResult{seq: seq, gen: gen, nodes: nodes, err: err, at: sh.now()}
+	}
+}
+
+func (v *sendView) capturing() bool { return v.focus >= 0 }
 
 func (v *sendView) keys() []key.Binding {
 	w := !v.sh.readOnly && v.sh.backend.Broker() != nil
@@ -117,21 +148,32 @@ func (v *sendView) keys() []key.Binding {
 	return []key.Binding{v.k.Send, v.k.Direct, v.k.Next, v.k.Prev, v.k.Edit, v.k.Leave}
 }
 
-// shardCount is the typed count, else the local gateway's, else 0.
+// shardCount is the typed count, else the local gateway's, else the one
+// gateway nodes report, else 0.
 func (v *sendView) shardCount() (int, string) {
+	n, source, _ := v.countAndWhy()
+	return n, source
+}
+
+// countAndWhy is shardCount, with why it is unknown (nil: nothing tells).
+func (v *sendView) countAndWhy() (int, string, error) {
 	if s := strings.TrimSpace(v.count.Value()); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 {
-			return 0, "typed (invalid)"
+			return 0, "typed (invalid)", nil
 		}
-		return n, "typed"
+		return n, "typed", nil
 	}
 	if g := v.sh.backend.Gateway().Gateway; g != nil {
 		if n := g.ShardCount(); n > 0 {
-			return n, "local gateway"
+			return n, "local gateway", nil
 		}
+		return 0, "", nil
 	}
-	return 0, ""
+	if v.nodes.err != nil {
+		return 0, "", fmt.Errorf("shard count unknown: gateway nodes: %w; type the bot's shard count", v.nodes.err)
+	}
+	return nodesShardCount(v.nodes.nodes, v.nodes.at)
 }
 
 // plan validates the fields and works out where the packet goes.
@@ -152,8 +194,13 @@ func (v *sendView) plan() (sendPlan, error) {
 		return p, fmt.Errorf("guild id: %v", err)
 	}
 	p.guild = gid
-	count, _ := v.shardCount()
-	if count == 0 {
+	count, _, why := v.countAndWhy()
+	switch {
+	case why != nil:
+		return p, why
+	case count == 0 && v.sh.node.GatewayNodes:
+		return p, errors.New("shard count unknown: no local gateway runs, and no gateway node reports one; type the bot's shard count")
+	case count == 0:
 		return p, errors.New("shard count unknown: no local gateway runs; type the bot's shard count")
 	}
 	p.count = count
@@ -180,6 +227,16 @@ func (v *sendView) plan() (sendPlan, error) {
 
 func (v *sendView) update(msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
+	case sendNodesResult:
+		apply, again := v.load.finish(msg.seq, msg.gen)
+		if apply {
+			v.load.loaded = true
+			v.nodes = msg
+		}
+		if again {
+			return v.refresh()
+		}
+		return nil
 	case sendResult:
 		if msg.seq != v.seq {
 			return nil

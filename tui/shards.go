@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -24,6 +25,8 @@ type shardsResult struct {
 	published uint64
 	queue     int
 	counters  bool
+	nodes     []gateway.NodeStatus // reported by gateway nodes in other processes
+	nodesErr  error
 	at        time.Time
 }
 
@@ -33,35 +36,69 @@ type gatewayStartedMsg struct{ err error }
 
 func (gatewayStartedMsg) target() kind { return kShards }
 
-// shardsView shows the local gateway's shards and controls them.
+// shardRow is one row of the shards table: a local shard (node "") or a
+// shard of a gateway node in another process.
+type shardRow struct {
+	node  string
+	stale bool
+	s     gateway.Status
+}
+
+func (r shardRow) key() string {
+	if r.node == "" {
+		return strconv.Itoa(r.s.ID)
+	}
+	return "@" + r.node + "#" + strconv.Itoa(r.s.ID)
+}
+
+// shardsView shows the local gateway's shards and controls them, then the
+// shards that gateway nodes in other processes report (read-only).
 type shardsView struct {
-	sh       *shared
-	load     loader
-	res      shardsResult
-	history  map[int][]float64
-	lastACK  map[int]time.Time
-	pubRate  rateTracker
-	rate     float64
-	starting bool
-	tbl      table
-	k        struct {
+	sh            *shared
+	load          loader
+	res           shardsResult
+	rows          []shardRow
+	history       map[string][]float64
+	lastACK       map[string]time.Time
+	pubRate       rateTracker
+	rate          float64
+	starting      bool
+	tbl           table
+	width, height int
+	k             struct {
 		Up, Down, Start, Stop, Reconnect, Gateway key.Binding
 	}
 }
 
+// shardColumns are the table's columns: with a NODE column when gateway
+// nodes report shards (and the latency trend only when it fits).
+func shardColumns(remote, trend bool) []column {
+	cols := []column{
+		{title: "SHARD", width: 6},
+		{title: "STATE", width: 11},
+		{title: "LATENCY", width: 7, right: true},
+		{title: "TREND", width: latencyHistory},
+		{title: "SEQ", width: 7, right: true},
+		{title: "GUILDS", width: 7, right: true},
+		{title: "RECONN", width: 6, right: true},
+		{title: "EVENTS", width: 7, right: true},
+		{title: "LAST CLOSE", width: 12, flex: true},
+	}
+	if !trend {
+		cols = slices.Delete(cols, 3, 4)
+	}
+	if remote {
+		cols = append([]column{{title: "NODE", width: 14, flex: true}}, cols...)
+	}
+	return cols
+}
+
+// wideShards is the width from which the NODE and TREND columns both fit.
+const wideShards = 110
+
 func newShards(sh *shared) *shardsView {
-	v := &shardsView{sh: sh, history: map[int][]float64{}, lastACK: map[int]time.Time{}}
-	v.tbl = newTable(sh.st,
-		column{title: "SHARD", width: 6},
-		column{title: "STATE", width: 11},
-		column{title: "LATENCY", width: 7, right: true},
-		column{title: "TREND", width: latencyHistory},
-		column{title: "SEQ", width: 7, right: true},
-		column{title: "GUILDS", width: 7, right: true},
-		column{title: "RECONN", width: 6, right: true},
-		column{title: "EVENTS", width: 7, right: true},
-		column{title: "LAST CLOSE", width: 12, flex: true},
-	)
+	v := &shardsView{sh: sh, history: map[string][]float64{}, lastACK: map[string]time.Time{}}
+	v.tbl = newTable(sh.st, shardColumns(false, true)...)
 	v.tbl.empty = "no shards"
 	v.k.Up = bindAs("↑/k", "up", "up", "k")
 	v.k.Down = bindAs("↓/j", "down", "down", "j")
@@ -79,7 +116,11 @@ func (v *shardsView) crumbs() []string {
 	return nil
 }
 
-func (v *shardsView) setSize(w, h int)  { v.tbl.setSize(w, h-3) }
+func (v *shardsView) setSize(w, h int) {
+	v.width, v.height = w, h
+	v.tbl.setSize(w, h-3)
+	v.fill()
+}
 func (v *shardsView) activate() tea.Cmd { return v.refresh() }
 func (v *shardsView) capturing() bool   { return false }
 
@@ -97,18 +138,51 @@ func (v *shardsView) refresh() tea.Cmd {
 				r.published, r.queue, r.counters = pc.Published(), pc.QueueLength(), true
 			}
 		}
+		r.nodes, r.nodesErr = loadNodes(sh)
 		return r
 	}
 }
 
+// selected is the row under the cursor.
+func (v *shardsView) selected() (shardRow, bool) {
+	i := v.tbl.cursor
+	if i < 0 || i >= len(v.rows) {
+		return shardRow{}, false
+	}
+	return v.rows[i], true
+}
+
+// remoteSelected reports a remote node's shard under the cursor.
+func (v *shardsView) remoteSelected() (shardRow, bool) {
+	r, ok := v.selected()
+	return r, ok && r.node != ""
+}
+
 func (v *shardsView) keys() []key.Binding {
 	g := v.res.info.Gateway != nil
-	w := g && !v.sh.readOnly && len(v.res.shards) > 0
+	_, remote := v.remoteSelected()
+	w := g && !v.sh.readOnly && len(v.res.shards) > 0 && !remote
 	v.k.Start.SetEnabled(w)
 	v.k.Stop.SetEnabled(w)
 	v.k.Reconnect.SetEnabled(w)
 	v.k.Gateway.SetEnabled(!g && !v.sh.readOnly && !v.starting && v.sh.node.CanStartGateway)
 	return []key.Binding{v.k.Up, v.k.Down, v.k.Start, v.k.Stop, v.k.Reconnect, v.k.Gateway}
+}
+
+// unavailable lists shard control on a remote node's shard: it runs in
+// another process, which the console does not drive.
+func (v *shardsView) unavailable() []unavailableKey {
+	r, ok := v.remoteSelected()
+	if !ok {
+		return nil
+	}
+	why := remoteWhy + " (" + r.node + ")"
+	return []unavailableKey{{key: v.k.Start, why: why}, {key: v.k.Stop, why: why}, {key: v.k.Reconnect, why: why}}
+}
+
+func (v *shardsView) unavailableTitle() string {
+	r, _ := v.remoteSelected()
+	return fmt.Sprintf("Unavailable on shard %d of gateway node %s:", r.s.ID, r.node)
 }
 
 func (v *shardsView) update(msg tea.Msg) tea.Cmd {
@@ -118,20 +192,12 @@ func (v *shardsView) update(msg tea.Msg) tea.Cmd {
 		if apply {
 			v.load.loaded = true
 			v.res = msg
-			for _, s := range msg.shards {
-				if !s.LastHeartbeatACK.IsZero() && !s.LastHeartbeatACK.Equal(v.lastACK[s.ID]) {
-					v.lastACK[s.ID] = s.LastHeartbeatACK
-					h := append(v.history[s.ID], float64(s.Latency)/float64(time.Millisecond))
-					if len(h) > latencyHistory {
-						h = h[len(h)-latencyHistory:]
-					}
-					v.history[s.ID] = h
-				}
-			}
 			if msg.counters {
 				in, _ := v.pubRate.rate("published", int64(msg.published), 0, msg.at)
 				v.rate = in
 			}
+			v.rows = v.collect()
+			v.track()
 			v.fill()
 		}
 		if again {
@@ -149,6 +215,31 @@ func (v *shardsView) update(msg tea.Msg) tea.Cmd {
 	return nil
 }
 
+// track adds each shard's new heartbeat round trips to its latency trend
+// and forgets the shards that are gone.
+func (v *shardsView) track() {
+	seen := make(map[string]bool, len(v.rows))
+	for _, r := range v.rows {
+		k := r.key()
+		seen[k] = true
+		s := r.s
+		if !s.LastHeartbeatACK.IsZero() && !s.LastHeartbeatACK.Equal(v.lastACK[k]) {
+			v.lastACK[k] = s.LastHeartbeatACK
+			h := append(v.history[k], float64(s.Latency)/float64(time.Millisecond))
+			if len(h) > latencyHistory {
+				h = h[len(h)-latencyHistory:]
+			}
+			v.history[k] = h
+		}
+	}
+	for k := range v.history {
+		if !seen[k] {
+			delete(v.history, k)
+			delete(v.lastACK, k)
+		}
+	}
+}
+
 func stateStyle(st *styles, s gateway.State) (lipgloss.Style, bool) {
 	switch s {
 	case gateway.Ready:
@@ -161,10 +252,31 @@ func stateStyle(st *styles, s gateway.State) (lipgloss.Style, bool) {
 	return st.warn, true
 }
 
+// collect lists the rows: local shards, then each gateway node's.
+func (v *shardsView) collect() []shardRow {
+	list := make([]shardRow, 0, len(v.res.shards))
+	for _, s := range v.res.shards {
+		list = append(list, shardRow{s: s})
+	}
+	for _, n := range v.res.nodes {
+		stale := nodeStale(n, v.res.at)
+		for _, s := range n.Shards {
+			list = append(list, shardRow{node: nodeName(n), stale: stale, s: s})
+		}
+	}
+	return list
+}
+
+// fill renders the rows into the table.
 func (v *shardsView) fill() {
-	rows := make([][]string, len(v.res.shards))
-	keys := make([]string, len(v.res.shards))
-	for i, s := range v.res.shards {
+	list := v.rows
+	remote := len(list) > len(v.res.shards)
+	trend := !remote || v.width >= wideShards
+	v.tbl.cols = shardColumns(remote, trend)
+	rows := make([][]string, len(list))
+	keys := make([]string, len(list))
+	for i, r := range list {
+		s := r.s
 		guilds := strconv.Itoa(s.GuildsAvailable)
 		if s.GuildsUnavailable > 0 {
 			guilds += fmt.Sprintf("+%d?", s.GuildsUnavailable)
@@ -180,17 +292,33 @@ func (v *shardsView) fill() {
 		if s.Seq > 0 {
 			seq = strconv.FormatInt(s.Seq, 10)
 		}
-		rows[i] = []string{fmt.Sprintf("%d/%d", s.ID, s.Count), s.State.String(), fmtLatency(s.Latency),
-			sparkline(v.history[s.ID], latencyHistory), seq, guilds, strconv.Itoa(s.Reconnects), fmtCount(int64(s.Events)), last}
-		keys[i] = strconv.Itoa(s.ID)
+		var cells []string
+		if remote {
+			node := r.node
+			switch {
+			case node == "":
+				node = "this console"
+			case r.stale:
+				node = "STALE " + node
+			}
+			cells = append(cells, node)
+		}
+		cells = append(cells, fmt.Sprintf("%d/%d", s.ID, s.Count), s.State.String(), fmtLatency(s.Latency))
+		if trend {
+			cells = append(cells, sparkline(v.history[r.key()], latencyHistory))
+		}
+		rows[i] = append(cells, seq, guilds, strconv.Itoa(s.Reconnects), fmtCount(int64(s.Events)), last)
+		keys[i] = r.key()
 	}
 	v.tbl.setRows(rows, keys)
-	list := v.res.shards
 	v.tbl.styleOf = func(i int) (lipgloss.Style, bool) {
-		if i < len(list) {
-			return stateStyle(v.sh.st, list[i].State)
+		if i >= len(list) {
+			return lipgloss.Style{}, false
 		}
-		return lipgloss.Style{}, false
+		if list[i].stale {
+			return v.sh.st.muted, true
+		}
+		return stateStyle(v.sh.st, list[i].s.State)
 	}
 }
 
@@ -208,6 +336,9 @@ func (v *shardsView) key(msg tea.KeyMsg) tea.Cmd {
 		return v.promptGateway()
 	case pressed(msg, v.k.Gateway) && g == nil && v.sh.readOnly:
 		return statusErr("read-only: starting a gateway is disabled")
+	}
+	if cmd := pressedUnavailable(msg, v.unavailable()); cmd != nil {
+		return cmd
 	}
 	id, err := strconv.Atoi(v.tbl.selectedKey())
 	if err != nil {
@@ -267,8 +398,9 @@ func (v *shardsView) view() string {
 	}
 	info := v.res.info
 	var head string
+	local := info.Gateway != nil
 	switch {
-	case info.Gateway != nil:
+	case local:
 		parts := []string{fmt.Sprintf("%d of %d shards in this process", len(v.res.shards), v.res.count)}
 		if info.Target != "" {
 			parts = append(parts, info.Target)
@@ -279,11 +411,9 @@ func (v *shardsView) view() string {
 		head = " " + strings.Join(parts, " · ")
 		if info.Simulated {
 			head = " " + st.badge.Render(" SIMULATED ") + st.muted.Render(" built-in Discord simulator, synthetic traffic") + "\n" + head
-		} else {
-			head += "\n"
 		}
 	case info.Starting || v.starting:
-		head = " " + st.muted.Render("starting a gateway…") + "\n"
+		head = " " + st.muted.Render("starting a gateway…")
 	default:
 		head = " " + st.muted.Render("No gateway runs in this console.")
 		if info.Err != nil {
@@ -295,7 +425,43 @@ func (v *shardsView) view() string {
 		case v.sh.node.CanStartGateway:
 			head += "\n " + st.muted.Render("Press g to start one (token typed in a masked field, or DISCORD_TOKEN from the environment).")
 		}
+	}
+	if v.sh.node.GatewayNodes {
+		head += "\n " + v.nodesLine()
+	}
+	if !local && len(v.rows) == 0 {
 		return head
 	}
+	if !strings.Contains(head, "\n") {
+		head += "\n" // the head takes two lines at least
+	}
+	// The table takes what the head leaves (and one spare line).
+	v.tbl.setSize(v.width, v.height-strings.Count(head, "\n")-2)
 	return head + "\n" + v.tbl.view()
+}
+
+// nodesLine summarises the gateway nodes that report to Redis.
+func (v *shardsView) nodesLine() string {
+	st := v.sh.st
+	if v.res.nodesErr != nil {
+		return st.bad.Render("✗ gateway nodes: " + v.sh.errText(v.res.nodesErr))
+	}
+	nodes := v.res.nodes
+	if len(nodes) == 0 {
+		return st.muted.Render("No gateway node in another process reports its shards to this Redis.")
+	}
+	var t shardTally
+	var stale []string
+	for _, n := range nodes {
+		s := nodeStale(n, v.res.at)
+		t.add(n.Shards, s)
+		if s {
+			stale = append(stale, nodeName(n))
+		}
+	}
+	line := plural(len(nodes), "gateway node") + " report to Redis: " + t.text(st)
+	if len(stale) > 0 {
+		line += "\n " + st.warn.Render(fmt.Sprintf("STALE, no report for over %s: %s", nodeStaleAfter, strings.Join(stale, ", ")))
+	}
+	return line
 }

@@ -1,0 +1,105 @@
+package tui
+
+import (
+	"context"
+	"io"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/exp/teatest"
+
+	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/transport/redis/redistest"
+)
+
+// TestEndToEndRemoteShards runs a gateway node (the simulator and a
+// gateway.Manager reporting its status to a real Redis, as `spectacles
+// gateway` does) and a console with no gateway of its own on that Redis:
+// the Shards view lists the node's shards as ready, and stops listing
+// them once the node stops reporting.
+func TestEndToEndRemoteShards(t *testing.T) {
+	sys := startLiveSystem(t, 2)
+	eventually(t, "every shard ready", func() bool {
+		sts := sys.manager.Shards()
+		for _, s := range sts {
+			if s.State != gateway.Ready {
+				return false
+			}
+		}
+		return len(sts) == 2
+	})
+	// A group of its own, short enough that the NODE column shows it whole.
+	group, client := redistest.Unique("g")[:8], "node-1"
+	name := group + "/" + client
+	key := gateway.StatusKeyPrefix + group + ":" + client
+	redistest.DeleteKeys(t, sys.raw, key)
+	reportCtx, stopReport := context.WithCancel(context.Background())
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		sys.manager.ReportStatus(reportCtx, sys.raw, group, client, 200*time.Millisecond)
+	}()
+	stop := func() {
+		stopReport()
+		<-reported
+	}
+	t.Cleanup(stop)
+
+	// The console: the same broker, no local gateway, the node statuses
+	// read from Redis.
+	node := &Node{
+		Info:    NodeInfo{Name: "e2e-remote", Client: "console-e2e", BrokerKind: "redis", StaleAfter: time.Minute},
+		Inspect: sys.broker, Publisher: sys.broker,
+		ReadNodes: func(ctx context.Context) ([]gateway.NodeStatus, error) {
+			return gateway.ReadNodeStatuses(ctx, sys.raw)
+		},
+	}
+	opts := plainOptions()
+	opts.Refresh = 200 * time.Millisecond
+	opts.Context = context.Background()
+	opts.Now = time.Now
+	opts.View = "shards"
+	tm := teatest.NewTestModel(t, New(node, opts), teatest.WithInitialTermSize(120, 36))
+	waitOutput(t, tm, "No gateway runs in this console.", name, "0/2", "1/2", "ready")
+
+	// Shard control is for the node itself.
+	typeKeys(tm, "x")
+	waitOutput(t, tm, "stop shard is unavailable: runs in another process: use that node")
+	tm.Send(tea.Quit())
+	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
+	_, _ = io.Copy(io.Discard, tm.FinalOutput(t))
+	v := tm.FinalModel(t).(*Model).views[kShards].(*shardsView)
+	var mine []shardRow
+	for _, r := range v.rows {
+		if r.node == "" {
+			t.Fatalf("a local row without a local gateway: %+v", r)
+		}
+		if r.node == name {
+			mine = append(mine, r)
+		}
+	}
+	if len(mine) != 2 {
+		t.Fatalf("rows of %s: %+v", name, mine)
+	}
+	for i, r := range mine {
+		if r.s.ID != i || r.s.Count != 2 || r.s.State != gateway.Ready || r.stale || r.s.GuildsAvailable == 0 {
+			t.Fatalf("row %d of %s: %+v", i, name, r)
+		}
+	}
+
+	// A node that stops deletes its status: the console stops listing it.
+	stop()
+	if n, err := sys.raw.Exists(context.Background(), key).Result(); err != nil || n != 0 {
+		t.Fatalf("the node's status key after it stopped: %d %v", n, err)
+	}
+	nodes, err := node.GatewayNodes(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if nodeName(n) == name {
+			t.Fatalf("%s still listed after it stopped", name)
+		}
+	}
+}
