@@ -289,7 +289,6 @@ func decodePayload(raw []byte) decoded {
 	return d
 }
 
-
 // oneLine replaces line breaks and tabs so that text fits one row.
 func oneLine(s string) string {
 	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ", "\t", " ").Replace(s)
