@@ -17,6 +17,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 	"github.com/spectacles-go/spectacles/transport/ipc"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
@@ -110,7 +111,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 func (a *app) printError(err error) {
 	msg := err.Error()
 	for _, u := range a.rawURLs {
-		msg = redactSecrets(msg, u)
+		msg = redact.Text(msg, u)
 	}
 	msg = strings.Join(strings.Fields(msg), " ")
 	fmt.Fprintf(a.stderr, "spectacles: %s\n", msg)
@@ -149,7 +150,7 @@ Redis is started for the life of the process.`,
 	for _, s := range settings() {
 		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
 		if s.def != "" {
-			usage += ", default " + redactURL(s.def)
+			usage += ", default " + redact.URL(s.def)
 		}
 		root.PersistentFlags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
 	}
@@ -251,9 +252,9 @@ func (a *app) open(ctx context.Context, opts core.Options) (core.Broker, error) 
 		b, err := amqptransport.Open(ctx, amqptransport.Config{Options: opts, URL: a.cfg.AMQPURL, Subgroup: a.cfg.Subgroup,
 			ManagementURL: a.cfg.AMQPManagementURL})
 		if err != nil {
-			return nil, fmt.Errorf("connect to RabbitMQ at %s: %w", redactURL(a.cfg.AMQPURL), err)
+			return nil, fmt.Errorf("connect to RabbitMQ at %s: %w", redact.URL(a.cfg.AMQPURL), err)
 		}
-		a.log.Debug("connected", "amqp", redactURL(a.cfg.AMQPURL), "group", opts.Identity.Group, "client", opts.Identity.Client)
+		a.log.Debug("connected", "amqp", redact.URL(a.cfg.AMQPURL), "group", opts.Identity.Group, "client", opts.Identity.Client)
 		return b, nil
 	case "ipc":
 		a.mu.Lock()
@@ -285,9 +286,9 @@ func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport
 	}
 	b, err := redistransport.Open(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Redis at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("connect to Redis at %s: %w", redact.URL(url), err)
 	}
-	a.log.Debug("connected", "redis", redactURL(url), "group", id.Group, "client", id.Client)
+	a.log.Debug("connected", "redis", redact.URL(url), "group", id.Group, "client", id.Client)
 	return b, nil
 }
 

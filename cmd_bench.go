@@ -13,6 +13,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/bench"
+	"github.com/spectacles-go/spectacles/internal/redact"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 )
 
@@ -110,7 +111,7 @@ func (a *app) deleteEvents(ctx context.Context, events ...string) {
 func (a *app) deleteAMQPBench(event string) {
 	conn, err := amqp091.DialConfig(a.cfg.AMQPURL, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
 	if err != nil {
-		a.log.Warn("bench queues not deleted", "event", event, "err", redactSecrets(err.Error(), a.cfg.AMQPURL))
+		a.log.Warn("bench queues not deleted", "event", event, "err", redact.Text(err.Error(), a.cfg.AMQPURL))
 		return
 	}
 	defer conn.Close()

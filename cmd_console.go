@@ -21,6 +21,7 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
+	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/themes"
 	"github.com/spectacles-go/spectacles/tui"
 )
@@ -155,7 +156,7 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 
 	var secretList []string
 	for _, u := range a.rawURLs {
-		secretList = append(secretList, secrets(u)...)
+		secretList = append(secretList, redact.Secrets(u)...)
 	}
 	if token != "" {
 		secretList = append(secretList, token)
@@ -163,7 +164,7 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 	node := &tui.Node{
 		Info: tui.NodeInfo{
 			Name: fmt.Sprintf("%s/%d", core.DefaultClient(), os.Getpid()), Client: consoleClient(), Group: a.cfg.Group,
-			BrokerKind: a.brokerName(), BrokerAddress: redactURL(url), Embedded: a.brokerName() == "redis-embedded",
+			BrokerKind: a.brokerName(), BrokerAddress: redact.URL(url), Embedded: a.brokerName() == "redis-embedded",
 			Simulated: simulate, EnvToken: token != "", StaleAfter: a.cfg.MessageTimeout,
 		},
 		Publisher: b,

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // statusInterval is how often a gateway node publishes its shards' health
@@ -29,7 +30,7 @@ func addSettingFlags[T any](cmd *cobra.Command, list []setting[T]) {
 	for _, s := range list {
 		usage := fmt.Sprintf("%s (env %s", s.usage, s.env)
 		if s.def != "" {
-			usage += ", default " + redactURL(s.def)
+			usage += ", default " + redact.URL(s.def)
 		}
 		cmd.Flags().Var(&textFlag{typ: s.typ}, s.flag, usage+")")
 	}

@@ -3,13 +3,12 @@ package main
 import (
 	"fmt"
 	"log/slog"
-	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 	"github.com/spectacles-go/spectacles/transport/ipc"
 )
@@ -103,7 +102,7 @@ func settings() []setting[Config] {
 			usage: "RabbitMQ server for BROKER_TYPE=amqp: amqp://user:password@host:port/vhost or amqps://...",
 			parse: func(c *Config, v string) error {
 				if !strings.HasPrefix(v, "amqp://") && !strings.HasPrefix(v, "amqps://") {
-					return fmt.Errorf("%q is not an amqp:// or amqps:// URL", redactSecrets(v, v))
+					return fmt.Errorf("%q is not an amqp:// or amqps:// URL", redact.Text(v, v))
 				}
 				c.AMQPURL = v
 				return nil
@@ -264,50 +263,3 @@ func parsePositiveDuration(v string) (time.Duration, error) {
 	}
 	return d, nil
 }
-
-// secrets returns the credentials inside the URLs of a comma list of
-// Redis addresses: each whole user-info part, each password and each query
-// string, escaped and unescaped, longest first.
-func secrets(urls string) []string {
-	var out []string
-	add := func(s string) {
-		if s == "" {
-			return
-		}
-		out = append(out, s)
-		if u, err := url.PathUnescape(s); err == nil && u != s {
-			out = append(out, u)
-		}
-	}
-	for p := range strings.SplitSeq(urls, ",") {
-		if _, rest, ok := strings.Cut(p, "://"); ok {
-			p = rest
-		}
-		if _, query, ok := strings.Cut(p, "?"); ok {
-			add(query) // go-redis options there may hold credentials
-		}
-		at := strings.LastIndex(p, "@")
-		if at < 0 {
-			continue
-		}
-		userinfo := p[:at]
-		add(userinfo)
-		if _, pass, ok := strings.Cut(userinfo, ":"); ok {
-			add(pass)
-		}
-	}
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return out
-}
-
-// redactSecrets replaces in text every credential found in redisURL by
-// xxxxx, so that no password reaches a log line or an error message.
-func redactSecrets(text, redisURL string) string {
-	for _, s := range secrets(redisURL) {
-		text = strings.ReplaceAll(text, s, "xxxxx")
-	}
-	return text
-}
-
-// redactURL returns a Redis URL (or comma list) fit to print.
-func redactURL(redisURL string) string { return redactSecrets(redisURL, redisURL) }

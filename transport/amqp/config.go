@@ -13,6 +13,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // Defaults for Config fields left zero.
@@ -166,13 +167,13 @@ func managementURL(raw string, amqpURI amqp091.URI) (string, error) {
 		if errors.As(err, &ue) {
 			msg = ue.Err.Error()
 		}
-		for _, secret := range secretsOf(raw) {
+		for _, secret := range redact.Secrets(raw) {
 			msg = strings.ReplaceAll(msg, secret, "xxxxx")
 		}
-		return "", fmt.Errorf("%w: ManagementURL %q: %s", ErrInvalidConfig, redactURL(raw), msg)
+		return "", fmt.Errorf("%w: ManagementURL %q: %s", ErrInvalidConfig, redact.URL(raw), msg)
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", fmt.Errorf("%w: ManagementURL %q: want http://host:port or https://host:port, or %q", ErrInvalidConfig, redactURL(raw), ManagementOff)
+		return "", fmt.Errorf("%w: ManagementURL %q: want http://host:port or https://host:port, or %q", ErrInvalidConfig, redact.URL(raw), ManagementOff)
 	}
 	return raw, nil
 }
@@ -205,71 +206,8 @@ func scrubURLError(raw string, err error) error {
 	if errors.As(err, &ue) {
 		msg = ue.Err.Error()
 	}
-	for _, secret := range secretsOf(raw) {
+	for _, secret := range redact.Secrets(raw) {
 		msg = strings.ReplaceAll(msg, secret, "xxxxx")
 	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redactURL(raw), msg)
-}
-
-// splitSecrets cuts raw into what comes before the user info, the user
-// info, and the rest. userinfo is empty when raw has none.
-func splitSecrets(raw string) (head, userinfo, rest string) {
-	afterScheme := 0
-	if i := strings.Index(raw, "://"); i >= 0 {
-		afterScheme = i + 3
-	}
-	head, rest = raw[:afterScheme], raw[afterScheme:]
-	// The last '@' ends the user info (as url.Parse reads it). Cutting at
-	// the last one even past the host only hides more.
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return head, rest[:at], rest[at+1:]
-	}
-	return head, "", rest
-}
-
-// secretsOf lists the strings of raw that must not appear in messages,
-// longest first so that a secret containing another is removed whole.
-func secretsOf(raw string) []string {
-	_, userinfo, rest := splitSecrets(raw)
-	var out []string
-	add := func(s string) {
-		if s != "" {
-			out = append(out, s)
-		}
-	}
-	if userinfo != "" {
-		add(userinfo)
-		if _, pass, ok := strings.Cut(userinfo, ":"); ok {
-			add(pass)
-			if dec, err := url.PathUnescape(pass); err == nil {
-				add(dec)
-			}
-		} else if dec, err := url.PathUnescape(userinfo); err == nil {
-			add(dec) // a bare token may be a password
-		}
-	}
-	if _, q, ok := strings.Cut(rest, "?"); ok {
-		add(q)
-	}
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if len(out[j]) > len(out[i]) {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-}
-
-// redactURL returns raw with its user info replaced by "xxxxx" and its
-// query removed, fit for messages.
-func redactURL(raw string) string {
-	head, userinfo, rest := splitSecrets(raw)
-	if q := strings.IndexByte(rest, '?'); q >= 0 {
-		rest = rest[:q] + "?..."
-	}
-	if userinfo != "" {
-		return head + "xxxxx@" + rest
-	}
-	return head + rest
+	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redact.URL(raw), msg)
 }

@@ -11,6 +11,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 func TestOpenURLErrorsHideThePassword(t *testing.T) {
@@ -145,8 +146,8 @@ func TestRedactURL(t *testing.T) {
 		"amqp://token@rabbit/?auth_mechanism=PLAIN":  "amqp://xxxxx@rabbit/?...",
 		"amqp://user:pa%40ss@rabbit.example.org/vh1": "amqp://xxxxx@rabbit.example.org/vh1",
 	} {
-		if got := redactURL(in); got != want {
-			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		if got := redact.URL(in); got != want {
+			t.Errorf("redact.URL(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

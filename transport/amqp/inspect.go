@@ -14,6 +14,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // The Inspector of the AMQP driver; the package doc ("Inspection") gives
@@ -81,7 +82,7 @@ func (b *Broker) scrub(err error) error {
 	msg := err.Error()
 	changed := false
 	for _, raw := range []string{b.cfg.URL, b.cfg.ManagementURL} {
-		for _, s := range secretsOf(raw) {
+		for _, s := range redact.Secrets(raw) {
 			if strings.Contains(msg, s) {
 				msg, changed = strings.ReplaceAll(msg, s, "xxxxx"), true
 			}
@@ -187,7 +188,7 @@ func (b *Broker) passive(ctx context.Context, queues []string) (map[string]amqp0
 // credentials and query, the server's version (from the AMQP handshake,
 // else the management API) and the round trip of opening a channel.
 func (b *Broker) Server(ctx context.Context) (core.ServerInfo, error) {
-	info := core.ServerInfo{Kind: "amqp", Address: redactURL(b.cfg.URL)}
+	info := core.ServerInfo{Kind: "amqp", Address: redact.URL(b.cfg.URL)}
 	if b.closed.Load() {
 		return info, core.ErrClosed
 	}

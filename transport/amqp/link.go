@@ -11,6 +11,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
@@ -114,13 +115,13 @@ func (l *link) dial(ctx context.Context) (*amqp091.Connection, error) {
 	mu.Unlock()
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("connect to %s: %w", redactURL(l.cfg.URL), context.Cause(ctx))
+			return nil, fmt.Errorf("connect to %s: %w", redact.URL(l.cfg.URL), context.Cause(ctx))
 		}
-		return nil, fmt.Errorf("connect to %s: %w", redactURL(l.cfg.URL), err)
+		return nil, fmt.Errorf("connect to %s: %w", redact.URL(l.cfg.URL), err)
 	}
 	if ctx.Err() != nil {
 		_ = conn.Close()
-		return nil, fmt.Errorf("connect to %s: %w", redactURL(l.cfg.URL), context.Cause(ctx))
+		return nil, fmt.Errorf("connect to %s: %w", redact.URL(l.cfg.URL), context.Cause(ctx))
 	}
 	return conn, nil
 }
@@ -168,7 +169,7 @@ func (l *link) run(conn *amqp091.Connection) {
 				}
 				continue
 			}
-			l.log.Info("reconnected to RabbitMQ", "server", redactURL(l.cfg.URL), "attempts", failures+1)
+			l.log.Info("reconnected to RabbitMQ", "server", redact.URL(l.cfg.URL), "attempts", failures+1)
 			conn, failures = c, 0
 		}
 		connected := time.Now()

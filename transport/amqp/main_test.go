@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // TestMain fails the package when any goroutine outlives the tests: every
@@ -58,9 +59,9 @@ func serverURL(t testing.TB) string {
 	})
 	if realErr != nil {
 		if inCI() {
-			t.Fatalf("CI=true and no RabbitMQ at %s: %v (a missing broker under CI is a failure)", redactURL(testURL()), realErr)
+			t.Fatalf("CI=true and no RabbitMQ at %s: %v (a missing broker under CI is a failure)", redact.URL(testURL()), realErr)
 		}
-		t.Skipf("no RabbitMQ at %s (%v): skipping; set SPECTACLES_AMQP_URL, and note that under CI=true this fails", redactURL(testURL()), realErr)
+		t.Skipf("no RabbitMQ at %s (%v): skipping; set SPECTACLES_AMQP_URL, and note that under CI=true this fails", redact.URL(testURL()), realErr)
 	}
 	return testURL()
 }

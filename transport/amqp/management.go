@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // The RabbitMQ management API (the rabbitmq_management plugin), as the
@@ -70,7 +72,7 @@ func newMgmt(cfg *Config, log *slog.Logger) (*mgmt, error) {
 	}
 	u, err := url.Parse(cfg.ManagementURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: ManagementURL %q", ErrInvalidConfig, redactURL(cfg.ManagementURL))
+		return nil, fmt.Errorf("%w: ManagementURL %q", ErrInvalidConfig, redact.URL(cfg.ManagementURL))
 	}
 	m := &mgmt{user: amqpURI.Username, pass: amqpURI.Password, vhost: amqpURI.Vhost, log: log}
 	if u.User != nil {

@@ -10,6 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // Defaults for Config fields left zero.
@@ -118,7 +119,7 @@ func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
 		}
 	}
 	if len(parts) == 0 {
-		return nil, fmt.Errorf("%w: %q names no server", ErrInvalidURL, redactURL(url))
+		return nil, fmt.Errorf("%w: %q names no server", ErrInvalidURL, redact.URL(url))
 	}
 	if len(parts) == 1 {
 		o, err := parseOne(parts[0])
@@ -135,10 +136,10 @@ func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
 			return nil, err
 		}
 		if o.Network == "unix" {
-			return nil, fmt.Errorf("%w: cluster node %q: unix sockets cannot be cluster nodes", ErrInvalidURL, redactURL(p))
+			return nil, fmt.Errorf("%w: cluster node %q: unix sockets cannot be cluster nodes", ErrInvalidURL, redact.URL(p))
 		}
 		if o.DB != 0 {
-			return nil, fmt.Errorf("%w: cluster node %q: Redis Cluster has only database 0", ErrInvalidURL, redactURL(p))
+			return nil, fmt.Errorf("%w: cluster node %q: Redis Cluster has only database 0", ErrInvalidURL, redact.URL(p))
 		}
 		co.Addrs = append(co.Addrs, o.Addr)
 		if i == 0 {
@@ -173,70 +174,12 @@ func scrubURLError(raw string, err error) error {
 	if errors.As(err, &ue) {
 		msg = ue.Err.Error()
 	}
-	for _, secret := range secretsOf(raw) {
+	for _, secret := range redact.Secrets(raw) {
 		if len(secret) > 0 {
 			msg = strings.ReplaceAll(msg, secret, "xxxxx")
 		}
 	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redactURL(raw), msg)
-}
-
-// splitSecrets cuts raw into what comes before the user info, the user
-// info, and the rest. userinfo is empty when raw has none.
-func splitSecrets(raw string) (head, userinfo, rest string) {
-	afterScheme := 0
-	if i := strings.Index(raw, "://"); i >= 0 {
-		afterScheme = i + 3
-	}
-	head, rest = raw[:afterScheme], raw[afterScheme:]
-	// The last '@' ends the user info (as url.Parse reads it). Cutting at
-	// the last one even past the host only hides more.
-	if at := strings.LastIndex(rest, "@"); at >= 0 {
-		return head, rest[:at], rest[at+1:]
-	}
-	return head, "", rest
-}
-
-// secretsOf lists the strings of raw that must not appear in messages.
-func secretsOf(raw string) []string {
-	_, userinfo, rest := splitSecrets(raw)
-	var out []string
-	if userinfo != "" {
-		out = append(out, userinfo)
-		if _, pass, ok := strings.Cut(userinfo, ":"); ok && pass != "" {
-			out = append(out, pass)
-			if dec, err := url.PathUnescape(pass); err == nil {
-				out = append(out, dec)
-			}
-		} else if dec, err := url.PathUnescape(userinfo); err == nil {
-			out = append(out, dec) // a bare token may be a password
-		}
-	}
-	if _, q, ok := strings.Cut(rest, "?"); ok && q != "" {
-		out = append(out, q)
-	}
-	// Longest first, so that a secret containing another is removed whole.
-	for i := range out {
-		for j := i + 1; j < len(out); j++ {
-			if len(out[j]) > len(out[i]) {
-				out[i], out[j] = out[j], out[i]
-			}
-		}
-	}
-	return out
-}
-
-// redactURL returns raw with its user info replaced by "xxxxx" and its
-// query removed, fit for messages.
-func redactURL(raw string) string {
-	head, userinfo, rest := splitSecrets(raw)
-	if q := strings.IndexByte(rest, '?'); q >= 0 {
-		rest = rest[:q] + "?..."
-	}
-	if userinfo != "" {
-		return head + "xxxxx@" + rest
-	}
-	return head + rest
+	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redact.URL(raw), msg)
 }
 
 // describeAddrs names the servers of a client for messages, without

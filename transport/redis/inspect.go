@@ -13,6 +13,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 var _ core.Inspector = (*Broker)(nil)
@@ -23,7 +24,7 @@ const inspectClient = "spectacles-console"
 // Server implements core.Inspector: the server kind, address (without
 // credentials), version and one PING's round trip.
 func (b *Broker) Server(ctx context.Context) (core.ServerInfo, error) {
-	info := core.ServerInfo{Kind: "redis", Address: redactURL(describeAddrs(b.client))}
+	info := core.ServerInfo{Kind: "redis", Address: redact.URL(describeAddrs(b.client))}
 	if b.cluster {
 		info.Kind = "redis-cluster"
 	}
