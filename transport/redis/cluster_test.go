@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"fmt"
 	"net"
 	"os/exec"
 	"strconv"
@@ -59,18 +60,43 @@ func startCluster(t *testing.T) (string, bool) {
 	}
 	defer c.Close()
 	cc := c.(*goredis.ClusterClient)
-	deadline := time.Now().Add(15 * time.Second)
+	// Every node must agree the cluster is up, and every master must take
+	// writes: right after creation a node may still answer CLUSTERDOWN.
+	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := cc.ClusterInfo(t.Context()).Result()
-		if err == nil && strings.Contains(info, "cluster_state:ok") {
+		err := clusterReady(t, addrs, cc)
+		if err == nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("cluster not ready: %v %s", err, info)
+			t.Fatalf("cluster not ready: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return url, true
+}
+
+// clusterReady reports why the cluster cannot serve yet, or nil.
+func clusterReady(t *testing.T, addrs []string, cc *goredis.ClusterClient) error {
+	for _, a := range addrs {
+		node := goredis.NewClient(&goredis.Options{Addr: a})
+		info, err := node.ClusterInfo(t.Context()).Result()
+		_ = node.Close()
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("node %s: cluster_state not ok", a)
+		}
+	}
+	// Keys spread over the slots, so that every master is written to.
+	for i := range 32 {
+		key := fmt.Sprintf("cluster-probe-%d", i)
+		if err := cc.Set(t.Context(), key, 1, time.Second).Err(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // TestConformanceCluster runs the suite against a real three-node Redis
