@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"compress/zlib"
 	"encoding/json"
 	"errors"
@@ -137,6 +136,3 @@ func (z *lazyZlib) Read(p []byte) (int, error) {
 	}
 	return z.r.Read(p)
 }
-
-// trimPayload returns b without surrounding white space.
-func trimPayload(b []byte) []byte { return bytes.TrimSpace(b) }

@@ -467,12 +467,6 @@ func (m *Manager) outgoing(d Dispatch) core.Outgoing {
 	return core.Outgoing{Event: d.Event, Data: data}
 }
 
-// sendRequest is a SEND event's payload.
-type sendRequest struct {
-	GuildID json.RawMessage `json:"guild_id"`
-	Packet  json.RawMessage `json:"packet"`
-}
-
 // handlePacket routes a worker's packet: SEND by guild id, or a shard-id
 // event straight to that shard. Invalid packets are dead-lettered with the
 // reason; a packet is acked once written to Discord or re-published.

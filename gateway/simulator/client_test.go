@@ -54,7 +54,6 @@ type testClient struct {
 
 	wsMessages atomic.Int64 // websocket messages read
 	decoded    atomic.Int64 // payloads decoded
-	badSuffix  atomic.Int64 // zlib buffers flushed without 00 00 ff ff (never expected)
 	wg         sync.WaitGroup
 	done       chan struct{}
 	mu         sync.Mutex

@@ -681,17 +681,6 @@ func TestZombieConnection(t *testing.T) {
 	}
 }
 
-// readUntilSeq reads dispatches until seq, returning the last payload.
-func drainTo(t *testing.T, c *testClient, seq int64) {
-	t.Helper()
-	for {
-		p := c.next(5 * time.Second)
-		if p.S != nil && *p.S >= seq {
-			return
-		}
-	}
-}
-
 func TestResume(t *testing.T) {
 	for _, how := range []string{"client close 4000", "abrupt drop", "op 7", "server close 4000"} {
 		t.Run(how, func(t *testing.T) {

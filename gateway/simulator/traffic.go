@@ -83,7 +83,7 @@ func (s *Server) emitRandom(rng *rand.Rand) {
 	if len(targets) == 0 {
 		return
 	}
-	s.deliver(nil, rng, g, targets)
+	s.deliver(context.Background(), false, rng, g, targets)
 }
 
 // emitFlat generates one event as fast as possible: in a random guild of a
@@ -102,14 +102,14 @@ func (s *Server) emitFlat(ctx context.Context, rng *rand.Rand) bool {
 	}
 	ss := withGuilds[rng.IntN(len(withGuilds))]
 	g := ss.guilds[rng.IntN(len(ss.guilds))]
-	s.deliver(ctx, rng, g, s.sessionsFor(g.id))
+	s.deliver(ctx, true, rng, g, s.sessionsFor(g.id))
 	return true
 }
 
 // deliver renders one random event of guild g and appends it to each
 // target that has the intent. With a ctx it first waits until the
 // target's connection has room (backpressure).
-func (s *Server) deliver(ctx context.Context, rng *rand.Rand, g *guild, targets []*session) {
+func (s *Server) deliver(ctx context.Context, wait bool, rng *rand.Rand, g *guild, targets []*session) {
 	syn, err := s.world.generate(rng, s.pickEvent(rng), g)
 	if err != nil {
 		s.log.Error("synthetic event", "err", err)
@@ -123,7 +123,7 @@ func (s *Server) deliver(ctx context.Context, rng *rand.Rand, g *guild, targets 
 		if syn.noContent != nil && ss.intents&IntentMessageContent == 0 {
 			d = syn.noContent
 		}
-		if ctx != nil && !s.waitRoom(ctx, ss) {
+		if wait && !s.waitRoom(ctx, ss) {
 			return
 		}
 		ss.dispatch(syn.t, d)
