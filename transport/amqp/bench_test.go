@@ -11,6 +11,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/core/conformance"
 )
 
 // Benchmarks run against the same RabbitMQ as the tests. Payloads are
@@ -117,48 +118,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 		Exchange: exchange,
 		Subgroup: "bench",
 	})
-	var acked atomic.Int64
-	all := make(chan struct{})
-	target := int64(b.N)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	err := con.Consume(ctx, []string{"E"}, func(ctx context.Context, m *core.Message) {
-		if err := m.Ack(ctx); err != nil {
-			b.Error(err)
-		}
-		if acked.Add(1) == target {
-			close(all)
-		}
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	payload := core.Raw(make([]byte, benchPayload))
-	b.SetBytes(benchPayload)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range benchPublishers {
-		wg.Go(func() {
-			for next.Add(1) <= target {
-				if _, err := pub.Publish(ctx, "E", payload); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	select {
-	case <-all:
-	case <-time.After(120 * time.Second):
-		b.Fatalf("only %d of %d messages acknowledged", acked.Load(), target)
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	conformance.BenchEndToEnd(b, pub, con, "E", core.Raw(make([]byte, benchPayload)), benchPublishers, 120*time.Second)
 }
 
 // BenchmarkRabbitMQ is the baseline: a bare amqp091 client, one channel,

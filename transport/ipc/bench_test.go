@@ -7,12 +7,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/core/conformance"
 )
 
 // Benchmarks write through a real OS pipe. Payloads are 1 KiB of core.Raw
@@ -111,44 +110,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 			con := newBroker(b, r, io.Discard, Config{Options: benchOptions(b, "bench"), Format: format})
 			pub := newBroker(b, strings.NewReader(""), w, Config{Options: benchOptions(b, "publisher"), Format: format})
 
-			var handled atomic.Int64
-			all := make(chan struct{})
-			target := int64(b.N)
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			err := con.Consume(ctx, []string{"E"}, func(ctx context.Context, m *core.Message) {
-				_ = m.Ack(ctx)
-				if handled.Add(1) == target {
-					close(all)
-				}
-			})
-			if err != nil {
-				b.Fatal(err)
-			}
-			payload := benchPayloadFor(b, format)
-			b.SetBytes(benchPayload)
-			b.ReportAllocs()
-			b.ResetTimer()
-			start := time.Now()
-			var next atomic.Int64
-			var wg sync.WaitGroup
-			for range benchPublishers {
-				wg.Go(func() {
-					for next.Add(1) <= target {
-						if _, err := pub.Publish(ctx, "E", payload); err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				})
-			}
-			wg.Wait()
-			select {
-			case <-all:
-			case <-time.After(30 * time.Second):
-				b.Fatalf("%d of %d messages handled", handled.Load(), target)
-			}
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+			conformance.BenchEndToEnd(b, pub, con, "E", benchPayloadFor(b, format), benchPublishers, 30*time.Second)
 		})
 	}
 }

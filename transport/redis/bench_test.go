@@ -3,12 +3,11 @@ package redis
 import (
 	"context"
 	"runtime"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/core/conformance"
 )
 
 // Benchmarks run against the same server as the tests (a real Redis when
@@ -59,48 +58,7 @@ func BenchmarkEndToEnd(b *testing.B) {
 	pub := benchBroker(b, url, core.Options{})
 	con := benchBroker(b, url, core.Options{Identity: core.Identity{Group: unique("bench"), Client: "c"}})
 
-	var acked atomic.Int64
-	all := make(chan struct{})
-	target := int64(b.N)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	err := con.Consume(ctx, []string{ev}, func(ctx context.Context, m *core.Message) {
-		if err := m.Ack(ctx); err != nil {
-			b.Error(err)
-		}
-		if acked.Add(1) == target {
-			close(all)
-		}
-	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	payload := core.Raw(make([]byte, benchPayload))
-	b.SetBytes(benchPayload)
-	b.ReportAllocs()
-	b.ResetTimer()
-	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range benchPublishers {
-		wg.Go(func() {
-			for next.Add(1) <= target {
-				if _, err := pub.Publish(ctx, ev, payload); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	select {
-	case <-all:
-	case <-time.After(60 * time.Second):
-		b.Fatalf("only %d of %d messages acknowledged", acked.Load(), target)
-	}
-	elapsed := time.Since(start)
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+	conformance.BenchEndToEnd(b, pub, con, ev, core.Raw(make([]byte, benchPayload)), benchPublishers, 60*time.Second)
 }
 
 func testingProcs() int { return runtime.GOMAXPROCS(0) }
