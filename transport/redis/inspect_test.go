@@ -13,9 +13,9 @@ import (
 
 // pendingFixture publishes n messages to a new event and has consumer
 // "worker" of a new group read them without acking.
-func pendingFixture(t *testing.T, n int) (b *Broker, ev, group string, ids []string) {
+func pendingFixture(t *testing.T, n int) (b *Broker, ev, group string, ids []string, real bool) {
 	t.Helper()
-	url, _ := serverURL(t)
+	url, real := serverURL(t)
 	raw := rawClient(t, url)
 	ev = testEvent(t, raw)
 	group = unique("g")
@@ -34,12 +34,11 @@ func pendingFixture(t *testing.T, n int) (b *Broker, ev, group string, ids []str
 	if err := raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: group, Consumer: "worker", Streams: []string{ev, ">"}, Count: int64(n)}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	return b, ev, group, ids
+	return b, ev, group, ids, real
 }
 
 func TestInspectorStreamsGroupsConsumers(t *testing.T) {
-	b, ev, group, _ := pendingFixture(t, 5)
-	_, real := serverURL(t) // the embedded server's XINFO lag is not exact
+	b, ev, group, _, real := pendingFixture(t, 5) // the embedded server's XINFO lag is not exact
 	ctx := ctxT(t)
 	streams, err := b.Streams(ctx)
 	if err != nil {
@@ -70,7 +69,7 @@ func TestInspectorStreamsGroupsConsumers(t *testing.T) {
 }
 
 func TestInspectorPagesPendingAndEntries(t *testing.T) {
-	b, ev, group, ids := pendingFixture(t, 25)
+	b, ev, group, ids, _ := pendingFixture(t, 25)
 	ctx := ctxT(t)
 	var seen []string
 	after := ""
@@ -119,8 +118,7 @@ func TestInspectorPagesPendingAndEntries(t *testing.T) {
 }
 
 func TestInspectorAckClaimDeadLetterRequeue(t *testing.T) {
-	b, ev, group, ids := pendingFixture(t, 6)
-	_, real := serverURL(t)
+	b, ev, group, ids, real := pendingFixture(t, 6)
 	ctx := ctxT(t)
 	if n, err := b.Ack(ctx, ev, group, ids[0], ids[1]); err != nil || n != 2 {
 		t.Fatalf("ack: %d %v", n, err)
