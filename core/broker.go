@@ -16,6 +16,11 @@ var (
 	ErrClosed = errors.New("broker closed")
 	// ErrUnsupported is returned for an operation a driver cannot perform.
 	ErrUnsupported = errors.New("not supported by this broker")
+	// ErrPublishUncertain marks a failed Publish (or Call) whose message
+	// may still have reached the broker: the connection failed after the
+	// request was written, or the broker did not say whether it routed it.
+	// A caller that retries may publish the message twice.
+	ErrPublishUncertain = errors.New("the message may still have been published")
 )
 
 // Broker is what every Spectacles broker driver offers.
