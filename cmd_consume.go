@@ -15,14 +15,17 @@ type messageLine struct {
 	Event      string            `json:"event"`
 	ID         string            `json:"id"`
 	Deliveries int               `json:"deliveries"`
+	EventB64   string            `json:"event_base64,omitempty"`
 	Headers    map[string]string `json:"headers,omitempty"`
+	HeadersB64 map[string]string `json:"headers_base64,omitempty"`
 	Data       any               `json:"data,omitempty"`
 	Error      string            `json:"error,omitempty"`
 	RawBase64  string            `json:"raw_base64,omitempty"`
 }
 
 func newMessageLine(m *core.Message) messageLine {
-	line := messageLine{Event: m.Event, ID: m.ID, Deliveries: m.Deliveries, Headers: m.Headers}
+	line := messageLine{Event: m.Event, EventB64: base64IfInvalid(m.Event), ID: m.ID, Deliveries: m.Deliveries, Headers: m.Headers,
+		HeadersB64: headersBase64(m.Headers)}
 	v, err := m.Data()
 	if err != nil {
 		line.Error = err.Error()
