@@ -66,7 +66,7 @@ func b64(t *testing.T, v any) string {
 // the commands take the raw name back.
 func TestHostileNamesAreEscaped(t *testing.T) {
 	ev := unique("esc") + hostileTail + "\xff\xfe"
-	group := unique("g") + hostileTail             // valid UTF-8: JSON keeps it exactly
+	group := unique("g") + hostileTail           // valid UTF-8: JSON keeps it exactly
 	consumer := "w\r\x1b[8m" + "\u202e" + "\xc0" // invalid UTF-8
 	reason := "bad \x1b[31mthing\x1b[0m\a\u009b\u202e"
 	c := redisClient(t, ev)
