@@ -133,7 +133,13 @@ every message goes once to one client of each group) and a client name.
 
 Configuration comes from flags and from the environment variables of
 spec-tacles/gateway (flags win). Without REDIS_URL, an embedded in-memory
-Redis is started for the life of the process.`,
+Redis is started for the life of the process.
+
+Output never writes a control character, bidi control or invalid UTF-8
+from the broker raw: tables print such a name in the shell's $'...' form
+(e.g. $'x\x1b[2Jy'), which typed back as an argument names the exact
+bytes; --json escapes them, and adds KEY_base64 with the exact bytes of a
+string KEY that is not valid UTF-8.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {

@@ -63,7 +63,9 @@ cannot be decoded prints {"event", "id", "deliveries", "error",
 "raw_base64"} and is not acknowledged: it is delivered again after
 BROKER_MESSAGE_TIMEOUT and dead-lettered to EVENT:dlq after
 BROKER_MAX_DELIVERIES deliveries, never lost. SIGINT or SIGTERM stops
-reading, lets running handlers finish and exits 0.`,
+reading, lets running handlers finish and exits 0. An event name that is
+not valid UTF-8 adds "event_base64" (its exact bytes), and headers that
+are not add "headers_base64" (every key and value in base64).`,
 		Example: `  spectacles consume --group audit MESSAGE_CREATE GUILD_CREATE
   spectacles consume --group audit --no-ack MESSAGE_CREATE:dlq`,
 		Args: argsBetween(1, -1),

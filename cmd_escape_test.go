@@ -153,6 +153,9 @@ func TestHostileNamesAreEscaped(t *testing.T) {
 		!strings.Contains(dl[0]["data"].(map[string]any)["text"].(string), "\x1b[2J \u0085 \u202e") {
 		t.Errorf("dlq list --json: %v", dl)
 	}
+	if hb, _ := dl[0]["headers_base64"].(map[string]any); hb == nil || b64(t, hb[base64.StdEncoding.EncodeToString([]byte("event"))]) != ev {
+		t.Errorf("dlq list --json: headers_base64 does not give the event back: %v", dl[0])
+	}
 	dlID := dl[0]["id"].(string)
 
 	// tail: JSON lines, event_base64 for the invalid name.

@@ -29,7 +29,7 @@ func hostileFixture() (*fakeInspector, *fakeBroker, *fakeGateway, *Node) {
 	s := &fakeStream{name: ev}
 	for i := range 3 {
 		s.entries = append(s.entries, core.Entry{ID: fmt.Sprintf("%d-0", baseMS+int64(i)*1000),
-			Raw: mustMsgpack(map[string]any{"text": "payload" + hostile + "\u009b", "n": i}),
+			Raw:     mustMsgpack(map[string]any{"text": "payload" + hostile + "\u009b", "n": i}),
 			Headers: map[string]string{"note" + hostile: "v" + hostile}})
 	}
 	g := &fakeGroup{info: core.GroupInfo{Name: "G" + hostile, LastDeliveredID: s.entries[2].ID}}
