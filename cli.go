@@ -118,7 +118,7 @@ func (a *app) printError(err error) {
 	for _, u := range a.rawURLs {
 		msg = redact.Text(msg, u)
 	}
-	msg = termtext.Escape(strings.Join(strings.Fields(msg), " "))
+	msg = strings.Join(strings.Fields(termtext.EscapeLines(msg)), " ")
 	fmt.Fprintf(a.stderr, "spectacles: %s\n", msg)
 }
 

@@ -189,6 +189,9 @@ func TestHostileNamesAreEscaped(t *testing.T) {
 		if r.code == 0 || r.stderr == "" {
 			t.Errorf("%q succeeded: %s", args, r.stdout)
 		}
+		if args[0] == "pending" && !strings.Contains(r.stderr, termtext.Escape("no-group"+hostileTail)) {
+			t.Errorf("the error does not show the group name escaped: %s", r.stderr)
+		}
 	}
 }
 
