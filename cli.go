@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -18,6 +20,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/internal/redact"
+	"github.com/spectacles-go/spectacles/internal/termtext"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 	"github.com/spectacles-go/spectacles/transport/ipc"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
@@ -107,13 +110,15 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return exitOK
 }
 
-// printError prints err as one line with every Redis credential removed.
+// printError prints err as one line with every Redis credential removed
+// and every control character, bidi control and invalid byte (of a name
+// the message quotes) escaped.
 func (a *app) printError(err error) {
 	msg := err.Error()
 	for _, u := range a.rawURLs {
 		msg = redact.Text(msg, u)
 	}
-	msg = strings.Join(strings.Fields(msg), " ")
+	msg = strings.Join(strings.Fields(termtext.EscapeLines(msg)), " ")
 	fmt.Fprintf(a.stderr, "spectacles: %s\n", msg)
 }
 
@@ -128,7 +133,13 @@ every message goes once to one client of each group) and a client name.
 
 Configuration comes from flags and from the environment variables of
 spec-tacles/gateway (flags win). Without REDIS_URL, an embedded in-memory
-Redis is started for the life of the process.`,
+Redis is started for the life of the process.
+
+Output never writes a control character, bidi control or invalid UTF-8
+from the broker raw: tables print such a name in the shell's $'...' form
+(e.g. $'x\x1b[2Jy'), which typed back as an argument names the exact
+bytes; --json escapes them, and adds KEY_base64 with the exact bytes of a
+string KEY that is not valid UTF-8.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -365,6 +376,9 @@ type lineWriter struct {
 	w  io.Writer
 }
 
+// write writes v as one JSON line. Besides what encoding/json escapes,
+// DEL, C1 controls and bidi and other format characters are written as
+// \uXXXX (termtext.JSON), so that no JSON output acts on a terminal.
 func (l *lineWriter) write(v any) error {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -372,10 +386,40 @@ func (l *lineWriter) write(v any) error {
 	if err := enc.Encode(v); err != nil {
 		return fmt.Errorf("encode output: %w", err)
 	}
+	out := termtext.JSON(buf.Bytes())
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if _, err := l.w.Write(buf.Bytes()); err != nil {
+	if _, err := l.w.Write(out); err != nil {
 		return fmt.Errorf("write output: %w", err)
 	}
 	return nil
+}
+
+// base64IfInvalid returns s in standard base64 when it is not valid UTF-8,
+// else "". JSON cannot hold such a string (encoding/json writes U+FFFD for
+// each bad byte), so the JSON outputs add it as KEY_base64 next to KEY:
+// the exact bytes of a name, to type back ($'\xff' in a shell).
+func base64IfInvalid(s string) string {
+	if utf8.ValidString(s) {
+		return ""
+	}
+	return base64.StdEncoding.EncodeToString([]byte(s))
+}
+
+// headersBase64 returns every header with its key and value in base64
+// when one key or value is not valid UTF-8, else nil: the JSON outputs
+// print it as headers_base64 next to headers.
+func headersBase64(h map[string]string) map[string]string {
+	valid := true
+	for k, v := range h {
+		valid = valid && utf8.ValidString(k) && utf8.ValidString(v)
+	}
+	if valid {
+		return nil
+	}
+	out := make(map[string]string, len(h))
+	for k, v := range h {
+		out[base64.StdEncoding.EncodeToString([]byte(k))] = base64.StdEncoding.EncodeToString([]byte(v))
+	}
+	return out
 }

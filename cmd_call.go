@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
 func (a *app) callCommand() *cobra.Command {
@@ -44,9 +45,9 @@ fails with exit code 124.`,
 					return &codedError{exitTimeout, err} // "call EVENT: timed out waiting for a reply after ..."
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
-					return &codedError{exitTimeout, fmt.Errorf("call %s: no reply within %s: %w", args[0], timeout, err)}
+					return &codedError{exitTimeout, fmt.Errorf("call %s: no reply within %s: %w", termtext.Quote(args[0]), timeout, err)}
 				}
-				return fmt.Errorf("call %s: %w", args[0], err)
+				return fmt.Errorf("call %s: %w", termtext.Quote(args[0]), err)
 			}
 			out := &lineWriter{w: a.stdout}
 			v, derr := reply.Data()
@@ -54,7 +55,7 @@ fails with exit code 124.`,
 				if err := out.write(map[string]any{"error": derr.Error(), "raw_base64": base64.StdEncoding.EncodeToString(reply.Raw)}); err != nil {
 					return err
 				}
-				return fmt.Errorf("call %s: the reply cannot be decoded: %w", args[0], derr)
+				return fmt.Errorf("call %s: the reply cannot be decoded: %w", termtext.Quote(args[0]), derr)
 			}
 			return out.write(core.JSONValue(v))
 		},

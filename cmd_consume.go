@@ -15,14 +15,17 @@ type messageLine struct {
 	Event      string            `json:"event"`
 	ID         string            `json:"id"`
 	Deliveries int               `json:"deliveries"`
+	EventB64   string            `json:"event_base64,omitempty"`
 	Headers    map[string]string `json:"headers,omitempty"`
+	HeadersB64 map[string]string `json:"headers_base64,omitempty"`
 	Data       any               `json:"data,omitempty"`
 	Error      string            `json:"error,omitempty"`
 	RawBase64  string            `json:"raw_base64,omitempty"`
 }
 
 func newMessageLine(m *core.Message) messageLine {
-	line := messageLine{Event: m.Event, ID: m.ID, Deliveries: m.Deliveries, Headers: m.Headers}
+	line := messageLine{Event: m.Event, EventB64: base64IfInvalid(m.Event), ID: m.ID, Deliveries: m.Deliveries, Headers: m.Headers,
+		HeadersB64: headersBase64(m.Headers)}
 	v, err := m.Data()
 	if err != nil {
 		line.Error = err.Error()
@@ -60,7 +63,9 @@ cannot be decoded prints {"event", "id", "deliveries", "error",
 "raw_base64"} and is not acknowledged: it is delivered again after
 BROKER_MESSAGE_TIMEOUT and dead-lettered to EVENT:dlq after
 BROKER_MAX_DELIVERIES deliveries, never lost. SIGINT or SIGTERM stops
-reading, lets running handlers finish and exits 0.`,
+reading, lets running handlers finish and exits 0. An event name that is
+not valid UTF-8 adds "event_base64" (its exact bytes), and headers that
+are not add "headers_base64" (every key and value in base64).`,
 		Example: `  spectacles consume --group audit MESSAGE_CREATE GUILD_CREATE
   spectacles consume --group audit --no-ack MESSAGE_CREATE:dlq`,
 		Args: argsBetween(1, -1),

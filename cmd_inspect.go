@@ -13,10 +13,18 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
 // The headless twins of the console's actions: each prints a table, or with
 // --json one JSON document (lists as one JSON line per item for tail).
+//
+// Names and text from the broker go through internal/termtext: a table
+// prints a name with a control character, a bidi control or invalid UTF-8
+// in the shell's $'...' form (termtext.Quote), which typed back as an
+// argument gives the exact bytes; JSON escapes them, and a string that is
+// not valid UTF-8 gets a sibling field KEY_base64 with its exact bytes
+// (see base64IfInvalid).
 
 // inspector opens a broker client and returns it as a core.Inspector.
 func (a *app) inspector(ctx context.Context) (core.Inspector, func(*error), error) {
@@ -73,13 +81,14 @@ func (a *app) streamsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if list == nil {
-				list = []core.StreamInfo{}
+			views := make([]streamView, 0, len(list))
+			for _, s := range list {
+				views = append(views, streamView{StreamInfo: s, NameBase64: base64IfInvalid(s.Name)})
 			}
-			return a.output(asJSON, list, func(w *tabwriter.Writer) {
+			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "STREAM\tLENGTH\tGROUPS\tFIRST\tLAST")
 				for _, s := range list {
-					fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", s.Name, s.Length, s.Groups, s.FirstID, s.LastID)
+					fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\n", quote(s.Name), s.Length, s.Groups, quote(s.FirstID), quote(s.LastID))
 				}
 			})
 		}),
@@ -88,10 +97,33 @@ func (a *app) streamsCommand() *cobra.Command {
 	return cmd
 }
 
+// quote quotes a name for a table: as it is when it is safe to print, else in
+// the shell's $'...' form (termtext.Quote).
+func quote(name string) string { return termtext.Quote(name) }
+
+// streamView is a stream as `streams --json` prints it.
+type streamView struct {
+	core.StreamInfo
+	NameBase64 string `json:"Name_base64,omitempty"`
+}
+
 // groupView is a group with its consumers, as `groups` prints it.
 type groupView struct {
 	core.GroupInfo
-	ConsumerList []core.ConsumerInfo `json:"consumer_list"`
+	NameBase64   string         `json:"Name_base64,omitempty"`
+	ConsumerList []consumerView `json:"consumer_list"`
+}
+
+// consumerView is a consumer as `groups --json` prints it.
+type consumerView struct {
+	core.ConsumerInfo
+	NameBase64 string `json:"Name_base64,omitempty"`
+}
+
+// pendingView is a pending entry as `pending --json` prints it.
+type pendingView struct {
+	core.PendingEntry
+	ConsumerBase64 string `json:"Consumer_base64,omitempty"`
 }
 
 func (a *app) groupsCommand() *cobra.Command {
@@ -111,14 +143,18 @@ func (a *app) groupsCommand() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				views = append(views, groupView{GroupInfo: g, ConsumerList: cs})
+				cl := make([]consumerView, 0, len(cs))
+				for _, c := range cs {
+					cl = append(cl, consumerView{ConsumerInfo: c, NameBase64: base64IfInvalid(c.Name)})
+				}
+				views = append(views, groupView{GroupInfo: g, NameBase64: base64IfInvalid(g.Name), ConsumerList: cl})
 			}
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "GROUP\tCONSUMERS\tPENDING\tLAG\tLAST DELIVERED")
 				for _, g := range views {
-					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", g.Name, g.Consumers, g.Pending, g.Lag, g.LastDeliveredID)
+					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", quote(g.Name), g.Consumers, g.Pending, g.Lag, quote(g.LastDeliveredID))
 					for _, c := range g.ConsumerList {
-						fmt.Fprintf(w, "  %s\t\t%d\t\tidle %s\n", c.Name, c.Pending, ms(c.Idle))
+						fmt.Fprintf(w, "  %s\t\t%d\t\tidle %s\n", quote(c.Name), c.Pending, ms(c.Idle))
 					}
 				}
 			})
@@ -142,13 +178,14 @@ func (a *app) pendingCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if page == nil {
-				page = []core.PendingEntry{}
+			views := make([]pendingView, 0, len(page))
+			for _, p := range page {
+				views = append(views, pendingView{PendingEntry: p, ConsumerBase64: base64IfInvalid(p.Consumer)})
 			}
-			return a.output(asJSON, page, func(w *tabwriter.Writer) {
+			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tCONSUMER\tIDLE\tDELIVERIES")
 				for _, p := range page {
-					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", p.ID, p.Consumer, ms(p.Idle), p.Deliveries)
+					fmt.Fprintf(w, "%s\t%s\t%s\t%d\n", quote(p.ID), quote(p.Consumer), ms(p.Idle), p.Deliveries)
 				}
 			})
 		}),
@@ -206,8 +243,12 @@ group reclaims idle messages, takes them up after the message timeout.`,
 			if got == nil {
 				got = []string{}
 			}
-			return a.output(asJSON, map[string]any{"claimed": got, "consumer": to}, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "claimed %d of %d for %s\n", len(got), len(args)-2, to)
+			res := map[string]any{"claimed": got, "consumer": to}
+			if b := base64IfInvalid(to); b != "" {
+				res["consumer_base64"] = b
+			}
+			return a.output(asJSON, res, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "claimed %d of %d for %s\n", len(got), len(args)-2, quote(to))
 			})
 		}),
 	}
@@ -247,7 +288,8 @@ func (a *app) dlqCommand() *cobra.Command {
 				fmt.Fprintln(w, "ID\tORIGINAL\tGROUP\tDELIVERIES\tREASON")
 				for _, e := range entries {
 					h := e.Headers
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", e.ID, h[core.HeaderID], h[core.HeaderGroup], h[core.HeaderDeliveries], h[core.HeaderReason])
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", quote(e.ID), quote(h[core.HeaderID]), quote(h[core.HeaderGroup]), quote(h[core.HeaderDeliveries]),
+						quote(h[core.HeaderReason]))
 				}
 			})
 		}),
@@ -265,7 +307,11 @@ func (a *app) dlqCommand() *cobra.Command {
 				ids = []string{}
 			}
 			if oerr := a.output(asJSON, map[string]any{"requeued": ids}, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "requeued %d: %s\n", len(ids), strings.Join(ids, " "))
+				list := make([]string, len(ids))
+				for i, id := range ids {
+					list[i] = quote(id)
+				}
+				fmt.Fprintf(w, "requeued %d: %s\n", len(ids), strings.Join(list, " "))
 			}); err == nil {
 				err = oerr
 			}
@@ -283,7 +329,7 @@ func (a *app) dlqCommand() *cobra.Command {
 				return err
 			}
 			return a.output(asJSON, map[string]int{"moved": n}, func(w *tabwriter.Writer) {
-				fmt.Fprintf(w, "moved %d of %d to %s\n", n, len(args)-2, core.DeadLetterEvent(args[0]))
+				fmt.Fprintf(w, "moved %d of %d to %s\n", n, len(args)-2, quote(core.DeadLetterEvent(args[0])))
 			})
 		}),
 	}
@@ -298,6 +344,9 @@ func entryView(e core.Entry, codec core.Codec) map[string]any {
 	v := map[string]any{"id": e.ID}
 	if len(e.Headers) > 0 {
 		v["headers"] = e.Headers
+		if hb := headersBase64(e.Headers); hb != nil {
+			v["headers_base64"] = hb
+		}
 	}
 	data, err := core.NewPayload(e.Raw, codec).Data()
 	if err != nil {
@@ -359,6 +408,9 @@ the services that consume them. It prints one JSON line per message
 							}
 							v := entryView(e, a.cfg.Codec)
 							v["event"] = ev
+							if b := base64IfInvalid(ev); b != "" {
+								v["event_base64"] = b
+							}
 							if err := out.write(v); err != nil {
 								return err
 							}
@@ -449,9 +501,9 @@ guild routes to.`,
 			}
 			return a.output(asJSON, res, func(w *tabwriter.Writer) {
 				if routed >= 0 {
-					fmt.Fprintf(w, "published %s %s (shard %d)\n", event, msgID, routed)
+					fmt.Fprintf(w, "published %s %s (shard %d)\n", quote(event), quote(msgID), routed)
 				} else {
-					fmt.Fprintf(w, "published %s %s (shard count unknown: the gateway routes it)\n", event, msgID)
+					fmt.Fprintf(w, "published %s %s (shard count unknown: the gateway routes it)\n", quote(event), quote(msgID))
 				}
 			})
 		},
@@ -500,7 +552,7 @@ func (a *app) shardsCommand() *cobra.Command {
 				fmt.Fprintln(w, "NODE\tSHARD\tSTATE\tLATENCY\tSEQ\tGUILDS\tRECONNECTS\tLAST CLOSE")
 				for _, n := range nodes {
 					for _, s := range n.Shards {
-						fmt.Fprintf(w, "%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", n.Group, n.Client, s.ID, s.Count,
+						fmt.Fprintf(w, "%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", quote(n.Group), quote(n.Client), s.ID, s.Count,
 							s.State, ms(s.Latency), s.Seq, s.GuildsAvailable, s.GuildsUnavailable, s.Reconnects, closeText(s))
 					}
 				}
@@ -515,5 +567,5 @@ func closeText(s gateway.Status) string {
 	if s.LastCloseCode == 0 && s.LastCloseReason == "" {
 		return "-"
 	}
-	return fmt.Sprintf("%d %s", s.LastCloseCode, s.LastCloseReason)
+	return fmt.Sprintf("%d %s", s.LastCloseCode, termtext.Escape(s.LastCloseReason))
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
 // argsBetween accepts min to max positional arguments, reporting a wrong
@@ -40,9 +42,9 @@ printed.`,
 			defer closeBroker(b, &err)
 			id, err := b.Publish(cmd.Context(), args[0], data)
 			if err != nil {
-				return fmt.Errorf("publish %s: %w", args[0], err)
+				return fmt.Errorf("publish %s: %w", termtext.Quote(args[0]), err)
 			}
-			_, err = fmt.Fprintln(a.stdout, id)
+			_, err = fmt.Fprintln(a.stdout, termtext.Quote(id))
 			return err
 		},
 	}

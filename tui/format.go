@@ -14,6 +14,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
 // maxPreview caps how much of a payload the console decodes and shows.
@@ -267,7 +268,8 @@ func decodePayload(raw []byte) decoded {
 		enc := json.NewEncoder(&buf)
 		enc.SetEscapeHTML(false)
 		if err := enc.Encode(v); err == nil {
-			d.Line = strings.TrimSpace(buf.String())
+			// termtext.JSON: no C1, bidi or format character is shown raw.
+			d.Line = strings.TrimSpace(string(termtext.JSON(buf.Bytes())))
 			var ind bytes.Buffer
 			if json.Indent(&ind, []byte(d.Line), "", "  ") == nil {
 				d.Pretty = ind.String()
@@ -279,6 +281,7 @@ func decodePayload(raw []byte) decoded {
 		d.OK = false
 		d.Err = "not representable as JSON"
 	}
+	d.Err = termtext.Escape(d.Err)
 	shown := raw[:min(len(raw), maxPreview)]
 	d.Pretty = hex.Dump(shown)
 	if utf8.Valid(shown) {

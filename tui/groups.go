@@ -161,7 +161,7 @@ func (v *groupsView) keys() []key.Binding {
 	if v.sh.amqp() {
 		v.k.Open.SetHelp("enter", "unacked (explained)")
 		v.k.Copy.SetHelp("y", "copy queue name")
-		_, dlq := core.IsDeadLetterEvent(v.stream)
+		_, dlq := dlqSource(v.stream)
 		v.k.Tail.SetEnabled(dlq)
 	}
 	return []key.Binding{v.k.Up, v.k.Down, v.k.Open, v.k.Tail, v.k.Copy}

@@ -17,6 +17,7 @@ import (
 	"github.com/charmbracelet/lipgloss"
 	"github.com/charmbracelet/x/ansi"
 
+	"github.com/spectacles-go/spectacles/internal/termtext"
 	"github.com/spectacles-go/spectacles/themes"
 )
 
@@ -140,6 +141,7 @@ func New(b Backend, opts Options) *Model {
 		}
 	}
 	st := newStyles(opts.Renderer, opts.Theme)
+	b = shownBackend{b} // broker text enters here, escaped (escape.go)
 	node := b.Node()
 	sh := &shared{backend: b, node: node, st: &st, r: opts.Renderer, readOnly: opts.ReadOnly, base: opts.Context,
 		timeout: opts.RequestTimeout, now: opts.Now, loc: opts.Location, maxTail: opts.TailLimit, tick: tea.Tick}
@@ -577,7 +579,9 @@ func (m *Model) View() string {
 	_, bh := m.bodySize()
 	body = fitLines(body, m.width, bh)
 	parts := []string{m.headerView(), m.tabsView(), m.crumbView(), body, m.statusView(), m.footerView()}
-	return strings.Join(parts, "\n")
+	// Broker text was escaped where it entered (shownBackend); this
+	// catches what the user typed (a bidi control pasted in a field).
+	return termtext.EscapeStyled(strings.Join(parts, "\n"))
 }
 
 // fitLines cuts or pads text to exactly h lines of at most w cells.

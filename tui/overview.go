@@ -167,7 +167,7 @@ func (v *overviewView) update(msg tea.Msg) tea.Cmd {
 func (v *overviewView) dlqs() []string {
 	var out []string
 	for _, s := range v.res.streams {
-		if _, ok := core.IsDeadLetterEvent(s.Name); ok && s.Length > 0 {
+		if _, ok := dlqSource(s.Name); ok && s.Length > 0 {
 			out = append(out, s.Name)
 		}
 	}
@@ -181,7 +181,7 @@ func (v *overviewView) warnings() []string {
 	}
 	var out []string
 	for _, s := range v.res.streams {
-		if _, dlq := core.IsDeadLetterEvent(s.Name); dlq || s.Groups > 0 || s.Length == 0 {
+		if _, dlq := dlqSource(s.Name); dlq || s.Groups > 0 || s.Length == 0 {
 			continue
 		}
 		out = append(out, fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length)))
@@ -222,7 +222,7 @@ func (v *overviewView) amqpWarnings() []string {
 	var out []string
 	unknown := false
 	for _, s := range v.res.streams {
-		_, dlq := core.IsDeadLetterEvent(s.Name)
+		_, dlq := dlqSource(s.Name)
 		for _, g := range v.res.groups[s.Name] {
 			if g.Pending < 0 || g.Lag < 0 {
 				unknown = true
@@ -316,7 +316,7 @@ func (v *overviewView) view() string {
 		var entries, pending int64
 		var groups int
 		for _, s := range r.streams {
-			if _, dlq := core.IsDeadLetterEvent(s.Name); !dlq {
+			if _, dlq := dlqSource(s.Name); !dlq {
 				entries += s.Length
 			}
 			for _, g := range r.groups[s.Name] {
@@ -328,7 +328,7 @@ func (v *overviewView) view() string {
 			var ready, unacked int64
 			var consumers int
 			for _, s := range r.streams {
-				if _, dlq := core.IsDeadLetterEvent(s.Name); dlq {
+				if _, dlq := dlqSource(s.Name); dlq {
 					continue
 				}
 				rd, un, c := queueTotals(r.groups[s.Name])
@@ -343,7 +343,7 @@ func (v *overviewView) view() string {
 		var dl int64
 		var parts []string
 		for _, s := range r.streams {
-			if _, ok := core.IsDeadLetterEvent(s.Name); ok && s.Length > 0 {
+			if _, ok := dlqSource(s.Name); ok && s.Length > 0 {
 				dl += s.Length
 				parts = append(parts, fmt.Sprintf("%s %s", s.Name, fmtCount(s.Length)))
 			}

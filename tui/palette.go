@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/spectacles-go/spectacles/core"
 )
 
 type special int
@@ -140,8 +138,8 @@ func parseCommand(text string) (command, error) {
 		}
 		c.to = kTail
 		ev := args[0]
-		if _, ok := core.IsDeadLetterEvent(ev); !ok {
-			ev = core.DeadLetterEvent(ev)
+		if _, ok := dlqSource(ev); !ok {
+			ev = dlqOf(ev)
 		}
 		c.streams = []string{ev}
 	case "publish":

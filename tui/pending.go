@@ -198,7 +198,7 @@ func (v *pendingView) refresh() tea.Cmd {
 }
 
 func (v *pendingView) isDLQ() bool {
-	_, ok := core.IsDeadLetterEvent(v.stream)
+	_, ok := dlqSource(v.stream)
 	return ok
 }
 
@@ -235,7 +235,7 @@ func (v *pendingView) unavailable() []unavailableKey {
 	}
 	out := []unavailableKey{{key: v.k.Ack, why: amqpAckWhy}, {key: v.k.Claim, why: amqpClaimWhy}, {key: v.k.Dead, why: amqpDeadWhy}}
 	if v.isDLQ() {
-		source, _ := core.IsDeadLetterEvent(v.stream)
+		source, _ := dlqSource(v.stream)
 		out = append(out, unavailableKey{key: v.k.Requeue, why: "dead letters are listed and requeued in the tail: :dlq " + source + ", then R"})
 	}
 	return out
@@ -441,7 +441,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 			}})
 	case key.Matches(msg, v.k.Dead):
 		clear(v.tbl.marked)
-		dlq := core.DeadLetterEvent(stream)
+		dlq := dlqOf(stream)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Move %s of %s to %s (acknowledging them here)?", plural(len(ids), "entry"), target, dlq),
 			yes: func() tea.Msg {
@@ -453,7 +453,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		})
 	case key.Matches(msg, v.k.Requeue):
 		clear(v.tbl.marked)
-		source, _ := core.IsDeadLetterEvent(stream)
+		source, _ := dlqSource(stream)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Requeue %s from %s to %s?", plural(len(ids), "dead letter"), stream, source),
 			yes:    requeueCmd(sh, kPending, source, group, ids),
@@ -463,7 +463,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 			return statusErr("read-only: ack, claim, dead-letter and requeue are disabled")
 		}
 		if pressed(msg, v.k.Requeue) && !v.isDLQ() {
-			return statusErr("requeue works on dead letters: open the pending entries of " + core.DeadLetterEvent(v.stream) + ", or :dlq " + v.stream)
+			return statusErr("requeue works on dead letters: open the pending entries of " + dlqOf(v.stream) + ", or :dlq " + v.stream)
 		}
 	}
 	return nil
@@ -478,7 +478,7 @@ func requeueCmd(sh *shared, from kind, source, group string, ids []string) tea.C
 		defer cancel()
 		newIDs, err := ins.Requeue(ctx, source, ids...)
 		if err == nil && group != "" {
-			_, err = ins.Ack(ctx, core.DeadLetterEvent(source), group, ids...)
+			_, err = ins.Ack(ctx, dlqOf(source), group, ids...)
 		}
 		text := fmt.Sprintf("requeued %d of %d to %s", len(newIDs), len(ids), source)
 		if len(newIDs) > 0 {
@@ -489,7 +489,7 @@ func requeueCmd(sh *shared, from kind, source, group string, ids []string) tea.C
 		}
 		msg := actionMsg{from: from, text: text, err: err}
 		if err == nil {
-			msg.dlq, msg.requeued = core.DeadLetterEvent(source), ids
+			msg.dlq, msg.requeued = dlqOf(source), ids
 		}
 		return msg
 	}
@@ -565,7 +565,7 @@ func (v *pendingView) amqpView() string {
 	line(st.muted.Render(" · an unacked message returns to its queue when its consumer's channel closes (stop or restart it);"))
 	line(st.muted.Render(" · the driver dead-letters a message after MaxDeliveries deliveries, a handler with Reject;"))
 	source := v.stream
-	if s, ok := core.IsDeadLetterEvent(v.stream); ok {
+	if s, ok := dlqSource(v.stream); ok {
 		source = s
 	}
 	line(st.muted.Render(" · dead letters are listed and requeued in the tail: :dlq " + source + ", then R."))

@@ -256,7 +256,7 @@ func (v *streamsView) keys() []key.Binding {
 		v.k.Pending.SetHelp("p", "unacked (explained)")
 		// Only dead letters can be read without consuming them.
 		row, _ := v.selected()
-		_, dlq := core.IsDeadLetterEvent(row.Name)
+		_, dlq := dlqSource(row.Name)
 		v.k.Tail.SetEnabled(has && dlq)
 		v.k.Mark.SetEnabled(false)
 	}
@@ -368,8 +368,8 @@ func (v *streamsView) key(msg tea.KeyMsg) tea.Cmd {
 		return emit(navMsg{to: kTail, streams: names})
 	case key.Matches(msg, v.k.DLQ):
 		name := row.Name
-		if _, isDLQ := core.IsDeadLetterEvent(name); !isDLQ {
-			name = core.DeadLetterEvent(name)
+		if _, isDLQ := dlqSource(name); !isDLQ {
+			name = dlqOf(name)
 		}
 		return emit(navMsg{to: kTail, streams: []string{name}})
 	case key.Matches(msg, v.k.Publish):

@@ -199,7 +199,7 @@ func (v *tailView) keys() []key.Binding {
 
 func (v *tailView) dlqOnly() bool {
 	for _, s := range v.streams {
-		if _, ok := core.IsDeadLetterEvent(s); !ok {
+		if _, ok := dlqSource(s); !ok {
 			return false
 		}
 	}
@@ -303,7 +303,7 @@ func (v *tailView) key(msg tea.KeyMsg) tea.Cmd {
 		var cmds []tea.Cmd
 		n := 0
 		for s, ids := range byStream {
-			source, _ := core.IsDeadLetterEvent(s)
+			source, _ := dlqSource(s)
 			cmds = append(cmds, requeueCmd(v.sh, kTail, source, "", ids))
 			n += len(ids)
 		}
