@@ -308,12 +308,16 @@ func (b *Broker) DeadLetter(ctx context.Context, stream, group, reason string, i
 		if len(msgs) == 1 {
 			raw = entryOf(&msgs[0]).Raw
 		}
-		deliveries := 0
-		if ps, err := b.client.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: stream, Group: group, Start: id, End: id, Count: 1}).Result(); err == nil && len(ps) == 1 {
-			deliveries = int(ps[0].RetryCount)
-		} else if err == nil {
+		ps, err := b.client.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: stream, Group: group, Start: id, End: id, Count: 1}).Result()
+		if err != nil {
+			// NOGROUP included: an unknown stream or group has nothing
+			// pending, and nothing is written.
+			return moved, fmt.Errorf("redis: dead-letter %s %s: %w", stream, id, err)
+		}
+		if len(ps) != 1 {
 			continue // not pending for the group: nothing to move
 		}
+		deliveries := int(ps[0].RetryCount)
 		if err := b.deadLetter(ctx, stream, id, raw, group, inspectClient, reason, deliveries); err != nil {
 			return moved, err
 		}

@@ -183,3 +183,23 @@ func TestInspectorOnMissingStream(t *testing.T) {
 		t.Errorf("entries of a missing stream: %v %v", es, err)
 	}
 }
+
+// A dead-letter move naming a group that does not exist is an error and
+// writes nothing (it once reported "moved 1 of 1" and added an empty dead
+// letter).
+func TestInspectorDeadLetterUnknownGroupWritesNothing(t *testing.T) {
+	b, ev, _, ids, _ := pendingFixture(t, 1)
+	ctx := ctxT(t)
+	for _, tc := range []struct{ stream, group string }{
+		{ev, unique("nogroup")},
+		{ev + ":nostream", unique("nogroup")},
+	} {
+		n, err := b.DeadLetter(ctx, tc.stream, tc.group, "by hand", ids[0])
+		if err == nil || n != 0 {
+			t.Errorf("DeadLetter(%s, %s) = %d, %v; want 0 and an error", tc.stream, tc.group, n, err)
+		}
+		if l, err := b.client.XLen(ctx, core.DeadLetterEvent(tc.stream)).Result(); err != nil || l != 0 {
+			t.Errorf("%s holds %d entries (%v); want none", core.DeadLetterEvent(tc.stream), l, err)
+		}
+	}
+}
