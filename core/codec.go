@@ -288,8 +288,9 @@ func widenNumbers(v any) any {
 }
 
 // decodeStringKeyedMap decodes any msgpack map into map[string]any, writing
-// non-string keys in decimal or fmt's default form, so that every decoded
-// value can be re-encoded as JSON.
+// non-string keys in decimal or fmt's default form, and keys that are
+// arrays or maps as JSON-like text (see appendMsgpackText), so that every
+// decoded value can be re-encoded as JSON.
 func decodeStringKeyedMap(d *msgpack.Decoder) (any, error) {
 	n, err := d.DecodeMapLen()
 	if err != nil {
@@ -300,6 +301,23 @@ func decodeStringKeyedMap(d *msgpack.Decoder) (any, error) {
 	}
 	m := make(map[string]any, min(n, 1024))
 	for range n {
+		code, err := d.PeekCode()
+		if err != nil {
+			return nil, err
+		}
+		if msgpcode.IsFixedMap(code) || msgpcode.IsFixedArray(code) || code >= msgpcode.Array16 && code <= msgpcode.Map32 {
+			raw, err := d.DecodeRaw()
+			if err != nil {
+				return nil, err
+			}
+			val, err := d.DecodeInterface()
+			if err != nil {
+				return nil, err
+			}
+			text, _ := appendMsgpackText(nil, raw)
+			m[string(text)] = val
+			continue
+		}
 		k, err := d.DecodeInterface()
 		if err != nil {
 			return nil, err

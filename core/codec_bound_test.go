@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"runtime"
 	"strings"
 	"testing"
@@ -152,6 +153,8 @@ func heavyMsgpack() map[string][]byte {
 		"999 nested fixarrays":           append(repeat([]byte{0x91}, 999), 0xc0),
 		"999 nested fixmaps":             append(repeat([]byte{0x81, 0xa0}, 999), 0xc0),
 		"map of 16384 integer keys":      distinctKeys,
+		"999 maps nested as keys":        cat(repeat([]byte{0x81}, 999), []byte{0xc0, 0xc0}, repeat([]byte{0xc0}, 998)),
+		"999 arrays nested in a key":     cat([]byte{0x81}, repeat([]byte{0x91}, 998), []byte{0xc0, 0xc0}),
 		"1 MiB str":                      cat([]byte{0xdb, 0x00, 0x10, 0x00, 0x00}, repeat([]byte{'a'}, 1<<20)),
 		"str32 holding 100000 brackets":  MsgpackJSONString(repeat([]byte{'['}, 100000)),
 		"str32 holding deep JSON":        MsgpackJSONString(cat(repeat([]byte{'['}, 9000), repeat([]byte{']'}, 9000))),
@@ -255,6 +258,10 @@ func FuzzCheckMsgpack(f *testing.F) {
 			_ = (Msgpack{}).Unmarshal(raw, &v)
 			var s bigStruct
 			_ = (Msgpack{}).Unmarshal(raw, &s)
+			// The key text writer reads exactly one value.
+			if _, rest := appendMsgpackText(nil, raw); len(rest) != 0 {
+				t.Fatalf("% x: the text writer left %d bytes", raw, len(rest))
+			}
 		}
 	})
 }
@@ -275,5 +282,24 @@ func TestMsgpackTimestampPrints(t *testing.T) {
 	out, err := json.Marshal(JSONValue(map[string]any{"t": v}))
 	if err != nil || string(out) != `{"t":"10000-01-01T00:00:00.000000005Z"}` {
 		t.Errorf("%s, %v", out, err)
+	}
+}
+
+// Keys that are arrays or maps become text once, from their bytes.
+func TestMsgpackContainerKeys(t *testing.T) {
+	raw := cat(
+		[]byte{0x84},
+		[]byte{0x92, 0x01, 0xa1, 'a'}, []byte{0x01}, // [1,"a"]: 1
+		[]byte{0x81, 0xa1, 'k', 0x81, 0xa1, 'x', 0xc0}, []byte{0x02}, // {"k":{"x":nil}}: 2
+		[]byte{0x81, 0xd0, 0xfe, 0xc3}, []byte{0x03}, // {-2:true}: 3
+		[]byte{0x91, 0xd4, 0x05, 0x07}, []byte{0x04}, // [ext 5]: 4
+	)
+	var v any
+	if err := (Msgpack{}).Unmarshal(raw, &v); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{`[1,"a"]`: int64(1), `{"k":{"x":null}}`: int64(2), `{-2:true}`: int64(3), `[{"ext":5,"data":"Bw=="}]`: int64(4)}
+	if !reflect.DeepEqual(v, want) {
+		t.Errorf("got %#v", v)
 	}
 }
