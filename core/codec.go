@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -33,8 +34,9 @@ type Codec interface {
 	// Marshal encodes v. A Raw value is returned unchanged.
 	Marshal(v any) ([]byte, error)
 	// Unmarshal decodes raw into v, a pointer. Decoding into *any yields
-	// map[string]any, []any, string, bool, int64, uint64, float64, []byte
-	// or nil. Failures wrap ErrUndecodable.
+	// map[string]any, []any, string, bool, int64, uint64, float64, []byte,
+	// time.Time (the msgpack timestamp extension) or nil. Failures wrap
+	// ErrUndecodable.
 	Unmarshal(raw []byte, v any) error
 }
 
@@ -84,6 +86,13 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 }
 
 // Unmarshal decodes raw into v, accepting every form listed on Msgpack.
+// The bytes are checked before they are decoded, so that declared lengths
+// cannot make decoding allocate more than a small multiple of len(raw), and
+// nesting is bounded by MaxDepth: a payload that fails the check is
+// undecodable, with an error naming what is wrong and its offset. JSON
+// from peers is read as encoding/json reads it (invalid UTF-8 and lone
+// surrogates become U+FFFD, integers beyond 64 bits become float64), so
+// that their messages stay readable.
 func (Msgpack) Unmarshal(raw []byte, v any) error {
 	if len(raw) == 0 {
 		return fmt.Errorf("%w: empty payload", ErrUndecodable)
@@ -91,18 +100,20 @@ func (Msgpack) Unmarshal(raw []byte, v any) error {
 	// A msgpack str or bin holding JSON: decode the JSON.
 	if inner, ok := msgpackStringContent(raw); ok {
 		if looksLikeJSONDocument(inner) {
-			if err := unmarshalJSON(inner, v); err == nil {
+			if err := unmarshalJSON(inner, v, false); err == nil {
 				return nil
 			}
 		}
 	}
-	err := decodeMsgpack(raw, v)
+	err := checkMsgpack(raw)
 	if err == nil {
-		return nil
+		if err = decodeMsgpack(raw, v); err == nil {
+			return nil
+		}
 	}
 	// Plain JSON text (the protocol document's encoding).
 	if json.Valid(raw) {
-		return unmarshalJSON(raw, v)
+		return unmarshalJSON(raw, v, false)
 	}
 	return fmt.Errorf("%w: not msgpack (%v) and not JSON", ErrUndecodable, err)
 }
@@ -126,40 +137,54 @@ func (JSON) Marshal(v any) ([]byte, error) {
 }
 
 // Unmarshal decodes JSON text into v. Numbers decoded into *any are int64
-// when integral, else float64.
+// when integral, else float64. Nothing is silently changed: invalid UTF-8,
+// a lone surrogate escape, a number beyond float64's range, an integer
+// beyond 64 bits and nesting deeper than MaxDepth are errors (wrapping
+// ErrUndecodable) that name the byte offset.
 func (JSON) Unmarshal(raw []byte, v any) error {
-	return unmarshalJSON(raw, v)
+	return unmarshalJSON(raw, v, true)
 }
 
 // DecodeJSON parses JSON text into plain Go values, keeping integers as
 // int64 (uint64 when too large) instead of float64, so that re-encoding
-// them as msgpack keeps them integers.
+// them as msgpack keeps them integers. It is as strict as JSON.Unmarshal:
+// what encoding/json would silently change is an error.
 func DecodeJSON(data []byte) (any, error) {
 	var v any
-	if err := unmarshalJSON(data, &v); err != nil {
+	if err := unmarshalJSON(data, &v, true); err != nil {
 		return nil, err
 	}
 	return v, nil
 }
 
-func unmarshalJSON(data []byte, v any) error {
+// unmarshalJSON decodes the one JSON value data holds into v. strict
+// rejects what checkJSONStrict finds; otherwise numbers that do not fit
+// become the nearest float64 (or an infinity).
+func unmarshalJSON(data []byte, v any, strict bool) error {
 	p, isAny := v.(*any)
-	if !isAny {
-		if err := json.Unmarshal(data, v); err != nil {
-			return fmt.Errorf("%w: %w", ErrUndecodable, err)
-		}
-		return nil
-	}
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
+	if isAny {
+		dec.UseNumber()
+	}
 	var out any
-	if err := dec.Decode(&out); err != nil {
+	target := v
+	if isAny {
+		target = &out
+	}
+	if err := dec.Decode(target); err != nil {
 		return fmt.Errorf("%w: %w", ErrUndecodable, err)
 	}
-	if dec.More() {
-		return fmt.Errorf("%w: trailing data after JSON value", ErrUndecodable)
+	if rest := bytes.TrimLeft(data[dec.InputOffset():], " \t\r\n"); len(rest) > 0 {
+		return fmt.Errorf("%w: data after the JSON value, at offset %d", ErrUndecodable, len(data)-len(rest))
 	}
-	*p = normalizeNumbers(out)
+	if strict {
+		if err := checkJSONStrict(data); err != nil {
+			return fmt.Errorf("%w: %w", ErrUndecodable, err)
+		}
+	}
+	if isAny {
+		*p = normalizeNumbers(out)
+	}
 	return nil
 }
 
@@ -263,8 +288,9 @@ func widenNumbers(v any) any {
 }
 
 // decodeStringKeyedMap decodes any msgpack map into map[string]any, writing
-// non-string keys in decimal or fmt's default form, so that every decoded
-// value can be re-encoded as JSON.
+// non-string keys in decimal or fmt's default form, and keys that are
+// arrays or maps as JSON-like text (see appendMsgpackText), so that every
+// decoded value can be re-encoded as JSON.
 func decodeStringKeyedMap(d *msgpack.Decoder) (any, error) {
 	n, err := d.DecodeMapLen()
 	if err != nil {
@@ -275,6 +301,23 @@ func decodeStringKeyedMap(d *msgpack.Decoder) (any, error) {
 	}
 	m := make(map[string]any, min(n, 1024))
 	for range n {
+		code, err := d.PeekCode()
+		if err != nil {
+			return nil, err
+		}
+		if msgpcode.IsFixedMap(code) || msgpcode.IsFixedArray(code) || code >= msgpcode.Array16 && code <= msgpcode.Map32 {
+			raw, err := d.DecodeRaw()
+			if err != nil {
+				return nil, err
+			}
+			val, err := d.DecodeInterface()
+			if err != nil {
+				return nil, err
+			}
+			text, _ := appendMsgpackText(nil, raw)
+			m[string(text)] = val
+			continue
+		}
 		k, err := d.DecodeInterface()
 		if err != nil {
 			return nil, err
@@ -354,7 +397,8 @@ func MsgpackJSONString(jsonText []byte) []byte {
 
 // JSONValue makes a decoded payload encodable as JSON: byte strings become
 // text when they are valid UTF-8 and base64 otherwise, non-string map keys
-// become strings, and NaN and infinities become strings.
+// become strings, NaN and infinities become strings, and times become
+// RFC 3339 text in UTC (any year; encoding/json fails outside 0 to 9999).
 func JSONValue(v any) any {
 	switch x := v.(type) {
 	case []byte:
@@ -380,6 +424,8 @@ func JSONValue(v any) any {
 			out[i] = JSONValue(e)
 		}
 		return out
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
 	case float64:
 		if math.IsNaN(x) || math.IsInf(x, 0) {
 			return strconv.FormatFloat(x, 'g', -1, 64)

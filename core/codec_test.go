@@ -182,9 +182,22 @@ func FuzzMsgpackUnmarshal(f *testing.F) {
 	f.Add([]byte{0x81, 0xa1, 'a', 0x01})
 	f.Add(MsgpackJSONString([]byte(`{"a":[1,2]}`)))
 	f.Add([]byte(`{"a":1}`))
+	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, raw []byte) {
+		// Must not panic nor run out of memory (a declared length is
+		// checked before anything is allocated for it); a failure wraps
+		// ErrUndecodable.
 		var v any
-		_ = (Msgpack{}).Unmarshal(raw, &v) // must not panic
+		if err := (Msgpack{}).Unmarshal(raw, &v); err != nil && !errors.Is(err, ErrUndecodable) {
+			t.Fatalf("% x: %v", raw, err)
+		}
+		var s struct {
+			A []map[string][]string `json:"a"`
+			B any                   `json:"b"`
+		}
+		if err := (Msgpack{}).Unmarshal(raw, &s); err != nil && !errors.Is(err, ErrUndecodable) {
+			t.Fatalf("% x into a struct: %v", raw, err)
+		}
 	})
 }
 

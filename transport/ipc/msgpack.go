@@ -24,9 +24,29 @@ var (
 // b. Values that would be longer than limit bytes are errTooLarge, even
 // when b is shorter than that: the caller need not read them.
 func msgpackLen(b []byte, limit int) (int, error) {
-	off := 0
-	remaining := 1 // values still to read
+	var s msgpackScan
+	return s.scan(b, limit)
+}
+
+// msgpackScan finds where a msgpack value ends in input that arrives in
+// pieces: after errShort, scan called again with more of the same input
+// goes on where it stopped instead of starting over, so that reading a
+// value costs O(its length) however it is cut (rescanning from the start
+// on every read made a 64 MiB value cost minutes). The zero value starts
+// at the beginning of a value.
+type msgpackScan struct {
+	off       int // where the next header starts
+	remaining int // values still to read, minus one
+}
+
+// scan returns the length of the value that starts b, as msgpackLen does.
+// After errShort, b must be the same input, possibly longer.
+func (s *msgpackScan) scan(b []byte, limit int) (int, error) {
+	off := s.off
+	remaining := s.remaining + 1 // values still to read
 	for remaining > 0 {
+		// Should this value be cut short, the next scan starts at it.
+		s.off, s.remaining = off, remaining-1
 		if off >= len(b) {
 			return 0, errShort
 		}
@@ -127,6 +147,7 @@ func msgpackLen(b []byte, limit int) (int, error) {
 		off += size
 		remaining += children
 	}
+	*s = msgpackScan{}
 	return off, nil
 }
 

@@ -88,8 +88,21 @@ func FuzzMsgpackLen(f *testing.F) {
 	f.Add([]byte{0x82, 0xa5, 'e', 'v', 'e', 'n', 't', 0xa1, 'E', 0xa4, 'd', 'a', 't', 'a', 0x01})
 	f.Add([]byte{0xdc, 0x00, 0x02, 0xc0, 0xd4, 0x01, 0x02})
 	f.Add([]byte{0xc7, 0x02, 0x05, 0xaa, 0xbb, 0xcb})
+	f.Add([]byte{0xdd, 0xff, 0xff, 0xff, 0xff})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		n, err := msgpackLen(b, len(b))
+		// Scanning in two pieces, resumed, finds the same.
+		if len(b) > 0 {
+			var s msgpackScan
+			cut := int(b[0]) % len(b)
+			n2, err2 := s.scan(b[:cut], len(b))
+			if errors.Is(err2, errShort) {
+				n2, err2 = s.scan(b, len(b))
+			}
+			if n2 != n || !errors.Is(err2, err) && (err2 == nil || err == nil || err2.Error() != err.Error()) {
+				t.Fatalf("% x: whole %d, %v; cut at %d then resumed %d, %v", b, n, err, cut, n2, err2)
+			}
+		}
 		if err != nil {
 			return // the library may be more lenient (it skips 0xc1 as a byte)
 		}
@@ -101,6 +114,54 @@ func FuzzMsgpackLen(f *testing.F) {
 			t.Fatalf("msgpackLen says %d bytes, library skipped %d", n, used)
 		}
 	})
+}
+
+// TestMsgpackScanResumes: fed a value one more byte at a time, the scanner
+// goes on where it stopped (within the last header), so that a value that
+// arrives in many reads is scanned once, not once per read.
+func TestMsgpackScanResumes(t *testing.T) {
+	value := mustMsgpack(t, map[string]any{
+		"a": []any{1, "two", 3.5, nil, []byte{1, 2, 3}, map[string]any{"x": strings.Repeat("y", 300)}},
+		"b": make([]any, 70000),
+	})
+	var s msgpackScan
+	for k := 0; k < len(value); k++ {
+		n, err := s.scan(value[:k], len(value))
+		if !errors.Is(err, errShort) {
+			t.Fatalf("prefix of %d bytes: %d, %v; want errShort", k, n, err)
+		}
+		// It stopped at the value that is cut: an array or map whose
+		// header (at most 5 bytes) is cut, or a scalar (a str, a number)
+		// that is waited for whole.
+		if s.off > k {
+			t.Fatalf("prefix of %d bytes: the scan stopped at %d", k, s.off)
+		}
+		if c := value[s.off]; isContainer(c) && k-s.off >= containerHeaderLen(c) {
+			t.Fatalf("prefix of %d bytes: the scan restarted at the container at %d", k, s.off)
+		} else if n, _ := msgpackLen(value[s.off:], len(value)); !isContainer(c) && n <= k-s.off {
+			t.Fatalf("prefix of %d bytes: the scan stopped at %d, before a whole value of %d bytes", k, s.off, n)
+		}
+	}
+	if n, err := s.scan(value, len(value)); n != len(value) || err != nil {
+		t.Fatalf("whole value: %d, %v; want %d", n, err, len(value))
+	}
+	if s != (msgpackScan{}) {
+		t.Errorf("state after a whole value: %+v", s)
+	}
+}
+
+func isContainer(c byte) bool {
+	return c >= 0x80 && c <= 0x9f || c >= 0xdc && c <= 0xdf
+}
+
+func containerHeaderLen(c byte) int {
+	switch c {
+	case 0xdc, 0xde:
+		return 3
+	case 0xdd, 0xdf:
+		return 5
+	}
+	return 1
 }
 
 // TestMsgpackWritten decodes what the Msgpack format writes as

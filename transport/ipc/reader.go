@@ -145,12 +145,14 @@ func (b *Broker) readMsgpack() error {
 	start := 0
 	skipped := 0 // bytes skipped since the last good value
 	var offset int64
+	var scan msgpackScan // of the value at buf[start:], resumed as more arrives
 	for {
 		for start < len(buf) {
-			n, err := msgpackLen(buf[start:], limit)
+			n, err := scan.scan(buf[start:], limit)
 			if errors.Is(err, errShort) {
 				break
 			}
+			scan = msgpackScan{}
 			if err != nil {
 				if skipped == 0 {
 					b.log.Warn("skipping input that is not msgpack, until a value parses", "offset", offset, "err", err)
