@@ -190,6 +190,13 @@ import (
 // (from another goroutine) can meet it.
 var ErrHandedOver = errors.New("message already handed back to its queue after MessageTimeout")
 
+// ErrRejectDeadLetter is wrapped by the error of Reject (DeadLetter) for a
+// message of a dead-letter event (core.IsDeadLetterEvent): a dead letter
+// is never dead-lettered again. The message stays unsettled: Ack removes
+// it; otherwise it goes back to its queue, in place, after
+// Options.MessageTimeout.
+var ErrRejectDeadLetter = errors.New("a dead letter is never dead-lettered again (Ack removes it)")
+
 // ErrNoReplyTo is wrapped by the error of Reply for a message that carries
 // no reply_to: it was published, not sent by a call, so nobody waits for a
 // reply.

@@ -194,6 +194,9 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 		if err := declareQueue(ch, b.cfg.Exchange, c.queues[i], ev); err != nil {
 			return nil, err
 		}
+		if _, dead := core.IsDeadLetterEvent(ev); dead {
+			continue // dead letters are never dead-lettered again
+		}
 		// The dead letters' queue, so that none is dropped for want of a
 		// queue bound to their routing key.
 		dl := core.DeadLetterEvent(ev)
@@ -325,10 +328,11 @@ func (c *consumer) delivery(s *session, i int, d amqp091.Delivery) *delivery {
 	if d.Redelivered {
 		n++
 	}
-	dl := &delivery{s: s, queue: c.queues[i], d: d}
+	_, dead := core.IsDeadLetterEvent(c.events[i])
+	dl := &delivery{s: s, queue: c.queues[i], d: d, dead: dead}
 	dl.m = core.NewMessage(c.events[i], id, d.Body, n, cfg.Codec, dl)
 	dl.m.Headers = stringHeaders(d.Headers)
-	dl.over = cfg.MaxDeliveries > 0 && n > cfg.MaxDeliveries
+	dl.over = !dead && cfg.MaxDeliveries > 0 && n > cfg.MaxDeliveries
 	return dl
 }
 
@@ -344,7 +348,7 @@ func (c *consumer) work1() {
 			c.deadLetterOver(dl)
 			continue
 		}
-		if dl.d.Redelivered && dl.recount() {
+		if dl.d.Redelivered && !dl.dead && dl.recount() {
 			continue
 		}
 		dl.s.arm(dl, true)
@@ -470,6 +474,10 @@ type delivery struct {
 	d     amqp091.Delivery
 	m     *core.Message
 	over  bool // delivered more than MaxDeliveries times
+	// dead: a message of a dead-letter event (EVENT:dlq). It is never
+	// dead-lettered, counted or published again: it goes back to its
+	// queue, in place and unchanged, with basic.nack (requeue).
+	dead bool
 
 	mu    sync.Mutex // held while settling
 	state settleState
@@ -556,6 +564,9 @@ func (dl *delivery) DeadLetter(ctx context.Context, _ *core.Message, reason stri
 	if ok, err := dl.check("dead-letter"); !ok {
 		return err
 	}
+	if dl.dead {
+		return fmt.Errorf("amqp: dead-letter %s %s: %w", dl.m.Event, dl.m.ID, ErrRejectDeadLetter)
+	}
 	if dl.s.ch.IsClosed() {
 		return dl.settleError("dead-letter", amqp091.ErrClosed)
 	}
@@ -602,6 +613,17 @@ func (dl *delivery) handOver() {
 	}
 	b := dl.s.c.b
 	log := b.log.With("event", dl.m.Event, "id", dl.m.ID, "deliveries", dl.m.Deliveries)
+	if dl.dead {
+		// A dead letter goes back in place, unchanged: reading dead
+		// letters without settling them leaves them as they were.
+		if err := dl.s.ch.Nack(dl.d.DeliveryTag, false, true); err != nil {
+			log.Debug("giving a dead letter back to its queue failed; closing the channel will", "err", err)
+			return
+		}
+		dl.state = handedOver
+		log.Debug("gave an unsettled dead letter back to its queue", "timeout", b.cfg.MessageTimeout)
+		return
+	}
 	if err := dl.republish(dl.m.Deliveries); err != nil {
 		log.Warn("handing an unsettled message back to its queue failed; will retry", "err", err)
 		dl.s.arm(dl, false)
