@@ -122,6 +122,7 @@ type session struct {
 	tags    []string
 	dels    []<-chan amqp091.Delivery
 	closed  chan *amqp091.Error
+	reason  func() *amqp091.Error // RabbitMQ's reason for closing ch, once closed
 	cancels chan string
 	ctx     context.Context // ends when the session stops forwarding
 	cancel  context.CancelFunc
@@ -181,6 +182,7 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 		c:       c,
 		ch:      ch,
 		closed:  ch.NotifyClose(make(chan *amqp091.Error, 1)),
+		reason:  closeReasonOf(ch),
 		cancels: ch.NotifyCancel(make(chan string, len(c.queues))),
 		armed:   make(map[*delivery]struct{}),
 	}
@@ -496,6 +498,9 @@ func (dl *delivery) settleError(what string, err error) error {
 		return core.ErrClosed
 	}
 	if errors.Is(err, amqp091.ErrClosed) {
+		if reason := dl.s.reason(); reason != nil {
+			return fmt.Errorf("amqp: %s %s %s: the channel it came on was closed (%w), so RabbitMQ delivers it again: %w", what, dl.m.Event, dl.m.ID, reason, err)
+		}
 		return fmt.Errorf("amqp: %s %s %s: the channel it came on is closed, so RabbitMQ delivers it again: %w", what, dl.m.Event, dl.m.ID, err)
 	}
 	return fmt.Errorf("amqp: %s %s %s: %w", what, dl.m.Event, dl.m.ID, err)

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,6 +274,9 @@ type tcpProxy struct {
 	conns map[net.Conn]struct{}
 	down  bool
 	wg    sync.WaitGroup
+	// hold drops what the server sends while set: the client's frames
+	// reach RabbitMQ, its answers (confirms, deliveries) never come back.
+	hold atomic.Bool
 }
 
 // startProxy listens on a free loopback port; it stops when the test ends.
@@ -334,9 +338,26 @@ func (p *tcpProxy) pipe(c net.Conn) {
 		_ = dst.Close()
 		_ = src.Close()
 	}
+	// Server to client, dropped while held.
+	fromServer := func() {
+		defer wg.Done()
+		defer func() { _ = c.Close(); _ = up.Close() }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := up.Read(buf)
+			if n > 0 && !p.hold.Load() {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
 	wg.Add(2)
 	go copyOne(up, c)
-	go copyOne(c, up)
+	go fromServer()
 	wg.Wait()
 }
 
