@@ -56,8 +56,8 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		h:      h,
 		hctx:   context.WithoutCancel(ctx),
 		tag:    consumerTagPrefix(b.cfg.Identity.Client),
-		work:   make(chan *delivery, b.cfg.Prefetch),
 	}
+	c.work.cond = sync.NewCond(&c.work.mu)
 	for _, ev := range evs {
 		c.queues = append(c.queues, b.QueueName(ev))
 	}
@@ -111,8 +111,23 @@ type consumer struct {
 	hctx    context.Context // handlers' context: never cancelled
 	runCtx  context.Context // ends when Consume's ctx ends or the broker closes
 	tag     string
-	work    chan *delivery
+	work    workQueue
 	workers sync.WaitGroup
+	// giving is held while prefetched deliveries are given back, so that
+	// they go back in the order they came.
+	giving sync.Mutex
+}
+
+// workQueue holds the deliveries waiting for a worker, in the order they
+// came. Each waits at most MessageTimeout: then the consumer is stalled
+// (every worker is busy), and it stops its subscriptions and gives every
+// waiting delivery back to its queue (see giveBackWaiting).
+type workQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled on push and close
+	items  []*delivery
+	closed bool
+	paused *session // the session whose subscriptions giveBackWaiting cancelled
 }
 
 // session is a consumer's subscription on one AMQP channel.
@@ -127,6 +142,13 @@ type session struct {
 	ctx     context.Context // ends when the session stops forwarding
 	cancel  context.CancelFunc
 	fwd     sync.WaitGroup
+
+	// sub guards the subscriptions (tags, paused, starting forwarders):
+	// a stalled consumer cancels them and subscribes again once a worker
+	// is free.
+	sub    sync.Mutex
+	paused bool
+	gen    int // subscription generation, for unique consumer tags
 
 	mu      sync.Mutex
 	closing atomic.Bool            // no more timers, no more hand-overs; set under mu
@@ -206,20 +228,87 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 			return nil, err
 		}
 	}
-	for i, q := range c.queues {
-		tag := c.tag + "." + strconv.Itoa(i)
-		dels, err := ch.Consume(q, tag, false, false, false, false, nil)
-		if err != nil {
-			return nil, fmt.Errorf("consume queue %q: %w", q, err)
-		}
-		s.tags = append(s.tags, tag)
-		s.dels = append(s.dels, dels)
-	}
 	s.ctx, s.cancel = context.WithCancel(c.runCtx)
-	for i, dels := range s.dels {
-		s.fwd.Go(func() { c.forward(s, i, dels) })
+	if err := s.subscribe(); err != nil {
+		s.cancel()
+		return nil, err
 	}
 	return s, nil
+}
+
+// subscribe subscribes to every queue and forwards the deliveries. The
+// caller holds s.sub, or is the only user of s.
+func (s *session) subscribe() error {
+	c := s.c
+	s.gen++
+	tags := make([]string, 0, len(c.queues))
+	dels := make([]<-chan amqp091.Delivery, 0, len(c.queues))
+	for i, q := range c.queues {
+		tag := c.tag + "." + strconv.Itoa(i)
+		if s.gen > 1 {
+			tag += "." + strconv.Itoa(s.gen)
+		}
+		d, err := s.ch.Consume(q, tag, false, false, false, false, nil)
+		if err != nil {
+			for _, t := range tags {
+				_ = s.ch.Cancel(t, false)
+			}
+			return fmt.Errorf("consume queue %q: %w", q, err)
+		}
+		tags, dels = append(tags, tag), append(dels, d)
+	}
+	s.tags = tags
+	for i, d := range dels {
+		s.fwd.Go(func() { c.forward(s, i, d) })
+	}
+	return nil
+}
+
+// pause cancels the subscriptions: RabbitMQ sends nothing more to this
+// stalled consumer, and the deliveries it sent before arrive in the work
+// queue before pause returns.
+func (s *session) pause() {
+	s.sub.Lock()
+	if s.paused || s.ctx.Err() != nil {
+		s.sub.Unlock()
+		return
+	}
+	s.paused = true
+	for _, tag := range s.tags {
+		if err := s.ch.Cancel(tag, false); err != nil {
+			break // the channel is gone: nothing more comes anyway
+		}
+	}
+	s.tags = nil
+	s.sub.Unlock()
+	// The forwarders end once amqp091 handed over what it had buffered.
+	// (A session ending meanwhile waits for them too, which is fine.)
+	s.fwd.Wait()
+}
+
+// resume subscribes again after pause, unless the session is ending.
+func (s *session) resume() {
+	s.sub.Lock()
+	defer s.sub.Unlock()
+	if !s.paused || s.ctx.Err() != nil || s.isClosing() {
+		return
+	}
+	if err := s.subscribe(); err != nil {
+		// The channel is probably gone: the consumer opens a new session.
+		s.c.b.log.Warn("subscribing again after a stall failed", "err", err)
+		return
+	}
+	s.paused = false
+	s.c.b.log.Debug("a worker is free: subscribed again", "events", s.c.events)
+}
+
+// endForwarding stops forwarding and waits for the forwarders; no
+// subscription starts afterwards.
+func (s *session) endForwarding() {
+	s.sub.Lock()
+	s.cancel()
+	s.sub.Unlock()
+	s.fwd.Wait()
 }
 
 // run serves sessions until the consumer stops, opening a new one after
@@ -270,8 +359,7 @@ func (c *consumer) serve(s *session, log *slog.Logger) bool {
 		// RabbitMQ cancels a consumer whose queue was deleted.
 		log.Warn("RabbitMQ cancelled a subscription (queue deleted?); subscribing again", "consumer_tag", tag)
 	}
-	s.cancel()
-	s.fwd.Wait()
+	s.endForwarding()
 	return true
 }
 
@@ -279,12 +367,15 @@ func (c *consumer) serve(s *session, log *slog.Logger) bool {
 // can still settle), then the channel closes and RabbitMQ requeues what
 // was not settled.
 func (c *consumer) stop(s *session) {
+	s.sub.Lock()
 	for _, tag := range s.tags {
 		if err := s.ch.Cancel(tag, false); err != nil {
 			break // the channel is gone: nothing more comes anyway
 		}
 	}
+	s.tags = nil
 	s.cancel()
+	s.sub.Unlock()
 	s.fwd.Wait()
 	c.drain()
 	s.close()
@@ -293,7 +384,7 @@ func (c *consumer) stop(s *session) {
 // drain stops the workers once their running handlers returned; queued
 // deliveries are left to RabbitMQ, which requeues them.
 func (c *consumer) drain() {
-	close(c.work)
+	c.work.close()
 	c.workers.Wait()
 }
 
@@ -305,12 +396,7 @@ func (c *consumer) forward(s *session, i int, dels <-chan amqp091.Delivery) {
 			if !ok {
 				return
 			}
-			dl := c.delivery(s, i, d)
-			select {
-			case c.work <- dl:
-			case <-s.ctx.Done():
-				return
-			}
+			c.push(c.delivery(s, i, d))
 		case <-s.ctx.Done():
 			return
 		}
@@ -331,7 +417,7 @@ func (c *consumer) delivery(s *session, i int, d amqp091.Delivery) *delivery {
 		n++
 	}
 	_, dead := core.IsDeadLetterEvent(c.events[i])
-	dl := &delivery{s: s, queue: c.queues[i], d: d, dead: dead}
+	dl := &delivery{s: s, queue: c.queues[i], d: d, dead: dead, arrived: time.Now()}
 	dl.m = core.NewMessage(c.events[i], id, d.Body, n, cfg.Codec, dl)
 	dl.m.Headers = stringHeaders(d.Headers)
 	dl.over = !dead && cfg.MaxDeliveries > 0 && n > cfg.MaxDeliveries
@@ -342,7 +428,11 @@ func (c *consumer) delivery(s *session, i int, d amqp091.Delivery) *delivery {
 // consumer stopped or the delivery's session is over (RabbitMQ requeued
 // the message).
 func (c *consumer) work1() {
-	for dl := range c.work {
+	for {
+		dl := c.pop()
+		if dl == nil {
+			return
+		}
 		if c.runCtx.Err() != nil || dl.s.isClosing() {
 			continue
 		}
@@ -480,6 +570,10 @@ type delivery struct {
 	// dead-lettered, counted or published again: it goes back to its
 	// queue, in place and unchanged, with basic.nack (requeue).
 	dead bool
+
+	// Guarded by the consumer's work.mu:
+	arrived time.Time
+	wait    *time.Timer // MessageTimeout while waiting for a worker
 
 	mu    sync.Mutex // held while settling
 	state settleState

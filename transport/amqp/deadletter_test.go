@@ -174,4 +174,3 @@ func TestRejectDeadLetter(t *testing.T) {
 		t.Errorf("the dead-letter queue changed:\nbefore %+v\nafter  %+v", before, after)
 	}
 }
-
