@@ -174,3 +174,55 @@ func TestRejectDeadLetter(t *testing.T) {
 		t.Errorf("the dead-letter queue changed:\nbefore %+v\nafter  %+v", before, after)
 	}
 }
+
+// TestListingDeadLettersLeavesThem: listing dead letters (Entries, what
+// `spectacles dlq list EVENT` does) leaves their queue as it was: the same
+// messages, unchanged, in order; and a consumer of the dead letters gets
+// them afterwards, still not dead-lettered again.
+func TestListingDeadLettersLeavesThem(t *testing.T) {
+	t.Parallel()
+	url := mgmtTestURL(t)
+	adm := newAdmin(t, url)
+	exchange, track := adm.exchange("spectacles-dlq-list")
+	const ev = "EV"
+	dl := core.DeadLetterEvent(ev)
+	track(spectaclesQueues(exchange, "", ev)...)
+	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
+	_, _, payloads, _ := deadLetters(t, url, exchange, "", ev, 3)
+	dlq := QueueName(exchange, "", dl)
+	before := snapshot(t, adm, dlq)
+
+	lister := openBroker(t, Config{Options: opts("svc", "lister"), URL: url, Exchange: exchange})
+	for range 3 {
+		es, err := lister.Entries(ctxT(t), dl, core.RangeQuery{Count: 10})
+		if err != nil || len(es) != 3 {
+			t.Fatalf("entries = %v, %v", entryIDs(es), err)
+		}
+		for i, e := range es {
+			if e.ID != before[i].ID || string(e.Raw) != payloads[i] {
+				t.Errorf("entry %d = %s %q, want %s %q", i, e.ID, e.Raw, before[i].ID, payloads[i])
+			}
+		}
+	}
+	waitReady(t, adm, dlq, 3)
+	if after := snapshot(t, adm, dlq); !slices.Equal(before, after) {
+		t.Errorf("listing changed the dead-letter queue:\nbefore %+v\nafter  %+v", before, after)
+	}
+
+	// A reader that acknowledges gets them all, in order, and empties
+	// the queue; nothing is dead-lettered again.
+	o := opts("svc", "reader")
+	o.MaxDeliveries = 1
+	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
+	h, got := collect(t, true)
+	startConsume(t, reader, []string{dl}, h)
+	for i := range before {
+		if m := next(t, got); m.ID != before[i].ID || string(m.Raw) != payloads[i] {
+			t.Errorf("dead letter %d = %s %q, want %s %q", i, m.ID, m.Raw, before[i].ID, payloads[i])
+		}
+	}
+	waitReady(t, adm, dlq, 0)
+	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
+		t.Errorf("%d dead letters were dead-lettered again", n)
+	}
+}

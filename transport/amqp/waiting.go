@@ -152,8 +152,8 @@ func (s *session) giveBack(dl *delivery) {
 // giveBack returns dl, which no handler saw, to its queue: a dead letter
 // with basic.nack (requeue), in place; any other message published again
 // with its delivery count unchanged (a lost delivery RabbitMQ flagged as
-// redelivered counted, as recount does) and the original acknowledged.
-// On failure the message stays unacknowledged until its channel closes.
+// redelivered counted, as recount does) and the original acknowledged,
+// or, when that publish fails, with basic.nack (requeue).
 func (dl *delivery) giveBack() {
 	dl.mu.Lock()
 	defer dl.mu.Unlock()
@@ -170,6 +170,13 @@ func (dl *delivery) giveBack() {
 		return
 	}
 	if err := dl.republish(dl.m.Deliveries - 1); err != nil {
-		log.Warn("giving a prefetched message back failed; it returns when the channel closes", "err", err)
+		// Publishing failed: back in place instead, marked redelivered
+		// (which its next client counts as one more delivery).
+		if nerr := dl.s.ch.Nack(dl.d.DeliveryTag, false, true); nerr != nil {
+			log.Warn("giving a prefetched message back failed; it returns when the channel closes", "err", err, "nack_err", nerr)
+			return
+		}
+		dl.state = handedOver
+		log.Debug("publishing a prefetched message again failed; gave it back with basic.nack", "err", err)
 	}
 }
