@@ -126,6 +126,7 @@ type workQueue struct {
 	mu     sync.Mutex
 	cond   *sync.Cond // signalled on push and close
 	items  []*delivery
+	timer  *time.Timer // MessageTimeout of the oldest waiting delivery, if armed
 	closed bool
 	paused *session // the session whose subscriptions giveBackWaiting cancelled
 }
@@ -571,9 +572,7 @@ type delivery struct {
 	// queue, in place and unchanged, with basic.nack (requeue).
 	dead bool
 
-	// Guarded by the consumer's work.mu:
-	arrived time.Time
-	wait    *time.Timer // MessageTimeout while waiting for a worker
+	arrived time.Time // when it came, for the work queue's MessageTimeout
 
 	mu    sync.Mutex // held while settling
 	state settleState

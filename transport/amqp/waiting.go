@@ -17,7 +17,8 @@ import (
 // with basic.nack (requeue), in place. As soon as a worker is free and
 // nothing waits, the consumer subscribes again.
 
-// push queues dl for a worker and starts its MessageTimeout.
+// push queues dl for a worker. One timer watches the oldest waiting
+// delivery.
 func (c *consumer) push(dl *delivery) {
 	q := &c.work
 	q.mu.Lock()
@@ -26,7 +27,9 @@ func (c *consumer) push(dl *delivery) {
 		return // RabbitMQ requeues it when the channel closes
 	}
 	q.items = append(q.items, dl)
-	dl.wait = time.AfterFunc(c.b.cfg.MessageTimeout, c.giveBackWaiting)
+	if q.timer == nil {
+		q.timer = time.AfterFunc(c.b.cfg.MessageTimeout, c.giveBackWaiting)
+	}
 	q.cond.Signal()
 }
 
@@ -45,8 +48,6 @@ func (c *consumer) pop() *delivery {
 			dl := q.items[0]
 			q.items[0] = nil
 			q.items = q.items[1:]
-			dl.wait.Stop()
-			dl.wait = nil
 			q.mu.Unlock()
 			return dl
 		}
@@ -68,33 +69,32 @@ func (q *workQueue) close() {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.closed = true
-	for _, dl := range q.items {
-		dl.wait.Stop()
-		dl.wait = nil
+	if q.timer != nil {
+		q.timer.Stop()
+		q.timer = nil
 	}
 	q.items = nil
 	q.paused = nil
 	q.cond.Broadcast()
 }
 
-// giveBackWaiting runs when a delivery may have waited MessageTimeout for
-// a worker. If one did, the consumer is stalled: it pauses the sessions
-// of the waiting deliveries and gives all of them back to their queues,
-// in the order they came.
+// giveBackWaiting runs when the oldest waiting delivery may have waited
+// MessageTimeout for a worker. If it did, the consumer is stalled: it
+// pauses the sessions of the waiting deliveries and gives all of them
+// back to their queues, in the order they came. Otherwise it watches the
+// oldest one still waiting.
 func (c *consumer) giveBackWaiting() {
 	c.giving.Lock()
 	defer c.giving.Unlock()
 	q := &c.work
 	q.mu.Lock()
-	stalled := false
-	now := time.Now()
-	for _, dl := range q.items {
-		if now.Sub(dl.arrived) >= c.b.cfg.MessageTimeout {
-			stalled = true
-			break
-		}
+	q.timer = nil
+	if q.closed || len(q.items) == 0 {
+		q.mu.Unlock()
+		return
 	}
-	if !stalled || q.closed {
+	if left := c.b.cfg.MessageTimeout - time.Since(q.items[0].arrived); left > 0 {
+		q.timer = time.AfterFunc(left, c.giveBackWaiting)
 		q.mu.Unlock()
 		return
 	}
@@ -113,12 +113,6 @@ func (c *consumer) giveBackWaiting() {
 	q.mu.Lock()
 	waiting := q.items
 	q.items = nil
-	for _, dl := range waiting {
-		if dl.wait != nil {
-			dl.wait.Stop()
-			dl.wait = nil
-		}
-	}
 	if len(sessions) > 0 && !q.closed {
 		q.paused = sessions[len(sessions)-1]
 	}
