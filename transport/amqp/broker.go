@@ -185,8 +185,9 @@
 //   - Entries, API only, for dead letters (EVENT:dlq) only: it reads from
 //     the head of this exchange's and subgroup's dead-letter queue with
 //     the API's "get" (ackmode ack_requeue_true), which puts the messages
-//     back in place but marks them redelivered (a consumer of the
-//     dead-letter queue with this driver counts that as one more delivery).
+//     back in place, unchanged, but marks them redelivered (which this
+//     driver does not count for dead letters: listing them never gets
+//     them dead-lettered again).
 //     Entry ids are message ids; Raw is the payload and Headers all
 //     headers as text. After and Before are looked up among the first
 //     2000 messages (an id not among them is compared as text: this

@@ -24,14 +24,16 @@ const settleTimeout = 10 * time.Second
 
 // Consume declares, for each event, the exchange, the queue
 // <exchange>:[<subgroup>:]<event> bound with routing key event, and the
-// queue of its dead letters, subscribes to the event queues, and returns.
-// In the background it runs h on up to Options.Concurrency goroutines for
-// each message, hands back to the queue the messages a handler left
-// unsettled for MessageTimeout (see the package doc), dead-letters those
-// delivered more than MaxDeliveries times, and subscribes again after a
-// lost connection, until ctx is cancelled or the broker closes. Handlers get a context that is
-// never cancelled, so that a draining handler can still settle its
-// message; Close waits for them. Consume needs a valid Options.Identity;
+// queue of its dead letters (none for an event that holds dead letters,
+// EVENT:dlq), subscribes to the event queues, and returns. In the
+// background it runs h on up to Options.Concurrency goroutines for each
+// message, hands back to the queue the messages a handler left unsettled
+// for MessageTimeout and the prefetched ones that waited MessageTimeout
+// for a free handler (see the package doc), dead-letters those delivered
+// more than MaxDeliveries times (never a dead letter), and subscribes
+// again after a lost connection, until ctx is cancelled or the broker
+// closes. Handlers get a context that is never cancelled, so that a
+// draining handler can still settle its message; Close waits for them. Consume needs a valid Options.Identity;
 // while RabbitMQ is unreachable it waits up to Config.ConnectTimeout.
 func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) error {
 	if b.closed.Load() {
@@ -136,7 +138,6 @@ type session struct {
 	c       *consumer
 	ch      *amqp091.Channel
 	tags    []string
-	dels    []<-chan amqp091.Delivery
 	closed  chan *amqp091.Error
 	reason  func() *amqp091.Error // RabbitMQ's reason for closing ch, once closed
 	cancels chan string

@@ -34,8 +34,6 @@ func TestMain(m *testing.M) {
 // queues they did not create: every name is unique to its test and
 // deleted when the test ends.
 
-func inCI() bool { return amqptest.InCI() }
-
 // serverURL returns the URL of the RabbitMQ the tests use.
 func serverURL(t testing.TB) string {
 	t.Helper()
