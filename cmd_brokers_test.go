@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,21 +11,15 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
-// rabbitURL is the machine's RabbitMQ; a missing one fails under CI.
+// rabbitURL is the machine's RabbitMQ ($SPECTACLES_AMQP_URL, else the
+// local default); a missing one fails under CI and skips the test
+// elsewhere. The AMQP tests here do not need the management API.
 func rabbitURL(t *testing.T) string {
 	t.Helper()
-	const url = "amqp://guest:guest@127.0.0.1:5672/"
-	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(2 * time.Second)})
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and no RabbitMQ at 127.0.0.1:5672: %v", err)
-		}
-		t.Skipf("no RabbitMQ at 127.0.0.1:5672 (%v): the AMQP end-to-end test needs one", err)
-	}
-	_ = conn.Close()
-	return url
+	return amqptest.URL(t)
 }
 
 // deleteAMQP removes the exchange and queues a test created.

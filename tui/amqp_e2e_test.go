@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"io"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -19,26 +18,16 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // rabbitURL returns the RabbitMQ of the AMQP end-to-end test
-// ($SPECTACLES_AMQP_URL, else the local default). Without one the test
-// fails under CI=true and is skipped elsewhere.
+// ($SPECTACLES_AMQP_URL, else the local default) once its management API
+// answers. Without either the test fails under CI=true and is skipped
+// elsewhere (amqptest probes them once, quickly).
 func rabbitURL(t *testing.T) string {
 	t.Helper()
-	url := os.Getenv("SPECTACLES_AMQP_URL")
-	if url == "" {
-		url = amqptransport.DefaultURL
-	}
-	conn, err := amqp091.DialConfig(url, amqp091.Config{Dial: amqp091.DefaultDial(3 * time.Second)})
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and no RabbitMQ at %s: %v (a missing broker under CI is a failure)", redactAMQP(url), err)
-		}
-		t.Skipf("no RabbitMQ at %s (%v): skipping; set SPECTACLES_AMQP_URL (under CI=true this fails)", redactAMQP(url), err)
-	}
-	_ = conn.Close()
-	return url
+	return amqptest.WithManagement(t)
 }
 
 func redactAMQP(url string) string {

@@ -37,15 +37,20 @@
 // returns the id it gave the message (the message_id property, a UUIDv7)
 // once RabbitMQ confirmed it. Publishes are pipelined: many wait for their
 // confirms at once on each channel, and PublishBatch keeps its messages'
-// order. Consumers acknowledge manually, with Config.Prefetch messages in
-// flight per queue; a client that dies leaves its unacknowledged messages
-// to RabbitMQ, which gives them to another client of the queue marked
-// redelivered.
+// order. A publish that fails after its message was written (no confirm
+// before its context ended or the connection was lost, or a basic.nack)
+// wraps core.ErrPublishUncertain: the message may have been routed; one
+// that fails before does not. Errors carry RabbitMQ's own reason (code and
+// text, as in "NOT_FOUND - no exchange 'x' in vhost '/'") and never the
+// password. Consumers acknowledge manually, with Config.Prefetch messages
+// in flight per queue; a client that dies leaves its unacknowledged
+// messages to RabbitMQ, which gives them to another client of the queue
+// marked redelivered.
 //
 // Delivery counting, Options.MessageTimeout and dead-lettering work on the
 // messages themselves, since the queues carry no arguments. A message
 // counts its deliveries in its "spectacles-deliveries" header: how many it
-// had before it was last published (none when absent). Two events publish
+// had before it was last published (none when absent). These events publish
 // a message again to its own queue, through the default exchange so that
 // no other queue gets the copy, and acknowledge the original once RabbitMQ
 // confirmed the copy (which goes to the back of the queue):
@@ -61,14 +66,44 @@
 //     handler still running at MessageTimeout keeps its message until it
 //     returns (taking it over would deliver it twice and fail the
 //     handler's Ack): the message is handed over then, if still unsettled.
-//     For a hung handler, the backstop is RabbitMQ's consumer_timeout
-//     (30 minutes by default), which closes the channel and so requeues
-//     its messages.
+//     AMQP cannot take back one message without closing its channel,
+//     which would requeue the messages of every other handler of the
+//     consumer and fail their Acks; so for a hung handler the backstop is
+//     RabbitMQ's consumer_timeout (30 minutes by default), which closes
+//     the channel and so requeues its messages (counted as a lost
+//     delivery each).
+//   - A message RabbitMQ prefetched that waited MessageTimeout for a
+//     handler slot (every handler of the Consume call is busy: the client
+//     is stalled) is given back: the client cancels its subscriptions, so
+//     that RabbitMQ sends it nothing more, and publishes every message
+//     still waiting again to its queue, in the order they came, with its
+//     delivery count unchanged (no handler saw it), acknowledging the
+//     originals. The other clients of the queue get them; the stalled
+//     client subscribes again once a handler slot is free and nothing
+//     waits. So, as on Redis, no message waits behind a stuck handler for
+//     longer than MessageTimeout; only the stuck handler's own message
+//     stays with it.
+//
+// A hand-over or give-back puts the message at the back of its queue: a
+// client that stalls with more messages queued than it prefetched sees
+// those first.
 //
 // A message delivered more than Options.MaxDeliveries times (it is not
 // given to the handler), or rejected with Message.Reject, is published to
 // the exchange with routing key core.DeadLetterEvent(event), carrying its
-// payload and the core.Header* headers, then acknowledged. Consume
+// payload and the core.Header* headers, then acknowledged.
+//
+// Dead letters themselves (a consumed event for which core.IsDeadLetterEvent
+// holds) are never dead-lettered, counted or published again: Reject
+// fails with ErrRejectDeadLetter, MaxDeliveries does not apply, and a
+// dead letter left unsettled for MessageTimeout (or waiting that long
+// behind busy handlers) goes back to its queue with basic.nack (requeue),
+// in place and unchanged, marked redelivered; a consumer that stops
+// without settling it leaves it in place too. So reading dead letters
+// without acknowledging them leaves their queue as it was (each is
+// delivered again every MessageTimeout meanwhile, and at most Prefetch of
+// them are delivered at once); only Ack removes one. No queue is declared
+// for the dead letters of dead letters. Consume
 // declares, next to each event's queue, the queue of its dead letters
 // (<exchange>:[<subgroup>:]<event>:dlq) so that none is dropped; consuming
 // core.DeadLetterEvent(event) with the same subgroup reads it, and any
@@ -150,8 +185,9 @@
 //   - Entries, API only, for dead letters (EVENT:dlq) only: it reads from
 //     the head of this exchange's and subgroup's dead-letter queue with
 //     the API's "get" (ackmode ack_requeue_true), which puts the messages
-//     back in place but marks them redelivered (a consumer of the
-//     dead-letter queue with this driver counts that as one more delivery).
+//     back in place, unchanged, but marks them redelivered (which this
+//     driver does not count for dead letters: listing them never gets
+//     them dead-lettered again).
 //     Entry ids are message ids; Raw is the payload and Headers all
 //     headers as text. After and Before are looked up among the first
 //     2000 messages (an id not among them is compared as text: this
@@ -189,6 +225,13 @@ import (
 // of it is under way. Only a message settled after its handler returned
 // (from another goroutine) can meet it.
 var ErrHandedOver = errors.New("message already handed back to its queue after MessageTimeout")
+
+// ErrRejectDeadLetter is wrapped by the error of Reject (DeadLetter) for a
+// message of a dead-letter event (core.IsDeadLetterEvent): a dead letter
+// is never dead-lettered again. The message stays unsettled: Ack removes
+// it; otherwise it goes back to its queue, in place, after
+// Options.MessageTimeout.
+var ErrRejectDeadLetter = errors.New("a dead letter is never dead-lettered again (Ack removes it)")
 
 // ErrNoReplyTo is wrapped by the error of Reply for a message that carries
 // no reply_to: it was published, not sent by a call, so nobody waits for a

@@ -103,6 +103,9 @@ func callError(ctx context.Context, event string, started time.Time, err error) 
 	switch {
 	case errors.Is(err, core.ErrClosed):
 		return core.ErrClosed
+	case ctx.Err() != nil && errors.Is(err, core.ErrPublishUncertain):
+		// Written, unconfirmed: a responder may still get the request.
+		return fmt.Errorf("%w (%w)", core.TimeoutError(event, ctx, started), core.ErrPublishUncertain)
 	case ctx.Err() != nil:
 		return core.TimeoutError(event, ctx, started)
 	}

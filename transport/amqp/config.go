@@ -70,7 +70,10 @@ type Config struct {
 	Subgroup string
 	// Prefetch is how many unacknowledged messages RabbitMQ sends ahead to
 	// each queue consumer (basic.qos, per consumer). Default
-	// DefaultPrefetch.
+	// DefaultPrefetch. A prefetched message waits at most
+	// Options.MessageTimeout for a free handler; then the client gives the
+	// waiting messages back to their queues for the other clients (see
+	// the package doc).
 	Prefetch int
 	// PublishChannels is how many confirm-mode channels publishes are
 	// spread over; each carries many publishes awaiting their confirms.

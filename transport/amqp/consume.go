@@ -24,14 +24,16 @@ const settleTimeout = 10 * time.Second
 
 // Consume declares, for each event, the exchange, the queue
 // <exchange>:[<subgroup>:]<event> bound with routing key event, and the
-// queue of its dead letters, subscribes to the event queues, and returns.
-// In the background it runs h on up to Options.Concurrency goroutines for
-// each message, hands back to the queue the messages a handler left
-// unsettled for MessageTimeout (see the package doc), dead-letters those
-// delivered more than MaxDeliveries times, and subscribes again after a
-// lost connection, until ctx is cancelled or the broker closes. Handlers get a context that is
-// never cancelled, so that a draining handler can still settle its
-// message; Close waits for them. Consume needs a valid Options.Identity;
+// queue of its dead letters (none for an event that holds dead letters,
+// EVENT:dlq), subscribes to the event queues, and returns. In the
+// background it runs h on up to Options.Concurrency goroutines for each
+// message, hands back to the queue the messages a handler left unsettled
+// for MessageTimeout and the prefetched ones that waited MessageTimeout
+// for a free handler (see the package doc), dead-letters those delivered
+// more than MaxDeliveries times (never a dead letter), and subscribes
+// again after a lost connection, until ctx is cancelled or the broker
+// closes. Handlers get a context that is never cancelled, so that a
+// draining handler can still settle its message; Close waits for them. Consume needs a valid Options.Identity;
 // while RabbitMQ is unreachable it waits up to Config.ConnectTimeout.
 func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) error {
 	if b.closed.Load() {
@@ -56,8 +58,8 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		h:      h,
 		hctx:   context.WithoutCancel(ctx),
 		tag:    consumerTagPrefix(b.cfg.Identity.Client),
-		work:   make(chan *delivery, b.cfg.Prefetch),
 	}
+	c.work.cond = sync.NewCond(&c.work.mu)
 	for _, ev := range evs {
 		c.queues = append(c.queues, b.QueueName(ev))
 	}
@@ -111,8 +113,24 @@ type consumer struct {
 	hctx    context.Context // handlers' context: never cancelled
 	runCtx  context.Context // ends when Consume's ctx ends or the broker closes
 	tag     string
-	work    chan *delivery
+	work    workQueue
 	workers sync.WaitGroup
+	// giving is held while prefetched deliveries are given back, so that
+	// they go back in the order they came.
+	giving sync.Mutex
+}
+
+// workQueue holds the deliveries waiting for a worker, in the order they
+// came. Each waits at most MessageTimeout: then the consumer is stalled
+// (every worker is busy), and it stops its subscriptions and gives every
+// waiting delivery back to its queue (see giveBackWaiting).
+type workQueue struct {
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled on push and close
+	items  []*delivery
+	timer  *time.Timer // MessageTimeout of the oldest waiting delivery, if armed
+	closed bool
+	paused *session // the session whose subscriptions giveBackWaiting cancelled
 }
 
 // session is a consumer's subscription on one AMQP channel.
@@ -120,12 +138,19 @@ type session struct {
 	c       *consumer
 	ch      *amqp091.Channel
 	tags    []string
-	dels    []<-chan amqp091.Delivery
 	closed  chan *amqp091.Error
+	reason  func() *amqp091.Error // RabbitMQ's reason for closing ch, once closed
 	cancels chan string
 	ctx     context.Context // ends when the session stops forwarding
 	cancel  context.CancelFunc
 	fwd     sync.WaitGroup
+
+	// sub guards the subscriptions (tags, paused, starting forwarders):
+	// a stalled consumer cancels them and subscribes again once a worker
+	// is free.
+	sub    sync.Mutex
+	paused bool
+	gen    int // subscription generation, for unique consumer tags
 
 	mu      sync.Mutex
 	closing atomic.Bool            // no more timers, no more hand-overs; set under mu
@@ -181,6 +206,7 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 		c:       c,
 		ch:      ch,
 		closed:  ch.NotifyClose(make(chan *amqp091.Error, 1)),
+		reason:  closeReasonOf(ch),
 		cancels: ch.NotifyCancel(make(chan string, len(c.queues))),
 		armed:   make(map[*delivery]struct{}),
 	}
@@ -194,6 +220,9 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 		if err := declareQueue(ch, b.cfg.Exchange, c.queues[i], ev); err != nil {
 			return nil, err
 		}
+		if _, dead := core.IsDeadLetterEvent(ev); dead {
+			continue // dead letters are never dead-lettered again
+		}
 		// The dead letters' queue, so that none is dropped for want of a
 		// queue bound to their routing key.
 		dl := core.DeadLetterEvent(ev)
@@ -201,20 +230,87 @@ func (c *consumer) openOn(conn *amqp091.Connection) (s *session, err error) {
 			return nil, err
 		}
 	}
-	for i, q := range c.queues {
-		tag := c.tag + "." + strconv.Itoa(i)
-		dels, err := ch.Consume(q, tag, false, false, false, false, nil)
-		if err != nil {
-			return nil, fmt.Errorf("consume queue %q: %w", q, err)
-		}
-		s.tags = append(s.tags, tag)
-		s.dels = append(s.dels, dels)
-	}
 	s.ctx, s.cancel = context.WithCancel(c.runCtx)
-	for i, dels := range s.dels {
-		s.fwd.Go(func() { c.forward(s, i, dels) })
+	if err := s.subscribe(); err != nil {
+		s.cancel()
+		return nil, err
 	}
 	return s, nil
+}
+
+// subscribe subscribes to every queue and forwards the deliveries. The
+// caller holds s.sub, or is the only user of s.
+func (s *session) subscribe() error {
+	c := s.c
+	s.gen++
+	tags := make([]string, 0, len(c.queues))
+	dels := make([]<-chan amqp091.Delivery, 0, len(c.queues))
+	for i, q := range c.queues {
+		tag := c.tag + "." + strconv.Itoa(i)
+		if s.gen > 1 {
+			tag += "." + strconv.Itoa(s.gen)
+		}
+		d, err := s.ch.Consume(q, tag, false, false, false, false, nil)
+		if err != nil {
+			for _, t := range tags {
+				_ = s.ch.Cancel(t, false)
+			}
+			return fmt.Errorf("consume queue %q: %w", q, err)
+		}
+		tags, dels = append(tags, tag), append(dels, d)
+	}
+	s.tags = tags
+	for i, d := range dels {
+		s.fwd.Go(func() { c.forward(s, i, d) })
+	}
+	return nil
+}
+
+// pause cancels the subscriptions: RabbitMQ sends nothing more to this
+// stalled consumer, and the deliveries it sent before arrive in the work
+// queue before pause returns.
+func (s *session) pause() {
+	s.sub.Lock()
+	if s.paused || s.ctx.Err() != nil {
+		s.sub.Unlock()
+		return
+	}
+	s.paused = true
+	for _, tag := range s.tags {
+		if err := s.ch.Cancel(tag, false); err != nil {
+			break // the channel is gone: nothing more comes anyway
+		}
+	}
+	s.tags = nil
+	s.sub.Unlock()
+	// The forwarders end once amqp091 handed over what it had buffered.
+	// (A session ending meanwhile waits for them too, which is fine.)
+	s.fwd.Wait()
+}
+
+// resume subscribes again after pause, unless the session is ending.
+func (s *session) resume() {
+	s.sub.Lock()
+	defer s.sub.Unlock()
+	if !s.paused || s.ctx.Err() != nil || s.isClosing() {
+		return
+	}
+	if err := s.subscribe(); err != nil {
+		// The channel is probably gone: the consumer opens a new session.
+		s.c.b.log.Warn("subscribing again after a stall failed", "err", err)
+		return
+	}
+	s.paused = false
+	s.c.b.log.Debug("a worker is free: subscribed again", "events", s.c.events)
+}
+
+// endForwarding stops forwarding and waits for the forwarders; no
+// subscription starts afterwards.
+func (s *session) endForwarding() {
+	s.sub.Lock()
+	s.cancel()
+	s.sub.Unlock()
+	s.fwd.Wait()
 }
 
 // run serves sessions until the consumer stops, opening a new one after
@@ -265,8 +361,7 @@ func (c *consumer) serve(s *session, log *slog.Logger) bool {
 		// RabbitMQ cancels a consumer whose queue was deleted.
 		log.Warn("RabbitMQ cancelled a subscription (queue deleted?); subscribing again", "consumer_tag", tag)
 	}
-	s.cancel()
-	s.fwd.Wait()
+	s.endForwarding()
 	return true
 }
 
@@ -274,12 +369,15 @@ func (c *consumer) serve(s *session, log *slog.Logger) bool {
 // can still settle), then the channel closes and RabbitMQ requeues what
 // was not settled.
 func (c *consumer) stop(s *session) {
+	s.sub.Lock()
 	for _, tag := range s.tags {
 		if err := s.ch.Cancel(tag, false); err != nil {
 			break // the channel is gone: nothing more comes anyway
 		}
 	}
+	s.tags = nil
 	s.cancel()
+	s.sub.Unlock()
 	s.fwd.Wait()
 	c.drain()
 	s.close()
@@ -288,7 +386,7 @@ func (c *consumer) stop(s *session) {
 // drain stops the workers once their running handlers returned; queued
 // deliveries are left to RabbitMQ, which requeues them.
 func (c *consumer) drain() {
-	close(c.work)
+	c.work.close()
 	c.workers.Wait()
 }
 
@@ -300,12 +398,7 @@ func (c *consumer) forward(s *session, i int, dels <-chan amqp091.Delivery) {
 			if !ok {
 				return
 			}
-			dl := c.delivery(s, i, d)
-			select {
-			case c.work <- dl:
-			case <-s.ctx.Done():
-				return
-			}
+			c.push(c.delivery(s, i, d))
 		case <-s.ctx.Done():
 			return
 		}
@@ -325,10 +418,11 @@ func (c *consumer) delivery(s *session, i int, d amqp091.Delivery) *delivery {
 	if d.Redelivered {
 		n++
 	}
-	dl := &delivery{s: s, queue: c.queues[i], d: d}
+	_, dead := core.IsDeadLetterEvent(c.events[i])
+	dl := &delivery{s: s, queue: c.queues[i], d: d, dead: dead, arrived: time.Now()}
 	dl.m = core.NewMessage(c.events[i], id, d.Body, n, cfg.Codec, dl)
 	dl.m.Headers = stringHeaders(d.Headers)
-	dl.over = cfg.MaxDeliveries > 0 && n > cfg.MaxDeliveries
+	dl.over = !dead && cfg.MaxDeliveries > 0 && n > cfg.MaxDeliveries
 	return dl
 }
 
@@ -336,7 +430,11 @@ func (c *consumer) delivery(s *session, i int, d amqp091.Delivery) *delivery {
 // consumer stopped or the delivery's session is over (RabbitMQ requeued
 // the message).
 func (c *consumer) work1() {
-	for dl := range c.work {
+	for {
+		dl := c.pop()
+		if dl == nil {
+			return
+		}
 		if c.runCtx.Err() != nil || dl.s.isClosing() {
 			continue
 		}
@@ -344,7 +442,7 @@ func (c *consumer) work1() {
 			c.deadLetterOver(dl)
 			continue
 		}
-		if dl.d.Redelivered && dl.recount() {
+		if dl.d.Redelivered && !dl.dead && dl.recount() {
 			continue
 		}
 		dl.s.arm(dl, true)
@@ -470,6 +568,12 @@ type delivery struct {
 	d     amqp091.Delivery
 	m     *core.Message
 	over  bool // delivered more than MaxDeliveries times
+	// dead: a message of a dead-letter event (EVENT:dlq). It is never
+	// dead-lettered, counted or published again: it goes back to its
+	// queue, in place and unchanged, with basic.nack (requeue).
+	dead bool
+
+	arrived time.Time // when it came, for the work queue's MessageTimeout
 
 	mu    sync.Mutex // held while settling
 	state settleState
@@ -488,6 +592,9 @@ func (dl *delivery) settleError(what string, err error) error {
 		return core.ErrClosed
 	}
 	if errors.Is(err, amqp091.ErrClosed) {
+		if reason := dl.s.reason(); reason != nil {
+			return fmt.Errorf("amqp: %s %s %s: the channel it came on was closed (%w), so RabbitMQ delivers it again: %w", what, dl.m.Event, dl.m.ID, reason, err)
+		}
 		return fmt.Errorf("amqp: %s %s %s: the channel it came on is closed, so RabbitMQ delivers it again: %w", what, dl.m.Event, dl.m.ID, err)
 	}
 	return fmt.Errorf("amqp: %s %s %s: %w", what, dl.m.Event, dl.m.ID, err)
@@ -556,6 +663,9 @@ func (dl *delivery) DeadLetter(ctx context.Context, _ *core.Message, reason stri
 	if ok, err := dl.check("dead-letter"); !ok {
 		return err
 	}
+	if dl.dead {
+		return fmt.Errorf("amqp: dead-letter %s %s: %w", dl.m.Event, dl.m.ID, ErrRejectDeadLetter)
+	}
 	if dl.s.ch.IsClosed() {
 		return dl.settleError("dead-letter", amqp091.ErrClosed)
 	}
@@ -602,6 +712,17 @@ func (dl *delivery) handOver() {
 	}
 	b := dl.s.c.b
 	log := b.log.With("event", dl.m.Event, "id", dl.m.ID, "deliveries", dl.m.Deliveries)
+	if dl.dead {
+		// A dead letter goes back in place, unchanged: reading dead
+		// letters without settling them leaves them as they were.
+		if err := dl.s.ch.Nack(dl.d.DeliveryTag, false, true); err != nil {
+			log.Debug("giving a dead letter back to its queue failed; closing the channel will", "err", err)
+			return
+		}
+		dl.state = handedOver
+		log.Debug("gave an unsettled dead letter back to its queue", "timeout", b.cfg.MessageTimeout)
+		return
+	}
 	if err := dl.republish(dl.m.Deliveries); err != nil {
 		log.Warn("handing an unsettled message back to its queue failed; will retry", "err", err)
 		dl.s.arm(dl, false)

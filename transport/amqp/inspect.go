@@ -54,7 +54,9 @@ func (b *Broker) noteDeclared(events []string) {
 	}
 	for _, ev := range events {
 		b.insp.events[ev] = struct{}{}
-		b.insp.events[core.DeadLetterEvent(ev)] = struct{}{}
+		if _, dead := core.IsDeadLetterEvent(ev); !dead {
+			b.insp.events[core.DeadLetterEvent(ev)] = struct{}{}
+		}
 	}
 }
 

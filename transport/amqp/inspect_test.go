@@ -5,55 +5,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
-	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // The Inspector tests use the shared RabbitMQ and its management API (the
-// ManagementURL derived from the test URL). Without the API they fail
-// under CI and are skipped elsewhere, as without RabbitMQ.
-
-var (
-	mgmtOnce sync.Once
-	mgmtErr  error
-)
+// ManagementURL derived from the test URL). Without the API (the
+// rabbitmq_management plugin is off on a fresh RabbitMQ) they fail under
+// CI and are skipped elsewhere, as without RabbitMQ: amqptest probes it
+// once, quickly.
 
 // mgmtTestURL returns the test URL after checking that its management
 // API answers.
 func mgmtTestURL(t testing.TB) string {
 	t.Helper()
-	url := serverURL(t)
-	mgmtOnce.Do(func() {
-		cfg, err := Config{URL: url, Exchange: "x"}.withDefaults()
-		if err != nil {
-			mgmtErr = err
-			return
-		}
-		m, err := newMgmt(&cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			mgmtErr = err
-			return
-		}
-		defer m.close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_, mgmtErr = m.version(ctx)
-	})
-	if mgmtErr != nil {
-		if inCI() {
-			t.Fatalf("CI=true and the RabbitMQ management API does not answer: %v (run `rabbitmq-plugins enable rabbitmq_management`; under CI this is a failure)", mgmtErr)
-		}
-		t.Skipf("the RabbitMQ management API does not answer (%v): skipping; `rabbitmq-plugins enable rabbitmq_management` enables it, and under CI=true this fails", mgmtErr)
-	}
-	return url
+	return amqptest.WithManagement(t)
 }
 
 // eventually polls check until it passes or timeout passes; the API's
@@ -489,28 +461,6 @@ func TestInspectWithoutManagement(t *testing.T) {
 		t.Errorf("server = %+v, %v", info, err)
 	}
 
-	// A management API that refuses the login degrades the same way.
-	host := hostPort(t, url)
-	h, _, _ := net.SplitHostPort(host)
-	refused := openBroker(t, Config{Options: opts("svc", "refused"), URL: url, Exchange: exchange,
-		ManagementURL: "http://guest:" + secret + "@" + net.JoinHostPort(h, "15672")})
-	if !mgmtUp(h) {
-		if inCI() {
-			t.Errorf("CI=true and no management API at %s:15672", h)
-		}
-	} else {
-		list, err := refused.Streams(ctx)
-		noSecret("streams (refused login)", err)
-		if err != nil || len(list) != 0 {
-			t.Errorf("streams with a refused login = %+v, %v; want none (it consumed nothing)", list, err)
-		}
-		_, err = refused.Consumers(ctx, ev, q)
-		noSecret("consumers (refused login)", err)
-		if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "401") {
-			t.Errorf("consumers with a refused login: %v, want ErrUnsupported naming the 401", err)
-		}
-	}
-
 	// Off.
 	off := openBroker(t, Config{Options: opts("svc", "off"), URL: url, Exchange: exchange, ManagementURL: "off"})
 	if list, err := off.Streams(ctx); err != nil || len(list) != 0 {
@@ -521,17 +471,39 @@ func TestInspectWithoutManagement(t *testing.T) {
 	}
 }
 
-// mgmtUp reports whether a management API listens on host:15672.
-func mgmtUp(host string) bool {
-	tr := &http.Transport{DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
-	c := http.Client{Timeout: 2 * time.Second, Transport: tr}
-	resp, err := c.Get("http://" + net.JoinHostPort(host, "15672") + "/api/overview")
-	if err != nil {
-		return false
+// TestInspectRefusedLogin: a management API that refuses the login
+// degrades as a missing one does, and the error names the 401 without the
+// password.
+func TestInspectRefusedLogin(t *testing.T) {
+	t.Parallel()
+	url := mgmtTestURL(t)
+	adm := newAdmin(t, url)
+	exchange, _ := adm.exchange("spectacles-inspect-refused")
+	const ev = "EV"
+	const secret = "Zz9s3cretPW"
+	noSecret := func(what string, err error) {
+		t.Helper()
+		if err != nil && strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: the error shows the password: %v", what, err)
+		}
 	}
-	_ = resp.Body.Close()
-	return resp.StatusCode == http.StatusUnauthorized
+	base, err := amqptest.ManagementURL(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := openBroker(t, Config{Options: opts("svc", "refused"), URL: url, Exchange: exchange,
+		ManagementURL: strings.Replace(base, "://", "://guest:"+secret+"@", 1)})
+	ctx := ctxT(t)
+	list, err := refused.Streams(ctx)
+	noSecret("streams (refused login)", err)
+	if err != nil || len(list) != 0 {
+		t.Errorf("streams with a refused login = %+v, %v; want none (it consumed nothing)", list, err)
+	}
+	_, err = refused.Consumers(ctx, ev, QueueName(exchange, "", ev))
+	noSecret("consumers (refused login)", err)
+	if !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "401") {
+		t.Errorf("consumers with a refused login: %v, want ErrUnsupported naming the 401", err)
+	}
 }
 
 func TestManagementURL(t *testing.T) {

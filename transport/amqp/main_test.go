@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
-	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,7 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
-	"github.com/spectacles-go/spectacles/internal/redact"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // TestMain fails the package when any goroutine outlives the tests: every
@@ -29,41 +29,15 @@ func TestMain(m *testing.M) {
 }
 
 // The tests talk to a real RabbitMQ at $SPECTACLES_AMQP_URL, or
-// DefaultURL. Without one they fail under CI (CI=true) and are skipped
-// elsewhere. They never touch exchanges or queues they did not create:
-// every name is unique to its test and deleted when the test ends.
-var (
-	realOnce sync.Once
-	realErr  error
-)
-
-func inCI() bool { return os.Getenv("CI") == "true" }
-
-func testURL() string {
-	if u := os.Getenv("SPECTACLES_AMQP_URL"); u != "" {
-		return u
-	}
-	return DefaultURL
-}
+// DefaultURL (amqptest probes it). Without one they fail under CI
+// (CI=true) and are skipped elsewhere. They never touch exchanges or
+// queues they did not create: every name is unique to its test and
+// deleted when the test ends.
 
 // serverURL returns the URL of the RabbitMQ the tests use.
 func serverURL(t testing.TB) string {
 	t.Helper()
-	realOnce.Do(func() {
-		conn, err := amqp091.DialConfig(testURL(), amqp091.Config{Dial: amqp091.DefaultDial(3 * time.Second)})
-		if err != nil {
-			realErr = err
-			return
-		}
-		_ = conn.Close()
-	})
-	if realErr != nil {
-		if inCI() {
-			t.Fatalf("CI=true and no RabbitMQ at %s: %v (a missing broker under CI is a failure)", redact.URL(testURL()), realErr)
-		}
-		t.Skipf("no RabbitMQ at %s (%v): skipping; set SPECTACLES_AMQP_URL, and note that under CI=true this fails", redact.URL(testURL()), realErr)
-	}
-	return testURL()
+	return amqptest.URL(t)
 }
 
 // withHost returns raw with its host:port replaced.
@@ -298,6 +272,9 @@ type tcpProxy struct {
 	conns map[net.Conn]struct{}
 	down  bool
 	wg    sync.WaitGroup
+	// hold drops what the server sends while set: the client's frames
+	// reach RabbitMQ, its answers (confirms, deliveries) never come back.
+	hold atomic.Bool
 }
 
 // startProxy listens on a free loopback port; it stops when the test ends.
@@ -359,9 +336,26 @@ func (p *tcpProxy) pipe(c net.Conn) {
 		_ = dst.Close()
 		_ = src.Close()
 	}
+	// Server to client, dropped while held.
+	fromServer := func() {
+		defer wg.Done()
+		defer func() { _ = c.Close(); _ = up.Close() }()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := up.Read(buf)
+			if n > 0 && !p.hold.Load() {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}
 	wg.Add(2)
 	go copyOne(up, c)
-	go copyOne(c, up)
+	go fromServer()
 	wg.Wait()
 }
 
@@ -400,4 +394,15 @@ func (p *tcpProxy) close() {
 	p.mu.Unlock()
 	p.cut()
 	p.wg.Wait()
+}
+
+// TestAMQPTestDefaultURL: amqptest, which cannot import this package,
+// uses the driver's default server.
+func TestAMQPTestDefaultURL(t *testing.T) {
+	if amqptest.DefaultURL != DefaultURL {
+		t.Errorf("amqptest.DefaultURL = %q, want DefaultURL %q", amqptest.DefaultURL, DefaultURL)
+	}
+	if got, err := amqptest.ManagementURL("amqps://u:p@h:5671/v"); err != nil || got != "https://h:15671" {
+		t.Errorf("ManagementURL(amqps) = %q, %v", got, err)
+	}
 }

@@ -21,12 +21,17 @@ import (
 // never wait for one another's round trips. Publishes are spread over
 // Config.PublishChannels channels of the publishing connection.
 
-// errNacked is wrapped by publish errors when RabbitMQ refused a message.
+// errNacked is wrapped by publish errors when RabbitMQ answered a message
+// with basic.nack, which it does when it could not handle it: the message
+// may or may not have been routed (the errors wrap core.ErrPublishUncertain
+// too).
 var errNacked = errors.New("RabbitMQ refused the message (basic.nack)")
 
 // errUnconfirmed is wrapped by publish errors when the channel closed
-// before RabbitMQ confirmed: the message may or may not have been routed.
-var errUnconfirmed = errors.New("the channel closed before RabbitMQ confirmed the message; it may or may not have been routed")
+// after the message was written and before RabbitMQ confirmed it: it may
+// or may not have been routed (the errors wrap core.ErrPublishUncertain
+// too, and RabbitMQ's reason for the close when it gave one).
+var errUnconfirmed = errors.New("the channel closed before RabbitMQ confirmed the message")
 
 // maxResend bounds the attempts of a publish that found its channel closed
 // before writing (nothing was sent, so it is safe to write again).
@@ -42,7 +47,48 @@ type publisher struct {
 type pubChannel struct {
 	p  *publisher
 	mu sync.Mutex // guards ch and serialises opening
-	ch *amqp091.Channel
+	ch *confirmChannel
+}
+
+// confirmChannel is an open confirm-mode channel and why it closed.
+type confirmChannel struct {
+	*amqp091.Channel
+	closeReason func() *amqp091.Error
+}
+
+// closeReasonOf returns a function that gives RabbitMQ's reason for
+// closing ch (or its connection): nil while ch is open, or when it was
+// closed without one (by this client). amqp091 sends the reason before it
+// fails the channel's pending confirms and acknowledgements.
+func closeReasonOf(ch *amqp091.Channel) func() *amqp091.Error {
+	var (
+		mu     sync.Mutex
+		reason *amqp091.Error
+		closes = ch.NotifyClose(make(chan *amqp091.Error, 1))
+	)
+	return func() *amqp091.Error {
+		mu.Lock()
+		defer mu.Unlock()
+		if reason == nil {
+			select {
+			case e, ok := <-closes:
+				if ok && e != nil {
+					reason = e
+				}
+			default:
+			}
+		}
+		return reason
+	}
+}
+
+// closedError describes a publish that found the channel closed before it
+// was written, with RabbitMQ's reason when it gave one.
+func (c *confirmChannel) closedError(err error) error {
+	if reason := c.closeReason(); reason != nil {
+		return fmt.Errorf("%w (the channel was closed: %w)", err, reason)
+	}
+	return err
 }
 
 func newPublisher(b *Broker) *publisher {
@@ -62,7 +108,7 @@ func (p *publisher) pick() *pubChannel {
 // exchange on it) when it is missing or was lost.
 // A wait for the connection also ends, with core.ErrClosed, when abort is
 // closed.
-func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*amqp091.Channel, error) {
+func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*confirmChannel, error) {
 	pc.mu.Lock()
 	ch := pc.ch
 	pc.mu.Unlock()
@@ -101,11 +147,12 @@ func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*amqp
 // openConfirmChannel opens a channel in confirm mode and declares exchange
 // on it, so that a publish never meets a missing exchange (which would
 // close the channel).
-func openConfirmChannel(conn *amqp091.Connection, exchange string) (*amqp091.Channel, error) {
+func openConfirmChannel(conn *amqp091.Connection, exchange string) (*confirmChannel, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("open channel: %w", err)
 	}
+	cc := &confirmChannel{Channel: ch, closeReason: closeReasonOf(ch)}
 	if err := ch.Confirm(false); err != nil {
 		_ = ch.Close()
 		return nil, fmt.Errorf("enable publisher confirms: %w", err)
@@ -114,7 +161,7 @@ func openConfirmChannel(conn *amqp091.Connection, exchange string) (*amqp091.Cha
 		_ = ch.Close()
 		return nil, err
 	}
-	return ch, nil
+	return cc, nil
 }
 
 // declareExchange declares the group's exchange exactly as the other
@@ -127,8 +174,9 @@ func declareExchange(ch *amqp091.Channel, exchange string) error {
 }
 
 // send writes msg on pc and returns its pending confirm, opening pc again
-// when it had closed before anything was written.
-func (p *publisher) send(ctx context.Context, abort <-chan struct{}, pc *pubChannel, exchange, key string, msg *amqp091.Publishing) (*amqp091.Channel, *amqp091.DeferredConfirmation, error) {
+// when it had closed before anything was written. Its errors come before
+// the message was written: they do not wrap core.ErrPublishUncertain.
+func (p *publisher) send(ctx context.Context, abort <-chan struct{}, pc *pubChannel, exchange, key string, msg *amqp091.Publishing) (*confirmChannel, *amqp091.DeferredConfirmation, error) {
 	for attempt := 1; ; attempt++ {
 		ch, err := pc.channel(ctx, abort)
 		if err != nil {
@@ -139,25 +187,34 @@ func (p *publisher) send(ctx context.Context, abort <-chan struct{}, pc *pubChan
 			return ch, dc, nil
 		}
 		if !errors.Is(err, amqp091.ErrClosed) || attempt >= maxResend || ctx.Err() != nil {
+			if errors.Is(err, amqp091.ErrClosed) {
+				err = ch.closedError(err)
+			}
 			return nil, nil, err
 		}
 	}
 }
 
-// wait waits for the confirm of a message sent on ch.
-func wait(ctx context.Context, ch *amqp091.Channel, dc *amqp091.DeferredConfirmation) error {
+// wait waits for the confirm of a message written on ch. Once written, a
+// message whose confirm does not come (ctx ends first, the channel closes,
+// or RabbitMQ nacks it) may or may not have been routed: those errors wrap
+// core.ErrPublishUncertain, and RabbitMQ's reason when it gave one.
+func wait(ctx context.Context, ch *confirmChannel, dc *amqp091.DeferredConfirmation) error {
 	select {
 	case <-dc.Done():
 	case <-ctx.Done():
-		return context.Cause(ctx)
+		return fmt.Errorf("waiting for RabbitMQ to confirm the message: %w (%w)", context.Cause(ctx), core.ErrPublishUncertain)
 	}
 	if dc.Acked() {
 		return nil
 	}
 	if ch.IsClosed() {
-		return errUnconfirmed
+		if reason := ch.closeReason(); reason != nil {
+			return fmt.Errorf("%w: %w (%w)", errUnconfirmed, reason, core.ErrPublishUncertain)
+		}
+		return fmt.Errorf("%w (%w)", errUnconfirmed, core.ErrPublishUncertain)
 	}
-	return errNacked
+	return fmt.Errorf("%w (%w)", errNacked, core.ErrPublishUncertain)
 }
 
 // publish sends msg and returns once RabbitMQ confirmed it. A wait for
@@ -213,6 +270,11 @@ func (b *Broker) beginPublish() bool {
 // returns its id (the AMQP message_id, a UUIDv7) once RabbitMQ confirmed
 // it. Every queue bound to event gets a copy; without any, RabbitMQ drops
 // it. While the connection is down Publish waits for it, until ctx ends.
+// An error after the message was written (no confirm before ctx ended or
+// the connection was lost, or a basic.nack) wraps core.ErrPublishUncertain:
+// the message may have been routed, and publishing it again may deliver
+// it twice. Errors carry RabbitMQ's reason (its code and text, as in
+// "NOT_FOUND - no exchange ...") when it closed the channel.
 func (b *Broker) Publish(ctx context.Context, event string, data any) (string, error) {
 	if event == "" {
 		return "", errors.New("amqp: publish: event name is empty")
@@ -244,7 +306,9 @@ var _ core.BatchPublisher = (*Broker)(nil)
 // PublishBatch publishes msgs in order on one channel, so that they reach
 // each queue in that order, with all of them in flight at once, and
 // returns their ids once RabbitMQ confirmed them. On error it returns the
-// ids of the messages confirmed before the first failure, in order.
+// ids of the messages confirmed before the first failure, in order; as
+// with Publish, that failure wraps core.ErrPublishUncertain when the
+// message was written.
 func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]string, error) {
 	if len(msgs) == 0 {
 		return nil, nil
@@ -265,7 +329,7 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		out[i] = b.message(raw)
 	}
 	var (
-		ch      *amqp091.Channel
+		ch      *confirmChannel
 		pending = make([]*amqp091.DeferredConfirmation, 0, len(msgs))
 		sendErr error
 	)
@@ -287,6 +351,9 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		}
 		// Nothing written yet and the channel had closed: safe to retry.
 		if len(pending) > 0 || !errors.Is(sendErr, amqp091.ErrClosed) || attempt >= maxResend || ctx.Err() != nil {
+			if ch != nil && errors.Is(sendErr, amqp091.ErrClosed) {
+				sendErr = ch.closedError(sendErr)
+			}
 			break
 		}
 	}

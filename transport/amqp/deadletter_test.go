@@ -1,0 +1,228 @@
+package amqp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"github.com/spectacles-go/spectacles/core"
+)
+
+// queuedMessage is what a snapshot keeps of a message in a queue.
+type queuedMessage struct {
+	ID      string
+	Body    string
+	Headers string // the Spectacles headers (core.Header*), sorted
+}
+
+// snapshot reads every message of queue without removing it: basic.get
+// without acknowledgement on a channel of its own, then closing the
+// channel, which puts them back in place.
+func snapshot(t *testing.T, adm *admin, queue string) []queuedMessage {
+	t.Helper()
+	ch := adm.newChannel()
+	defer func() { _ = ch.Close() }()
+	var out []queuedMessage
+	for range 1000 {
+		d, ok, err := ch.Get(queue, false)
+		if err != nil {
+			t.Fatalf("get from %s: %v", queue, err)
+		}
+		if !ok {
+			return out
+		}
+		var hs []string
+		for _, k := range []string{core.HeaderEvent, core.HeaderID, core.HeaderGroup, core.HeaderClient, core.HeaderReason, core.HeaderDeliveries, core.HeaderFailedAt} {
+			hs = append(hs, k+"="+headerString(d.Headers[k]))
+		}
+		out = append(out, queuedMessage{ID: d.MessageId, Body: string(d.Body), Headers: strings.Join(hs, " ")})
+	}
+	t.Fatalf("%s holds more than 1000 messages", queue)
+	return nil
+}
+
+// queueMessages returns the ready messages of queue, or -1 when it does
+// not exist.
+func queueMessages(t *testing.T, adm *admin, queue string) int {
+	t.Helper()
+	q, err := adm.channel().QueueDeclarePassive(queue, true, false, false, false, nil)
+	var ae *amqp091.Error
+	if errors.As(err, &ae) && ae.Code == amqp091.NotFound {
+		return -1
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q.Messages
+}
+
+// TestReadingDeadLettersLeavesThem: a consumer of EVENT:dlq that never
+// settles (spectacles consume --no-ack EVENT:dlq) sees the dead letters
+// again after each MessageTimeout, never dead-letters them once more
+// (EVENT:dlq:dlq), whatever MaxDeliveries says, and leaves them in their
+// queue as they were, in order, when it stops.
+func TestReadingDeadLettersLeavesThem(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	adm := newAdmin(t, url)
+	exchange, track := adm.exchange("spectacles-dlq-read")
+	const ev = "EV"
+	dl := core.DeadLetterEvent(ev)
+	track(spectaclesQueues(exchange, "", ev)...)
+	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
+	deadLetters(t, url, exchange, "", ev, 3)
+	dlq := QueueName(exchange, "", dl)
+	before := snapshot(t, adm, dlq)
+	if len(before) != 3 {
+		t.Fatalf("%d dead letters, want 3", len(before))
+	}
+
+	o := opts("svc", "inspect")
+	o.MessageTimeout = 300 * time.Millisecond
+	o.MaxDeliveries = 2
+	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
+	var (
+		mu   sync.Mutex
+		seen = map[string]int{}
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := reader.Consume(ctx, []string{dl}, func(_ context.Context, m *core.Message) {
+		mu.Lock()
+		seen[m.ID]++
+		mu.Unlock()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Each dead letter comes back after each MessageTimeout: well past
+	// MaxDeliveries, and it is still there.
+	eventually(t, 20*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, m := range before {
+			if seen[m.ID] < o.MaxDeliveries+3 {
+				return false, fmt.Sprintf("seen %v; want each of the 3 at least %d times", seen, o.MaxDeliveries+3)
+			}
+		}
+		return len(seen) == 3, fmt.Sprintf("seen %v", seen)
+	})
+	cancel()
+	if err := reader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
+		t.Errorf("%d dead letters were dead-lettered again to %s", n, core.DeadLetterEvent(dl))
+	}
+	after := snapshot(t, adm, dlq)
+	if !slices.Equal(before, after) {
+		t.Errorf("the dead-letter queue changed:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+// TestRejectDeadLetter: rejecting a dead letter fails with
+// ErrRejectDeadLetter and leaves it in place; nothing goes to
+// EVENT:dlq:dlq.
+func TestRejectDeadLetter(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	adm := newAdmin(t, url)
+	exchange, track := adm.exchange("spectacles-dlq-reject")
+	const ev = "EV"
+	dl := core.DeadLetterEvent(ev)
+	track(spectaclesQueues(exchange, "", ev)...)
+	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
+	deadLetters(t, url, exchange, "", ev, 1)
+	dlq := QueueName(exchange, "", dl)
+	before := snapshot(t, adm, dlq)
+
+	o := opts("svc", "rejecter2")
+	o.MessageTimeout = 200 * time.Millisecond
+	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
+	errs := make(chan error, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := reader.Consume(ctx, []string{dl}, func(ctx context.Context, m *core.Message) {
+		errs <- m.Reject(ctx, "again")
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the first delivery and the one after MessageTimeout
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrRejectDeadLetter) || !strings.Contains(err.Error(), dl) {
+				t.Errorf("reject of a dead letter: %v, want ErrRejectDeadLetter", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("the dead letter was not delivered (again)")
+		}
+	}
+	cancel()
+	if err := reader.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
+		t.Errorf("%d dead letters were dead-lettered again", n)
+	}
+	if after := snapshot(t, adm, dlq); !slices.Equal(before, after) {
+		t.Errorf("the dead-letter queue changed:\nbefore %+v\nafter  %+v", before, after)
+	}
+}
+
+// TestListingDeadLettersLeavesThem: listing dead letters (Entries, what
+// `spectacles dlq list EVENT` does) leaves their queue as it was: the same
+// messages, unchanged, in order; and a consumer of the dead letters gets
+// them afterwards, still not dead-lettered again.
+func TestListingDeadLettersLeavesThem(t *testing.T) {
+	t.Parallel()
+	url := mgmtTestURL(t)
+	adm := newAdmin(t, url)
+	exchange, track := adm.exchange("spectacles-dlq-list")
+	const ev = "EV"
+	dl := core.DeadLetterEvent(ev)
+	track(spectaclesQueues(exchange, "", ev)...)
+	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
+	_, _, payloads, _ := deadLetters(t, url, exchange, "", ev, 3)
+	dlq := QueueName(exchange, "", dl)
+	before := snapshot(t, adm, dlq)
+
+	lister := openBroker(t, Config{Options: opts("svc", "lister"), URL: url, Exchange: exchange})
+	for range 3 {
+		es, err := lister.Entries(ctxT(t), dl, core.RangeQuery{Count: 10})
+		if err != nil || len(es) != 3 {
+			t.Fatalf("entries = %v, %v", entryIDs(es), err)
+		}
+		for i, e := range es {
+			if e.ID != before[i].ID || string(e.Raw) != payloads[i] {
+				t.Errorf("entry %d = %s %q, want %s %q", i, e.ID, e.Raw, before[i].ID, payloads[i])
+			}
+		}
+	}
+	waitReady(t, adm, dlq, 3)
+	if after := snapshot(t, adm, dlq); !slices.Equal(before, after) {
+		t.Errorf("listing changed the dead-letter queue:\nbefore %+v\nafter  %+v", before, after)
+	}
+
+	// A reader that acknowledges gets them all, in order, and empties
+	// the queue; nothing is dead-lettered again.
+	o := opts("svc", "reader")
+	o.MaxDeliveries = 1
+	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
+	h, got := collect(t, true)
+	startConsume(t, reader, []string{dl}, h)
+	for i := range before {
+		if m := next(t, got); m.ID != before[i].ID || string(m.Raw) != payloads[i] {
+			t.Errorf("dead letter %d = %s %q, want %s %q", i, m.ID, m.Raw, before[i].ID, payloads[i])
+		}
+	}
+	waitReady(t, adm, dlq, 0)
+	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
+		t.Errorf("%d dead letters were dead-lettered again", n)
+	}
+}
