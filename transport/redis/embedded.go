@@ -110,6 +110,8 @@ func (e *Embedded) blockedClients() int {
 // every command before miniredis does, on the connection's goroutine;
 // scripts' commands (EVAL) come to it too, with a fresh peer each, while
 // miniredis holds its lock, so the hook never takes that lock itself.
+// Inside MULTI, CLIENT ID and CLIENT UNBLOCK run at once instead of being
+// queued (the driver never sends them there).
 type clients struct {
 	wakers sync.WaitGroup // wake-up goroutines; Close waits for them
 
