@@ -13,17 +13,14 @@ import (
 
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
-// The gateway speaks fixed event names, so its tests use a database of
-// their own and delete those streams before and after.
+// The gateway speaks fixed event names, so each of its tests leases a
+// database of its own and deletes those streams before and after.
 func gatewayTestURL(t *testing.T) string {
 	t.Helper()
-	u := testRedisURL
-	if !strings.Contains(u, "://") {
-		u = "redis://" + u
-	}
-	u += "/8"
+	u := redistest.LeaseDB(t, testRedisURL)
 	c, err := redistransport.NewClient(u, 2)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +28,13 @@ func gatewayTestURL(t *testing.T) string {
 	keys := append([]string{"SEND", "SEND:dlq", "0", "1", "GUILD_CREATE", "READY", "RESUMED", "GUILD_MEMBERS_CHUNK"}, simulator.SyntheticEvents()...)
 	c.Del(context.Background(), keys...)
 	t.Cleanup(func() {
-		c.Del(context.Background(), keys...)
+		ctx := context.Background()
+		c.Del(ctx, keys...)
+		// The gateway's identify keys expire in seconds; the next
+		// holder of the database should not wait for them.
+		for it := c.Scan(ctx, 0, "spectacles:identify:*", 100).Iterator(); it.Next(ctx); {
+			c.Del(ctx, it.Val())
+		}
 		c.Close()
 	})
 	return u

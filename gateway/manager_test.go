@@ -19,11 +19,6 @@ import (
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
-// The gateway speaks fixed event names (SEND, "0", MESSAGE_CREATE…), so
-// its tests use a Redis database of their own and delete those streams
-// before and after each test instead of relying on unique names.
-const gatewayTestDB = 7
-
 type managerEnv struct {
 	sim    *simulator.Server
 	url    string
@@ -34,8 +29,10 @@ type managerEnv struct {
 
 func newManagerEnv(t testing.TB, shards int, simMod func(*simulator.Config)) *managerEnv {
 	t.Helper()
-	addr, _ := redistest.Addr(t)
-	url := fmt.Sprintf("redis://%s/%d", strings.TrimPrefix(addr, "redis://"), gatewayTestDB)
+	// The gateway speaks fixed event names (SEND, "0", MESSAGE_CREATE…),
+	// so each test leases a Redis database of its own and deletes those
+	// streams before and after instead of relying on unique names.
+	url, _ := redistest.ExclusiveDB(t)
 	raw := redistest.Client(t, url)
 	keys := []string{SendEvent, core.DeadLetterEvent(SendEvent), "GUILD_CREATE", "READY", "RESUMED", "GUILD_MEMBERS_CHUNK"}
 	keys = append(keys, simulator.SyntheticEvents()...)

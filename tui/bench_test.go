@@ -89,11 +89,10 @@ func BenchmarkRefreshFake(b *testing.B) {
 // deleted afterwards. It also reports the console's heap with that data
 // loaded in every view.
 func BenchmarkRefreshRedis(b *testing.B) {
-	addr, real := redistest.Addr(b)
+	url, real := redistest.ExclusiveDB(b)
 	if !real {
 		b.Log("no Redis at 127.0.0.1:6379: using the embedded server (slow to fill)")
 	}
-	url := fmt.Sprintf("redis://%s/%d", strings.TrimPrefix(addr, "redis://"), e2eDB)
 	raw := redistest.Client(b, url)
 	stream := redistest.Unique("bench-big")
 	redistest.DeleteKeys(b, raw, stream)

@@ -28,11 +28,6 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/charmbracelet/x/exp/teatest.NewTestModel.func2"))
 }
 
-// e2eDB is the Redis database of the end-to-end tests: SEND and the shard
-// events are fixed names, so they live apart and are deleted before and
-// after, never flushed.
-const e2eDB = 9
-
 // liveSystem is a real broker with a simulated Discord gateway behind it.
 type liveSystem struct {
 	url     string
@@ -47,8 +42,10 @@ func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func startLiveSystem(t *testing.T, shards int) *liveSystem {
 	t.Helper()
-	addr, _ := redistest.Addr(t)
-	url := fmt.Sprintf("redis://%s/%d", strings.TrimPrefix(addr, "redis://"), e2eDB)
+	// SEND and the shard events are fixed names: each test leases a
+	// database of its own, and deletes them before and after, never
+	// flushing it.
+	url, _ := redistest.ExclusiveDB(t)
 	raw := redistest.Client(t, url)
 	keys := []string{gateway.SendEvent, core.DeadLetterEvent(gateway.SendEvent), "GUILD_CREATE", "READY", "RESUMED", "GUILD_MEMBERS_CHUNK"}
 	keys = append(keys, simulator.SyntheticEvents()...)
@@ -102,7 +99,7 @@ func startLiveSystem(t *testing.T, shards int) *liveSystem {
 		t.Fatal("manager did not start")
 	}
 	node := &Node{
-		Info:    NodeInfo{Name: "e2e", Client: "console-e2e", BrokerKind: "redis", BrokerAddress: addr, Simulated: true, StaleAfter: time.Minute},
+		Info:    NodeInfo{Name: "e2e", Client: "console-e2e", BrokerKind: "redis", BrokerAddress: url, Simulated: true, StaleAfter: time.Minute},
 		Inspect: console, Publisher: console,
 	}
 	node.SetGateway(GatewayInfo{Gateway: m, Simulated: true, Target: sim.GatewayURL()})

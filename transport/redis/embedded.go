@@ -1,12 +1,17 @@
 package redis
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
+	"github.com/alicebob/miniredis/v2/server"
 )
 
 // Embedded is the no-configuration broker server: an in-process miniredis
@@ -14,19 +19,36 @@ import (
 // enough of Redis for every feature of this driver (streams, consumer
 // groups, XAUTOCLAIM, pubsub), for development and tests; it is not a
 // production server.
+//
+// Time runs as on Redis: TTLs (SET PX, EXPIRE) run down with the wall
+// clock and keys expire when they reach zero; stream entry ids and
+// XPENDING idle times come from the wall clock; BLOCK timeouts are real
+// time. It answers CLIENT ID and CLIENT UNBLOCK, so a stopping consumer
+// does not wait out its XREADGROUP BLOCK; unlike Redis, CLIENT UNBLOCK
+// ends the blocked command by closing that client's connection (the
+// client sees a connection error instead of a nil reply).
 type Embedded struct {
-	mu   sync.Mutex
+	mu   sync.Mutex // serialises Restart and Close
 	srv  *miniredis.Miniredis
 	addr string
+
+	clients clients
 }
 
 // StartEmbedded starts an embedded server.
 func StartEmbedded() (*Embedded, error) {
 	srv := miniredis.NewMiniRedis()
+	// TTLs follow the wall clock (miniredis otherwise only runs them
+	// down on FastForward): expired keys go on the next command.
+	srv.ClockTTL(true)
 	if err := srv.StartAddr("127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("redis: start embedded server: %w", err)
 	}
-	return &Embedded{srv: srv, addr: srv.Addr()}, nil
+	e := &Embedded{srv: srv, addr: srv.Addr()}
+	e.clients.init()
+	// Nobody knows the address yet: no command can come before the hook.
+	e.clients.serve(srv.Server())
+	return e, nil
 }
 
 // Addr returns the server's address, "127.0.0.1:PORT".
@@ -41,6 +63,7 @@ func (e *Embedded) Restart() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.srv.Close()
+	e.clients.wakers.Wait()
 	// miniredis cancels its context on Close and does not renew it on
 	// Restart, after which every blocking command (XREADGROUP BLOCK) would
 	// never answer. Renew it while no connection is served.
@@ -52,6 +75,11 @@ func (e *Embedded) Restart() error {
 	var err error
 	for range 50 {
 		if err = e.srv.Restart(); err == nil {
+			// A new server.Server, without the hook. A client that
+			// reconnects before this line gets an error for CLIENT ID,
+			// as from a server without it: its consumer then stops
+			// after BLOCK instead of at once.
+			e.clients.serve(e.srv.Server())
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -59,9 +87,179 @@ func (e *Embedded) Restart() error {
 	return fmt.Errorf("redis: restart embedded server at %s: %w", e.addr, err)
 }
 
-// Close stops the server. It is idempotent.
+// Close stops the server, ending every blocked command at once. It is
+// idempotent.
 func (e *Embedded) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	// miniredis cancels its context first, which ends blocked commands,
+	// then closes the connections and waits for their goroutines.
 	e.srv.Close()
+	e.clients.wakers.Wait()
+}
+
+// blockedClients is how many clients are in a blocking command now.
+func (e *Embedded) blockedClients() int {
+	e.clients.mu.Lock()
+	defer e.clients.mu.Unlock()
+	return len(e.clients.blocked)
+}
+
+// clients gives miniredis what it lacks of Redis's CLIENT command: CLIENT
+// ID and CLIENT UNBLOCK. It runs as the server's pre-hook, which sees
+// every command before miniredis does, on the connection's goroutine;
+// scripts' commands (EVAL) come to it too, with a fresh peer each, while
+// miniredis holds its lock, so the hook never takes that lock itself.
+// Inside MULTI, CLIENT ID and CLIENT UNBLOCK run at once instead of being
+// queued (the driver never sends them there).
+type clients struct {
+	wakers sync.WaitGroup // wake-up goroutines; Close waits for them
+
+	mu      sync.Mutex
+	srv     *server.Server // the one serving now (Restart makes another)
+	last    int64
+	ids     map[*server.Peer]int64
+	peers   map[int64]*server.Peer
+	blocked map[*server.Peer]struct{} // peers in a blocking command
+}
+
+func (c *clients) init() {
+	c.ids = map[*server.Peer]int64{}
+	c.peers = map[int64]*server.Peer{}
+	c.blocked = map[*server.Peer]struct{}{}
+}
+
+// serve installs the hook on s, the server miniredis has just started.
+func (c *clients) serve(s *server.Server) {
+	c.mu.Lock()
+	c.srv = s
+	c.mu.Unlock()
+	s.SetPreHook(c.hook)
+}
+
+func (c *clients) server() *server.Server {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.srv
+}
+
+// hook handles CLIENT ID and CLIENT UNBLOCK and tracks which peers block;
+// it returns false to let miniredis run the command.
+func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
+	switch {
+	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "ID"):
+		if len(args) != 1 {
+			p.WriteError("ERR wrong number of arguments for 'client|id' command")
+			return true
+		}
+		p.WriteInt(int(c.id(p)))
+		return true
+	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "UNBLOCK"):
+		c.unblock(p, args[1:])
+		return true
+	case blocks(cmd, args):
+		return c.runBlocking(p, cmd, args)
+	}
+	return false
+}
+
+// id returns p's CLIENT ID, giving it one on first use.
+func (c *clients) id(p *server.Peer) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if id, ok := c.ids[p]; ok {
+		return id
+	}
+	c.last++
+	id := c.last
+	c.ids[p], c.peers[id] = id, p
+	// Run on p's goroutine when its connection ends, like the hook.
+	p.OnDisconnect(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.ids, p)
+		delete(c.peers, id)
+	})
+	return id
+}
+
+// unblock is CLIENT UNBLOCK id [TIMEOUT|ERROR]: 1 when the client was
+// blocked (its connection is then closed, which ends the command), else 0.
+func (c *clients) unblock(p *server.Peer, args []string) {
+	if len(args) < 1 || len(args) > 2 {
+		p.WriteError("ERR wrong number of arguments for 'client|unblock' command")
+		return
+	}
+	id, err := strconv.ParseInt(args[0], 10, 64)
+	if err != nil {
+		p.WriteError("ERR value is not an integer or out of range")
+		return
+	}
+	if len(args) == 2 && !strings.EqualFold(args[1], "TIMEOUT") && !strings.EqualFold(args[1], "ERROR") {
+		p.WriteError("ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR")
+		return
+	}
+	c.mu.Lock()
+	target, ok := c.peers[id]
+	if ok {
+		_, ok = c.blocked[target]
+	}
+	if ok {
+		target.Close() // the blocked command sees it when woken
+	}
+	c.mu.Unlock()
+	if !ok {
+		p.WriteInt(0)
+		return
+	}
+	c.wake()
+	p.WriteInt(1)
+}
+
+// wake makes blocked commands look at their connection again: any command
+// miniredis runs wakes them when it ends. Not on this goroutine, which may
+// be a script's, under miniredis's lock.
+func (c *clients) wake() {
+	s := c.server()
+	c.wakers.Go(func() {
+		s.Dispatch(server.NewPeer(bufio.NewWriter(io.Discard)), []string{"TIME"})
+	})
+}
+
+// runBlocking runs a blocking command, counting p as blocked meanwhile. The
+// nested Dispatch comes back to the hook, which lets it through.
+func (c *clients) runBlocking(p *server.Peer, cmd string, args []string) bool {
+	c.mu.Lock()
+	if _, nested := c.blocked[p]; nested {
+		c.mu.Unlock()
+		return false
+	}
+	c.blocked[p] = struct{}{}
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		delete(c.blocked, p)
+		c.mu.Unlock()
+	}()
+	c.server().Dispatch(p, append([]string{cmd}, args...))
+	return true
+}
+
+// blocks reports whether cmd may block: the B… list and sorted-set
+// commands, and XREAD/XREADGROUP with BLOCK.
+func blocks(cmd string, args []string) bool {
+	switch cmd {
+	case "BLPOP", "BRPOP", "BRPOPLPUSH", "BLMOVE", "BLMPOP", "BZPOPMIN", "BZPOPMAX", "BZMPOP":
+		return true
+	case "XREAD", "XREADGROUP":
+		for _, a := range args {
+			if strings.EqualFold(a, "STREAMS") {
+				return false
+			}
+			if strings.EqualFold(a, "BLOCK") {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -2,10 +2,14 @@
 // Redis at $SPECTACLES_REDIS_URL or 127.0.0.1:6379 when it answers PING;
 // otherwise, outside CI, an embedded server (transport/redis.Embedded) for
 // the test. Under CI (CI=true) a missing Redis fails the test: a missing
-// broker under CI is a failure, never a skip.
+// broker under CI is a failure, never a skip. SPECTACLES_REDIS_URL=embedded
+// chooses the embedded server even when a Redis answers, CI or not.
 //
-// Tests share the real server: they must use unique key names (Unique) and
-// delete what they create (DeleteKeys), never FLUSHALL or FLUSHDB.
+// Tests share the real server, with each other and with concurrent runs:
+// they must use unique key names (Unique) and delete what they create
+// (DeleteKeys), never FLUSHALL or FLUSHDB. A test that needs fixed key
+// names (the gateway's event streams) takes a database for itself with
+// ExclusiveDB.
 package redistest
 
 import (
@@ -23,6 +27,13 @@ import (
 	"github.com/spectacles-go/spectacles/transport/redis"
 )
 
+// EnvURL is the environment variable naming the Redis server of the tests;
+// the value Embedded chooses an embedded server per test.
+const (
+	EnvURL   = "SPECTACLES_REDIS_URL"
+	Embedded = "embedded"
+)
+
 // probe is the result of looking for the real server, once per process.
 type probe struct {
 	once sync.Once
@@ -32,7 +43,11 @@ type probe struct {
 
 func (p *probe) find() (string, error) {
 	p.once.Do(func() {
-		addr := os.Getenv("SPECTACLES_REDIS_URL")
+		addr := os.Getenv(EnvURL)
+		if addr == Embedded {
+			p.err = fmt.Errorf("%s=%s", EnvURL, Embedded)
+			return
+		}
 		if addr == "" {
 			addr = "127.0.0.1:6379"
 		}
@@ -65,7 +80,7 @@ func Addr(t testing.TB) (string, bool) {
 	if err == nil {
 		return addr, true
 	}
-	if os.Getenv("CI") == "true" {
+	if os.Getenv("CI") == "true" && os.Getenv(EnvURL) != Embedded {
 		t.Fatalf("CI=true and %v: a missing broker under CI is a failure", err)
 	}
 	e, err := redis.StartEmbedded()

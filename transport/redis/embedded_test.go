@@ -1,0 +1,225 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+)
+
+// waitUntil polls cond until it holds; limit is an upper bound on waiting
+// for an event, not a speed requirement.
+func waitUntil(t testing.TB, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", limit, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestEmbeddedExpiresKeysInRealTime: keys given a TTL (SET PX, EXPIRE)
+// expire as wall time passes, as on Redis, with no one advancing a clock.
+func TestEmbeddedExpiresKeysInRealTime(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t)
+	c := rawClient(t, e.URL())
+	ctx := ctxT(t)
+	if err := c.Set(ctx, "px", "v", 150*time.Millisecond).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "ex", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Expire(ctx, "ex", time.Second).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Set(ctx, "forever", "v", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	set := time.Now()
+	exists := func(k string) bool {
+		n, err := c.Exists(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 1
+	}
+	waitUntil(t, 5*time.Second, "the PX 150 key expires", func() bool { return !exists("px") })
+	if d := time.Since(set); d < 100*time.Millisecond {
+		t.Errorf("the PX 150 key expired after %s", d)
+	}
+	// At least 150 ms have passed: the other TTL has run down with them.
+	if ttl, err := c.PTTL(ctx, "ex").Result(); err != nil || ttl <= 0 || ttl > 850*time.Millisecond {
+		t.Errorf("PTTL of the EXPIRE 1 key after >= 150 ms: %v, %v", ttl, err)
+	}
+	waitUntil(t, 5*time.Second, "the EXPIRE 1 key expires", func() bool { return !exists("ex") })
+	if d := time.Since(set); d < 900*time.Millisecond {
+		t.Errorf("the EXPIRE 1 key expired after %s", d)
+	}
+	if !exists("forever") {
+		t.Error("a key without TTL expired")
+	}
+	// A SET NX on the expired key takes it again (the identify limiter).
+	if ok, err := c.SetNX(ctx, "px", "again", time.Minute).Result(); err != nil || !ok {
+		t.Errorf("SET NX after expiry: %v, %v", ok, err)
+	}
+}
+
+// TestEmbeddedStreamTimesAreWallTimes: stream entry ids and the idle
+// times of XPENDING follow the wall clock.
+func TestEmbeddedStreamTimesAreWallTimes(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t)
+	c := rawClient(t, e.URL())
+	ctx := ctxT(t)
+	before := time.Now()
+	id, err := c.XAdd(ctx, &goredis.XAddArgs{Stream: "s", Values: []any{"data", "x"}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms, err := strconv.ParseInt(strings.SplitN(id, "-", 2)[0], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if at := time.UnixMilli(ms); at.Before(before.Add(-time.Second)) || at.After(time.Now().Add(time.Second)) {
+		t.Errorf("entry id %s is at %s, wall time %s", id, at, before)
+	}
+	if err := c.XGroupCreate(ctx, "s", "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "c", Streams: []string{"s", ">"}, Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	read := time.Now()
+	time.Sleep(120 * time.Millisecond)
+	p, err := c.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: "s", Group: "g", Start: "-", End: "+", Count: 1}).Result()
+	if err != nil || len(p) != 1 {
+		t.Fatalf("XPENDING: %v, %v", p, err)
+	}
+	if p[0].Idle < 100*time.Millisecond || p[0].Idle > time.Since(read)+100*time.Millisecond {
+		t.Errorf("idle %s, %s since the read", p[0].Idle, time.Since(read))
+	}
+}
+
+// TestEmbeddedClientUnblock: CLIENT ID and CLIENT UNBLOCK work as on
+// Redis: the blocked command ends at once, and UNBLOCK answers 1 for a
+// blocked client and 0 otherwise.
+func TestEmbeddedClientUnblock(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t)
+	c := rawClient(t, e.URL())
+	ctx := ctxT(t)
+	conn := c.(*goredis.Client).Conn()
+	defer conn.Close()
+	id, err := conn.ClientID(ctx).Result()
+	if err != nil {
+		t.Fatalf("CLIENT ID: %v", err)
+	}
+	if n, err := c.ClientUnblock(ctx, id).Result(); err != nil || n != 0 {
+		t.Errorf("CLIENT UNBLOCK of an idle client: %d, %v", n, err)
+	}
+	if n, err := c.ClientUnblock(ctx, id+1000).Result(); err != nil || n != 0 {
+		t.Errorf("CLIENT UNBLOCK of an unknown client: %d, %v", n, err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- conn.XRead(context.Background(), &goredis.XReadArgs{Streams: []string{"nothing", "$"}, Block: 0}).Err()
+	}()
+	var unblocked time.Time
+	waitUntil(t, 5*time.Second, "CLIENT UNBLOCK finds the client blocked", func() bool {
+		n, err := c.ClientUnblock(ctx, id).Result()
+		if err != nil {
+			t.Fatalf("CLIENT UNBLOCK: %v", err)
+		}
+		unblocked = time.Now()
+		return n == 1
+	})
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("the unblocked XREAD returned entries")
+		}
+	case <-time.After(time.Second):
+		t.Fatal("XREAD BLOCK 0 still blocked 1 s after CLIENT UNBLOCK")
+	}
+	if d := time.Since(unblocked); d > time.Second {
+		t.Errorf("unblocked after %s", d)
+	}
+	if n := e.blockedClients(); n != 0 {
+		t.Errorf("%d clients still counted as blocked", n)
+	}
+}
+
+// TestEmbeddedBrokerCloseInterruptsRead: a broker whose consumer is
+// blocked in XREADGROUP (BLOCK 2 s by default) closes without waiting out
+// the BLOCK, as on Redis.
+func TestEmbeddedBrokerCloseInterruptsRead(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t)
+	b, err := Open(ctxT(t), Config{URL: e.URL(), Options: opts(t, "g", "c")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	h, _ := collect(t, true)
+	if err := b.Consume(context.Background(), []string{"ev"}, h); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "the consumer blocks in XREADGROUP", func() bool { return e.blockedClients() > 0 })
+	start := time.Now()
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d >= time.Second {
+		t.Errorf("Close took %s with a read blocked for %s: it waited for BLOCK", d, DefaultBlock)
+	}
+}
+
+// TestEmbeddedCloseEndsBlockedCommands: closing the server ends every
+// blocked command at once, whoever blocks (BLOCK 0 never ends by itself).
+func TestEmbeddedCloseEndsBlockedCommands(t *testing.T) {
+	t.Parallel()
+	e, err := StartEmbedded()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	// No retries: the read ends with the connection.
+	c := goredis.NewClient(&goredis.Options{Addr: e.Addr(), MaxRetries: -1})
+	defer c.Close()
+	ctx := ctxT(t)
+	if err := c.XGroupCreateMkStream(ctx, "s", "g", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- c.XReadGroup(context.Background(), &goredis.XReadGroupArgs{Group: "g", Consumer: "c",
+			Streams: []string{"s", ">"}, Block: 0}).Err()
+	}()
+	waitUntil(t, 5*time.Second, "the client blocks in XREADGROUP", func() bool { return e.blockedClients() > 0 })
+	closed := make(chan struct{})
+	start := time.Now()
+	go func() { e.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(time.Second):
+		t.Fatal("Close still waiting 1 s after it began, with a client blocked in XREADGROUP BLOCK 0")
+	}
+	t.Logf("closed in %s", time.Since(start))
+	select {
+	case err := <-done:
+		if err == nil || errors.Is(err, goredis.Nil) {
+			t.Logf("blocked read ended with %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the blocked read did not end when the server closed")
+	}
+	e.Close() // idempotent
+}
