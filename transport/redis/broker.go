@@ -52,6 +52,7 @@ type Broker struct {
 
 	batch   *batcher
 	replies *replies
+	held    *heldSet
 
 	closeOnce sync.Once
 	closeErr  error
@@ -102,7 +103,33 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
 	b.batch = newBatcher(b)
 	b.replies = newReplies(b)
+	b.held = newHeldSet()
 	return b, nil
+}
+
+// newReaderClient returns the client a consumer's reader runs its
+// blocking XREADGROUP on, and whether the reader owns (and closes) it: a
+// client of its own, with the broker client's settings and a pool of one
+// connection (two per node on Redis Cluster, where a node's pool also
+// serves slot lookups), so that blocked reads never take connections from
+// the broker's pool, however many Consume calls there are. Other client
+// types read through the broker's client.
+func (b *Broker) newReaderClient() (goredis.UniversalClient, bool) {
+	switch c := b.client.(type) {
+	case *goredis.Client:
+		o := *c.Options()
+		if o.MaintNotificationsConfig != nil {
+			mc := *o.MaintNotificationsConfig
+			o.MaintNotificationsConfig = &mc
+		}
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 0
+		return goredis.NewClient(&o), true
+	case *goredis.ClusterClient:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 2, 0, 2, 0
+		return goredis.NewClusterClient(&o), true
+	}
+	return b.client, false
 }
 
 // Client returns the go-redis client the broker uses.
