@@ -136,7 +136,12 @@ func (b *Broker) newReaderClient() (goredis.UniversalClient, bool) {
 func (b *Broker) Client() goredis.UniversalClient { return b.client }
 
 // Publish appends data, encoded with the codec (core.Raw passes through),
-// to the stream named event and returns the entry id.
+// to the stream named event and returns the entry id. An error that may
+// have come after the XADD was written (no reply before a read timeout or
+// ctx ended, the connection broke) wraps core.ErrPublishUncertain: the
+// message may have been published, and publishing it again may add a
+// second copy. Errors before anything was sent (no connection, a full
+// pool, a reply error) do not.
 func (b *Broker) Publish(ctx context.Context, event string, data any) (string, error) {
 	if b.closed.Load() {
 		return "", core.ErrClosed

@@ -149,7 +149,12 @@ func (r *replies) callError(ctx context.Context, event string, started time.Time
 	case errors.Is(err, core.ErrClosed):
 		return core.ErrClosed
 	case ctx.Err() != nil:
-		return core.TimeoutError(event, ctx, started)
+		te := core.TimeoutError(event, ctx, started)
+		if errors.Is(err, core.ErrPublishUncertain) {
+			// The deadline came while waiting for the XADD's reply.
+			return fmt.Errorf("%w: %w", te, core.ErrPublishUncertain)
+		}
+		return te
 	}
 	return fmt.Errorf("redis: call %s: %w", event, err)
 }
