@@ -10,7 +10,13 @@
 // core.DeadLetterEvent(event) with the core.Header* fields.
 //
 // Concurrent Publish and Ack calls are coalesced into pipelines, so that
-// throughput does not depend on one round trip per message.
+// throughput does not depend on one round trip per message. A publish
+// that failed after its XADD was written wraps core.ErrPublishUncertain.
+//
+// A consumer reads no more than its free handlers can start; the messages
+// it holds (waiting for or in a handler) it never takes over from itself,
+// and it keeps them from looking idle to the other clients of its group
+// (see Broker.Consume).
 //
 // Embedded runs an in-process server (miniredis) for development and tests.
 //
@@ -112,8 +118,9 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 // client of its own, with the broker client's settings and a pool of one
 // connection (two per node on Redis Cluster, where a node's pool also
 // serves slot lookups), so that blocked reads never take connections from
-// the broker's pool, however many Consume calls there are. Other client
-// types read through the broker's client.
+// the broker's pool, however many Consume calls there are. The copy has
+// the client's Options, not the hooks added to it with AddHook. Other
+// client types read through the broker's client.
 func (b *Broker) newReaderClient() (goredis.UniversalClient, bool) {
 	switch c := b.client.(type) {
 	case *goredis.Client:

@@ -102,7 +102,9 @@ func replyChannel(event, id string) string { return event + ":" + id }
 
 // Call publishes data under event and waits for one reply, until ctx's
 // deadline or, without one, Options.CallTimeout. A missing reply is an error
-// wrapping core.ErrTimeout (and context.DeadlineExceeded).
+// wrapping core.ErrTimeout (and context.DeadlineExceeded). A failed XADD
+// that may still have added the message wraps core.ErrPublishUncertain, as
+// for Publish.
 func (b *Broker) Call(ctx context.Context, event string, data any) (*core.Payload, error) {
 	if b.closed.Load() {
 		return nil, core.ErrClosed

@@ -612,10 +612,11 @@ func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) er
 }
 
 // ErrDeadLetterReject is wrapped by the error of Reject on a message of a
-// dead-letter event: a dead letter is never dead-lettered again (that
-// would hide it under EVENT:dlq:dlq), nor dropped; it stays pending, and
-// is delivered again after MessageTimeout. Ack it to remove it, or requeue
-// it (spectacles dlq requeue).
+// dead-letter event (and of moving one to the dead letters by hand): a
+// dead letter is never dead-lettered again (that would hide it under
+// EVENT:dlq:dlq), nor dropped; it stays pending, and is delivered again
+// after MessageTimeout. Ack it to remove it, or requeue it (spectacles dlq
+// requeue). It wraps core.ErrUnsupported.
 var ErrDeadLetterReject = fmt.Errorf("a dead letter cannot be dead-lettered again; it stays pending: %w", core.ErrUnsupported)
 
 // DeadLetter adds the message, with its metadata, to its event's
@@ -625,9 +626,6 @@ func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string
 	if s.b.finished.Load() {
 		return core.ErrClosed
 	}
-	if _, ok := core.IsDeadLetterEvent(m.Event); ok {
-		return fmt.Errorf("redis: reject %s %s: %w", m.Event, m.ID, ErrDeadLetterReject)
-	}
 	id := s.b.cfg.Identity
 	return s.b.deadLetter(ctx, m.Event, m.ID, m.Raw, id.Group, id.Client, reason, m.Deliveries)
 }
@@ -635,8 +633,12 @@ func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string
 // deadLetter adds an entry of event, with its metadata, to the event's
 // dead-letter stream and acknowledges it for group: in one MULTI/EXEC on a
 // single server; in a cluster, where the two keys may live on different
-// nodes, XADD first and XACK after, so that nothing is lost.
+// nodes, XADD first and XACK after, so that nothing is lost. An entry of a
+// dead-letter event is left as it is: the error wraps ErrDeadLetterReject.
 func (b *Broker) deadLetter(ctx context.Context, event, id string, raw []byte, group, client, reason string, deliveries int) error {
+	if _, ok := core.IsDeadLetterEvent(event); ok {
+		return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, ErrDeadLetterReject)
+	}
 	add := &goredis.XAddArgs{
 		Stream: core.DeadLetterEvent(event),
 		Values: []any{
