@@ -52,10 +52,10 @@ type Config struct {
 	// it.
 	PoolSize int
 	// ReadCount bounds the XREADGROUP COUNT, per stream, and the
-	// XAUTOCLAIM COUNT. A read asks for no more entries than the
-	// consumer's free handlers (Options.Concurrency minus those queued or
-	// running), spread over its streams, so that nothing waits in the
-	// client for long. Default DefaultReadCount.
+	// XAUTOCLAIM COUNT. A consumer holds at most 2×Options.Concurrency
+	// messages (running, and queued behind them) and reads no more than
+	// that leaves room for, spread over its streams, so that nothing waits
+	// in the client for long. Default DefaultReadCount.
 	ReadCount int
 	// Block is the XREADGROUP BLOCK time. Default DefaultBlock. On a single
 	// server that allows CLIENT UNBLOCK a stopping consumer interrupts its

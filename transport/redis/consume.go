@@ -33,9 +33,11 @@ const (
 // is never cancelled, so that a draining handler can still settle its
 // message; Close waits for them. Consume needs a valid Options.Identity.
 //
-// It reads no more than its free handlers can start (COUNT is the number
-// of free handlers, spread over the streams), so that messages do not wait
-// in the client, and stream order holds with Concurrency 1. A message this
+// It holds no more than 2×Concurrency messages, Concurrency running and
+// as many queued behind them (reads ask for no more than that leaves room
+// for, spread over the streams), so that a message waits in the client for
+// about one handler's time at most, and stream order holds with
+// Concurrency 1. A message this
 // client holds, waiting for a handler or being handled, is never taken
 // over by this client itself nor counted as a new delivery; its idle time
 // is refreshed every MessageTimeout/4 (XCLAIM ... RETRYCOUNT n JUSTID,
@@ -80,9 +82,8 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		streams: streams,
 		h:       h,
 		hctx:    context.WithoutCancel(ctx),
-		work:    make(chan *core.Message, b.cfg.Concurrency),
+		work:    make(chan *core.Message, 2*b.cfg.Concurrency),
 		settler: &settler{b: b},
-		freed:   make(chan struct{}),
 	}
 	c.start(ctx)
 	return nil
@@ -122,25 +123,38 @@ type consumer struct {
 
 	mu       sync.Mutex
 	inflight int           // messages taken and not yet finished: queued or running
-	freed    chan struct{} // closed, and replaced, when inflight goes down
+	freed    chan struct{} // while readers wait for room: closed once there is
 }
 
-// free returns how many more messages the consumer's handlers can start.
-func (c *consumer) free() int {
+// A consumer holds at most 2×Concurrency messages: Concurrency running
+// and as many queued behind them, each of which starts within about one
+// handler's time. It reads again once no more than Concurrency are held,
+// so that each read asks for at least Concurrency entries, not one per
+// finished handler.
+
+// room returns how many more messages the consumer may take now.
+func (c *consumer) room() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.b.cfg.Concurrency - c.inflight
+	return 2*c.b.cfg.Concurrency - c.inflight
 }
 
-// waitFree waits until a handler is free and returns how many are.
-func (c *consumer) waitFree(ctx context.Context) (int, bool) {
+// waitRoom waits until no more than Concurrency messages are held and
+// returns how many more the consumer may take.
+func (c *consumer) waitRoom(ctx context.Context) (int, bool) {
+	conc := c.b.cfg.Concurrency
 	for {
 		c.mu.Lock()
-		n, freed := c.b.cfg.Concurrency-c.inflight, c.freed
-		c.mu.Unlock()
-		if n > 0 {
+		if c.inflight <= conc {
+			n := 2*conc - c.inflight
+			c.mu.Unlock()
 			return n, true
 		}
+		if c.freed == nil {
+			c.freed = make(chan struct{})
+		}
+		freed := c.freed
+		c.mu.Unlock()
 		select {
 		case <-freed:
 		case <-ctx.Done():
@@ -167,8 +181,10 @@ func (c *consumer) done(m *core.Message) {
 	c.b.held.remove(m.Event, m.ID)
 	c.mu.Lock()
 	c.inflight--
-	close(c.freed)
-	c.freed = make(chan struct{})
+	if c.freed != nil && c.inflight <= c.b.cfg.Concurrency {
+		close(c.freed) // wake the readers
+		c.freed = nil
+	}
 	c.mu.Unlock()
 }
 
@@ -262,12 +278,13 @@ type streamReader interface {
 	XReadGroup(ctx context.Context, a *goredis.XReadGroupArgs) *goredis.XStreamSliceCmd
 }
 
-// readCount is the COUNT of a read when free handlers are free: spread
-// over all the consumer's streams, so that one read returns fewer than
-// free + streams entries, and never above Config.ReadCount.
-func (r *reader) readCount(free int) int64 {
+// readCount is the COUNT of a read when the consumer has room for room
+// messages: spread over all the consumer's streams, so that one read
+// returns fewer than room + streams entries, and never above
+// Config.ReadCount.
+func (r *reader) readCount(room int) int64 {
 	n := len(r.c.streams)
-	return int64(min((free+n-1)/n, r.c.b.cfg.ReadCount))
+	return int64(min((room+n-1)/n, r.c.b.cfg.ReadCount))
 }
 
 func (r *reader) run() {
@@ -288,7 +305,7 @@ func (r *reader) run() {
 		}
 	}()
 	for ctx.Err() == nil {
-		free, ok := c.waitFree(ctx)
+		room, ok := c.waitRoom(ctx)
 		if !ok {
 			return
 		}
@@ -301,7 +318,7 @@ func (r *reader) run() {
 			}
 			rd = conn
 		}
-		r.args.Count = r.readCount(free)
+		r.args.Count = r.readCount(room)
 		res, err := rd.XReadGroup(ctx, &r.args).Result()
 		switch {
 		case err == nil:
@@ -446,9 +463,9 @@ func (c *consumer) reclaimPass(ctx context.Context) error {
 	for _, stream := range c.streams {
 		cursor := "0-0"
 		for range maxClaimRounds {
-			// Claim no more than the handlers can start.
-			free := c.free()
-			if free <= 0 {
+			// Claim no more than the consumer may hold.
+			room := c.room()
+			if room <= 0 {
 				return nil
 			}
 			msgs, next, err := c.b.client.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
@@ -457,7 +474,7 @@ func (c *consumer) reclaimPass(ctx context.Context) error {
 				Consumer: cfg.Identity.Client,
 				MinIdle:  cfg.MessageTimeout,
 				Start:    cursor,
-				Count:    int64(min(free, cfg.ReadCount)),
+				Count:    int64(min(room, cfg.ReadCount)),
 			}).Result()
 			if err != nil {
 				if isNoGroup(err) && ctx.Err() == nil {

@@ -20,10 +20,27 @@ import (
 // dead-lettered. Every message must be handled once, in order.
 func TestSlowHandlerIsNotReclaimedBySelf(t *testing.T) {
 	t.Parallel()
+	for _, tc := range []struct {
+		name           string
+		n              int
+		timeout, sleep time.Duration
+	}{
+		{"Reported", 20, time.Second, 300 * time.Millisecond},
+		// Longer than MessageTimeout: the running message and the one
+		// queued behind it are refreshed.
+		{"LongerThanTimeout", 5, 400 * time.Millisecond, 600 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			testSlowHandler(t, tc.n, tc.timeout, tc.sleep)
+		})
+	}
+}
+
+func testSlowHandler(t *testing.T, n int, timeout, sleep time.Duration) {
 	url, _ := serverURL(t)
 	raw := rawClient(t, url)
 	ev := testEvent(t, raw)
-	const n = 20
 	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
 	var want []string
 	for i := range n {
@@ -36,7 +53,7 @@ func TestSlowHandlerIsNotReclaimedBySelf(t *testing.T) {
 
 	b := openBroker(t, url, Config{Options: core.Options{
 		Identity:       core.Identity{Group: unique("g"), Client: "c"},
-		MessageTimeout: time.Second,
+		MessageTimeout: timeout,
 		Concurrency:    1,
 		Logger:         testLogger(t),
 	}})
@@ -47,7 +64,7 @@ func TestSlowHandlerIsNotReclaimedBySelf(t *testing.T) {
 		all      = make(chan struct{})
 	)
 	err := b.Consume(ctxT(t), []string{ev}, func(ctx context.Context, m *core.Message) {
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(sleep)
 		if err := m.Ack(ctx); err != nil {
 			t.Errorf("ack: %v", err)
 		}
@@ -69,7 +86,7 @@ func TestSlowHandlerIsNotReclaimedBySelf(t *testing.T) {
 		t.Fatalf("only %d of %d messages handled", len(got), n)
 	}
 	// Anything reclaimed twice would show up within a reclaim interval.
-	time.Sleep(time.Second)
+	time.Sleep(timeout)
 	mu.Lock()
 	defer mu.Unlock()
 	if fmt.Sprint(got) != fmt.Sprint(want) {
