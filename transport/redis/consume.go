@@ -37,15 +37,17 @@ const (
 // as many queued behind them (reads ask for no more than that leaves room
 // for, spread over the streams), so that a message waits in the client for
 // about one handler's time at most, and stream order holds with
-// Concurrency 1. A message this
-// client holds, waiting for a handler or being handled, is never taken
-// over by this client itself nor counted as a new delivery; its idle time
-// is refreshed every MessageTimeout/4 (XCLAIM ... RETRYCOUNT n JUSTID,
-// which keeps its delivery count), so that other clients take it over only
-// when this client has died or lost Redis for MessageTimeout. A handler
-// may thus run longer than MessageTimeout without its message being
-// handled twice; a handler that hangs holds its message until the process
-// ends.
+// Concurrency 1. A message this client holds, waiting for a handler or
+// being handled, is never taken over by this client itself nor counted as
+// a new delivery; its idle time is refreshed every MessageTimeout/4
+// (XCLAIM ... RETRYCOUNT n JUSTID, which keeps its delivery count), so that
+// other clients take it over only when this client has died or lost Redis
+// for MessageTimeout. A handler may thus run longer than MessageTimeout
+// without its message being handled twice; a handler that hangs holds its
+// message until the process ends. If another client did take a message
+// over (this one lost Redis for that long), the next refresh claims it
+// back while it runs here: both may handle it, and the first Ack settles
+// it for the group.
 //
 // Each Consume call reads on a connection of its own (one per stream on
 // Redis Cluster), outside the client's pool, so that any number of Consume
@@ -126,13 +128,12 @@ type consumer struct {
 	freed    chan struct{} // while readers wait for room: closed once there is
 }
 
-// A consumer holds at most 2×Concurrency messages: Concurrency running
-// and as many queued behind them, each of which starts within about one
-// handler's time. It reads again once no more than Concurrency are held,
-// so that each read asks for at least Concurrency entries, not one per
-// finished handler.
-
-// room returns how many more messages the consumer may take now.
+// room returns how many more messages the consumer may take now. A
+// consumer holds at most 2×Concurrency messages: Concurrency running and
+// as many queued behind them, each of which starts within about one
+// handler's time. Its readers read again once no more than Concurrency are
+// held (waitRoom), so that each read asks for at least Concurrency
+// entries, not one per finished handler.
 func (c *consumer) room() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -244,10 +245,9 @@ func (c *consumer) start(ctx context.Context) {
 // reader runs XREADGROUP for some streams, on a client of its own (see
 // Broker.newReaderClient).
 type reader struct {
-	c     *consumer
-	args  goredis.XReadGroupArgs
-	nread int // streams read
-	done  chan struct{}
+	c    *consumer
+	args goredis.XReadGroupArgs
+	done chan struct{}
 
 	mu     sync.Mutex
 	connID int64 // CLIENT ID of the reader's connection; 0 when unknown
@@ -267,8 +267,7 @@ func newReader(c *consumer, streams []string) *reader {
 			Streams:  ids,
 			Block:    c.b.cfg.Block,
 		},
-		nread: len(streams),
-		done:  make(chan struct{}),
+		done: make(chan struct{}),
 	}
 }
 
