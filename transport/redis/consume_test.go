@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/spectacles-go/spectacles/core"
 )
 
@@ -278,5 +280,67 @@ func TestDeadLetterStreamIsNeverDeadLettered(t *testing.T) {
 	}
 	if p := raw.XPending(ctxT(t), dlq, grp).Val(); p.Count != 1 {
 		t.Errorf("%d dead letters pending for the inspecting group, want 1", p.Count)
+	}
+}
+
+// TestReclaimSkipsHeldMessages: when this client's XAUTOCLAIM takes a
+// message it holds (its refresh came late), the message is not delivered
+// again and its delivery count is put back.
+func TestReclaimSkipsHeldMessages(t *testing.T) {
+	t.Parallel()
+	url, _ := serverURL(t)
+	raw := rawClient(t, url)
+	ev := testEvent(t, raw)
+	grp := unique("g")
+	b := openBroker(t, url, Config{Options: core.Options{
+		Identity:       core.Identity{Group: grp, Client: "c"},
+		MessageTimeout: 200 * time.Millisecond,
+		Concurrency:    1,
+		Logger:         testLogger(t),
+	}})
+	if err := b.createGroups(ctxT(t), []string{ev}); err != nil {
+		t.Fatal(err)
+	}
+	id, err := b.Publish(ctxT(t), ev, "held")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XReadGroup(ctxT(t), &goredis.XReadGroupArgs{Group: grp, Consumer: "c", Streams: []string{ev, ">"}, Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c := &consumer{b: b, streams: []string{ev}, work: make(chan *core.Message, 2), settler: &settler{b: b}}
+	if !b.held.add(ev, id, c, 1) {
+		t.Fatal("not held")
+	}
+	time.Sleep(300 * time.Millisecond) // idle beyond MessageTimeout
+	if err := c.reclaimPass(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-c.work:
+		t.Fatalf("held message %s delivered again (deliveries %d)", m.ID, m.Deliveries)
+	default:
+	}
+	p, err := raw.XPendingExt(ctxT(t), &goredis.XPendingExtArgs{Stream: ev, Group: grp, Start: "-", End: "+", Count: 10}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 1 || p[0].RetryCount != 1 || p[0].Consumer != "c" {
+		t.Errorf("pending %+v, want %s held by c with its 1 delivery", p, id)
+	}
+
+	// Once no longer held, it is reclaimed as a redelivery.
+	b.held.remove(ev, id)
+	time.Sleep(300 * time.Millisecond)
+	if err := c.reclaimPass(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-c.work:
+		if m.ID != id || m.Deliveries != 2 {
+			t.Errorf("reclaimed %s with %d deliveries, want %s with 2", m.ID, m.Deliveries, id)
+		}
+	default:
+		t.Error("the message, no longer held, was not reclaimed")
 	}
 }
