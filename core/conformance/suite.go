@@ -20,28 +20,34 @@ type testCase struct {
 	name string
 	need func(Features) bool
 	run  func(*testing.T, *suite)
+	// parallel cases run together, after the others (which include
+	// ServerRestart); each uses its own events, groups and clients.
+	parallel bool
 }
 
 func always(Features) bool { return true }
 
 var cases = []testCase{
-	{"PublishConsume", always, testPublishConsume},
-	{"PublishReturnsUniqueIDs", always, testUniqueIDs},
-	{"DecodeIntoStruct", always, testDecodeIntoStruct},
-	{"ConsumeValidates", always, testConsumeValidates},
-	{"AtMostOncePerGroup", func(f Features) bool { return f.Groups }, testAtMostOncePerGroup},
-	{"EveryGroupGetsACopy", func(f Features) bool { return f.Groups || f.Fanout }, testEveryGroupGetsACopy},
-	{"AckedNotRedeliveredUnackedRedelivered", func(f Features) bool { return f.Redelivery }, testAckAndRedelivery},
-	{"DeadLetterAfterMaxDeliveries", func(f Features) bool { return f.Redelivery && f.DeadLetter }, testDeadLetterAfterMax},
-	{"RejectDeadLetters", func(f Features) bool { return f.DeadLetter }, testReject},
-	{"CallReply", always, testCallReply},
-	{"CallFastReplies", always, testFastReplies},
-	{"CallConcurrent", always, testConcurrentCalls},
-	{"CallTimeout", always, testCallTimeout},
-	{"CloseDrainsInFlight", always, testCloseDrains},
-	{"UndecodablePayloadIsNotLost", always, testUndecodable},
-	{"HandlerPanicIsContained", always, testHandlerPanic},
-	{"ServerRestart", func(f Features) bool { return f.Restart }, testServerRestart},
+	{"PublishConsume", always, testPublishConsume, false},
+	{"PublishReturnsUniqueIDs", always, testUniqueIDs, false},
+	{"DecodeIntoStruct", always, testDecodeIntoStruct, false},
+	{"ConsumeValidates", always, testConsumeValidates, false},
+	{"AtMostOncePerGroup", func(f Features) bool { return f.Groups }, testAtMostOncePerGroup, false},
+	{"EveryGroupGetsACopy", func(f Features) bool { return f.Groups || f.Fanout }, testEveryGroupGetsACopy, false},
+	{"AckedNotRedeliveredUnackedRedelivered", func(f Features) bool { return f.Redelivery }, testAckAndRedelivery, false},
+	{"DeadLetterAfterMaxDeliveries", func(f Features) bool { return f.Redelivery && f.DeadLetter }, testDeadLetterAfterMax, false},
+	{"RejectDeadLetters", func(f Features) bool { return f.DeadLetter }, testReject, false},
+	{"CallReply", always, testCallReply, false},
+	{"CallFastReplies", always, testFastReplies, false},
+	{"CallConcurrent", always, testConcurrentCalls, false},
+	{"CallTimeout", always, testCallTimeout, false},
+	{"CloseDrainsInFlight", always, testCloseDrains, false},
+	{"UndecodablePayloadIsNotLost", always, testUndecodable, false},
+	{"HandlerPanicIsContained", always, testHandlerPanic, false},
+	{"ServerRestart", func(f Features) bool { return f.Restart }, testServerRestart, false},
+	{"SlowHandlerInOrderOnce", always, testSlowHandler, true},
+	{"ManyConsumeCalls", always, testManyConsumeCalls, true},
+	{"DeadLettersAreNeverDeadLettered", func(f Features) bool { return f.DeadLetter }, testDeadLetterOfDeadLetter, true},
 }
 
 // Run runs every test that applies to the broker described by s.
@@ -63,7 +69,12 @@ func Run(t *testing.T, s Setup) {
 			notApplicable = append(notApplicable, c.name)
 			continue
 		}
-		t.Run(c.name, func(t *testing.T) { c.run(t, st) })
+		t.Run(c.name, func(t *testing.T) {
+			if c.parallel {
+				t.Parallel()
+			}
+			c.run(t, st)
+		})
 	}
 	if len(notApplicable) > 0 {
 		t.Logf("conformance: not applicable to this broker (by its features): %s", strings.Join(notApplicable, ", "))
@@ -615,4 +626,139 @@ func testServerRestart(t *testing.T, s *suite) {
 	if err != nil {
 		t.Fatalf("call after restart: %v", err)
 	}
+}
+
+// testSlowHandler: a consumer with Concurrency 1 whose handler takes more
+// than half of MessageTimeout handles every message exactly once, in the
+// order published, and dead-letters none: what a driver reads ahead, or
+// holds while the handler runs, must not be taken over again by itself.
+func testSlowHandler(t *testing.T, s *suite) {
+	const n = 8
+	ev := s.event(t)
+	var dlq *sink
+	if s.Features.DeadLetter && s.Features.Redelivery {
+		dlq = s.deadLetters(t, ev)
+	}
+	slow := s.MessageTimeout * 6 / 10
+	k := newSink()
+	consume(t, s.client(t, group("g"), "a", func(o *core.Options) {
+		o.Concurrency = 1
+		o.MaxDeliveries = 2
+	}), []string{ev}, func(ctx context.Context, m *core.Message) {
+		time.Sleep(slow)
+		k.record("a", m)
+		if err := m.Ack(ctx); err != nil {
+			t.Errorf("ack %s: %v", m.ID, err)
+		}
+	})
+	pub := s.client(t, group("publisher"), "p")
+	want := make([]string, n)
+	for i := range want {
+		want[i] = publish(t, pub, ev, map[string]any{"i": int64(i)})
+	}
+	for i, id := range want {
+		d := k.next(t)
+		if d.id != id {
+			t.Fatalf("delivery %d is %s (deliveries %d), want %s: not once each in publish order", i, d.id, d.deliveries, id)
+		}
+		if d.deliveries != 1 {
+			t.Errorf("message %s counted %d deliveries, want 1", d.id, d.deliveries)
+		}
+	}
+	k.none(t, 3*s.MessageTimeout)
+	if dlq != nil {
+		dlq.none(t, s.MessageTimeout)
+	}
+}
+
+// testManyConsumeCalls: many Consume calls on one client (more than a
+// connection pool's default size) leave it able to acknowledge, publish
+// and reply.
+func testManyConsumeCalls(t *testing.T, s *suite) {
+	const n = 30
+	b := s.client(t, group("g"), "many")
+	events := make([]string, n)
+	k := newSink()
+	for i := range events {
+		events[i] = s.event(t)
+		consume(t, b, []string{events[i]}, func(ctx context.Context, m *core.Message) {
+			if data := mustData(t, m); field(t, data, "n") == int64(9) { // the call
+				if err := m.Reply(ctx, map[string]any{"echo": data}); err != nil {
+					t.Errorf("reply from consumer %d: %v", i, err)
+				}
+			}
+			if err := m.Ack(ctx); err != nil {
+				t.Errorf("ack on consumer %d: %v", i, err)
+			}
+			k.record(m.Event, m)
+		})
+	}
+	pub := s.client(t, group("publisher"), "p")
+	want := map[string]string{} // id by event: ids are unique per event only
+	for _, ev := range events {
+		want[ev] = publish(t, pub, ev, map[string]any{"n": int64(1)})
+	}
+	for range n {
+		d := k.next(t)
+		if want[d.event] != d.id {
+			t.Fatalf("unexpected delivery %s on %s", d.id, d.event)
+		}
+		delete(want, d.event)
+	}
+	// The client itself can still publish and call.
+	publish(t, b, s.event(t), map[string]any{"from": "many"})
+	if err := call(t, s.client(t, group("caller"), "c"), events[n-1], 9); err != nil {
+		t.Fatal(err)
+	}
+	k.next(t)
+	k.none(t, 2*s.MessageTimeout)
+}
+
+func mustData(t *testing.T, m *core.Message) any {
+	data, err := m.Data()
+	if err != nil {
+		t.Errorf("decode %s: %v", m.ID, err)
+	}
+	return data
+}
+
+// testDeadLetterOfDeadLetter: consuming EV:dlq with a handler that does
+// not acknowledge, past MaxDeliveries, and that rejects, never puts
+// anything in EV:dlq:dlq.
+func testDeadLetterOfDeadLetter(t *testing.T, s *suite) {
+	ev := s.event(t)
+	dlqEv := core.DeadLetterEvent(ev)
+	if s.Cleanup != nil {
+		t.Cleanup(func() { s.Cleanup(t, []string{core.DeadLetterEvent(dlqEv)}) })
+	}
+	again := s.deadLetters(t, dlqEv)
+
+	consume(t, s.client(t, group("g"), "a"), []string{ev}, func(ctx context.Context, m *core.Message) {
+		if err := m.Reject(ctx, "poison"); err != nil {
+			t.Errorf("reject: %v", err)
+		}
+	})
+	k := newSink()
+	redelivery := s.Features.Redelivery
+	consume(t, s.client(t, group("inspect"), "i", func(o *core.Options) { o.MaxDeliveries = 1 }), []string{dlqEv},
+		func(ctx context.Context, m *core.Message) {
+			k.record("i", m)
+			if !redelivery || m.Deliveries > 1 {
+				// Whether Reject fails or not is the driver's; it must not
+				// dead-letter a dead letter.
+				_ = m.Reject(ctx, "still poison")
+			}
+			// Otherwise not acknowledged: redelivered past MaxDeliveries.
+		})
+	id := publish(t, s.client(t, group("publisher"), "p"), ev, map[string]any{"poison": true})
+	d := k.next(t)
+	if d.headers[core.HeaderID] != id {
+		t.Fatalf("dead letter %v, want the one of %s", d.headers, id)
+	}
+	if redelivery {
+		if d := k.next(t); d.deliveries < 2 {
+			t.Errorf("dead letter redelivered with count %d, want at least 2", d.deliveries)
+		}
+	}
+	again.none(t, 3*s.MessageTimeout)
 }

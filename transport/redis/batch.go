@@ -2,9 +2,13 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -40,7 +44,18 @@ type op struct {
 	result string // opXAdd: the new entry id
 	err    error
 	done   chan struct{} // capacity 1; signalled once per use
+	// state is opQueued until a flusher takes the op to send it
+	// (opSending) or drops it unsent because its context ended
+	// (opDropped, also set by a caller that stops waiting first). A
+	// dropped op is never signalled.
+	state int32
 }
+
+const (
+	opQueued int32 = iota
+	opSending
+	opDropped
+)
 
 // payloadArg hands an op's payload to go-redis without boxing a slice.
 type payloadArg op
@@ -101,8 +116,46 @@ func (bt *batcher) do(ctx context.Context, o *op) error {
 	case <-o.done:
 		return o.err
 	case <-ctx.Done():
+		if atomic.CompareAndSwapInt32(&o.state, opQueued, opDropped) || atomic.LoadInt32(&o.state) == opDropped {
+			return ctx.Err() // never sent
+		}
+		if o.kind == opXAdd {
+			return fmt.Errorf("%w: %w", core.ErrPublishUncertain, ctx.Err())
+		}
 		return ctx.Err()
 	}
+}
+
+// publishError marks err, the failure of an XADD, with
+// core.ErrPublishUncertain unless it shows that the command was not
+// carried out: Redis answered with an error, or the command never left
+// (no connection could be dialled or taken from the pool, the client was
+// closed, or its context ended before a connection was found). Any other
+// failure (a timeout reading the reply, a connection reset or closed after
+// the write) may have come after Redis added the entry.
+func publishError(err error) error {
+	if err == nil || !mayHaveSent(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", core.ErrPublishUncertain, err)
+}
+
+func mayHaveSent(err error) bool {
+	var rerr goredis.Error
+	if errors.As(err, &rerr) {
+		return false
+	}
+	switch {
+	case errors.Is(err, goredis.ErrPoolTimeout), errors.Is(err, goredis.ErrPoolExhausted),
+		errors.Is(err, goredis.ErrClosed), errors.Is(err, core.ErrClosed),
+		errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return false
+	}
+	return true
 }
 
 // ack XACKs id in stream for the broker's group, returning once Redis
@@ -211,10 +264,12 @@ func (f *flusher) flush(batch []*op) {
 
 	live := 0
 	for i, o := range batch {
-		if err := o.ctx.Err(); err != nil {
-			o.err = err
-			o.done <- struct{}{}
-			batch[i] = nil
+		// A caller that stopped waiting may no longer want it sent.
+		if o.ctx.Err() != nil {
+			atomic.CompareAndSwapInt32(&o.state, opQueued, opDropped)
+		}
+		if !atomic.CompareAndSwapInt32(&o.state, opQueued, opSending) {
+			batch[i] = nil // dropped unsent; its caller returned
 			continue
 		}
 		live++
@@ -271,6 +326,7 @@ func (f *flusher) flush(batch []*op) {
 		cmd := f.cmds[n].(*goredis.StringCmd)
 		n++
 		o.result, o.err = cmd.Result()
+		o.err = publishError(o.err)
 		o.done <- struct{}{}
 	}
 	for _, stream := range f.ackOrder {

@@ -10,7 +10,13 @@
 // core.DeadLetterEvent(event) with the core.Header* fields.
 //
 // Concurrent Publish and Ack calls are coalesced into pipelines, so that
-// throughput does not depend on one round trip per message.
+// throughput does not depend on one round trip per message. A publish
+// that failed after its XADD was written wraps core.ErrPublishUncertain.
+//
+// A consumer reads no more than its free handlers can start; the messages
+// it holds (waiting for or in a handler) it never takes over from itself,
+// and it keeps them from looking idle to the other clients of its group
+// (see Broker.Consume).
 //
 // Embedded runs an in-process server (miniredis) for development and tests.
 //
@@ -52,6 +58,7 @@ type Broker struct {
 
 	batch   *batcher
 	replies *replies
+	held    *heldSet
 
 	closeOnce sync.Once
 	closeErr  error
@@ -102,14 +109,46 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
 	b.batch = newBatcher(b)
 	b.replies = newReplies(b)
+	b.held = newHeldSet()
 	return b, nil
+}
+
+// newReaderClient returns the client a consumer's reader runs its
+// blocking XREADGROUP on, and whether the reader owns (and closes) it: a
+// client of its own, with the broker client's settings and a pool of one
+// connection (two per node on Redis Cluster, where a node's pool also
+// serves slot lookups), so that blocked reads never take connections from
+// the broker's pool, however many Consume calls there are. The copy has
+// the client's Options, not the hooks added to it with AddHook. Other
+// client types read through the broker's client.
+func (b *Broker) newReaderClient() (goredis.UniversalClient, bool) {
+	switch c := b.client.(type) {
+	case *goredis.Client:
+		o := *c.Options()
+		if o.MaintNotificationsConfig != nil {
+			mc := *o.MaintNotificationsConfig
+			o.MaintNotificationsConfig = &mc
+		}
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 1, 0, 1, 0
+		return goredis.NewClient(&o), true
+	case *goredis.ClusterClient:
+		o := *c.Options()
+		o.PoolSize, o.MinIdleConns, o.MaxIdleConns, o.MaxActiveConns = 2, 0, 2, 0
+		return goredis.NewClusterClient(&o), true
+	}
+	return b.client, false
 }
 
 // Client returns the go-redis client the broker uses.
 func (b *Broker) Client() goredis.UniversalClient { return b.client }
 
 // Publish appends data, encoded with the codec (core.Raw passes through),
-// to the stream named event and returns the entry id.
+// to the stream named event and returns the entry id. An error that may
+// have come after the XADD was written (no reply before a read timeout or
+// ctx ended, the connection broke) wraps core.ErrPublishUncertain: the
+// message may have been published, and publishing it again may add a
+// second copy. Errors before anything was sent (no connection, a full
+// pool, a reply error) do not.
 func (b *Broker) Publish(ctx context.Context, event string, data any) (string, error) {
 	if b.closed.Load() {
 		return "", core.ErrClosed

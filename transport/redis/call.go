@@ -102,7 +102,9 @@ func replyChannel(event, id string) string { return event + ":" + id }
 
 // Call publishes data under event and waits for one reply, until ctx's
 // deadline or, without one, Options.CallTimeout. A missing reply is an error
-// wrapping core.ErrTimeout (and context.DeadlineExceeded).
+// wrapping core.ErrTimeout (and context.DeadlineExceeded). A failed XADD
+// that may still have added the message wraps core.ErrPublishUncertain, as
+// for Publish.
 func (b *Broker) Call(ctx context.Context, event string, data any) (*core.Payload, error) {
 	if b.closed.Load() {
 		return nil, core.ErrClosed
@@ -149,7 +151,12 @@ func (r *replies) callError(ctx context.Context, event string, started time.Time
 	case errors.Is(err, core.ErrClosed):
 		return core.ErrClosed
 	case ctx.Err() != nil:
-		return core.TimeoutError(event, ctx, started)
+		te := core.TimeoutError(event, ctx, started)
+		if errors.Is(err, core.ErrPublishUncertain) {
+			// The deadline came while waiting for the XADD's reply.
+			return fmt.Errorf("%w: %w", te, core.ErrPublishUncertain)
+		}
+		return te
 	}
 	return fmt.Errorf("redis: call %s: %w", event, err)
 }

@@ -17,7 +17,7 @@ import (
 const (
 	// DefaultURL is the server used when Config.URL is empty.
 	DefaultURL = "127.0.0.1:6379"
-	// DefaultReadCount is the XREADGROUP COUNT.
+	// DefaultReadCount bounds the XREADGROUP and XAUTOCLAIM COUNT.
 	DefaultReadCount = 256
 	// DefaultBlock is the XREADGROUP BLOCK time.
 	DefaultBlock = 2 * time.Second
@@ -45,11 +45,17 @@ type Config struct {
 	// list of host:port (or redis:// URLs) naming the nodes of a Redis
 	// Cluster. Empty means DefaultURL. Only Open reads it.
 	URL string
-	// PoolSize is the connection pool size (REDIS_POOL_SIZE); 0 keeps
-	// go-redis's default. Only Open reads it.
+	// PoolSize is the connection pool size (REDIS_POOL_SIZE) for
+	// publishes, acknowledgements, reclaims and calls; 0 keeps go-redis's
+	// default. Each Consume call reads on one more connection of its own
+	// (one per stream on Redis Cluster), outside the pool. Only Open reads
+	// it.
 	PoolSize int
-	// ReadCount is the XREADGROUP COUNT, the most entries one read returns
-	// per stream. Default DefaultReadCount.
+	// ReadCount bounds the XREADGROUP COUNT, per stream, and the
+	// XAUTOCLAIM COUNT. A consumer holds at most 2×Options.Concurrency
+	// messages (running, and queued behind them) and reads no more than
+	// that leaves room for, spread over its streams, so that nothing waits
+	// in the client for long. Default DefaultReadCount.
 	ReadCount int
 	// Block is the XREADGROUP BLOCK time. Default DefaultBlock. On a single
 	// server that allows CLIENT UNBLOCK a stopping consumer interrupts its

@@ -26,13 +26,36 @@ const (
 
 // Consume creates this client's group on each event's stream (XGROUP
 // CREATE {event} {group} 0 MKSTREAM) and returns; in the background it
-// reads the streams with XREADGROUP, takes over messages other clients of
-// the group left idle longer than MessageTimeout (XAUTOCLAIM), dead-letters
-// those delivered more than MaxDeliveries times, and runs h on up to
-// Options.Concurrency goroutines, until ctx is cancelled or the broker
-// closes. Handlers get a context that is never cancelled, so that a
-// draining handler can still settle its message; Close waits for them.
-// Consume needs a valid Options.Identity.
+// reads the streams with XREADGROUP, takes over messages left idle longer
+// than MessageTimeout (XAUTOCLAIM), dead-letters those delivered more than
+// MaxDeliveries times, and runs h on up to Options.Concurrency goroutines,
+// until ctx is cancelled or the broker closes. Handlers get a context that
+// is never cancelled, so that a draining handler can still settle its
+// message; Close waits for them. Consume needs a valid Options.Identity.
+//
+// It holds no more than 2×Concurrency messages, Concurrency running and
+// as many queued behind them (reads ask for no more than that leaves room
+// for, spread over the streams), so that a message waits in the client for
+// about one handler's time at most, and stream order holds with
+// Concurrency 1. A message this client holds, waiting for a handler or
+// being handled, is never taken over by this client itself nor counted as
+// a new delivery; its idle time is refreshed every MessageTimeout/4
+// (XCLAIM ... RETRYCOUNT n JUSTID, which keeps its delivery count), so that
+// other clients take it over only when this client has died or lost Redis
+// for MessageTimeout. A handler may thus run longer than MessageTimeout
+// without its message being handled twice; a handler that hangs holds its
+// message until the process ends. If another client did take a message
+// over (this one lost Redis for that long), the next refresh claims it
+// back while it runs here: both may handle it, and the first Ack settles
+// it for the group.
+//
+// Each Consume call reads on a connection of its own (one per stream on
+// Redis Cluster), outside the client's pool, so that any number of Consume
+// calls leave the pool to publishes, acknowledgements and reclaims.
+//
+// Messages of a dead-letter event (core.IsDeadLetterEvent) are never
+// dead-lettered again: past MaxDeliveries they are redelivered, and
+// Reject fails and leaves them pending (see settler.DeadLetter).
 func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) error {
 	if b.closed.Load() {
 		return core.ErrClosed
@@ -61,7 +84,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		streams: streams,
 		h:       h,
 		hctx:    context.WithoutCancel(ctx),
-		work:    make(chan *core.Message, b.cfg.ReadCount),
+		work:    make(chan *core.Message, 2*b.cfg.Concurrency),
 		settler: &settler{b: b},
 	}
 	c.start(ctx)
@@ -99,6 +122,71 @@ type consumer struct {
 	runCtx  context.Context // ends when Consume's ctx ends or the broker closes
 	work    chan *core.Message
 	settler *settler
+
+	mu       sync.Mutex
+	inflight int           // messages taken and not yet finished: queued or running
+	freed    chan struct{} // while readers wait for room: closed once there is
+}
+
+// room returns how many more messages the consumer may take now. A
+// consumer holds at most 2×Concurrency messages: Concurrency running and
+// as many queued behind them, each of which starts within about one
+// handler's time. Its readers read again once no more than Concurrency are
+// held (waitRoom), so that each read asks for at least Concurrency
+// entries, not one per finished handler.
+func (c *consumer) room() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return 2*c.b.cfg.Concurrency - c.inflight
+}
+
+// waitRoom waits until no more than Concurrency messages are held and
+// returns how many more the consumer may take.
+func (c *consumer) waitRoom(ctx context.Context) (int, bool) {
+	conc := c.b.cfg.Concurrency
+	for {
+		c.mu.Lock()
+		if c.inflight <= conc {
+			n := 2*conc - c.inflight
+			c.mu.Unlock()
+			return n, true
+		}
+		if c.freed == nil {
+			c.freed = make(chan struct{})
+		}
+		freed := c.freed
+		c.mu.Unlock()
+		select {
+		case <-freed:
+		case <-ctx.Done():
+			return 0, false
+		}
+	}
+}
+
+// take marks m held by this consumer. It is false when some consumer of
+// the broker holds m already (this client's XAUTOCLAIM took it again); m
+// must then not be delivered.
+func (c *consumer) take(m *core.Message) bool {
+	if !c.b.held.add(m.Event, m.ID, c, m.Deliveries) {
+		return false
+	}
+	c.mu.Lock()
+	c.inflight++
+	c.mu.Unlock()
+	return true
+}
+
+// done ends the hold of a message that take accepted.
+func (c *consumer) done(m *core.Message) {
+	c.b.held.remove(m.Event, m.ID)
+	c.mu.Lock()
+	c.inflight--
+	if c.freed != nil && c.inflight <= c.b.cfg.Concurrency {
+		close(c.freed) // wake the readers
+		c.freed = nil
+	}
+	c.mu.Unlock()
 }
 
 func (c *consumer) start(ctx context.Context) {
@@ -110,10 +198,10 @@ func (c *consumer) start(ctx context.Context) {
 	for range c.b.cfg.Concurrency {
 		workers.Go(func() {
 			for m := range c.work {
-				if c.runCtx.Err() != nil {
-					continue // stopped: left pending, for redelivery
-				}
-				core.RunHandler(c.hctx, c.b.log, c.h, m)
+				if c.runCtx.Err() == nil {
+					core.RunHandler(c.hctx, c.b.log, c.h, m)
+				} // else stopped: left pending, for redelivery
+				c.done(m)
 			}
 		})
 	}
@@ -132,6 +220,11 @@ func (c *consumer) start(ctx context.Context) {
 		loops.Go(r.run)
 	}
 	loops.Go(c.reclaimLoop)
+	// Held messages are refreshed until the last handler has returned, so
+	// that a draining handler keeps its message too.
+	handlersDone := make(chan struct{})
+	var refresh sync.WaitGroup
+	refresh.Go(func() { c.refreshLoop(handlersDone) })
 
 	go func() {
 		defer c.b.consumers.Done()
@@ -144,18 +237,20 @@ func (c *consumer) start(ctx context.Context) {
 		loops.Wait()
 		close(c.work)
 		workers.Wait()
+		close(handlersDone)
+		refresh.Wait()
 	}()
 }
 
-// reader runs XREADGROUP for some streams.
+// reader runs XREADGROUP for some streams, on a client of its own (see
+// Broker.newReaderClient).
 type reader struct {
 	c    *consumer
 	args goredis.XReadGroupArgs
 	done chan struct{}
 
 	mu     sync.Mutex
-	node   *goredis.Client // the client a dedicated connection came from
-	connID int64           // CLIENT ID of that connection; 0 when unknown
+	connID int64 // CLIENT ID of the reader's connection; 0 when unknown
 }
 
 func newReader(c *consumer, streams []string) *reader {
@@ -170,23 +265,32 @@ func newReader(c *consumer, streams []string) *reader {
 			Group:    c.b.cfg.Identity.Group,
 			Consumer: c.b.cfg.Identity.Client,
 			Streams:  ids,
-			Count:    int64(c.b.cfg.ReadCount),
 			Block:    c.b.cfg.Block,
 		},
 		done: make(chan struct{}),
 	}
 }
 
-// streamReader is what XREADGROUP runs on: a dedicated connection or the
-// client itself.
+// streamReader is what XREADGROUP runs on: a dedicated connection or a
+// client.
 type streamReader interface {
 	XReadGroup(ctx context.Context, a *goredis.XReadGroupArgs) *goredis.XStreamSliceCmd
+}
+
+// readCount is the COUNT of a read when the consumer has room for room
+// messages: spread over all the consumer's streams, so that one read
+// returns fewer than room + streams entries, and never above
+// Config.ReadCount.
+func (r *reader) readCount(room int) int64 {
+	n := len(r.c.streams)
+	return int64(min((room+n-1)/n, r.c.b.cfg.ReadCount))
 }
 
 func (r *reader) run() {
 	defer close(r.done)
 	c := r.c
 	ctx := c.runCtx
+	client, owned := c.b.newReaderClient()
 	var (
 		bo   retry.Backoff
 		conn *goredis.Conn
@@ -195,10 +299,17 @@ func (r *reader) run() {
 		if conn != nil {
 			_ = conn.Close()
 		}
+		if owned {
+			_ = client.Close()
+		}
 	}()
 	for ctx.Err() == nil {
-		var rd streamReader = c.b.client
-		if node, ok := c.b.client.(*goredis.Client); ok {
+		room, ok := c.waitRoom(ctx)
+		if !ok {
+			return
+		}
+		var rd streamReader = client
+		if node, ok := client.(*goredis.Client); ok && owned {
 			// A dedicated connection whose blocking read Close can
 			// interrupt with CLIENT UNBLOCK.
 			if conn == nil {
@@ -206,6 +317,7 @@ func (r *reader) run() {
 			}
 			rd = conn
 		}
+		r.args.Count = r.readCount(room)
 		res, err := rd.XReadGroup(ctx, &r.args).Result()
 		switch {
 		case err == nil:
@@ -213,14 +325,10 @@ func (r *reader) run() {
 			for _, st := range res {
 				for i := range st.Messages {
 					m := c.message(st.Stream, &st.Messages[i], 1)
-					if m == nil {
+					if m == nil || !c.take(m) {
 						continue
 					}
-					select {
-					case c.work <- m:
-					case <-ctx.Done():
-						return
-					}
+					c.work <- m // never blocks long: the workers drain work until it closes
 				}
 			}
 		case errors.Is(err, goredis.Nil):
@@ -239,7 +347,7 @@ func (r *reader) run() {
 		default:
 			c.b.log.Warn("reading streams failed; retrying", "streams", c.streams, "err", err)
 			if conn != nil {
-				r.setConn(nil, 0)
+				r.setConnID(0)
 				_ = conn.Close()
 				conn = nil
 			}
@@ -250,7 +358,7 @@ func (r *reader) run() {
 	}
 }
 
-// dial takes a dedicated connection from node's pool and learns its CLIENT
+// dial takes the connection of the reader's client and learns its CLIENT
 // ID. Servers without CLIENT ID (miniredis) leave it 0: a stop then waits
 // for BLOCK to end.
 func (r *reader) dial(ctx context.Context, node *goredis.Client) *goredis.Conn {
@@ -259,34 +367,35 @@ func (r *reader) dial(ctx context.Context, node *goredis.Client) *goredis.Conn {
 	if err != nil {
 		id = 0
 	}
-	r.setConn(node, id)
+	r.setConnID(id)
 	return conn
 }
 
-func (r *reader) setConn(node *goredis.Client, id int64) {
+func (r *reader) setConnID(id int64) {
 	r.mu.Lock()
-	r.node, r.connID = node, id
+	r.connID = id
 	r.mu.Unlock()
 }
 
 // interrupt ends the reader's blocking read, if the server allows, and
 // returns once the reader has stopped. The consumer's context is already
-// cancelled, so the reader stops after its current read.
+// cancelled, so the reader stops after its current read. CLIENT UNBLOCK
+// goes through the broker's client: the reader's own is busy reading.
 func (r *reader) interrupt() {
 	t := time.NewTicker(20 * time.Millisecond)
 	defer t.Stop()
 	for {
 		r.mu.Lock()
-		node, id := r.node, r.connID
+		id := r.connID
 		r.mu.Unlock()
 		if id != 0 {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-			err := node.ClientUnblock(ctx, id).Err()
+			err := r.c.b.client.ClientUnblock(ctx, id).Err()
 			cancel()
 			if err != nil {
 				var rerr goredis.Error
 				if errors.As(err, &rerr) {
-					r.setConn(node, 0) // not allowed here: wait for BLOCK
+					r.setConnID(0) // not allowed here: wait for BLOCK
 				}
 			}
 		}
@@ -353,13 +462,18 @@ func (c *consumer) reclaimPass(ctx context.Context) error {
 	for _, stream := range c.streams {
 		cursor := "0-0"
 		for range maxClaimRounds {
+			// Claim no more than the consumer may hold.
+			room := c.room()
+			if room <= 0 {
+				return nil
+			}
 			msgs, next, err := c.b.client.XAutoClaim(ctx, &goredis.XAutoClaimArgs{
 				Stream:   stream,
 				Group:    cfg.Identity.Group,
 				Consumer: cfg.Identity.Client,
 				MinIdle:  cfg.MessageTimeout,
 				Start:    cursor,
-				Count:    int64(cfg.ReadCount),
+				Count:    int64(min(room, cfg.ReadCount)),
 			}).Result()
 			if err != nil {
 				if isNoGroup(err) && ctx.Err() == nil {
@@ -389,7 +503,9 @@ func (c *consumer) reclaimPass(ctx context.Context) error {
 
 // handleClaimed learns the delivery counts of claimed messages (XAUTOCLAIM
 // does not return them) and dead-letters those over MaxDeliveries; the
-// others go to the handlers.
+// others go to the handlers. A claimed message that this client holds
+// already (its refresh came late) is not delivered again, and its delivery
+// count is put back.
 func (c *consumer) handleClaimed(ctx context.Context, stream string, msgs []goredis.XMessage) error {
 	counts, err := c.deliveryCounts(ctx, stream, msgs)
 	if err != nil {
@@ -397,16 +513,23 @@ func (c *consumer) handleClaimed(ctx context.Context, stream string, msgs []gore
 		return err
 	}
 	maxDeliveries := c.b.cfg.MaxDeliveries
+	_, isDLQ := core.IsDeadLetterEvent(stream)
 	for i := range msgs {
 		n, ok := counts[msgs[i].ID]
 		if !ok {
 			continue // no longer pending for this client: someone else has it
 		}
+		if held, ok := c.b.held.deliveries(stream, msgs[i].ID); ok {
+			c.b.restoreCount(ctx, stream, msgs[i].ID, held)
+			continue
+		}
 		m := c.message(stream, &msgs[i], int(n))
 		if m == nil {
 			continue
 		}
-		if maxDeliveries > 0 && n > int64(maxDeliveries) {
+		// A dead letter is never dead-lettered again: it would only move
+		// to EVENT:dlq:dlq, away from where it is looked for.
+		if maxDeliveries > 0 && n > int64(maxDeliveries) && !isDLQ {
 			reason := fmt.Sprintf("%s (%d)", core.ReasonMaxDeliveries, maxDeliveries)
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTimeout)
 			err := c.settler.DeadLetter(dctx, m, reason)
@@ -416,11 +539,10 @@ func (c *consumer) handleClaimed(ctx context.Context, stream string, msgs []gore
 			}
 			continue
 		}
-		select {
-		case c.work <- m:
-		case <-ctx.Done():
-			return nil
+		if !c.take(m) {
+			continue
 		}
+		c.work <- m // the workers drain work until it closes
 	}
 	return nil
 }
@@ -505,8 +627,17 @@ func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) er
 	return nil
 }
 
+// ErrDeadLetterReject is wrapped by the error of Reject on a message of a
+// dead-letter event (and of moving one to the dead letters by hand): a
+// dead letter is never dead-lettered again (that would hide it under
+// EVENT:dlq:dlq), nor dropped; it stays pending, and is delivered again
+// after MessageTimeout. Ack it to remove it, or requeue it (spectacles dlq
+// requeue). It wraps core.ErrUnsupported.
+var ErrDeadLetterReject = fmt.Errorf("a dead letter cannot be dead-lettered again; it stays pending: %w", core.ErrUnsupported)
+
 // DeadLetter adds the message, with its metadata, to its event's
-// dead-letter stream and acknowledges it (see Broker.deadLetter).
+// dead-letter stream and acknowledges it (see Broker.deadLetter). A
+// message of a dead-letter event fails with ErrDeadLetterReject.
 func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string) error {
 	if s.b.finished.Load() {
 		return core.ErrClosed
@@ -518,8 +649,12 @@ func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string
 // deadLetter adds an entry of event, with its metadata, to the event's
 // dead-letter stream and acknowledges it for group: in one MULTI/EXEC on a
 // single server; in a cluster, where the two keys may live on different
-// nodes, XADD first and XACK after, so that nothing is lost.
+// nodes, XADD first and XACK after, so that nothing is lost. An entry of a
+// dead-letter event is left as it is: the error wraps ErrDeadLetterReject.
 func (b *Broker) deadLetter(ctx context.Context, event, id string, raw []byte, group, client, reason string, deliveries int) error {
+	if _, ok := core.IsDeadLetterEvent(event); ok {
+		return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, ErrDeadLetterReject)
+	}
 	add := &goredis.XAddArgs{
 		Stream: core.DeadLetterEvent(event),
 		Values: []any{
@@ -547,6 +682,132 @@ func (b *Broker) deadLetter(ctx context.Context, event, id string, raw []byte, g
 	pipe.XAck(ctx, event, group, id)
 	if _, err := pipe.Exec(ctx); err != nil {
 		return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, err)
+	}
+	return nil
+}
+
+// heldSet is the messages a broker's consumers hold: taken from Redis and
+// not yet finished by a handler. This client never takes them over from
+// itself, and keeps their idle time low (consumer.refreshLoop).
+type heldSet struct {
+	mu sync.Mutex
+	m  map[heldKey]*heldEntry
+}
+
+type heldKey struct{ stream, id string }
+
+type heldEntry struct {
+	c          *consumer
+	deliveries int       // the delivery count to keep when refreshing
+	refreshed  time.Time // when it was delivered or last refreshed
+}
+
+func newHeldSet() *heldSet { return &heldSet{m: make(map[heldKey]*heldEntry)} }
+
+// add holds id for c; false when it is held already.
+func (h *heldSet) add(stream, id string, c *consumer, deliveries int) bool {
+	k := heldKey{stream, id}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.m[k]; ok {
+		return false
+	}
+	h.m[k] = &heldEntry{c: c, deliveries: deliveries, refreshed: time.Now()}
+	return true
+}
+
+func (h *heldSet) remove(stream, id string) {
+	h.mu.Lock()
+	delete(h.m, heldKey{stream, id})
+	h.mu.Unlock()
+}
+
+// deliveries returns the delivery count of a held message.
+func (h *heldSet) deliveries(stream, id string) (int, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e, ok := h.m[heldKey{stream, id}]
+	if !ok {
+		return 0, false
+	}
+	return e.deliveries, true
+}
+
+// stale returns c's held messages not refreshed since before, by stream
+// and delivery count, and marks them refreshed now.
+func (h *heldSet) stale(c *consumer, before time.Time) map[heldKey][]string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out map[heldKey][]string
+	now := time.Now()
+	for k, e := range h.m {
+		if e.c != c || e.refreshed.After(before) {
+			continue
+		}
+		if out == nil {
+			out = make(map[heldKey][]string)
+		}
+		// Keyed by stream and count: one XCLAIM each.
+		gk := heldKey{k.stream, strconv.Itoa(e.deliveries)}
+		out[gk] = append(out[gk], k.id)
+		e.refreshed = now
+	}
+	return out
+}
+
+// refreshPeriod is how often held messages are refreshed: a quarter of
+// MessageTimeout, so that one refresh may fail or come late and the
+// message still never looks idle for MessageTimeout.
+func (c *consumer) refreshPeriod() time.Duration {
+	return max(c.b.cfg.MessageTimeout/4, time.Millisecond)
+}
+
+// refreshLoop resets, every refreshPeriod, the idle time of the messages
+// this consumer holds for longer than that, until stop is closed (once its
+// last handler returned).
+func (c *consumer) refreshLoop(stop <-chan struct{}) {
+	period := c.refreshPeriod()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		for k, ids := range c.b.held.stale(c, time.Now().Add(-period)) {
+			n, _ := strconv.Atoi(k.id)
+			ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+			if err := c.b.claimKeep(ctx, k.stream, n, ids...); err != nil {
+				c.b.log.Warn("refreshing held messages failed; another client may take them over", "event", k.stream, "ids", len(ids), "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// restoreCount puts back the delivery count of a held message that this
+// client's XAUTOCLAIM took again.
+func (b *Broker) restoreCount(ctx context.Context, stream, id string, deliveries int) {
+	if err := b.claimKeep(ctx, stream, deliveries, id); err != nil {
+		b.log.Warn("restoring the delivery count of a held message failed", "event", stream, "id", id, "err", err)
+	}
+}
+
+// claimKeep claims ids for this client, resetting their idle time and
+// setting their delivery count to deliveries: XCLAIM stream group client
+// 0 ids... RETRYCOUNT deliveries JUSTID. An id no longer pending (acked
+// meanwhile) is left alone.
+func (b *Broker) claimKeep(ctx context.Context, stream string, deliveries int, ids ...string) error {
+	id := b.cfg.Identity
+	args := make([]any, 0, 8+len(ids))
+	args = append(args, "xclaim", stream, id.Group, id.Client, 0)
+	for _, i := range ids {
+		args = append(args, i)
+	}
+	args = append(args, "retrycount", deliveries, "justid")
+	if err := b.client.Do(ctx, args...).Err(); err != nil && !errors.Is(err, goredis.Nil) {
+		return fmt.Errorf("xclaim %s: %w", stream, err)
 	}
 	return nil
 }

@@ -17,7 +17,9 @@ var _ core.BatchPublisher = (*Broker)(nil)
 // PublishBatch publishes msgs in one pipeline, in order, so that their
 // entries keep that order within each stream (Publish's batching may
 // spread concurrent publishes over several pipelines). It returns the ids
-// of the messages published before the first failure, in order.
+// of the messages published before the first failure, in order. An error
+// that may have come after the commands were written wraps
+// core.ErrPublishUncertain: later messages may have been published too.
 func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]string, error) {
 	if b.closed.Load() {
 		return nil, core.ErrClosed
@@ -49,7 +51,7 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 	for i, cmd := range cmds {
 		id, err := cmd.Result()
 		if err != nil {
-			return ids, fmt.Errorf("redis: publish %s: %w", msgs[i].Event, err)
+			return ids, fmt.Errorf("redis: publish %s: %w", msgs[i].Event, publishError(err))
 		}
 		ids = append(ids, id)
 	}
