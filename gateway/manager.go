@@ -252,26 +252,52 @@ func (m *Manager) Run(ctx context.Context) error {
 // still unpublished at the end of the drain timeout.
 var ErrNotDrained = errors.New("dispatches left unpublished")
 
-// drain runs once the shards are told to stop: it waits for them, gives
-// the dispatch queue DrainTimeout to publish what it holds, and saves
-// every shard's session again, at the last dispatch the broker confirmed,
-// so that Discord replays the rest to the next process.
+// sessionSaveWait bounds how long shutdown waits for the final session
+// saves: a stalled store must not hold the process past its drain.
+const sessionSaveWait = 3 * time.Second
+
+// drain runs once the shards are told to stop: it gives the dispatch queue
+// DrainTimeout to publish what it holds (the queue refuses new dispatches,
+// which the shards, stopping, do not count as received), waits for the
+// shards, and saves every shard's session at the last dispatch the broker
+// confirmed, so that Discord replays the rest to the next process.
 func (m *Manager) drain() error {
 	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.DrainTimeout)
 	defer cancel()
-	m.wg.Wait() // the shards offer nothing more
 	left := m.queue.Drain(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		// A shard blocked (saving to a stalled store, say) must not hold
+		// the final save: every save is of delivered dispatches only.
+		m.log.Warn("shards still stopping at the end of the drain timeout; saving their sessions anyway")
+	}
 	m.mu.Lock()
 	shards := make([]*Shard, 0, len(m.shards))
 	for _, ms := range m.shards {
 		shards = append(shards, ms.shard)
 	}
 	m.mu.Unlock()
-	var wg sync.WaitGroup
-	for _, s := range shards {
-		wg.Go(s.saveSession)
+	saved := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for _, s := range shards {
+			wg.Go(s.saveSession)
+		}
+		wg.Wait()
+		<-stopped
+		close(saved)
+	}()
+	select {
+	case <-saved:
+	case <-time.After(sessionSaveWait):
+		m.log.Error("the session store did not answer; the sessions saved last may be older (Discord then replays more)")
 	}
-	wg.Wait()
 	if left > 0 {
 		return fmt.Errorf("gateway: %w: %d dispatches were not published within the drain timeout (%s); the saved sessions resume before them, so Discord replays them to the next process", ErrNotDrained, left, m.cfg.DrainTimeout)
 	}
@@ -313,6 +339,7 @@ func (m *Manager) StartShard(id int) error {
 	if m.cfg.Tune != nil {
 		m.cfg.Tune(&cfg)
 	}
+	cfg.ownerSaves = true
 	s, err := NewShard(cfg)
 	if err != nil {
 		return err
@@ -345,6 +372,7 @@ func (m *Manager) StopShard(id int) error {
 	}
 	ms.cancel()
 	<-ms.done
+	ms.shard.saveSession()
 	return nil
 }
 

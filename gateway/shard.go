@@ -95,6 +95,10 @@ type ShardConfig struct {
 	Logger *slog.Logger
 	// Metrics records packets, liveness and ping; nil records nothing.
 	Metrics *Metrics
+
+	// ownerSaves leaves the save at shutdown to the Manager, which saves
+	// once its queue has delivered what it could.
+	ownerSaves bool
 }
 
 func (c *ShardConfig) setDefaults() error {
@@ -292,13 +296,13 @@ func (s *Shard) Run(ctx context.Context) error {
 			return s.stop()
 		}
 		out := s.connect(ctx)
-		s.saveSession()
 		s.mu.Lock()
 		s.status.LastCloseCode, s.status.LastCloseReason = out.code, out.reason
 		s.mu.Unlock()
 		if ctx.Err() != nil {
 			return s.stop()
 		}
+		s.saveSession()
 		switch out.action {
 		case Fatal:
 			s.mu.Lock()
@@ -354,7 +358,9 @@ func (s *Shard) backoff(n int, quick bool) time.Duration {
 }
 
 func (s *Shard) stop() error {
-	s.saveSession()
+	if !s.cfg.ownerSaves {
+		s.saveSession()
+	}
 	s.setState(Stopped)
 	return nil
 }
