@@ -497,13 +497,16 @@ func (lc *liveConn) close(code int, reason string) {
 
 // write sends one payload with opcode op, within the send limit.
 func (lc *liveConn) write(ctx context.Context, op int, payload []byte, priority bool) error {
-	if err := lc.limiter.wait(ctx, priority); err != nil {
+	token, err := lc.limiter.wait(ctx, priority)
+	if err != nil {
 		return err
 	}
 	lc.writeMu.Lock()
 	defer lc.writeMu.Unlock()
 	_ = lc.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := lc.ws.WriteMessage(websocket.TextMessage, payload); err != nil {
+	err = lc.ws.WriteMessage(websocket.TextMessage, payload)
+	lc.limiter.sentAt(token, time.Now())
+	if err != nil {
 		return err
 	}
 	lc.metrics.sent(lc.shard, op, "")
