@@ -164,8 +164,11 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 
 // Run asks Discord where and how to connect, starts the shards in order,
 // publishes their dispatches and routes worker packets, until ctx ends.
-// Shards then save their sessions and close resumably; queued dispatches
-// are published before Run returns.
+// Shards then close resumably, the queued dispatches are published for at
+// most DrainTimeout, and each shard's session is saved at the last
+// dispatch the broker confirmed. When some were left unpublished, Run
+// returns an error wrapping ErrNotDrained that says how many: the next
+// process resuming the sessions gets them replayed by Discord.
 func (m *Manager) Run(ctx context.Context) error {
 	gb, err := FetchGatewayBot(ctx, m.cfg.HTTPClient, m.cfg.APIBase, m.cfg.Token)
 	if err != nil {
