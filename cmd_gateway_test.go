@@ -438,7 +438,10 @@ func TestGatewayStalledBrokerShutdownLosesNothing(t *testing.T) {
 	if err := rs.cmd.Process.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("first gateway: killed %v, exit %v\n%s", killed, first.err, lastLines(first.stderr.String(), 60))
+	t.Logf("first gateway: killed %v, exit %v\n%s", killed, first.err, lastLines(first.stderr.String(), 3))
+	if !killed && (first.err == nil || !strings.Contains(first.stderr.String(), "were not published within the drain timeout")) {
+		t.Errorf("the first gateway exited with %v and no word of the dispatches left:\n%s", first.err, lastLines(first.stderr.String(), 20))
+	}
 	time.Sleep(500 * time.Millisecond) // what the broker held when it froze lands
 	savedSeq, _ := rc.Get(context.Background(), "gateway0seq").Int64()
 	afterFirst := streamIDs(t, rc)
