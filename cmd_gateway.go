@@ -15,6 +15,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/internal/redact"
+	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 )
 
 // statusInterval is how often a gateway node publishes its shards' health
@@ -57,7 +58,10 @@ d under its event name t, and sends the packets workers publish to a shard id
 ("0", "1", ...) or as SEND {guild_id, packet} to the shard that owns the guild.
 
 It reads spec-tacles/gateway's environment variables. On SIGINT or SIGTERM it
-saves the shard sessions and closes resumably, so that the next start resumes.`,
+closes the shards resumably, publishes the dispatches still queued for at most
+GATEWAY_DRAIN_TIMEOUT, and saves each shard's session at the last dispatch the
+broker confirmed, so that the next start resumes and Discord replays the rest.
+If dispatches were left unpublished it says how many and exits non-zero.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			gc, err := loadGatewayConfig(a.env, changedFlags(cmd))
@@ -81,7 +85,14 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 	if err != nil {
 		return err
 	}
-	defer closeBroker(b, &err)
+	defer func() {
+		if errors.Is(err, gateway.ErrNotDrained) {
+			// The broker is stalled: closing it could wait for it for good.
+			closeBrokerWithin(b, &err, brokerCloseWait)
+			return
+		}
+		closeBroker(b, &err)
+	}()
 
 	rc, doneRedis, err := a.redisClient(b)
 	if err != nil {
@@ -92,13 +103,23 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		Token: gc.Token, Intents: gc.Intents, Presence: gc.Presence, LargeThreshold: gc.LargeThreshold,
 		ShardCount: gc.ShardCount, ShardIDs: gc.ShardIDs, APIBase: gc.APIBase(), Version: gc.APIVersion,
 		Compress: gc.Compress, Events: gc.Events, Broker: b, Codec: a.cfg.Codec, Format: gc.Format,
-		QueueSize: gc.QueueSize, IdentifyRedis: rc, Logger: a.log,
+		QueueSize: gc.QueueSize, DrainTimeout: gc.DrainTimeout, IdentifyRedis: rc, Logger: a.log,
 	}
 	if gc.StoreType == "redis" {
 		if rc == nil {
 			return usageErrorf("SHARD_STORE_TYPE=redis needs Redis: set REDIS_URL")
 		}
-		mc.Store = gateway.NewRedisStore(rc, gc.StorePrefix)
+		sc := rc
+		if a.cfg.RedisURL != "" {
+			// A client of its own: when the broker stalls, its blocked
+			// commands must not leave the final session saves waiting
+			// for a connection of the shared pool.
+			if sc, err = redistransport.NewClient(a.cfg.RedisURL, 4); err != nil {
+				return fmt.Errorf("REDIS_URL: %w", err)
+			}
+			defer sc.Close()
+		}
+		mc.Store = gateway.NewRedisStore(sc, gc.StorePrefix)
 	}
 	if gc.PromAddress != "" {
 		reg := prometheus.NewRegistry()
@@ -128,7 +149,10 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		}()
 		defer func() {
 			stopReport()
-			<-reported
+			select {
+			case <-reported:
+			case <-time.After(time.Second): // a stalled Redis
+			}
 		}()
 	}
 	if err := m.Run(ctx); err != nil {
@@ -138,6 +162,23 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		return err
 	}
 	return nil
+}
+
+// brokerCloseWait bounds how long a gateway whose drain failed waits for
+// the stalled broker to close.
+const brokerCloseWait = 2 * time.Second
+
+// closeBrokerWithin closes b like closeBroker, waiting at most d.
+func closeBrokerWithin(b interface{ Close() error }, err *error, d time.Duration) {
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case cerr := <-closed:
+		if cerr != nil && *err == nil {
+			*err = fmt.Errorf("close broker: %w", cerr)
+		}
+	case <-time.After(d):
+	}
 }
 
 // servePrometheus serves reg on addr at endpoint until stop is called.

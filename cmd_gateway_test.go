@@ -7,10 +7,17 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
@@ -232,6 +239,8 @@ func TestGatewayConfiguration(t *testing.T) {
 		{map[string]string{"SHARD_STORE_TYPE": "etcd"}, `SHARD_STORE_TYPE: "etcd" is not memory or redis`},
 		{map[string]string{"PROMETHEUS_ENDPOINT": "metrics"}, "PROMETHEUS_ENDPOINT"},
 		{map[string]string{"GATEWAY_DISPATCH_FORMAT": "etf"}, "GATEWAY_DISPATCH_FORMAT"},
+		{map[string]string{"GATEWAY_DRAIN_TIMEOUT": "30"}, "GATEWAY_DRAIN_TIMEOUT"},
+		{map[string]string{"GATEWAY_DRAIN_TIMEOUT": "-1s"}, "GATEWAY_DRAIN_TIMEOUT"},
 	}
 	for _, c := range cases {
 		env := map[string]string{}
@@ -257,4 +266,279 @@ func TestGatewayConfiguration(t *testing.T) {
 	if _, err := loadGatewayConfig(mapLookup(map[string]string{"DISCORD_TOKEN": "x"}), mapLookup(nil)); err != nil {
 		t.Errorf("defaults: %v", err)
 	}
+}
+
+// childRedis is a redis-server process of the test's own, so that the test
+// can freeze it (SIGSTOP) the way a stalled broker freezes.
+type childRedis struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+// startChildRedis starts redis-server on a free port, without persistence.
+// Without the binary the test skips, or fails under CI.
+func startChildRedis(t *testing.T) *childRedis {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("CI=true and redis-server is not installed")
+		}
+		t.Skip("redis-server is not installed: no broker of the test's own to freeze")
+	}
+	addr := freeAddr(t)
+	_, port, _ := net.SplitHostPort(addr)
+	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", t.TempDir(), "--loglevel", "warning")
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	c := &childRedis{addr: addr, cmd: cmd}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT) // never leave it frozen
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	client := goredis.NewClient(&goredis.Options{Addr: addr, MaxRetries: -1})
+	defer client.Close()
+	eventually(t, "redis-server to answer", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		defer cancel()
+		return client.Ping(ctx).Err() == nil
+	})
+	return c
+}
+
+// buildSpectacles builds the command into a temporary directory.
+func buildSpectacles(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "spectacles")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// gatewayProcess is `spectacles gateway` running as a child process.
+type gatewayProcess struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	exited chan struct{}
+	err    error // once exited is closed
+}
+
+func startGatewayProcess(t *testing.T, bin string, env []string) *gatewayProcess {
+	t.Helper()
+	p := &gatewayProcess{cmd: exec.Command(bin, "gateway"), stderr: &syncBuffer{}, exited: make(chan struct{})}
+	p.cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	p.cmd.Stderr = p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		p.err = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	})
+	return p
+}
+
+// waitExit waits up to d for the process to exit and reports whether it did.
+func (p *gatewayProcess) waitExit(d time.Duration) bool {
+	select {
+	case <-p.exited:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// messageIDs returns the ids of the MESSAGE_CREATE dispatches of events, in order.
+func messageIDs(events []simulator.Event) []string {
+	var ids []string
+	for _, e := range events {
+		if e.T != "MESSAGE_CREATE" {
+			continue
+		}
+		var p struct {
+			D struct {
+				ID string `json:"id"`
+			} `json:"d"`
+		}
+		_ = json.Unmarshal(e.Payload, &p)
+		ids = append(ids, p.D.ID)
+	}
+	return ids
+}
+
+// streamIDs returns the ids of the dispatches in the MESSAGE_CREATE stream, in order.
+func streamIDs(t *testing.T, c goredis.UniversalClient) []string {
+	t.Helper()
+	entries, err := c.XRange(context.Background(), "MESSAGE_CREATE", "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 0, len(entries))
+	for _, e := range entries {
+		var d struct {
+			ID string `json:"id"`
+		}
+		raw, _ := e.Values["data"].(string)
+		if err := (core.Msgpack{}).Unmarshal([]byte(raw), &d); err != nil {
+			t.Fatalf("stream entry %s: %v", e.ID, err)
+		}
+		ids = append(ids, d.ID)
+	}
+	return ids
+}
+
+// TestGatewayStalledBrokerShutdownLosesNothing freezes the broker (SIGSTOP)
+// under a few hundred dispatches a second, stops the gateway process the
+// way a supervisor does (SIGTERM, then SIGKILL a few seconds later), thaws
+// the broker and starts a second gateway process on the same session
+// store: the second resumes where the broker's confirmations stopped, so
+// the stream ends up with every dispatch Discord sent, in order.
+func TestGatewayStalledBrokerShutdownLosesNothing(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs redis-server")
+	}
+	rs := startChildRedis(t)
+	bin := buildSpectacles(t)
+	const token = "stall-token-0123456789"
+	sim := startSimulator(t, simulator.Config{Token: token, Shards: 1, Guilds: 4, TrafficRate: 300,
+		TrafficEvents: []string{"MESSAGE_CREATE"}, HeartbeatInterval: 5 * time.Second,
+		IdentifyInterval: 10 * time.Millisecond, ReplayBuffer: 1 << 17})
+	env := []string{"REDIS_URL=redis://" + rs.addr, "DISCORD_TOKEN=" + token, "DISCORD_API_PROTOCOL=http",
+		"DISCORD_API_HOST=" + strings.TrimPrefix(sim.URL(), "http://"), "DISCORD_EVENTS=MESSAGE_CREATE",
+		"DISCORD_COMPRESS=none", "SHARD_STORE_TYPE=redis", "GATEWAY_DRAIN_TIMEOUT=1s", "LOG_LEVEL=debug"}
+	rc := goredis.NewClient(&goredis.Options{Addr: rs.addr})
+	defer rc.Close()
+
+	first := startGatewayProcess(t, bin, env)
+	eventually(t, "300 dispatches in the stream", func() bool {
+		return rc.XLen(context.Background(), "MESSAGE_CREATE").Val() >= 300
+	})
+	// What the broker held before it froze was confirmed to the gateway.
+	confirmed := rc.XLen(context.Background(), "MESSAGE_CREATE").Val()
+	if err := rs.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // ~300 dispatches wait for the frozen broker
+	if err := first.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// A supervisor's stop timeout: the gateway's own bound (the drain
+	// timeout plus the bounded waits for the stalled store) is shorter.
+	killed := false
+	if !first.waitExit(12 * time.Second) {
+		killed = true
+		_ = first.cmd.Process.Kill()
+		<-first.exited
+	}
+	if err := rs.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("first gateway: killed %v, exit %v\n%s", killed, first.err, lastLines(first.stderr.String(), 3))
+	if !killed && (first.err == nil || !strings.Contains(first.stderr.String(), "were not published within the drain timeout")) {
+		t.Errorf("the first gateway exited with %v and no word of the dispatches left:\n%s", first.err, lastLines(first.stderr.String(), 20))
+	}
+	time.Sleep(500 * time.Millisecond) // what the broker held when it froze lands
+	savedSeq, _ := rc.Get(context.Background(), "gateway0seq").Int64()
+	afterFirst := streamIDs(t, rc)
+	distinct := map[string]bool{}
+	for _, id := range afterFirst {
+		distinct[id] = true
+	}
+	t.Logf("after the first gateway: saved seq %d, stream %d entries (%d distinct)", savedSeq, len(afterFirst), len(distinct))
+
+	second := startGatewayProcess(t, bin, env)
+	eventually(t, "the second gateway to resume", func() bool {
+		for _, r := range sim.Snapshot().Resumes {
+			if r.Accepted {
+				return true
+			}
+		}
+		return false
+	})
+	session := rc.Get(context.Background(), "gateway0session").Val()
+	time.Sleep(500 * time.Millisecond)
+	sim.SetTrafficRate(0)
+	// Wait until the stream stops growing and holds at least what was sent.
+	var sent, got []string
+	for prev := -1; ; prev = len(got) {
+		events, err := sim.Events(session)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = messageIDs(events)
+		time.Sleep(300 * time.Millisecond)
+		got = streamIDs(t, rc)
+		if len(got) == prev && len(got) >= len(sent) {
+			break
+		}
+		if len(got) == prev && second.waitExit(0) {
+			break
+		}
+		if len(got) == prev {
+			time.Sleep(time.Second)
+			if len(streamIDs(t, rc)) == len(got) {
+				break
+			}
+		}
+	}
+	if err := second.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !second.waitExit(20 * time.Second) {
+		t.Errorf("the second gateway did not stop on SIGTERM")
+	} else if second.err != nil {
+		t.Errorf("second gateway: %v\n%s", second.err, lastLines(second.stderr.String(), 10))
+	}
+
+	count := map[string]int{}
+	var firstSeen []string
+	for _, id := range got {
+		if count[id] == 0 {
+			firstSeen = append(firstSeen, id)
+		}
+		count[id]++
+	}
+	lost, duplicated := 0, 0
+	for _, id := range sent {
+		if count[id] == 0 {
+			lost++
+		}
+	}
+	inFlight := map[string]bool{} // reached the broker after it last confirmed
+	for _, id := range afterFirst[min(int(confirmed), len(afterFirst)):] {
+		inFlight[id] = true
+	}
+	behind := 0
+	for id, n := range count {
+		duplicated += n - 1
+		if n > 1 && !inFlight[id] {
+			behind++
+		}
+	}
+	if behind > 0 {
+		t.Errorf("%d dispatches are in the stream twice though the broker had confirmed them before it froze: the saved seq was behind what was published", behind)
+	}
+	t.Logf("sent %d, published %d, lost %d, duplicated %d (in flight when the broker froze: %d)", len(sent), len(got), lost, duplicated, len(afterFirst)-int(confirmed))
+	if lost != 0 || len(firstSeen) != len(sent) {
+		t.Errorf("the stream is not what Discord sent: sent %d, published %d, lost %d, duplicated %d", len(sent), len(got), lost, duplicated)
+	}
+	for i := range min(len(firstSeen), len(sent)) {
+		if firstSeen[i] != sent[i] {
+			t.Errorf("out of order at %d: stream has %s, Discord sent %s", i, firstSeen[i], sent[i])
+			break
+		}
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spectacles-go/spectacles/gateway"
 )
@@ -27,6 +28,7 @@ type GatewayConfig struct {
 	PromAddress    string
 	PromEndpoint   string
 	QueueSize      int
+	DrainTimeout   time.Duration
 	LargeThreshold int
 }
 
@@ -211,6 +213,14 @@ func gatewaySettings() []setting[GatewayConfig] {
 				if err == nil && c.QueueSize < 1 {
 					return fmt.Errorf("%q must be positive", v)
 				}
+				return err
+			},
+		},
+		{
+			env: "GATEWAY_DRAIN_TIMEOUT", flag: "drain-timeout", typ: "duration", def: "30s",
+			usage: "how long a stopping gateway keeps publishing its queued dispatches before it saves the sessions and exits non-zero, leaving the rest for Discord to replay",
+			parse: func(c *GatewayConfig, v string) (err error) {
+				c.DrainTimeout, err = parsePositiveDuration(v)
 				return err
 			},
 		},

@@ -15,6 +15,7 @@ type sendLimiter struct {
 	reserve int
 	window  time.Duration
 	sent    []time.Time // send times within the window, oldest first
+	dropped uint64      // sends that have left sent, for sentAt's tokens
 }
 
 func newSendLimiter(limit, reserve int, window time.Duration) *sendLimiter {
@@ -25,46 +26,73 @@ func newSendLimiter(limit, reserve int, window time.Duration) *sendLimiter {
 }
 
 // wait blocks until a payload may be sent and counts it. Heartbeats
-// (priority) may use the reserved slots.
-func (l *sendLimiter) wait(ctx context.Context, priority bool) error {
+// (priority) may use the reserved slots. The token it returns is for
+// sentAt.
+func (l *sendLimiter) wait(ctx context.Context, priority bool) (uint64, error) {
 	for {
-		delay := l.take(time.Now(), priority)
+		delay, token := l.takeToken(time.Now(), priority)
 		if delay == 0 {
-			return nil
+			return token, nil
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-t.C:
+		}
+	}
+}
+
+// sentAt moves the send of token to when its write finished: a send
+// waits for the connection's write lock and for the write itself, and the
+// server counts it when it arrives, later than wait counted it.
+func (l *sendLimiter) sentAt(token uint64, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if token < l.dropped {
+		return
+	}
+	// Later sends count from no earlier either, which keeps sent in order
+	// (and errs on the safe side).
+	for i := token - l.dropped; i < uint64(len(l.sent)); i++ {
+		if now.After(l.sent[i]) {
+			l.sent[i] = now
 		}
 	}
 }
 
 // take counts a send and returns 0, or returns how long to wait.
 func (l *sendLimiter) take(now time.Time, priority bool) time.Duration {
+	d, _ := l.takeToken(now, priority)
+	return d
+}
+
+// takeToken is take that also returns the send's token for sentAt.
+func (l *sendLimiter) takeToken(now time.Time, priority bool) (time.Duration, uint64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	// The server counts arrivals, a little after our sends: keep a margin
-	// so that a send we think left the window has left the server's too.
-	window := l.window + max(l.window/50, 10*time.Millisecond)
+	// The server counts arrivals when it reads them, after our sends
+	// finished: keep a margin so that a send we think left the window has
+	// left the server's too.
+	window := l.window + max(l.window/50, 50*time.Millisecond)
 	cut := 0
 	for cut < len(l.sent) && now.Sub(l.sent[cut]) >= window {
 		cut++
 	}
 	l.sent = l.sent[cut:]
+	l.dropped += uint64(cut)
 	allowed := l.limit - l.reserve
 	if priority {
 		allowed = l.limit
 	}
 	if len(l.sent) < allowed {
 		l.sent = append(l.sent, now)
-		return 0
+		return 0, l.dropped + uint64(len(l.sent)) - 1
 	}
 	// Wait until enough of the oldest sends leave the window.
 	oldest := l.sent[len(l.sent)-allowed]
-	return oldest.Add(window).Sub(now) + time.Millisecond
+	return oldest.Add(window).Sub(now) + time.Millisecond, 0
 }
 
 // used reports how many sends the current window holds.

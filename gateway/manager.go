@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -75,6 +74,9 @@ type ManagerConfig struct {
 	Identify IdentifyLimiter
 	// QueueSize bounds the dispatches waiting for the broker. Default 8192.
 	QueueSize int
+	// DrainTimeout bounds how long Run, once its context ends, keeps
+	// publishing the queued dispatches (GATEWAY_DRAIN_TIMEOUT). Default 30 s.
+	DrainTimeout time.Duration
 	// ConsumePackets makes the manager consume the shard-id events of its
 	// shards and SEND. Default true (set DisableSend to turn off).
 	DisableSend bool
@@ -100,10 +102,7 @@ type Manager struct {
 	cfg    ManagerConfig
 	log    *slog.Logger
 	events map[string]bool
-	queue  chan Dispatch
-
-	published atomic.Uint64
-	shed      atomic.Uint64
+	queue  *dispatchQueue
 
 	mu       sync.Mutex
 	count    int
@@ -146,23 +145,30 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.QueueSize <= 0 {
 		cfg.QueueSize = 8192
 	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Manager{cfg: cfg, log: cfg.Logger, queue: make(chan Dispatch, cfg.QueueSize), shards: map[int]*managedShard{}, started: make(chan struct{}), fatal: make(chan error, 1)}
+	m := &Manager{cfg: cfg, log: cfg.Logger, shards: map[int]*managedShard{}, started: make(chan struct{}), fatal: make(chan error, 1)}
 	if len(cfg.Events) > 0 {
 		m.events = map[string]bool{}
 		for _, e := range cfg.Events {
 			m.events[e] = true
 		}
 	}
+	m.queue = newDispatchQueue(cfg.QueueSize, m.skip, m.publish, m.log, cfg.Metrics)
 	return m, nil
 }
 
 // Run asks Discord where and how to connect, starts the shards in order,
 // publishes their dispatches and routes worker packets, until ctx ends.
-// Shards then save their sessions and close resumably; queued dispatches
-// are published before Run returns.
+// Shards then close resumably, the queued dispatches are published for at
+// most DrainTimeout, and each shard's session is saved at the last
+// dispatch the broker confirmed. When some were left unpublished, Run
+// returns an error wrapping ErrNotDrained that says how many: the next
+// process resuming the sessions gets them replayed by Discord.
 func (m *Manager) Run(ctx context.Context) error {
 	gb, err := FetchGatewayBot(ctx, m.cfg.HTTPClient, m.cfg.APIBase, m.cfg.Token)
 	if err != nil {
@@ -195,11 +201,7 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	m.log.Info("starting shards", "count", count, "ids", ids, "url", gb.URL, "compress", m.cfg.Compress)
 
-	pubDone := make(chan struct{})
-	go func() {
-		defer close(pubDone)
-		m.publishLoop()
-	}()
+	go m.queue.run()
 	shardCtx, stopShards := context.WithCancel(ctx)
 	defer stopShards()
 	m.mu.Lock()
@@ -223,10 +225,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		if err := m.cfg.Broker.Consume(shardCtx, events, m.handlePacket); err != nil {
 			stopShards()
-			m.wg.Wait()
-			close(m.queue)
-			<-pubDone
-			return fmt.Errorf("gateway: consuming worker packets: %w", err)
+			err = fmt.Errorf("gateway: consuming worker packets: %w", err)
+			if derr := m.drain(); derr != nil {
+				m.log.Error(derr.Error())
+			}
+			return err
 		}
 	}
 	close(m.started)
@@ -237,10 +240,71 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.log.Error("stopping every shard: a fatal close means the configuration is wrong", "err", runErr)
 		stopShards()
 	}
-	m.wg.Wait() // shards have saved their sessions and closed
-	close(m.queue)
-	<-pubDone
-	return runErr
+	stopShards()
+	drainErr := m.drain()
+	if runErr != nil {
+		if drainErr != nil {
+			m.log.Error(drainErr.Error())
+		}
+		return runErr
+	}
+	return drainErr
+}
+
+// ErrNotDrained is wrapped by the error Run returns when dispatches were
+// still unpublished at the end of the drain timeout.
+var ErrNotDrained = errors.New("dispatches left unpublished")
+
+// sessionSaveWait bounds how long shutdown waits for the final session
+// saves: a stalled store must not hold the process past its drain.
+const sessionSaveWait = 3 * time.Second
+
+// drain runs once the shards are told to stop: it gives the dispatch queue
+// DrainTimeout to publish what it holds (the queue refuses new dispatches,
+// which the shards, stopping, do not count as received), waits for the
+// shards, and saves every shard's session at the last dispatch the broker
+// confirmed, so that Discord replays the rest to the next process.
+func (m *Manager) drain() error {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.DrainTimeout)
+	defer cancel()
+	left := m.queue.Drain(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		m.wg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		// A shard blocked (saving to a stalled store, say) must not hold
+		// the final save: every save is of delivered dispatches only.
+		m.log.Warn("shards still stopping at the end of the drain timeout; saving their sessions anyway")
+	}
+	m.mu.Lock()
+	shards := make([]*Shard, 0, len(m.shards))
+	for _, ms := range m.shards {
+		shards = append(shards, ms.shard)
+	}
+	m.mu.Unlock()
+	saved := make(chan struct{})
+	go func() {
+		var wg sync.WaitGroup
+		for _, s := range shards {
+			wg.Go(s.saveSession)
+		}
+		wg.Wait()
+		<-stopped
+		close(saved)
+	}()
+	select {
+	case <-saved:
+	case <-time.After(sessionSaveWait):
+		m.log.Error("the session store did not answer; the sessions saved last may be older (Discord then replays more)")
+	}
+	if left > 0 {
+		return fmt.Errorf("gateway: %w: %d dispatches were not published within the drain timeout (%s); the saved sessions resume before them, so Discord replays them to the next process", ErrNotDrained, left, m.cfg.DrainTimeout)
+	}
+	return nil
 }
 
 // ShardCount returns the total shard count once Run has started.
@@ -273,11 +337,12 @@ func (m *Manager) StartShard(id int) error {
 	cfg := ShardConfig{
 		ID: id, Count: m.count, Token: m.cfg.Token, Intents: m.cfg.Intents, Presence: m.cfg.Presence,
 		LargeThreshold: m.cfg.LargeThreshold, URL: m.url, Version: m.cfg.Version, Compress: m.cfg.Compress,
-		Identify: m.identify, Store: m.cfg.Store, OnDispatch: m.enqueue, WaitForRoom: m.waitForRoom, Logger: m.log, Metrics: m.cfg.Metrics,
+		Identify: m.identify, Store: m.cfg.Store, Dispatches: m.queue, Logger: m.log, Metrics: m.cfg.Metrics,
 	}
 	if m.cfg.Tune != nil {
 		m.cfg.Tune(&cfg)
 	}
+	cfg.ownerSaves = true
 	s, err := NewShard(cfg)
 	if err != nil {
 		return err
@@ -310,6 +375,7 @@ func (m *Manager) StopShard(id int) error {
 	}
 	ms.cancel()
 	<-ms.done
+	ms.shard.saveSession()
 	return nil
 }
 
@@ -340,10 +406,15 @@ func (m *Manager) Shards() []Status {
 }
 
 // Published returns how many dispatches have been published so far.
-func (m *Manager) Published() uint64 { return m.published.Load() }
+func (m *Manager) Published() uint64 { return m.queue.Published() }
 
 // QueueLength returns how many dispatches wait for the broker.
-func (m *Manager) QueueLength() int { return len(m.queue) }
+func (m *Manager) QueueLength() int { return m.queue.Len() }
+
+// skip reports whether a dispatch is not published (DISCORD_EVENTS).
+func (m *Manager) skip(d Dispatch) bool {
+	return d.Event == "" || (m.events != nil && !m.events[d.Event])
+}
 
 func (m *Manager) shard(id int) *Shard {
 	m.mu.Lock()
@@ -354,99 +425,19 @@ func (m *Manager) shard(id int) *Shard {
 	return nil
 }
 
-// enqueue runs on a shard's reading goroutine and never blocks: when the
-// queue is full it refuses the dispatch, and the shard sheds its connection
-// and resumes once there is room (see ShardConfig.OnDispatch).
-func (m *Manager) enqueue(d Dispatch) bool {
-	if d.Event == "" || (m.events != nil && !m.events[d.Event]) {
-		return true
-	}
-	select {
-	case m.queue <- d:
-	default:
-		if m.cfg.Metrics != nil {
-			m.cfg.Metrics.queueFull.Inc()
-		}
-		m.shed.Add(1)
-		m.log.Warn("dispatch queue full: the broker is behind; the shard will resume once it drains", "shard", d.Shard, "seq", d.Seq)
-		return false
-	}
-	if m.cfg.Metrics != nil {
-		m.cfg.Metrics.queueLength.Set(float64(len(m.queue)))
-	}
-	return true
-}
-
-// waitForRoom blocks until the dispatch queue is at most half full.
-func (m *Manager) waitForRoom(ctx context.Context) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
-	for len(m.queue) > cap(m.queue)/2 {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-t.C:
-		}
-	}
-	return nil
-}
-
 // Shed returns how many times a shard found the dispatch queue full and
 // shed its connection to resume later.
-func (m *Manager) Shed() uint64 { return m.shed.Load() }
+func (m *Manager) Shed() uint64 { return m.queue.Shed() }
 
-// publishLoop publishes queued dispatches in order, in batches, retrying
-// failures with backoff until they succeed; it ends when the queue is
-// closed and drained.
-func (m *Manager) publishLoop() {
-	const maxBatch = 512
-	batch := make([]core.Outgoing, 0, maxBatch)
-	for d := range m.queue {
-		batch = append(batch[:0], m.outgoing(d))
-	fill:
-		for len(batch) < maxBatch {
-			select {
-			case d, ok := <-m.queue:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, m.outgoing(d))
-			default:
-				break fill
-			}
-		}
-		m.publishBatch(batch)
-		if m.cfg.Metrics != nil {
-			m.cfg.Metrics.queueLength.Set(float64(len(m.queue)))
-		}
+// publish publishes a batch of dispatches in order; it returns how many of
+// the first ones the broker confirmed.
+func (m *Manager) publish(ctx context.Context, batch []Dispatch) (int, error) {
+	out := make([]core.Outgoing, len(batch))
+	for i, d := range batch {
+		out[i] = m.outgoing(d)
 	}
-}
-
-func (m *Manager) publishBatch(batch []core.Outgoing) {
-	delay := 50 * time.Millisecond
-	for len(batch) > 0 {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		ids, err := core.PublishAll(ctx, m.cfg.Broker, batch)
-		cancel()
-		m.published.Add(uint64(len(ids)))
-		if m.cfg.Metrics != nil {
-			m.cfg.Metrics.published.Add(float64(len(ids)))
-		}
-		batch = batch[len(ids):]
-		if err == nil {
-			return
-		}
-		if errors.Is(err, core.ErrClosed) {
-			m.log.Error("broker closed; dispatches not published", "lost", len(batch))
-			return
-		}
-		if m.cfg.Metrics != nil {
-			m.cfg.Metrics.publishErrs.Inc()
-		}
-		m.log.Warn("publishing dispatches failed; retrying", "err", err, "waiting", len(batch), "in", delay)
-		time.Sleep(delay)
-		delay = min(2*delay, 5*time.Second)
-	}
+	ids, err := core.PublishAll(ctx, m.cfg.Broker, out)
+	return len(ids), err
 }
 
 func (m *Manager) outgoing(d Dispatch) core.Outgoing {

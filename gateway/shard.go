@@ -40,7 +40,9 @@ func (e *FatalError) Unwrap() error { return ErrFatalClose }
 
 // Dispatch is one op 0 event a shard received.
 type Dispatch struct {
-	Shard    int
+	Shard int
+	// Session is the id of the session the dispatch belongs to.
+	Session  string
 	Seq      int64
 	Event    string
 	Data     json.RawMessage
@@ -71,16 +73,10 @@ type ShardConfig struct {
 	// Store keeps the session across connections and restarts. Default:
 	// a MemoryStore.
 	Store SessionStore
-	// OnDispatch receives every dispatch in order, on the shard's reading
-	// goroutine, and must not block: it returns false when it cannot take
-	// the dispatch now (the broker is behind). The shard then sheds the
-	// connection without counting that dispatch as received, waits for
-	// WaitForRoom and resumes, so that Discord replays it: reading and
-	// heartbeats are never delayed, and nothing is lost.
-	OnDispatch func(Dispatch) bool
-	// WaitForRoom blocks until OnDispatch can take dispatches again; nil
-	// does not wait.
-	WaitForRoom func(ctx context.Context) error
+	// Dispatches receives every dispatch in order (see DispatchSink). The
+	// session seq the shard saves is the one Dispatches says it delivered.
+	// Default: a sink that drops them.
+	Dispatches DispatchSink
 	// Dialer opens websocket connections. Default: websocket.DefaultDialer
 	// with a 30 s handshake timeout.
 	Dialer *websocket.Dialer
@@ -92,12 +88,17 @@ type ShardConfig struct {
 	SendWindow time.Duration
 	// SessionFlush is how often a changed seq is saved to Store while
 	// connected. Default 5 s. Sessions are also saved on READY, RESUMED,
-	// every disconnect and at shutdown.
+	// every disconnect and at shutdown. The saved seq is that of the last
+	// dispatch Dispatches delivered, not the last one received.
 	SessionFlush time.Duration
 	// Logger receives diagnostics. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics records packets, liveness and ping; nil records nothing.
 	Metrics *Metrics
+
+	// ownerSaves leaves the save at shutdown to the Manager, which saves
+	// once its queue has delivered what it could.
+	ownerSaves bool
 }
 
 func (c *ShardConfig) setDefaults() error {
@@ -122,8 +123,8 @@ func (c *ShardConfig) setDefaults() error {
 	if c.Store == nil {
 		c.Store = &MemoryStore{}
 	}
-	if c.OnDispatch == nil {
-		c.OnDispatch = func(Dispatch) bool { return true }
+	if c.Dispatches == nil {
+		c.Dispatches = newFuncSink(func(Dispatch) bool { return true })
 	}
 	if c.Dialer == nil {
 		d := *websocket.DefaultDialer
@@ -178,6 +179,9 @@ type Shard struct {
 	mu      sync.Mutex
 	state   State
 	session Session
+	// baseSeq is what the session is known delivered up to when Dispatches
+	// has delivered none of it: the seq it was loaded with, 0 for a new one.
+	baseSeq int64
 	guilds  map[string]bool // guild id → available
 	status  Status
 	ready   chan struct{} // closed while Ready
@@ -283,7 +287,7 @@ func (s *Shard) Run(ctx context.Context) error {
 		s.log.Warn("could not load the saved session; identifying anew", "err", err)
 	}
 	s.mu.Lock()
-	s.session = sess
+	s.session, s.baseSeq = sess, sess.Seq
 	s.mu.Unlock()
 
 	attempt := 0
@@ -292,13 +296,13 @@ func (s *Shard) Run(ctx context.Context) error {
 			return s.stop()
 		}
 		out := s.connect(ctx)
-		s.saveSession()
 		s.mu.Lock()
 		s.status.LastCloseCode, s.status.LastCloseReason = out.code, out.reason
 		s.mu.Unlock()
 		if ctx.Err() != nil {
 			return s.stop()
 		}
+		s.saveSession()
 		switch out.action {
 		case Fatal:
 			s.mu.Lock()
@@ -313,9 +317,11 @@ func (s *Shard) Run(ctx context.Context) error {
 		if out.wasReady {
 			attempt = 0
 		}
-		if out.shed && s.cfg.WaitForRoom != nil {
+		if out.shed {
 			s.setState(Reconnecting)
-			if err := s.cfg.WaitForRoom(ctx); err != nil {
+			select {
+			case <-s.cfg.Dispatches.Room():
+			case <-ctx.Done():
 				return s.stop()
 			}
 		}
@@ -352,23 +358,39 @@ func (s *Shard) backoff(n int, quick bool) time.Duration {
 }
 
 func (s *Shard) stop() error {
-	s.saveSession()
+	if !s.cfg.ownerSaves {
+		s.saveSession()
+	}
 	s.setState(Stopped)
 	return nil
 }
 
 func (s *Shard) resetSession() {
 	s.mu.Lock()
-	s.session = Session{}
+	s.session, s.baseSeq = Session{}, 0
 	s.guilds = map[string]bool{}
 	s.mu.Unlock()
 	s.saveSession()
 }
 
+// deliveredSession is the session to save: the current one, at the seq
+// of the last dispatch Dispatches delivered, so that a process resuming it
+// gets every undelivered dispatch replayed.
+func (s *Shard) deliveredSession() Session {
+	s.mu.Lock()
+	sess, seq := s.session, s.baseSeq
+	s.mu.Unlock()
+	if id, delivered := s.cfg.Dispatches.Delivered(s.cfg.ID); id == sess.ID && delivered > seq {
+		seq = delivered
+	}
+	sess.Seq = min(seq, sess.Seq)
+	return sess
+}
+
 func (s *Shard) saveSession() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := s.cfg.Store.Save(ctx, s.cfg.ID, s.Session()); err != nil {
+	if err := s.cfg.Store.Save(ctx, s.cfg.ID, s.deliveredSession()); err != nil {
 		s.log.Warn("could not save the session", "err", err)
 	}
 }
@@ -475,13 +497,16 @@ func (lc *liveConn) close(code int, reason string) {
 
 // write sends one payload with opcode op, within the send limit.
 func (lc *liveConn) write(ctx context.Context, op int, payload []byte, priority bool) error {
-	if err := lc.limiter.wait(ctx, priority); err != nil {
+	token, err := lc.limiter.wait(ctx, priority)
+	if err != nil {
 		return err
 	}
 	lc.writeMu.Lock()
 	defer lc.writeMu.Unlock()
 	_ = lc.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if err := lc.ws.WriteMessage(websocket.TextMessage, payload); err != nil {
+	err = lc.ws.WriteMessage(websocket.TextMessage, payload)
+	lc.limiter.sentAt(token, time.Now())
+	if err != nil {
 		return err
 	}
 	lc.metrics.sent(lc.shard, op, "")
@@ -548,12 +573,12 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 
 	flush := time.NewTicker(s.cfg.SessionFlush)
 	defer flush.Stop()
-	savedSeq := sess.Seq
+	savedSeq := s.deliveredSession().Seq
 	wasReady := false
 	for {
 		select {
 		case <-flush.C:
-			if cur := s.Session(); cur.Seq != savedSeq {
+			if cur := s.deliveredSession(); cur.Seq != savedSeq {
 				s.saveSession()
 				savedSeq = cur.Seq
 			}
@@ -600,24 +625,19 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 	}
 }
 
-// handleDispatch offers the event to OnDispatch and, when it was taken,
+// handleDispatch offers the event to Dispatches and, when it was taken,
 // counts it: seq, guild availability, readiness. It reports whether the
 // session became ready and whether the dispatch was taken. READY's session
 // is kept even when it was not taken, so that the shard can resume it.
 func (s *Shard) handleDispatch(p *Payload) (ready, accepted bool) {
 	s.mu.Lock()
-	seq := s.session.Seq
-	if p.S != nil && *p.S > seq {
-		seq = *p.S
-	}
-	s.mu.Unlock()
-	accepted = s.cfg.OnDispatch(Dispatch{Shard: s.cfg.ID, Seq: seq, Event: p.T, Data: p.D, Received: time.Now()})
-
-	s.mu.Lock()
 	switch p.T {
 	case "READY":
 		var r ReadyData
 		if err := json.Unmarshal(p.D, &r); err == nil {
+			if r.SessionID != s.session.ID {
+				s.session.Seq, s.baseSeq = 0, 0
+			}
 			s.session.ID = r.SessionID
 			s.session.ResumeURL = r.ResumeGatewayURL
 			s.guilds = make(map[string]bool, len(r.Guilds))
@@ -631,6 +651,15 @@ func (s *Shard) handleDispatch(p *Payload) (ready, accepted bool) {
 		s.setStateLocked(Ready)
 		ready = true
 	}
+	seq := s.session.Seq
+	if p.S != nil && *p.S > seq {
+		seq = *p.S
+	}
+	session := s.session.ID
+	s.mu.Unlock()
+	accepted = s.cfg.Dispatches.Offer(Dispatch{Shard: s.cfg.ID, Session: session, Seq: seq, Event: p.T, Data: p.D, Received: time.Now()})
+
+	s.mu.Lock()
 	if accepted {
 		s.events.Add(1)
 		s.session.Seq = seq

@@ -76,7 +76,7 @@ func runShard(t *testing.T, sim *simulator.Server, mod func(*ShardConfig)) *runn
 	cfg := ShardConfig{
 		ID: 0, Count: 1, Token: sim.Token(), Intents: 1<<0 | 1<<9 | 1<<10 | 1<<11,
 		URL: sim.GatewayURL(), Identify: NewLocalIdentifyLimiter(1, 20*time.Millisecond, -1, 0),
-		OnDispatch: rec.add, MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
+		Dispatches: newFuncSink(rec.add), MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
 		SessionFlush: 50 * time.Millisecond, Logger: testLogger(t),
 	}
 	if mod != nil {

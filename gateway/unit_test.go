@@ -82,6 +82,29 @@ func TestSendLimiterReservesHeartbeats(t *testing.T) {
 	}
 }
 
+// TestSendLimiterCountsFromTheWriteEnd: a send counts from when its write
+// finished, not from when it was allowed; the server counts arrivals, and
+// a write can wait (for the connection's write lock, on a loaded machine).
+func TestSendLimiterCountsFromTheWriteEnd(t *testing.T) {
+	l := newSendLimiter(3, 1, time.Second) // two ordinary sends per window
+	now := time.Now()
+	d0, first := l.takeToken(now, false)
+	d1, second := l.takeToken(now, false)
+	if d0 != 0 || d1 != 0 {
+		t.Fatalf("waits %s %s", d0, d1)
+	}
+	l.sentAt(first, now.Add(400*time.Millisecond)) // a slow write
+	l.sentAt(second, now.Add(time.Millisecond))
+	// The window and margin after the allowance have passed, not after
+	// the writes.
+	if d := l.take(now.Add(1100*time.Millisecond), false); d <= 0 {
+		t.Fatal("a send was allowed within a window of a write that ended later")
+	}
+	if d := l.take(now.Add(1500*time.Millisecond), false); d != 0 {
+		t.Fatalf("after the window of the writes: wait %s", d)
+	}
+}
+
 func TestLocalIdentifyLimiterBucketsAndOrder(t *testing.T) {
 	const interval = 150 * time.Millisecond
 	l := NewLocalIdentifyLimiter(2, interval, -1, 0)

@@ -912,12 +912,14 @@ func (c *conn) onResume(now time.Time, raw json.RawMessage) {
 	c.counters.lastSeq.Store(seq)
 	sess.appendLocked("RESUMED", []byte(`{"_trace":["[\"gateway-sim\",{\"micros\":0.0}]"]}`))
 	sess.mu.Unlock()
-	c.notify()
+	// Record before the writer sends the replay and RESUMED: a client that
+	// saw RESUMED must find the resume in a Snapshot.
 	finish()
 	s.record(func(r *records) {
 		cr := &r.conns[c.id-1]
 		cr.ShardID, cr.ShardCount, cr.SessionID = sess.shardID, sess.shardCount, sess.id
 	})
+	c.notify()
 	if old != nil && old != c {
 		old.closeWith(CloseUnknownError, "Session resumed on another connection.")
 	}
