@@ -1,6 +1,18 @@
 package core
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
+
+// ErrRejectDeadLetter is wrapped by the error of Reject (and of moving a
+// message to the dead letters by hand) on a message of a dead-letter event:
+// a dead letter is never dead-lettered again (that would hide it under
+// EVENT:dlq:dlq) nor dropped. It stays unsettled and is delivered again
+// after Options.MessageTimeout; Ack removes it, and requeueing it publishes
+// it again under its event. MaxDeliveries does not apply to dead letters.
+// It wraps ErrUnsupported.
+var ErrRejectDeadLetter = fmt.Errorf("a dead letter is never dead-lettered again; it stays where it is: %w", ErrUnsupported)
 
 // DeadLetterSuffix ends the event name under which dead-lettered messages
 // of an event are kept.

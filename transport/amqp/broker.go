@@ -95,7 +95,7 @@
 //
 // Dead letters themselves (a consumed event for which core.IsDeadLetterEvent
 // holds) are never dead-lettered, counted or published again: Reject
-// fails with ErrRejectDeadLetter, MaxDeliveries does not apply, and a
+// fails with core.ErrRejectDeadLetter, MaxDeliveries does not apply, and a
 // dead letter left unsettled for MessageTimeout (or waiting that long
 // behind busy handlers) goes back to its queue with basic.nack (requeue),
 // in place and unchanged, marked redelivered; a consumer that stops
@@ -225,13 +225,6 @@ import (
 // of it is under way. Only a message settled after its handler returned
 // (from another goroutine) can meet it.
 var ErrHandedOver = errors.New("message already handed back to its queue after MessageTimeout")
-
-// ErrRejectDeadLetter is wrapped by the error of Reject (DeadLetter) for a
-// message of a dead-letter event (core.IsDeadLetterEvent): a dead letter
-// is never dead-lettered again. The message stays unsettled: Ack removes
-// it; otherwise it goes back to its queue, in place, after
-// Options.MessageTimeout.
-var ErrRejectDeadLetter = errors.New("a dead letter is never dead-lettered again (Ack removes it)")
 
 // ErrNoReplyTo is wrapped by the error of Reply for a message that carries
 // no reply_to: it was published, not sent by a call, so nobody waits for a

@@ -664,7 +664,7 @@ func (dl *delivery) DeadLetter(ctx context.Context, _ *core.Message, reason stri
 		return err
 	}
 	if dl.dead {
-		return fmt.Errorf("amqp: dead-letter %s %s: %w", dl.m.Event, dl.m.ID, ErrRejectDeadLetter)
+		return fmt.Errorf("amqp: dead-letter %s %s: %w", dl.m.Event, dl.m.ID, core.ErrRejectDeadLetter)
 	}
 	if dl.s.ch.IsClosed() {
 		return dl.settleError("dead-letter", amqp091.ErrClosed)

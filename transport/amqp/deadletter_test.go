@@ -127,7 +127,7 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 }
 
 // TestRejectDeadLetter: rejecting a dead letter fails with
-// ErrRejectDeadLetter and leaves it in place; nothing goes to
+// core.ErrRejectDeadLetter and leaves it in place; nothing goes to
 // EVENT:dlq:dlq.
 func TestRejectDeadLetter(t *testing.T) {
 	t.Parallel()
@@ -156,8 +156,8 @@ func TestRejectDeadLetter(t *testing.T) {
 	for range 2 { // the first delivery and the one after MessageTimeout
 		select {
 		case err := <-errs:
-			if !errors.Is(err, ErrRejectDeadLetter) || !strings.Contains(err.Error(), dl) {
-				t.Errorf("reject of a dead letter: %v, want ErrRejectDeadLetter", err)
+			if !errors.Is(err, core.ErrRejectDeadLetter) || !strings.Contains(err.Error(), dl) {
+				t.Errorf("reject of a dead letter: %v, want core.ErrRejectDeadLetter", err)
 			}
 		case <-time.After(15 * time.Second):
 			t.Fatal("the dead letter was not delivered (again)")

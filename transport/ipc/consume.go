@@ -141,11 +141,16 @@ func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) er
 }
 
 // DeadLetter writes the message, with the core.Header* metadata, under
-// core.DeadLetterEvent(event) with a new id, for whoever consumes it.
+// core.DeadLetterEvent(event) with a new id, for whoever consumes it. A
+// message of a dead-letter event is not written again: the error wraps
+// core.ErrRejectDeadLetter.
 func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string) error {
 	b := s.b
 	if b.finished.Load() {
 		return core.ErrClosed
+	}
+	if _, ok := core.IsDeadLetterEvent(m.Event); ok {
+		return fmt.Errorf("ipc: dead-letter %s %s: %w", m.Event, m.ID, core.ErrRejectDeadLetter)
 	}
 	id := b.cfg.Identity
 	data, opaque, _ := b.classify(m.Raw)

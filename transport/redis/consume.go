@@ -627,17 +627,9 @@ func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) er
 	return nil
 }
 
-// ErrDeadLetterReject is wrapped by the error of Reject on a message of a
-// dead-letter event (and of moving one to the dead letters by hand): a
-// dead letter is never dead-lettered again (that would hide it under
-// EVENT:dlq:dlq), nor dropped; it stays pending, and is delivered again
-// after MessageTimeout. Ack it to remove it, or requeue it (spectacles dlq
-// requeue). It wraps core.ErrUnsupported.
-var ErrDeadLetterReject = fmt.Errorf("a dead letter cannot be dead-lettered again; it stays pending: %w", core.ErrUnsupported)
-
 // DeadLetter adds the message, with its metadata, to its event's
 // dead-letter stream and acknowledges it (see Broker.deadLetter). A
-// message of a dead-letter event fails with ErrDeadLetterReject.
+// message of a dead-letter event fails with core.ErrRejectDeadLetter.
 func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string) error {
 	if s.b.finished.Load() {
 		return core.ErrClosed
@@ -650,10 +642,10 @@ func (s *settler) DeadLetter(ctx context.Context, m *core.Message, reason string
 // dead-letter stream and acknowledges it for group: in one MULTI/EXEC on a
 // single server; in a cluster, where the two keys may live on different
 // nodes, XADD first and XACK after, so that nothing is lost. An entry of a
-// dead-letter event is left as it is: the error wraps ErrDeadLetterReject.
+// dead-letter event is left as it is: the error wraps core.ErrRejectDeadLetter.
 func (b *Broker) deadLetter(ctx context.Context, event, id string, raw []byte, group, client, reason string, deliveries int) error {
 	if _, ok := core.IsDeadLetterEvent(event); ok {
-		return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, ErrDeadLetterReject)
+		return fmt.Errorf("redis: dead-letter %s %s: %w", event, id, core.ErrRejectDeadLetter)
 	}
 	add := &goredis.XAddArgs{
 		Stream: core.DeadLetterEvent(event),

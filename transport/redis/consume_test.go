@@ -272,8 +272,8 @@ func TestDeadLetterStreamIsNeverDeadLettered(t *testing.T) {
 		}
 		break
 	}
-	if err := <-rejectErrs; !errors.Is(err, ErrDeadLetterReject) || !errors.Is(err, core.ErrUnsupported) {
-		t.Errorf("reject of a dead letter: err = %v, want ErrDeadLetterReject", err)
+	if err := <-rejectErrs; !errors.Is(err, core.ErrRejectDeadLetter) || !errors.Is(err, core.ErrUnsupported) {
+		t.Errorf("reject of a dead letter: err = %v, want core.ErrRejectDeadLetter", err)
 	}
 	if n := raw.Exists(ctxT(t), core.DeadLetterEvent(dlq)).Val(); n != 0 {
 		t.Errorf("%s exists: a dead letter was dead-lettered again", core.DeadLetterEvent(dlq))
