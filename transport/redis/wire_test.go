@@ -520,12 +520,24 @@ func TestAckBatching(t *testing.T) {
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "c"), Block: blockFor(real)})
 	const n = 2000
-	var wg sync.WaitGroup
-	wg.Add(n)
+	// Delivery is at least once: count distinct ids, so that a redelivery
+	// under load (MessageTimeout is short here) cannot end the wait early
+	// or twice.
+	var mu sync.Mutex
+	acked := make(map[string]bool, n)
+	all := make(chan struct{})
 	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {
-		defer wg.Done()
 		if err := m.Ack(ctx); err != nil {
 			t.Errorf("ack: %v", err)
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if !acked[m.ID] {
+			acked[m.ID] = true
+			if len(acked) == n {
+				close(all)
+			}
 		}
 	})
 	var pubs sync.WaitGroup
@@ -537,7 +549,12 @@ func TestAckBatching(t *testing.T) {
 		})
 	}
 	pubs.Wait()
-	wg.Wait()
+	select {
+	case <-all:
+	case <-time.After(time.Minute):
+		mu.Lock()
+		t.Fatalf("%d of %d messages acked within a minute", len(acked), n)
+	}
 	p, err := raw.XPending(ctxT(t), ev, group).Result()
 	if err != nil || p.Count != 0 {
 		t.Fatalf("pending after all acks returned: %+v, %v", p, err)
