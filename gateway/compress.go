@@ -8,6 +8,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -45,9 +46,27 @@ func (c Compression) query() string {
 	return string(c)
 }
 
+// MaxPayloadSize bounds one gateway payload's JSON text, inflated: a
+// larger payload ends the connection with ErrPayloadTooLarge instead of
+// growing memory without bound (a compressed stream can inflate a few
+// bytes into gigabytes). Discord's largest dispatches (GUILD_CREATE of a
+// big guild) are a few megabytes.
+const MaxPayloadSize = 64 << 20
+
+// ErrPayloadTooLarge ends a connection whose payload exceeds
+// MaxPayloadSize.
+var ErrPayloadTooLarge = errors.New("gateway payload too large")
+
 // frameReader yields websocket messages.
 type frameReader interface {
 	ReadMessage() (messageType int, p []byte, err error)
+}
+
+// limitedFrames reads messages from a websocket connection that stops
+// reading a message past the limit (gorilla's SetReadLimit).
+type limitedFrames interface {
+	frameReader
+	SetReadLimit(limit int64)
 }
 
 // payloadReader yields one gateway payload's JSON text at a time from a
@@ -58,11 +77,18 @@ type payloadReader struct {
 	close func()
 }
 
-func newPayloadReader(conn frameReader, c Compression) (*payloadReader, error) {
+func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*payloadReader, error) {
+	if lc, ok := conn.(limitedFrames); ok {
+		// No websocket message may exceed a payload's bound either.
+		lc.SetReadLimit(maxPayload)
+	}
 	if c == CompressNone || c == "" {
 		return &payloadReader{
 			next: func() ([]byte, error) {
 				_, p, err := conn.ReadMessage()
+				if errors.Is(err, websocket.ErrReadLimit) {
+					err = ErrPayloadTooLarge
+				}
 				return p, err
 			},
 			close: func() {},
@@ -103,11 +129,16 @@ func newPayloadReader(conn frameReader, c Compression) (*payloadReader, error) {
 		_ = pr.Close()
 		return nil, fmt.Errorf("%w %q", ErrUnknownCompression, c)
 	}
-	dec := json.NewDecoder(inflated)
+	counted := &countingReader{r: inflated}
+	dec := json.NewDecoder(counted)
+	counted.limit = func() int64 { return dec.InputOffset() + maxPayload }
 	return &payloadReader{
 		next: func() ([]byte, error) {
 			var raw json.RawMessage
 			if err := dec.Decode(&raw); err != nil {
+				if errors.Is(err, websocket.ErrReadLimit) {
+					err = ErrPayloadTooLarge
+				}
 				return nil, err
 			}
 			return raw, nil
@@ -117,6 +148,28 @@ func newPayloadReader(conn frameReader, c Compression) (*payloadReader, error) {
 			release()
 		},
 	}, nil
+}
+
+// countingReader fails with ErrPayloadTooLarge once more than limit()
+// bytes were read: the JSON decoder buffers one payload at a time, so
+// bounding what was read beyond what it consumed bounds that payload.
+type countingReader struct {
+	r     io.Reader
+	n     int64
+	limit func() int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	room := c.limit() - c.n
+	if room <= 0 {
+		return 0, ErrPayloadTooLarge
+	}
+	if int64(len(p)) > room {
+		p = p[:room]
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // lazyZlib opens the zlib reader on first read, since reading the zlib

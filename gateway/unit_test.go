@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -183,7 +184,7 @@ func payloads(n int) []string {
 
 func readAll(t *testing.T, f *frames, c Compression) []string {
 	t.Helper()
-	r, err := newPayloadReader(f, c)
+	r, err := newPayloadReader(f, c, MaxPayloadSize)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,5 +276,58 @@ func TestStateText(t *testing.T) {
 	var s State
 	if err := s.UnmarshalText([]byte("dancing")); err == nil {
 		t.Error("unknown state accepted")
+	}
+}
+
+// A compressed payload that inflates past the bound (kilobytes on the wire,
+// 64 MiB inflated, against a 1 MiB bound here) ends the stream with
+// ErrPayloadTooLarge after allocating a few times the bound, not the
+// inflated size.
+func TestCompressedPayloadBombIsBounded(t *testing.T) {
+	const limit, inflated = 1 << 20, 64 << 20
+	for _, c := range []Compression{CompressZlib, CompressZstd} {
+		t.Run(string(c), func(t *testing.T) {
+			var buf bytes.Buffer
+			var w io.WriteCloser
+			var flush func() error
+			switch c {
+			case CompressZlib:
+				zw, _ := zlib.NewWriterLevel(&buf, zlib.BestCompression)
+				w, flush = zw, zw.Flush
+			default:
+				zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedFastest))
+				if err != nil {
+					t.Fatal(err)
+				}
+				w, flush = zw, zw.Flush
+			}
+			_, _ = w.Write([]byte(`{"op":0,"t":"X","s":1,"d":"`))
+			chunk := bytes.Repeat([]byte("a"), 1<<20)
+			for range inflated >> 20 {
+				_, _ = w.Write(chunk)
+			}
+			_, _ = w.Write([]byte(`"}`))
+			_ = flush()
+			wire := buf.Len()
+			f := &frames{msgs: [][]byte{append([]byte(nil), buf.Bytes()...)}}
+			buf.Reset()
+
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			r, err := newPayloadReader(f, c, limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.close()
+			p, err := r.next()
+			runtime.ReadMemStats(&after)
+			if !errors.Is(err, ErrPayloadTooLarge) {
+				t.Fatalf("next: %d bytes, err %v; want ErrPayloadTooLarge", len(p), err)
+			}
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16*limit {
+				t.Errorf("%d bytes on the wire inflating to %d allocated %d bytes; want at most %d", wire, inflated, alloc, 16*limit)
+			}
+		})
 	}
 }
