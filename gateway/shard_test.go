@@ -153,6 +153,25 @@ func TestShardIdentifiesAndTracksGuilds(t *testing.T) {
 
 // checkContiguous asserts that the dispatches of each session arrived with
 // consecutive sequence numbers: no gap, no duplicate.
+// waitCaughtUp waits, once the simulator's traffic is stopped, until the
+// shard has received every event the simulator sent its session (and no
+// trailing one follows for a few polls): stopping earlier would leave
+// events in flight that only a resume would bring.
+func waitCaughtUp(t *testing.T, r *running, sim *simulator.Server) {
+	t.Helper()
+	stable := 0
+	waitFor(t, "the shard to receive every event sent", func() bool {
+		st := r.shard.Status()
+		events, err := sim.Events(st.SessionID)
+		if err != nil || len(events) == 0 || events[len(events)-1].Seq != st.Seq {
+			stable = 0
+			return false
+		}
+		stable++
+		return stable >= 4
+	})
+}
+
 func checkContiguous(t *testing.T, got []Dispatch, sim *simulator.Server, sessionID string) {
 	t.Helper()
 	var last int64
@@ -213,7 +232,7 @@ func TestShardResumesThroughHundredsOfFaults(t *testing.T) {
 		time.Sleep(time.Duration(rng.IntN(10)) * time.Millisecond)
 	}
 	sim.SetTrafficRate(0)
-	time.Sleep(100 * time.Millisecond)
+	waitCaughtUp(t, r, sim)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +403,7 @@ func TestShardCompressions(t *testing.T) {
 			waitFor(t, "resume", func() bool { return len(sim.Snapshot().Resumes) == 1 && r.shard.Status().State == Ready })
 			waitFor(t, "more traffic", func() bool { return r.shard.Status().Events > 200 })
 			sim.SetTrafficRate(0)
-			time.Sleep(50 * time.Millisecond)
+			waitCaughtUp(t, r, sim)
 			_ = r.stop()
 			if conn, _ := sim.Snapshot().Connection(1); conn.Compress != string(c) {
 				t.Errorf("connected with compress=%q", conn.Compress)
