@@ -65,7 +65,7 @@ end.`,
 			if res.Redeliveries > 0 {
 				a.log.Warn("some messages were delivered more than once", "redeliveries", res.Redeliveries)
 			}
-			return (&lineWriter{w: a.stdout}).write(res)
+			return (&lineWriter{w: a.stdout}).write(newBenchJSON(res))
 		},
 	}
 	f := cmd.Flags()
