@@ -496,7 +496,7 @@ func TestBenchPrintsOneJSONLine(t *testing.T) {
 		t.Fatalf("stdout is not one line: %q", r.stdout)
 	}
 	m := decodeLine(t, r.stdout)
-	for k, want := range map[string]any{"broker": "redis", "messages": 300.0, "payload_bytes": 64.0, "consumers": 2.0, "publishers": 3.0} {
+	for k, want := range map[string]any{"broker": "redis", "message_count": 300.0, "payload_bytes": 64.0, "consumer_count": 2.0, "publisher_count": 3.0} {
 		if m[k] != want {
 			t.Errorf("%s = %v, want %v in %s", k, m[k], want, r.stdout)
 		}
@@ -506,14 +506,18 @@ func TestBenchPrintsOneJSONLine(t *testing.T) {
 			t.Errorf("%s = %v, want a positive rate", k, m[k])
 		}
 	}
-	lat, _ := m["latency_ms"].(map[string]any)
 	var prev float64
-	for _, k := range []string{"p50", "p90", "p99", "max"} {
-		v, ok := lat[k].(float64)
+	for _, k := range []string{"latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"} {
+		v, ok := m[k].(float64)
 		if !ok || v < prev {
-			t.Errorf("latency_ms.%s = %v (previous %v) in %s", k, lat[k], prev, r.stdout)
+			t.Errorf("%s = %v (previous %v) in %s", k, m[k], prev, r.stdout)
 		}
 		prev = v
+	}
+	for _, k := range []string{"publish_ms", "end_to_end_ms"} {
+		if v, _ := m[k].(float64); v <= 0 {
+			t.Errorf("%s = %v, want a positive duration", k, m[k])
+		}
 	}
 
 	// The run's stream is deleted at the end.

@@ -26,8 +26,10 @@ func (a *app) benchCommand() *cobra.Command {
 new event, consume them with --consumers clients of a new group that
 acknowledge each, and print one JSON line:
 
-  {"broker", "messages", "payload_bytes", "consumers", "publishers",
-   "publish_per_s", "end_to_end_per_s", "latency_ms": {"p50","p90","p99","max"}}
+  {"broker", "message_count", "payload_bytes", "consumer_count",
+   "publisher_count", "publish_per_s", "end_to_end_per_s", "publish_ms",
+   "end_to_end_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+   "latency_max_ms"}
 
 Latency runs from each Publish call to the handler receiving the message.
 The event is named spectacles-bench-<random>; its stream is deleted at the
@@ -65,7 +67,7 @@ end.`,
 			if res.Redeliveries > 0 {
 				a.log.Warn("some messages were delivered more than once", "redeliveries", res.Redeliveries)
 			}
-			return (&lineWriter{w: a.stdout}).write(res)
+			return (&lineWriter{w: a.stdout}).write(newBenchJSON(res))
 		},
 	}
 	f := cmd.Flags()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -10,41 +9,14 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 )
 
-// messageLine is what consume prints for one message.
-type messageLine struct {
-	Event      string            `json:"event"`
-	ID         string            `json:"id"`
-	Deliveries int               `json:"deliveries"`
-	EventB64   string            `json:"event_base64,omitempty"`
-	Headers    map[string]string `json:"headers,omitempty"`
-	HeadersB64 map[string]string `json:"headers_base64,omitempty"`
-	Data       any               `json:"data,omitempty"`
-	Error      string            `json:"error,omitempty"`
-	RawBase64  string            `json:"raw_base64,omitempty"`
-}
-
-func newMessageLine(m *core.Message) messageLine {
-	line := messageLine{Event: m.Event, EventB64: base64IfInvalid(m.Event), ID: m.ID, Deliveries: m.Deliveries, Headers: m.Headers,
-		HeadersB64: headersBase64(m.Headers)}
+// newMessageLine is what consume prints for one message.
+func newMessageLine(m *core.Message) messageJSON {
 	v, err := m.Data()
-	if err != nil {
-		line.Error = err.Error()
-		line.RawBase64 = base64.StdEncoding.EncodeToString(m.Raw)
-		return line
-	}
-	if v == nil {
-		// Keep "data": null rather than dropping the key.
-		line.Data = jsonNull{}
-	} else {
-		line.Data = core.JSONValue(v)
-	}
+	line := newMessageJSON(m.Event, m.ID, m.Headers, m.Raw, v, err)
+	d := m.Deliveries
+	line.Deliveries = &d
 	return line
 }
-
-// jsonNull encodes as null inside an omitempty field.
-type jsonNull struct{}
-
-func (jsonNull) MarshalJSON() ([]byte, error) { return []byte("null"), nil }
 
 func (a *app) consumeCommand() *cobra.Command {
 	var noAck bool

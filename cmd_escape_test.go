@@ -95,12 +95,12 @@ func TestHostileNamesAreEscaped(t *testing.T) {
 	r = safeCLI(t, "streams", "--json")
 	var found string
 	for _, s := range jsonOut[[]map[string]any](t, r) {
-		if s["Name_base64"] != nil && b64(t, s["Name_base64"]) == ev {
+		if s["stream_base64"] != nil && b64(t, s["stream_base64"]) == ev {
 			found = ev
 		}
 	}
 	if found != ev {
-		t.Fatalf("streams --json: no Name_base64 gives %q back:\n%s", ev, r.stdout)
+		t.Fatalf("streams --json: no stream_base64 gives %q back:\n%s", ev, r.stdout)
 	}
 
 	// groups: typed back from the table's quoted form.
@@ -112,11 +112,11 @@ func TestHostileNamesAreEscaped(t *testing.T) {
 	}
 	r = safeCLI(t, "groups", ev, "--json")
 	groups := jsonOut[[]map[string]any](t, r)
-	if len(groups) != 1 || groups[0]["Name"] != group {
+	if len(groups) != 1 || groups[0]["group"] != group {
 		t.Fatalf("groups --json does not give the group name back: %s", r.stdout)
 	}
-	cl := groups[0]["consumer_list"].([]any)
-	if len(cl) != 1 || b64(t, cl[0].(map[string]any)["Name_base64"]) != consumer {
+	cl := groups[0]["consumers"].([]any)
+	if len(cl) != 1 || b64(t, cl[0].(map[string]any)["consumer_base64"]) != consumer {
 		t.Fatalf("groups --json does not give the consumer name back: %s", r.stdout)
 	}
 
@@ -126,7 +126,7 @@ func TestHostileNamesAreEscaped(t *testing.T) {
 		t.Errorf("pending table:\n%s", r.stdout)
 	}
 	page := jsonOut[[]map[string]any](t, safeCLI(t, "pending", ev, group, "--json"))
-	if len(page) != 2 || b64(t, page[0]["Consumer_base64"]) != consumer {
+	if len(page) != 2 || b64(t, page[0]["consumer_base64"]) != consumer {
 		t.Fatalf("pending --json: %v", page)
 	}
 

@@ -167,7 +167,7 @@ func TestGatewayNodeEndToEnd(t *testing.T) {
 		var nodes []struct {
 			Group  string `json:"group"`
 			Shards []struct {
-				ID    int    `json:"id"`
+				Shard int    `json:"shard"`
 				State string `json:"state"`
 			} `json:"shards"`
 		}

@@ -81,9 +81,9 @@ func (a *app) streamsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]streamView, 0, len(list))
+			views := make([]streamJSON, 0, len(list))
 			for _, s := range list {
-				views = append(views, streamView{StreamInfo: s, NameBase64: base64IfInvalid(s.Name)})
+				views = append(views, newStreamJSON(s))
 			}
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "STREAM\tLENGTH\tGROUPS\tFIRST\tLAST")
@@ -101,31 +101,6 @@ func (a *app) streamsCommand() *cobra.Command {
 // the shell's $'...' form (termtext.Quote).
 func quote(name string) string { return termtext.Quote(name) }
 
-// streamView is a stream as `streams --json` prints it.
-type streamView struct {
-	core.StreamInfo
-	NameBase64 string `json:"Name_base64,omitempty"`
-}
-
-// groupView is a group with its consumers, as `groups` prints it.
-type groupView struct {
-	core.GroupInfo
-	NameBase64   string         `json:"Name_base64,omitempty"`
-	ConsumerList []consumerView `json:"consumer_list"`
-}
-
-// consumerView is a consumer as `groups --json` prints it.
-type consumerView struct {
-	core.ConsumerInfo
-	NameBase64 string `json:"Name_base64,omitempty"`
-}
-
-// pendingView is a pending entry as `pending --json` prints it.
-type pendingView struct {
-	core.PendingEntry
-	ConsumerBase64 string `json:"Consumer_base64,omitempty"`
-}
-
 func (a *app) groupsCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -137,24 +112,20 @@ func (a *app) groupsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]groupView, 0, len(groups))
+			views := make([]groupJSON, 0, len(groups))
 			for _, g := range groups {
 				cs, err := in.Consumers(ctx, args[0], g.Name)
 				if err != nil {
 					return err
 				}
-				cl := make([]consumerView, 0, len(cs))
-				for _, c := range cs {
-					cl = append(cl, consumerView{ConsumerInfo: c, NameBase64: base64IfInvalid(c.Name)})
-				}
-				views = append(views, groupView{GroupInfo: g, NameBase64: base64IfInvalid(g.Name), ConsumerList: cl})
+				views = append(views, newGroupJSON(args[0], g, cs))
 			}
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "GROUP\tCONSUMERS\tPENDING\tLAG\tLAST DELIVERED")
 				for _, g := range views {
-					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", quote(g.Name), g.Consumers, g.Pending, g.Lag, quote(g.LastDeliveredID))
-					for _, c := range g.ConsumerList {
-						fmt.Fprintf(w, "  %s\t\t%d\t\tidle %s\n", quote(c.Name), c.Pending, ms(c.Idle))
+					fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", quote(g.Group), g.ConsumerCount, g.PendingCount, g.Lag, quote(g.LastDeliveredID))
+					for _, c := range g.Consumers {
+						fmt.Fprintf(w, "  %s\t\t%d\t\tidle %s\n", quote(c.Consumer), c.PendingCount, ms(time.Duration(c.IdleMs)))
 					}
 				}
 			})
@@ -178,9 +149,9 @@ func (a *app) pendingCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]pendingView, 0, len(page))
+			views := make([]pendingJSON, 0, len(page))
 			for _, p := range page {
-				views = append(views, pendingView{PendingEntry: p, ConsumerBase64: base64IfInvalid(p.Consumer)})
+				views = append(views, newPendingJSON(args[0], args[1], p))
 			}
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tCONSUMER\tIDLE\tDELIVERIES")
@@ -210,7 +181,7 @@ func (a *app) ackCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.output(asJSON, map[string]int{"acked": n}, func(w *tabwriter.Writer) {
+			return a.output(asJSON, ackJSON{target: newTarget(args[0], args[1]), AckedCount: n}, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "acknowledged %d of %d\n", n, len(args)-2)
 			})
 		}),
@@ -243,10 +214,7 @@ group reclaims idle messages, takes them up after the message timeout.`,
 			if got == nil {
 				got = []string{}
 			}
-			res := map[string]any{"claimed": got, "consumer": to}
-			if b := base64IfInvalid(to); b != "" {
-				res["consumer_base64"] = b
-			}
+			res := claimJSON{target: newTarget(args[0], args[1]), Consumer: to, ConsumerBase64: base64IfInvalid(to), ClaimedIDs: got}
 			return a.output(asJSON, res, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "claimed %d of %d for %s\n", len(got), len(args)-2, quote(to))
 			})
@@ -280,9 +248,9 @@ func (a *app) dlqCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]map[string]any, 0, len(entries))
+			views := make([]messageJSON, 0, len(entries))
 			for _, e := range entries {
-				views = append(views, entryView(e, a.cfg.Codec))
+				views = append(views, entryView(core.DeadLetterEvent(args[0]), e, a.cfg.Codec))
 			}
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tORIGINAL\tGROUP\tDELIVERIES\tREASON")
@@ -306,7 +274,8 @@ func (a *app) dlqCommand() *cobra.Command {
 			if ids == nil {
 				ids = []string{}
 			}
-			if oerr := a.output(asJSON, map[string]any{"requeued": ids}, func(w *tabwriter.Writer) {
+			res := requeueJSON{Event: args[0], EventBase64: base64IfInvalid(args[0]), RequeuedIDs: ids}
+			if oerr := a.output(asJSON, res, func(w *tabwriter.Writer) {
 				list := make([]string, len(ids))
 				for i, id := range ids {
 					list[i] = quote(id)
@@ -328,7 +297,9 @@ func (a *app) dlqCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.output(asJSON, map[string]int{"moved": n}, func(w *tabwriter.Writer) {
+			dl := core.DeadLetterEvent(args[0])
+			res := moveJSON{target: newTarget(args[0], args[1]), MovedCount: n, Event: dl, EventBase64: base64IfInvalid(dl)}
+			return a.output(asJSON, res, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "moved %d of %d to %s\n", n, len(args)-2, quote(core.DeadLetterEvent(args[0])))
 			})
 		}),
@@ -339,23 +310,10 @@ func (a *app) dlqCommand() *cobra.Command {
 	return cmd
 }
 
-// entryView decodes an entry for printing.
-func entryView(e core.Entry, codec core.Codec) map[string]any {
-	v := map[string]any{"id": e.ID}
-	if len(e.Headers) > 0 {
-		v["headers"] = e.Headers
-		if hb := headersBase64(e.Headers); hb != nil {
-			v["headers_base64"] = hb
-		}
-	}
+// entryView decodes an entry of event for printing.
+func entryView(event string, e core.Entry, codec core.Codec) messageJSON {
 	data, err := core.NewPayload(e.Raw, codec).Data()
-	if err != nil {
-		v["error"] = err.Error()
-		v["raw_base64"] = e.Raw
-	} else {
-		v["data"] = core.JSONValue(data)
-	}
-	return v
+	return newMessageJSON(event, e.ID, e.Headers, e.Raw, data, err)
 }
 
 func (a *app) tailCommand() *cobra.Command {
@@ -406,12 +364,7 @@ the services that consume them. It prints one JSON line per message
 							if filter != "" && !strings.Contains(string(e.Raw), filter) {
 								continue
 							}
-							v := entryView(e, a.cfg.Codec)
-							v["event"] = ev
-							if b := base64IfInvalid(ev); b != "" {
-								v["event_base64"] = b
-							}
-							if err := out.write(v); err != nil {
+							if err := out.write(entryView(ev, e, a.cfg.Codec)); err != nil {
 								return err
 							}
 						}
@@ -495,9 +448,9 @@ guild routes to.`,
 			if err != nil {
 				return err
 			}
-			res := map[string]any{"event": event, "id": msgID}
+			res := sendJSON{Event: event, ID: msgID}
 			if routed >= 0 {
-				res["shard"] = routed
+				res.Shard = &routed
 			}
 			return a.output(asJSON, res, func(w *tabwriter.Writer) {
 				if routed >= 0 {
@@ -541,10 +494,11 @@ func (a *app) shardsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if nodes == nil {
-				nodes = []gateway.NodeStatus{}
+			views := make([]nodeJSON, 0, len(nodes))
+			for _, n := range nodes {
+				views = append(views, newNodeJSON(n))
 			}
-			return a.output(asJSON, nodes, func(w *tabwriter.Writer) {
+			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				if len(nodes) == 0 {
 					fmt.Fprintln(w, "no gateway node reports to this Redis")
 					return

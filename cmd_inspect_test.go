@@ -53,8 +53,8 @@ func TestInspectCommands(t *testing.T) {
 	streams := jsonOut[[]map[string]any](t, cli(t, "streams", "--json"))
 	found := false
 	for _, s := range streams {
-		if s["Name"] == ev {
-			found = s["Length"] == float64(5) && s["Groups"] == float64(1)
+		if s["stream"] == ev {
+			found = s["length"] == float64(5) && s["group_count"] == float64(1)
 		}
 	}
 	if !found {
@@ -65,42 +65,42 @@ func TestInspectCommands(t *testing.T) {
 	}
 
 	groups := jsonOut[[]map[string]any](t, cli(t, "groups", ev, "--json"))
-	if len(groups) != 1 || groups[0]["Name"] != group || groups[0]["Pending"] != float64(5) {
+	if len(groups) != 1 || groups[0]["group"] != group || groups[0]["pending_count"] != float64(5) {
 		t.Fatalf("groups: %v", groups)
 	}
-	if cl := groups[0]["consumer_list"].([]any); len(cl) != 1 || cl[0].(map[string]any)["Name"] != "worker" {
+	if cl := groups[0]["consumers"].([]any); len(cl) != 1 || cl[0].(map[string]any)["consumer"] != "worker" {
 		t.Errorf("consumers: %v", cl)
 	}
 
 	page := jsonOut[[]map[string]any](t, cli(t, "pending", ev, group, "--count", "2", "--json"))
-	next := jsonOut[[]map[string]any](t, cli(t, "pending", ev, group, "--after", page[1]["ID"].(string), "--json"))
-	if len(page) != 2 || page[0]["ID"] != ids[0] || len(next) != 3 || next[0]["ID"] != ids[2] {
+	next := jsonOut[[]map[string]any](t, cli(t, "pending", ev, group, "--after", page[1]["id"].(string), "--json"))
+	if len(page) != 2 || page[0]["id"] != ids[0] || len(next) != 3 || next[0]["id"] != ids[2] {
 		t.Fatalf("pending pages %v / %v", page, next)
 	}
 
 	claimed := jsonOut[map[string]any](t, cli(t, "claim", ev, group, ids[0], "--to", "rescuer", "--json"))
-	if fmt.Sprint(claimed["claimed"]) != "["+ids[0]+"]" {
+	if fmt.Sprint(claimed["claimed_ids"]) != "["+ids[0]+"]" {
 		t.Errorf("claim: %v", claimed)
 	}
 	if p := c.XPendingExt(ctx, &goredis.XPendingExtArgs{Stream: ev, Group: group, Start: ids[0], End: ids[0], Count: 1}).Val(); len(p) != 1 || p[0].Consumer != "rescuer" {
 		t.Errorf("after claim, Redis says %v", p)
 	}
-	if acked := jsonOut[map[string]int](t, cli(t, "ack", ev, group, ids[0], ids[1], "--json")); acked["acked"] != 2 {
+	if acked := jsonOut[map[string]any](t, cli(t, "ack", ev, group, ids[0], ids[1], "--json")); acked["acked_count"] != 2.0 {
 		t.Errorf("ack: %v", acked)
 	}
 	if n := c.XPending(ctx, ev, group).Val().Count; n != 3 {
 		t.Errorf("%d pending after acking 2 of 5", n)
 	}
 
-	if moved := jsonOut[map[string]int](t, cli(t, "dlq", "move", ev, group, ids[2], "--reason", "bad payload", "--json")); moved["moved"] != 1 {
+	if moved := jsonOut[map[string]any](t, cli(t, "dlq", "move", ev, group, ids[2], "--reason", "bad payload", "--json")); moved["moved_count"] != 1.0 {
 		t.Errorf("dlq move: %v", moved)
 	}
 	dl := jsonOut[[]map[string]any](t, cli(t, "dlq", "list", ev, "--json"))
 	if len(dl) != 1 || dl[0]["headers"].(map[string]any)["reason"] != "bad payload" || fmt.Sprint(dl[0]["data"]) != "map[i:2]" {
 		t.Fatalf("dlq list: %v", dl)
 	}
-	req := jsonOut[map[string][]string](t, cli(t, "dlq", "requeue", ev, dl[0]["id"].(string), "--json"))
-	if len(req["requeued"]) != 1 || c.XLen(ctx, ev+":dlq").Val() != 0 || c.XLen(ctx, ev).Val() != 6 {
+	req := jsonOut[map[string]any](t, cli(t, "dlq", "requeue", ev, dl[0]["id"].(string), "--json"))
+	if len(req["requeued_ids"].([]any)) != 1 || c.XLen(ctx, ev+":dlq").Val() != 0 || c.XLen(ctx, ev).Val() != 6 {
 		t.Errorf("requeue: %v", req)
 	}
 	if r := cli(t, "dlq", "requeue", ev, "1-1"); r.code == 0 {

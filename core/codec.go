@@ -395,27 +395,32 @@ func MsgpackJSONString(jsonText []byte) []byte {
 	return append(out, jsonText...)
 }
 
-// JSONValue makes a decoded payload encodable as JSON: byte strings become
-// text when they are valid UTF-8 and base64 otherwise, non-string map keys
-// become strings, NaN and infinities become strings, and times become
-// RFC 3339 text in UTC (any year; encoding/json fails outside 0 to 9999).
+// JSONValue makes a decoded payload encodable as JSON: byte strings (a
+// msgpack bin, or a string that is not valid UTF-8, as spec-tacles/go
+// writes []byte) become text when they are valid UTF-8 and standard base64
+// otherwise, as values and as map keys; non-string map keys become
+// strings, NaN and infinities become strings, and times become RFC 3339
+// text in UTC (any year; encoding/json fails outside 0 to 9999).
 func JSONValue(v any) any {
 	switch x := v.(type) {
 	case []byte:
-		if utf8.Valid(x) {
-			return string(x)
-		}
-		return base64.StdEncoding.EncodeToString(x)
+		return textOrBase64(string(x))
+	case string:
+		return textOrBase64(x)
 	case map[string]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			out[k] = JSONValue(e)
+			out[textOrBase64(k)] = JSONValue(e)
 		}
 		return out
 	case map[any]any:
 		out := make(map[string]any, len(x))
 		for k, e := range x {
-			out[fmt.Sprint(k)] = JSONValue(e)
+			key, ok := JSONValue(k).(string)
+			if !ok {
+				key = fmt.Sprint(k)
+			}
+			out[key] = JSONValue(e)
 		}
 		return out
 	case []any:
@@ -436,4 +441,13 @@ func JSONValue(v any) any {
 		}
 	}
 	return v
+}
+
+// textOrBase64 returns s when it is valid UTF-8, else its bytes in standard
+// base64: encoding/json would write U+FFFD for each bad byte.
+func textOrBase64(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return base64.StdEncoding.EncodeToString([]byte(s))
 }

@@ -222,3 +222,20 @@ func TestJSONValue(t *testing.T) {
 		t.Errorf("not encodable: %v", err)
 	}
 }
+
+// TestJSONValueInvalidUTF8String: a str that is not valid UTF-8 (how
+// spec-tacles/go writes []byte) gets the treatment of a bin: base64, as
+// a value and as a map key, instead of U+FFFD for each bad byte.
+func TestJSONValueInvalidUTF8String(t *testing.T) {
+	bad := "\xff\x00ok"
+	in := map[string]any{"s": bad, "l": []any{bad, "é"}, bad: "k", "m": map[any]any{bad: bad}}
+	out := JSONValue(in).(map[string]any)
+	const want = "/wBvaw=="
+	if out["s"] != want || out["l"].([]any)[0] != want || out["l"].([]any)[1] != "é" || out[want] != "k" ||
+		out["m"].(map[string]any)[want] != want {
+		t.Errorf("got %#v", out)
+	}
+	if _, ok := out[bad]; ok {
+		t.Errorf("the invalid key is still there: %#v", out)
+	}
+}
