@@ -70,10 +70,13 @@ func (a *app) localRedis() (string, error) {
 		a.node = n
 		fmt.Fprintf(a.stderr, "spectacles: REDIS_URL is not set: using the local node, the embedded Redis at %s of spectacles process %d.\n", n.Addr, n.PID)
 		return n.URL(), nil
-	case !errors.Is(err, localnode.ErrNotRunning):
-		return "", fmt.Errorf("no REDIS_URL given, and the local node cannot be used: %w", err)
-	case a.nodeMode == nodeAttach:
+	case errors.Is(err, localnode.ErrNotRunning) && a.nodeMode == nodeAttach:
 		return "", usageError(errNoLocalNode)
+	case errors.Is(err, localnode.ErrNotRunning), errors.Is(err, errors.ErrUnsupported) && a.nodeMode != nodeAttach:
+		// A private server (bench; any long-lived command where the
+		// system has no local node, as before it existed).
+	default:
+		return "", fmt.Errorf("no REDIS_URL given, and the local node cannot be used: %w", err)
 	}
 	e, err := startEmbedded()
 	if err != nil {
