@@ -19,6 +19,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/localnode"
 	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
@@ -79,6 +80,9 @@ type app struct {
 	embedded *redistransport.Embedded
 	url      string // the Redis URL in use, once known
 	rawURLs  []string
+
+	node     *localnode.Node // the local node in use, without REDIS_URL
+	nodeMode nodeMode        // what the command does without REDIS_URL
 }
 
 // run executes the command line args and returns the process exit code.
@@ -132,8 +136,11 @@ coordinate through a broker, each with a group name (shared by its instances;
 every message goes once to one client of each group) and a client name.
 
 Configuration comes from flags and from the environment variables of
-spec-tacles/gateway (flags win). Without REDIS_URL, an embedded in-memory
-Redis is started for the life of the process.
+spec-tacles/gateway (flags win). Without REDIS_URL, commands share the local
+node: an embedded in-memory Redis that the first long-lived command of this
+user (consume, gateway, the console) starts and advertises, for its life.
+Short-lived commands (publish, call, inspection) use it, or fail when none
+runs; bench uses it, or a private server of its own.
 
 Output never writes a control character, bidi control or invalid UTF-8
 from the broker raw: tables print such a name in the shell's $'...' form
@@ -150,6 +157,7 @@ string KEY that is not valid UTF-8.`,
 		},
 		RunE: func(cmd *cobra.Command, _ []string) error { return a.openConsole(cmd, console) },
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.nodeMode = commandNodeMode(cmd)
 			return a.configure(cmd.Root())
 		},
 	}
@@ -207,8 +215,9 @@ func (f *textFlag) String() string     { return f.value }
 func (f *textFlag) Set(v string) error { f.value = v; return nil }
 func (f *textFlag) Type() string       { return f.typ }
 
-// redisURL returns the Redis server to use, starting the embedded one on
-// first use when none is configured.
+// redisURL returns the Redis server to use: when none is configured, the
+// local node, or an embedded server as the command's nodeMode says
+// (localRedis).
 func (a *app) redisURL() (string, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -219,14 +228,11 @@ func (a *app) redisURL() (string, error) {
 		a.url = a.cfg.RedisURL
 		return a.url, nil
 	}
-	e, err := redistransport.StartEmbedded()
+	url, err := a.localRedis()
 	if err != nil {
-		return "", fmt.Errorf("no REDIS_URL given, and the embedded Redis did not start: %w", err)
+		return "", err
 	}
-	a.embedded, a.url = e, e.URL()
-	fmt.Fprintf(a.stderr, "spectacles: REDIS_URL is not set: started an embedded in-memory Redis broker at %s.\n", e.Addr())
-	fmt.Fprintf(a.stderr, "spectacles: it keeps nothing on disk and is gone when this process exits. Other local processes can use it while it runs with:\n")
-	fmt.Fprintf(a.stderr, "REDIS_URL=%s\n", e.URL())
+	a.url = url
 	return a.url, nil
 }
 
@@ -237,13 +243,19 @@ func (a *app) closeEmbedded() {
 		a.embedded.Close()
 		a.embedded = nil
 	}
+	if a.node != nil {
+		if err := a.node.Close(); err != nil {
+			a.log.Warn("local node advertisement not removed", "err", err)
+		}
+		a.node = nil
+	}
 }
 
 // brokerName names the broker for reports.
 func (a *app) brokerName() string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.embedded != nil {
+	if a.embedded != nil || a.node != nil {
 		return "redis-embedded"
 	}
 	return a.cfg.BrokerType

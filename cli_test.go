@@ -545,21 +545,6 @@ func TestBenchRejectsBadFlags(t *testing.T) {
 	wantOneErrorLine(t, r, `"lots"`)
 }
 
-func TestEmbeddedDefault(t *testing.T) {
-	r := invocation{env: map[string]string{"REDIS_URL": ""}}.run(t.Context(), "publish", "E", `{"x":1}`)
-	if r.code != 0 {
-		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
-	}
-	if !regexp.MustCompile(`^\d+-\d+\n$`).MatchString(r.stdout) {
-		t.Errorf("stdout = %q, want an id", r.stdout)
-	}
-	for _, want := range []string{"embedded in-memory Redis", "keeps nothing on disk", "REDIS_URL=redis://127.0.0.1:"} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("stderr does not say %q:\n%s", want, r.stderr)
-		}
-	}
-}
-
 func TestConfigurationErrors(t *testing.T) {
 	cases := []struct {
 		env  map[string]string

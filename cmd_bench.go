@@ -33,7 +33,8 @@ acknowledge each, and print one JSON line:
 
 Latency runs from each Publish call to the handler receiving the message.
 The event is named spectacles-bench-<random>; its stream is deleted at the
-end.`,
+end. Without REDIS_URL it measures the local node when one runs, else a
+private embedded server of its own (not advertised, gone at the end).`,
 		Example: `  spectacles bench --messages 200000 --size 1024`,
 		Args:    argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -80,14 +81,15 @@ end.`,
 }
 
 // deleteEvents removes the streams of events from a Redis server this
-// process does not own; an embedded server vanishes on its own. Failures
-// are logged, not returned: the measurement stands.
+// process does not own (REDIS_URL's, or the local node); a private
+// embedded server vanishes on its own. Failures are logged, not returned:
+// the measurement stands.
 func (a *app) deleteEvents(ctx context.Context, events ...string) {
 	if a.cfg.BrokerType == "amqp" {
 		a.deleteAMQPBench(events[0])
 		return
 	}
-	if a.cfg.RedisURL == "" {
+	if a.privateEmbedded() {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)

@@ -31,8 +31,10 @@ func TestConsoleNeedsATerminal(t *testing.T) {
 // embedded broker, the simulator, a gateway and the simulated bot) and
 // checks that it is live: shards ready, a group with pending entries.
 func TestConsoleDemo(t *testing.T) {
-	a := &app{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &syncBuffer{}, env: mapLookup(nil),
-		log: slog.New(slog.DiscardHandler)}
+	// The console starts the local node, here in the test's own runtime
+	// directory.
+	a := &app{stdin: strings.NewReader(""), stdout: &syncBuffer{}, stderr: &syncBuffer{},
+		env: mapLookup(map[string]string{"XDG_RUNTIME_DIR": t.TempDir()}), log: slog.New(slog.DiscardHandler), nodeMode: nodeStart}
 	cfg, err := loadConfig(a.env, mapLookup(nil))
 	if err != nil {
 		t.Fatal(err)

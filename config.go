@@ -182,7 +182,7 @@ func settings() []setting[Config] {
 		},
 		{
 			env: "REDIS_URL", flag: "redis-url", typ: "url",
-			usage: "Redis server: host:port or redis://[user:password@]host:port/db; unset starts an embedded in-memory server",
+			usage: "Redis server: host:port or redis://[user:password@]host:port/db; unset uses the local node, an embedded in-memory server shared by this user's spectacles commands",
 			parse: func(c *Config, v string) error {
 				c.RedisURL = v
 				return nil

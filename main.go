@@ -8,7 +8,8 @@
 //
 // Configuration comes from flags and from the environment variables that
 // spec-tacles/gateway reads (BROKER_TYPE, BROKER_GROUP, REDIS_URL, ...);
-// see README.md. Without REDIS_URL an embedded in-memory Redis is started.
+// see README.md. Without REDIS_URL the commands share the local node, an
+// embedded in-memory Redis that the first long-lived command starts.
 package main
 
 import (
