@@ -151,7 +151,8 @@ type SequencedOutgoing struct {
 	Outgoing
 	// Mark names the broker-side record of the newest position published
 	// from the source: one per source (per shard), shared by every process
-	// that publishes for it.
+	// that publishes for it. A message without a Mark is published
+	// unconditionally (at least once), its mark untouched.
 	Mark string
 	// Session and Seq are the message's position: within a session, Seq
 	// grows with every message.

@@ -19,10 +19,10 @@ var _ core.SequencedPublisher = (*Broker)(nil)
 const MarkTTL = 24 * time.Hour
 
 // sequencedScript publishes a batch of sequenced messages. KEYS holds, per
-// message, its mark and its stream; ARGV holds the mark TTL in seconds,
+// message, its mark ("" for none) and its stream; ARGV holds the mark TTL in seconds,
 // the trimming strategy ("", "MAXLEN" or "MINID") and its threshold, then
 // per message its session, seq and encoded payload. A mark holds
-// "session:seq". The reply is {ids, err}: ids holds, per message handled,
+// "session:seq"; a message without a mark is always added. The reply is {ids, err}: ids holds, per message handled,
 // the new entry's id or "" for a message skipped as already published; err
 // is false or the error of the GET or XADD that stopped the batch. Every mark the
 // script advanced is written before it returns, also on that error, so
@@ -40,7 +40,9 @@ for i = 1, #KEYS / 2 do
   local a = 3 + 3 * (i - 1)
   local session, seq = ARGV[a + 1], tonumber(ARGV[a + 2])
   local m = marks[mk]
-  if m == nil then
+  if mk == '' then
+    m = false
+  elseif m == nil then
     m = false
     local v = redis.pcall('GET', mk)
     if type(v) == 'table' and v.err then
@@ -67,9 +69,11 @@ for i = 1, #KEYS / 2 do
       return {ids, r.err}
     end
     ids[i] = r
-    m = {session, seq}
-    marks[mk] = m
-    dirty[mk] = m
+    if mk ~= '' then
+      m = {session, seq}
+      marks[mk] = m
+      dirty[mk] = m
+    end
   end
 end
 flush()
@@ -108,9 +112,6 @@ func (b *Broker) PublishSequenced(ctx context.Context, msgs []core.SequencedOutg
 	for _, m := range msgs {
 		if m.Event == "" {
 			return nil, errors.New("redis: publish: event name is empty")
-		}
-		if m.Mark == "" {
-			return nil, fmt.Errorf("redis: publish %s: sequenced message without a mark", m.Event)
 		}
 		raw, err := b.cfg.Codec.Marshal(m.Data)
 		if err != nil {

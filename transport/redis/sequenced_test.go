@@ -65,7 +65,7 @@ func skipped(ids []string) int {
 
 // TestPublishSequenced: a retried batch adds nothing twice, an overlapping
 // replay adds only what is new, a new session starts over, several marks
-// share a batch, and an error in the middle of a batch leaves the marks of
+// share a batch, a message without a mark is always added, and an error in the middle of a batch leaves the marks of
 // what it published, on a real Redis and on the embedded server.
 func TestPublishSequenced(t *testing.T) {
 	t.Parallel()
@@ -142,8 +142,18 @@ func TestPublishSequenced(t *testing.T) {
 			if err != nil || len(ids) != 4 || ids[0] != "" || ids[1] != "" || skipped(ids) != 2 {
 				t.Fatalf("retry after the error: ids %q, err %v; want the first 2 skipped", ids, err)
 			}
-			if got := streamData(t, raw, evB); strings.Join(got, " ") != "t1/1 t1/2 t1/3 t1/4 t1/5 t1/7" {
-				t.Errorf("stream B = %v, want t1/1 to t1/5 and t1/7", got)
+			// A message without a mark is published every time.
+			free := seqBatch("", evB, "t1", 7, 7)
+			for range 2 {
+				if ids, err := b.PublishSequenced(ctxT(t), free); err != nil || len(ids) != 1 || ids[0] == "" {
+					t.Fatalf("message without a mark: ids %q, err %v; want it published", ids, err)
+				}
+			}
+			if got := streamData(t, raw, evB); strings.Join(got, " ") != "t1/1 t1/2 t1/3 t1/4 t1/5 t1/7 t1/7 t1/7" {
+				t.Errorf("stream B = %v, want t1/1 to t1/5, then t1/7 three times", got)
+			}
+			if v := raw.Get(ctxT(t), markB).Val(); v != "t1:7" {
+				t.Errorf("mark B = %q, want t1:7", v)
 			}
 		})
 	}
