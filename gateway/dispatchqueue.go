@@ -101,7 +101,11 @@ type publishFunc func(ctx context.Context, batch []pending) (int, error)
 // dispatchQueue is the Manager's DispatchSink: a bounded FIFO of dispatches
 // that its publish loop (run) publishes in batches, in order, retrying
 // failures with backoff. It knows, per shard, the last dispatch the broker
-// confirmed, which is what the shard saves as its session's seq.
+// confirmed, which is what the shard saves as its session's seq. Retries
+// and replays do not publish a dispatch twice when the publish function
+// skips what the broker already holds (Manager.publish, on a broker that
+// implements core.SequencedPublisher); a skipped dispatch counts as
+// confirmed.
 type dispatchQueue struct {
 	size    int
 	skip    func(Dispatch) bool // filtered out: delivered without publishing
