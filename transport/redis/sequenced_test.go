@@ -245,3 +245,47 @@ func TestPublishSequencedCluster(t *testing.T) {
 		t.Errorf("%d entries, want none", n)
 	}
 }
+
+// BenchmarkPublishBatchOrSequenced compares one shard's batches of 64
+// dispatch-sized messages published plain (PublishBatch) and sequenced
+// (PublishSequenced), with MaxLen trimming as the gateway runs.
+func BenchmarkPublishBatchOrSequenced(b *testing.B) {
+	url, _ := serverURL(b)
+	raw := rawClient(b, url)
+	br := openBroker(b, url, Config{MaxLen: 20000, Options: core.Options{Logger: testLogger(b)}})
+	payload := core.Raw(make([]byte, 400))
+	const size = 64
+	b.Run("Batch", func(b *testing.B) {
+		ev := testEvent(b, raw)
+		msgs := make([]core.Outgoing, size)
+		for i := range msgs {
+			msgs[i] = core.Outgoing{Event: ev, Data: payload}
+		}
+		b.ResetTimer()
+		for b.Loop() {
+			if _, err := br.PublishBatch(ctxT(b), msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "msgs/s")
+	})
+	b.Run("Sequenced", func(b *testing.B) {
+		ev := testEvent(b, raw)
+		mark := unique("spectacles-test-mark")
+		deleteKeys(b, raw, mark)
+		session := "0123456789abcdef0123456789abcdef"
+		msgs := make([]core.SequencedOutgoing, size)
+		seq := int64(0)
+		b.ResetTimer()
+		for b.Loop() {
+			for i := range msgs {
+				seq++
+				msgs[i] = core.SequencedOutgoing{Outgoing: core.Outgoing{Event: ev, Data: payload}, Mark: mark, Session: session, Seq: seq}
+			}
+			if _, err := br.PublishSequenced(ctxT(b), msgs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N*size)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
