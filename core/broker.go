@@ -144,6 +144,44 @@ type BatchPublisher interface {
 	PublishBatch(ctx context.Context, msgs []Outgoing) (ids []string, err error)
 }
 
+// SequencedOutgoing is one message of a sequenced publish: a message that
+// has a position (Session, Seq) in a numbered source, such as a Discord
+// shard's dispatches.
+type SequencedOutgoing struct {
+	Outgoing
+	// Mark names the broker-side record of the newest position published
+	// from the source: one per source (per shard), shared by every process
+	// that publishes for it. A message without a Mark is published
+	// unconditionally (at least once), its mark untouched.
+	Mark string
+	// Session and Seq are the message's position: within a session, Seq
+	// grows with every message.
+	Session string
+	Seq     int64
+}
+
+// SequencedPublisher is implemented by brokers that can publish a numbered
+// source's messages exactly once, even when a publish is retried after an
+// uncertain failure or a later process publishes the same positions again.
+//
+// PublishSequenced publishes msgs in order. For each message it reads the
+// message's Mark: when the mark holds the same Session and a Seq at least
+// the message's, the message was published before and is skipped;
+// otherwise it is published and the mark set to its Session and Seq,
+// atomically with the publish. A mark holding another session is replaced
+// (a new session numbers from 1 again; callers publish a source in order,
+// so an older session never follows a newer one). It returns, in the order
+// of msgs, the id of each published message and "" for each skipped one;
+// on error, ids holds the outcome of the messages before the failure. An
+// error wrapping ErrPublishUncertain may have come after later messages
+// were published too: a retry skips them. A broker that cannot do this
+// where it is connected (a Redis Cluster) returns an error wrapping
+// ErrUnsupported having published nothing; the caller then publishes with
+// PublishAll, at least once.
+type SequencedPublisher interface {
+	PublishSequenced(ctx context.Context, msgs []SequencedOutgoing) (ids []string, err error)
+}
+
 // PublishAll publishes msgs in order, in one batch when b supports it.
 func PublishAll(ctx context.Context, b Broker, msgs []Outgoing) ([]string, error) {
 	if bp, ok := b.(BatchPublisher); ok {

@@ -73,20 +73,39 @@ func (s *funcSink) Delivered(shard int) (string, int64) {
 // queueEntry is one dispatch waiting for the broker.
 type queueEntry struct {
 	d Dispatch
+	// sequenced: d's seq is newer than that of the dispatch its shard
+	// offered before in the same session (see pending).
+	sequenced bool
 	// then is what its shard has delivered once this entry is published:
 	// the entry itself, or a later dispatch of the shard that was
 	// filtered out while this one waited.
 	then mark
 }
 
+// pending is a dispatch handed to the publish function.
+type pending struct {
+	Dispatch
+	// Sequenced is true when the dispatch's seq is newer than that of the
+	// dispatch its shard offered before in the same session (always, as
+	// Discord numbers dispatches), so that its (Session, Seq) names it
+	// alone and a broker mark can tell whether it was published. A
+	// dispatch that repeats the seq before it (one without "s") is not.
+	Sequenced bool
+}
+
 // publishFunc publishes a batch in order and returns how many of its
-// first dispatches the broker confirmed.
-type publishFunc func(ctx context.Context, batch []Dispatch) (int, error)
+// first dispatches the broker confirmed (published now, or found already
+// published).
+type publishFunc func(ctx context.Context, batch []pending) (int, error)
 
 // dispatchQueue is the Manager's DispatchSink: a bounded FIFO of dispatches
 // that its publish loop (run) publishes in batches, in order, retrying
 // failures with backoff. It knows, per shard, the last dispatch the broker
-// confirmed, which is what the shard saves as its session's seq.
+// confirmed, which is what the shard saves as its session's seq. Retries
+// and replays do not publish a dispatch twice when the publish function
+// skips what the broker already holds (Manager.publish, on a broker that
+// implements core.SequencedPublisher); a skipped dispatch counts as
+// confirmed.
 type dispatchQueue struct {
 	size    int
 	skip    func(Dispatch) bool // filtered out: delivered without publishing
@@ -103,6 +122,7 @@ type dispatchQueue struct {
 	head      uint64
 	tail      uint64
 	newest    map[int]uint64 // per shard: 1 + absolute index of its newest entry
+	offered   map[int]mark   // per shard: the last dispatch Offer took
 	delivered map[int]mark
 	room      chan struct{} // closed while at most half full
 	wake      chan struct{} // an entry arrived, or draining started
@@ -123,7 +143,7 @@ func newDispatchQueue(size int, skip func(Dispatch) bool, publish publishFunc, l
 	return &dispatchQueue{
 		size: size, skip: skip, publish: publish, log: log, metrics: metrics,
 		stopCtx: ctx, stop: cancel,
-		buf: make([]queueEntry, size), newest: map[int]uint64{}, delivered: map[int]mark{},
+		buf: make([]queueEntry, size), newest: map[int]uint64{}, offered: map[int]mark{}, delivered: map[int]mark{},
 		room: room, wake: make(chan struct{}, 1), drained: make(chan struct{}), done: make(chan struct{}),
 	}
 }
@@ -132,7 +152,9 @@ func newDispatchQueue(size int, skip func(Dispatch) bool, publish publishFunc, l
 func (q *dispatchQueue) Offer(d Dispatch) bool {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	prev, seen := q.offered[d.Shard]
 	if q.skip != nil && q.skip(d) {
+		q.offered[d.Shard] = mark{d.Session, d.Seq}
 		if n := q.newest[d.Shard]; n > q.head {
 			q.buf[(n-1)%uint64(q.size)].then = mark{d.Session, d.Seq}
 		} else {
@@ -147,7 +169,9 @@ func (q *dispatchQueue) Offer(d Dispatch) bool {
 		}
 		return false
 	}
-	q.buf[q.tail%uint64(q.size)] = queueEntry{d: d, then: mark{d.Session, d.Seq}}
+	q.offered[d.Shard] = mark{d.Session, d.Seq}
+	sequenced := !seen || prev.session != d.Session || d.Seq > prev.seq
+	q.buf[q.tail%uint64(q.size)] = queueEntry{d: d, sequenced: sequenced, then: mark{d.Session, d.Seq}}
 	q.tail++
 	q.newest[d.Shard] = q.tail
 	if q.tail-q.head > uint64(q.size/2) && isClosed(q.room) {
@@ -215,13 +239,14 @@ func isClosed(c chan struct{}) bool {
 // run publishes until Drain has emptied the queue or given up.
 func (q *dispatchQueue) run() {
 	defer close(q.done)
-	batch := make([]Dispatch, 0, maxPublishBatch)
+	batch := make([]pending, 0, maxPublishBatch)
 	for {
 		q.mu.Lock()
 		n := min(q.tail-q.head, maxPublishBatch)
 		batch = batch[:0]
 		for i := q.head; i < q.head+n; i++ {
-			batch = append(batch, q.buf[i%uint64(q.size)].d)
+			e := &q.buf[i%uint64(q.size)]
+			batch = append(batch, pending{Dispatch: e.d, Sequenced: e.sequenced})
 		}
 		if n == 0 && q.draining && !isClosed(q.drained) {
 			close(q.drained)
@@ -244,7 +269,7 @@ func (q *dispatchQueue) run() {
 // publishBatch publishes batch, retrying with backoff until the broker
 // confirms all of it; it returns false when publishing stopped for good
 // (the broker closed, or Drain gave up).
-func (q *dispatchQueue) publishBatch(batch []Dispatch) bool {
+func (q *dispatchQueue) publishBatch(batch []pending) bool {
 	delay := 50 * time.Millisecond
 	for len(batch) > 0 {
 		ctx, cancel := context.WithTimeout(q.stopCtx, 30*time.Second)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -103,6 +104,10 @@ type Manager struct {
 	log    *slog.Logger
 	events map[string]bool
 	queue  *dispatchQueue
+	// markPrefix + shard id is a shard's publish mark (PublishMarkKey).
+	markPrefix string
+	// unsequenced: the broker said it cannot publish sequenced.
+	unsequenced atomic.Bool
 
 	mu       sync.Mutex
 	count    int
@@ -158,6 +163,7 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 			m.events[e] = true
 		}
 	}
+	m.markPrefix = publishMarkPrefix(sha256.Sum256([]byte(cfg.Token)))
 	m.queue = newDispatchQueue(cfg.QueueSize, m.skip, m.publish, m.log, cfg.Metrics)
 	return m, nil
 }
@@ -429,15 +435,66 @@ func (m *Manager) shard(id int) *Shard {
 // shed its connection to resume later.
 func (m *Manager) Shed() uint64 { return m.queue.Shed() }
 
+// PublishMarkKey is the key of the publish mark of shard for the bot
+// whose token is token: "spectacles:published:" + the first 8 bytes of
+// the token's SHA-256 in hex + ":" + the shard id. It holds
+// "session:seq", the newest dispatch of the shard published to the
+// broker, and expires a day after its last update. Every process of the
+// bot shares it, so a process that resumes a session publishes nothing
+// that another one already did.
+func PublishMarkKey(token string, shard int) string {
+	sum := sha256.Sum256([]byte(token))
+	return publishMarkPrefix(sum) + strconv.Itoa(shard)
+}
+
+func publishMarkPrefix(tokenSum [sha256.Size]byte) string {
+	return "spectacles:published:" + hex.EncodeToString(tokenSum[:8]) + ":"
+}
+
 // publish publishes a batch of dispatches in order; it returns how many of
-// the first ones the broker confirmed.
-func (m *Manager) publish(ctx context.Context, batch []Dispatch) (int, error) {
+// the first ones the broker confirmed. A broker that implements
+// core.SequencedPublisher publishes each dispatch exactly once: under its
+// shard's mark (PublishMarkKey), a dispatch it already published (a retry
+// after an uncertain error, or a replay of what a previous process
+// published but could not confirm) is skipped and counts as confirmed.
+// Other brokers, and one that says it cannot (a Redis Cluster), publish
+// at least once.
+func (m *Manager) publish(ctx context.Context, batch []pending) (int, error) {
+	if sp, ok := m.cfg.Broker.(core.SequencedPublisher); ok && !m.unsequenced.Load() {
+		out := make([]core.SequencedOutgoing, len(batch))
+		for i, p := range batch {
+			out[i].Outgoing = m.outgoing(p.Dispatch)
+			if p.Sequenced {
+				out[i].Mark, out[i].Session, out[i].Seq = m.markPrefix+strconv.Itoa(p.Shard), p.Session, p.Seq
+			}
+		}
+		ids, err := sp.PublishSequenced(ctx, out)
+		if !errors.Is(err, core.ErrUnsupported) || len(ids) > 0 {
+			if skipped := countSkipped(ids); skipped > 0 {
+				m.log.Info("dispatches were already published; not publishing them again", "skipped", skipped)
+			}
+			return len(ids), err
+		}
+		m.unsequenced.Store(true)
+		m.log.Info("the broker cannot publish dispatches exactly once; publishing them at least once", "reason", err)
+	}
 	out := make([]core.Outgoing, len(batch))
-	for i, d := range batch {
-		out[i] = m.outgoing(d)
+	for i, p := range batch {
+		out[i] = m.outgoing(p.Dispatch)
 	}
 	ids, err := core.PublishAll(ctx, m.cfg.Broker, out)
 	return len(ids), err
+}
+
+// countSkipped counts the ids of dispatches found already published.
+func countSkipped(ids []string) int {
+	n := 0
+	for _, id := range ids {
+		if id == "" {
+			n++
+		}
+	}
+	return n
 }
 
 func (m *Manager) outgoing(d Dispatch) core.Outgoing {

@@ -48,6 +48,12 @@ func newManagerEnv(t testing.TB, shards int, simMod func(*simulator.Config)) *ma
 			simMod(c)
 		}
 	})
+	marks := make([]string, shards)
+	for i := range shards {
+		marks[i] = PublishMarkKey(sim.Token(), i)
+	}
+	raw.Del(context.Background(), marks...)
+	redistest.DeleteKeys(t, raw, marks...)
 	env := &managerEnv{sim: sim, url: url, raw: raw, group: redistest.Unique("gateway")}
 	env.broker = env.open(t, env.group)
 	return env

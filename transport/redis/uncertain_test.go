@@ -18,26 +18,35 @@ import (
 )
 
 // replyEater is a TCP proxy to a Redis server that passes everything
-// through until a client sends XADD: it forwards the XADD, so that Redis
+// through until a client sends XADD (or the trigger given to
+// startReplyEaterOn): it forwards that command, so that Redis
 // adds the entry, but swallows the reply and then, when drop is set,
 // closes the client's connection; otherwise it leaves the client waiting.
 type replyEater struct {
-	l      net.Listener
-	target string
-	drop   bool
-	xadds  atomic.Int32
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
+	l       net.Listener
+	target  string
+	drop    bool
+	trigger []byte // lower case
+	xadds   atomic.Int32
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
 }
 
 func startReplyEater(t *testing.T, target string, drop bool) *replyEater {
+	t.Helper()
+	return startReplyEaterOn(t, target, drop, "xadd")
+}
+
+// startReplyEaterOn starts a replyEater that swallows the reply to the
+// first command containing trigger (lower case).
+func startReplyEaterOn(t *testing.T, target string, drop bool, trigger string) *replyEater {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &replyEater{l: l, target: target, drop: drop}
+	p := &replyEater{l: l, target: target, drop: drop, trigger: []byte(trigger)}
 	p.wg.Go(p.accept)
 	t.Cleanup(p.close)
 	return p
@@ -95,7 +104,7 @@ func (p *replyEater) accept() {
 			for {
 				n, err := client.Read(buf)
 				if n > 0 {
-					if bytes.Contains(bytes.ToLower(buf[:n]), []byte("xadd")) {
+					if bytes.Contains(bytes.ToLower(buf[:n]), p.trigger) {
 						swallow.Store(true)
 						_, _ = server.Write(buf[:n])
 						p.xadds.Add(1)
