@@ -3,6 +3,7 @@ package redistest
 import (
 	"context"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -115,11 +116,24 @@ func TestLeaseDB(t *testing.T) {
 // usable, and two tests running at once get different ones.
 func TestExclusiveDB(t *testing.T) {
 	urls := make(chan string, 2)
+	// Both tests hold their lease until both have one: otherwise the first
+	// could release its database before the second asks, and the second
+	// would rightly get the same one.
+	var held sync.WaitGroup
+	held.Add(2)
 	t.Run("group", func(t *testing.T) {
 		for range 2 {
 			t.Run("db", func(t *testing.T) {
 				t.Parallel()
 				u, _ := ExclusiveDB(t)
+				held.Done()
+				both := make(chan struct{})
+				go func() { held.Wait(); close(both) }()
+				select {
+				case <-both:
+				case <-time.After(time.Minute):
+					t.Fatal("the other test got no database within a minute")
+				}
 				key := Unique("exclusive")
 				c := Client(t, u)
 				DeleteKeys(t, c, key)
