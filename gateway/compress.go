@@ -46,15 +46,15 @@ func (c Compression) query() string {
 	return string(c)
 }
 
-// MaxPayloadSize bounds one gateway payload's JSON text, inflated: a
+// MaxInboundPayload bounds one gateway payload's JSON text, inflated: a
 // larger payload ends the connection with ErrPayloadTooLarge instead of
 // growing memory without bound (a compressed stream can inflate a few
 // bytes into gigabytes). Discord's largest dispatches (GUILD_CREATE of a
 // big guild) are a few megabytes.
-const MaxPayloadSize = 64 << 20
+const MaxInboundPayload = 64 << 20
 
 // ErrPayloadTooLarge ends a connection whose payload exceeds
-// MaxPayloadSize.
+// MaxInboundPayload.
 var ErrPayloadTooLarge = errors.New("gateway payload too large")
 
 // frameReader yields websocket messages.

@@ -463,7 +463,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 
 	connCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	reader, err := newPayloadReader(ws, s.cfg.Compress, MaxPayloadSize)
+	reader, err := newPayloadReader(ws, s.cfg.Compress, MaxInboundPayload)
 	if err != nil {
 		return outcome{action: Fatal, reason: err.Error()}
 	}

@@ -184,7 +184,7 @@ func payloads(n int) []string {
 
 func readAll(t *testing.T, f *frames, c Compression) []string {
 	t.Helper()
-	r, err := newPayloadReader(f, c, MaxPayloadSize)
+	r, err := newPayloadReader(f, c, MaxInboundPayload)
 	if err != nil {
 		t.Fatal(err)
 	}
