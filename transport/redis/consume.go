@@ -616,15 +616,65 @@ func (s *settler) Ack(ctx context.Context, m *core.Message) error {
 	return nil
 }
 
-// Reply publishes payload on {event}:{id}.
+// Replies that reach nobody are published again: @discordjs/brokers and
+// @spectacles/brokers SUBSCRIBE to {event}:{id} only after their XADD
+// returned, so a responder that answers within that window would publish
+// to no one and the reply would be lost.
+const (
+	// replyRepublishFor bounds how long a reply that no subscriber
+	// received is published again.
+	replyRepublishFor = 500 * time.Millisecond
+	// replyRepublishFirst and replyRepublishMax pace the repeats.
+	replyRepublishFirst = 5 * time.Millisecond
+	replyRepublishMax   = 100 * time.Millisecond
+)
+
+// Reply publishes payload on {event}:{id}. When the PUBLISH reached no
+// subscriber (a caller that subscribes after its XADD has not subscribed
+// yet), it is published again, with a growing pause, until one received
+// it, replyRepublishFor has passed or ctx ended: so Reply returns once the
+// reply was delivered, or after that bound (also while the broker closes,
+// which waits for running handlers, so that a draining responder's last
+// replies still reach their late callers). Giving
+// up is not an error (a message that was published, not called, has
+// nobody to answer): it is logged at debug level. A subscriber receives
+// at most one copy: nothing is published again once one got it. On Redis
+// Cluster, where PUBLISH counts only the receivers on the node that took
+// it, the reply is published once.
 func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) error {
 	if s.b.finished.Load() {
 		return core.ErrClosed
 	}
-	if err := s.b.client.Publish(ctx, replyChannel(m.Event, m.ID), payload).Err(); err != nil {
-		return fmt.Errorf("redis: reply to %s %s: %w", m.Event, m.ID, err)
+	channel := replyChannel(m.Event, m.ID)
+	started := time.Now()
+	pause := replyRepublishFirst
+	for attempt := 1; ; attempt++ {
+		n, err := s.b.client.Publish(ctx, channel, payload).Result()
+		if err != nil {
+			return fmt.Errorf("redis: reply to %s %s: %w", m.Event, m.ID, err)
+		}
+		if n > 0 || s.b.cluster {
+			if attempt > 1 {
+				s.b.log.Debug("reply received after being published again", "channel", channel, "attempts", attempt)
+			}
+			return nil
+		}
+		left := replyRepublishFor - time.Since(started)
+		if left <= 0 {
+			s.b.log.Debug("nobody received the reply; giving up (not a call, or the caller is gone)",
+				"channel", channel, "attempts", attempt, "waited", time.Since(started).Round(time.Millisecond))
+			return nil
+		}
+		wait := min(pause, left)
+		pause = min(pause*2, replyRepublishMax)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil // published; nobody has received it yet
+		}
 	}
-	return nil
 }
 
 // DeadLetter adds the message, with its metadata, to its event's
