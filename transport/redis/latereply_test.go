@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -130,5 +131,56 @@ func TestReplyStopsOnceReceived(t *testing.T) {
 	}
 	if msg.Payload != "marker" {
 		t.Fatalf("a second copy of the reply came (%q on %s)", msg.Payload, msg.Channel)
+	}
+}
+
+// TestReplyRepeatedWhileCallerStaysSubscribed: a peer's caller that
+// subscribed just before the reply came, but had not yet processed its
+// subscription's confirmation, drops the reply (seen with both
+// @discordjs/brokers and @spectacles/brokers: the reply arrives in the same
+// read as the confirmation, before the caller registered its waiter) and
+// stays subscribed until its timeout. Such a caller unsubscribes as soon as
+// it has its reply; one still subscribed to the exact channel gets the
+// reply again.
+func TestReplyRepeatedWhileCallerStaysSubscribed(t *testing.T) {
+	t.Parallel()
+	url, real := serverURL(t)
+	raw := rawClient(t, url)
+	ev := testEvent(t, raw)
+	b := openBroker(t, url, Config{Options: opts(t, unique("responder"), "r"), Block: blockFor(real)})
+	replied := make(chan error, 1)
+	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {
+		replied <- m.Reply(ctx, "again")
+		_ = m.Ack(ctx)
+	})
+	// Subscribe to the channel of the next entry before publishing it: the
+	// id is chosen here (XADD with an explicit id).
+	id := strconv.FormatInt(time.Now().UnixMilli(), 10) + "-1"
+	sub := raw.Subscribe(ctxT(t), replyChannel(ev, id))
+	defer sub.Close()
+	if _, err := sub.Receive(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XAdd(ctxT(t), &goredis.XAddArgs{Stream: ev, ID: id, Values: []any{"data", "\xa1x"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.ReceiveMessage(ctxT(t)); err != nil { // dropped, as the peers do
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := sub.ReceiveMessage(rctx); err != nil {
+		t.Fatalf("no second copy for a caller still subscribed: %v", err)
+	}
+	if err := sub.Unsubscribe(ctxT(t), replyChannel(ev, id)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-replied:
+		if err != nil {
+			t.Fatalf("Reply: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Reply did not return within 10s of the caller unsubscribing")
 	}
 }
