@@ -1,6 +1,7 @@
 // calls.js PEER EVENT N: makes N calls on EVENT with @discordjs/brokers
-// ("djs") or @spectacles/brokers ("sjs") as the caller, 10 at a time, and
-// prints one JSON line: {"peer", "calls", "answered", "wrong", "errors"}.
+// ("djs") or @spectacles/brokers ("sjs") as the caller, PARALLEL (10) at a
+// time, and prints one JSON line: {"peer", "calls", "answered", "wrong",
+// "errors"}. REDIS_URL is host:port or a redis:// URL.
 // A call is answered when a reply equal to the expected one arrives within
 // CALL_TIMEOUT_MS (default 5000, the peers' own default). EXPECT=echo
 // expects the call's data back; else EXPECT holds the expected reply JSON.
@@ -13,7 +14,7 @@ const n = Number(nText);
 const timeout = Number(process.env.CALL_TIMEOUT_MS || 5000);
 const expect = process.env.EXPECT || 'echo';
 const url = process.env.REDIS_URL || '127.0.0.1:6379';
-const parallel = 10;
+const parallel = Number(process.env.PARALLEL || 10);
 
 function client() {
   return url.includes('://') ? new Redis(url) : new Redis(Number(url.split(':')[1] || 6379), url.split(':')[0]);
