@@ -343,3 +343,62 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 		t.Errorf("%q is not cut at a rune boundary", got)
 	}
 }
+
+// TestRespondOverAMQP: with BROKER_TYPE=amqp, respond answers a call on
+// the caller's reply_to queue, and acknowledges a published message (no
+// reply_to: not a call) without a reply, warning once.
+func TestRespondOverAMQP(t *testing.T) {
+	url := rabbitURL(t)
+	group, ev := unique("cli-amqp-respond"), unique("REQ")
+	deleteAMQP(t, url, group, group+":"+ev, group+":"+ev+":dlq")
+	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ran := filepath.Join(t.TempDir(), "ran")
+	done := make(chan result, 1)
+	go func() {
+		done <- invocation{env: env}.run(ctx, "respond", ev, "--", "sh", "-c", `echo >> `+ran+`; printf '{"got":'; cat; printf '}'`)
+	}()
+	// The queue exists once respond runs: call until one is answered.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := invocation{env: env}.run(t.Context(), "call", ev, `{"n":1}`, "--timeout", "2s")
+		if r.code == 0 {
+			if got := strings.TrimSpace(r.stdout); got != `{"got":{"n":1}}` {
+				t.Errorf("reply %s", got)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no call answered within 20s: %+v", r)
+		}
+	}
+	for i := range 2 {
+		if r := (invocation{env: env}).run(t.Context(), "publish", ev, `{"published":`+strconv.Itoa(i)+`}`); r.code != 0 {
+			t.Fatalf("publish: %+v", r)
+		}
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for {
+		text, _ := os.ReadFile(ran)
+		if strings.Count(string(text), "\n") >= 3 { // the call and the two published messages
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the published messages were not handled within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	r := <-done
+	if r.code != 0 {
+		t.Fatalf("respond exit %d: %s", r.code, r.stderr)
+	}
+	if n := strings.Count(r.stderr, "not a call"); n != 1 {
+		t.Errorf("%d warnings about messages that are not calls, want 1:\n%s", n, r.stderr)
+	}
+	if strings.Contains(r.stderr, "rejecting") || strings.Contains(r.stderr, "reply failed") {
+		t.Errorf("a published message was not simply acknowledged:\n%s", r.stderr)
+	}
+}
