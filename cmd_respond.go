@@ -209,24 +209,28 @@ func (r *responder) run(m *core.Message, data any) (reply any, reason string) {
 	stdout := &limitedBuffer{max: respondMaxOutput}
 	stderr := &tailBuffer{max: respondStderrTail}
 	c.Stdout, c.Stderr = stdout, stderr
-	if err := c.Start(); err != nil {
-		return nil, "the command did not start: " + err.Error()
-	}
-	pgid := c.Process.Pid
-	var timedOut, tooLarge bool
+	var timedOut, tooLarge, finished bool
 	var mu sync.Mutex
 	kill := func(why *bool) {
 		mu.Lock()
+		defer mu.Unlock()
+		if finished {
+			return // the group's id may be reused by now
+		}
 		*why = true
-		mu.Unlock()
-		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+		// Start sets c.Process before it starts copying the output.
+		_ = syscall.Kill(-c.Process.Pid, syscall.SIGKILL)
 	}
 	stdout.onOverflow = func() { kill(&tooLarge) }
+	if err := c.Start(); err != nil {
+		return nil, "the command did not start: " + err.Error()
+	}
 	timer := time.AfterFunc(r.timeout, func() { kill(&timedOut) })
 	err = c.Wait()
 	timer.Stop()
 	mu.Lock()
-	defer mu.Unlock()
+	finished = true
+	mu.Unlock()
 	switch {
 	case timedOut:
 		return nil, withStderr(fmt.Sprintf("the command ran longer than --timeout %s and was killed", r.timeout), stderr)

@@ -402,3 +402,26 @@ func TestRespondOverAMQP(t *testing.T) {
 		t.Errorf("a published message was not simply acknowledged:\n%s", r.stderr)
 	}
 }
+
+// TestRespondEndlessOutputIsBounded: a command that writes without end is
+// killed once its output passes the bound, and the message dead-lettered.
+func TestRespondEndlessOutputIsBounded(t *testing.T) {
+	event, group := unique("cli-respond-endless"), unique("g")
+	redisClient(t, event)
+	if r := cli(t, "publish", event, `{}`); r.code != 0 {
+		t.Fatalf("publish: %+v", r)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan result, 1)
+	go func() {
+		done <- invocation{}.run(ctx, "respond", event, "--group", group, "--timeout", "60s", "--", "yes")
+	}()
+	reason := deadLetterReason(t, event)
+	cancel()
+	if r := <-done; r.code != 0 {
+		t.Errorf("respond exit %d, stderr %q", r.code, r.stderr)
+	}
+	if !strings.Contains(reason, "output passed 16777216 bytes") {
+		t.Errorf("reason %q", reason)
+	}
+}
