@@ -616,15 +616,119 @@ func (s *settler) Ack(ctx context.Context, m *core.Message) error {
 	return nil
 }
 
-// Reply publishes payload on {event}:{id}.
+// Replies are published again while a caller may have missed them.
+// @discordjs/brokers and @spectacles/brokers SUBSCRIBE to {event}:{id}
+// only after their XADD returned, so a responder that answers at once
+// publishes to no one; and a reply that reaches such a caller before it
+// processed its subscription's confirmation is dropped by it (it arrives in
+// the same read, before the caller registered its waiter). Both callers
+// UNSUBSCRIBE as soon as they have their reply: one still subscribed to the
+// exact channel a little after a copy reached it has not got it.
+const (
+	// replyRepublishFor bounds how long a reply is published again.
+	replyRepublishFor = 500 * time.Millisecond
+	// replyRepublishFirst and replyRepublishMax pace the repeats of a
+	// reply that reached nobody.
+	replyRepublishFirst = 5 * time.Millisecond
+	replyRepublishMax   = 100 * time.Millisecond
+	// replyUnsubscribeGrace is how long a caller subscribed to the exact
+	// channel has, after a copy reached it, to unsubscribe before it gets
+	// another copy.
+	replyUnsubscribeGrace = 25 * time.Millisecond
+)
+
+// Reply publishes payload on {event}:{id}, and again, for up to
+// replyRepublishFor in all (or until ctx ends), while a caller may have
+// missed it:
+//   - when the PUBLISH reached no subscriber (a caller that subscribes
+//     after its XADD has not subscribed yet), it is repeated with a growing
+//     pause;
+//   - when it reached a subscriber of the exact channel {event}:{id} (the
+//     peers' callers; this driver's Call uses a pattern subscription,
+//     confirmed before its XADD, and is never sent a second copy), Reply
+//     watches PUBSUB NUMSUB: a caller that still has not unsubscribed
+//     replyUnsubscribeGrace after the copy reached it is sent another.
+//
+// So Reply returns once the reply was delivered, or after that bound;
+// this also holds while the broker closes, which waits for running
+// handlers, so that a draining responder's last replies still reach their
+// late callers. Giving up is not an error (a message that was published,
+// not called, has nobody to answer): it is logged at debug level. A slow
+// caller, or another client subscribed to the exact channel, may get more
+// than one copy; the peers ignore a reply they no longer wait for. On Redis
+// Cluster, where PUBLISH and PUBSUB NUMSUB count only the node that took
+// them, the reply is published once.
 func (s *settler) Reply(ctx context.Context, m *core.Message, payload []byte) error {
 	if s.b.finished.Load() {
 		return core.ErrClosed
 	}
-	if err := s.b.client.Publish(ctx, replyChannel(m.Event, m.ID), payload).Err(); err != nil {
-		return fmt.Errorf("redis: reply to %s %s: %w", m.Event, m.ID, err)
+	channel := replyChannel(m.Event, m.ID)
+	started := time.Now()
+	deadline := started.Add(replyRepublishFor)
+	pause := replyRepublishFirst
+	for attempt := 1; ; attempt++ {
+		n, err := s.b.client.Publish(ctx, channel, payload).Result()
+		if err != nil {
+			if attempt > 1 {
+				s.b.log.Debug("publishing a reply again failed; giving up", "channel", channel, "attempts", attempt, "err", err)
+				return nil
+			}
+			return fmt.Errorf("redis: reply to %s %s: %w", m.Event, m.ID, err)
+		}
+		if s.b.cluster {
+			return nil
+		}
+		if n > 0 {
+			if !s.stillSubscribed(ctx, channel, deadline) {
+				if attempt > 1 {
+					s.b.log.Debug("reply received after being published again", "channel", channel, "attempts", attempt)
+				}
+				return nil
+			}
+			continue // the caller missed this copy
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			s.b.log.Debug("nobody received the reply; giving up (not a call, or the caller is gone)",
+				"channel", channel, "attempts", attempt, "waited", time.Since(started).Round(time.Millisecond))
+			return nil
+		}
+		if !retry.Sleep(ctx, min(pause, left)) {
+			return nil // published; nobody has received it yet
+		}
+		pause = min(pause*2, replyRepublishMax)
 	}
-	return nil
+}
+
+// stillSubscribed reports whether a client is still subscribed to the
+// exact channel replyUnsubscribeGrace after a copy of its reply reached it
+// (and before deadline): it checks PUBSUB NUMSUB at growing intervals and
+// returns false as soon as nobody is.
+func (s *settler) stillSubscribed(ctx context.Context, channel string, deadline time.Time) bool {
+	grace := time.Now().Add(replyUnsubscribeGrace)
+	pause := time.Millisecond
+	for {
+		counts, err := s.b.client.PubSubNumSub(ctx, channel).Result()
+		if err != nil {
+			s.b.log.Debug("pubsub numsub failed; not publishing the reply again", "channel", channel, "err", err)
+			return false
+		}
+		if counts[channel] == 0 {
+			return false
+		}
+		now := time.Now()
+		if !now.Before(deadline) {
+			s.b.log.Debug("a caller stays subscribed to the reply channel; giving up", "channel", channel)
+			return false
+		}
+		if !now.Before(grace) {
+			return true
+		}
+		if !retry.Sleep(ctx, min(pause, grace.Sub(now), deadline.Sub(now))) {
+			return false
+		}
+		pause *= 2
+	}
 }
 
 // DeadLetter adds the message, with its metadata, to its event's
