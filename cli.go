@@ -25,6 +25,7 @@ import (
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 	"github.com/spectacles-go/spectacles/transport/ipc"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // Exit codes.
@@ -77,7 +78,7 @@ type app struct {
 	mu       sync.Mutex
 	ipcOut   io.Writer // the ipc broker's output (stdout), when BROKER_TYPE=ipc
 	ipcUsed  bool
-	embedded *redistransport.Embedded
+	embedded *embedded.Server
 	url      string // the Redis URL in use, once known
 	rawURLs  []string
 

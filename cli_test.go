@@ -27,6 +27,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // testRedisURL is the server the end-to-end tests use: the shared Redis at
@@ -58,7 +59,7 @@ func testMain(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "Redis at %s is not reachable and CI=true: %v\n", shared, err)
 		return 1
 	default:
-		e, err := redistransport.StartEmbedded()
+		e, err := embedded.Start()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "no Redis at %s and the embedded one failed: %v\n", shared, err)
 			return 1

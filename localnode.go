@@ -9,7 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/internal/localnode"
-	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // nodeMode is what a command does for Redis when no REDIS_URL is set (see
@@ -88,8 +88,8 @@ func (a *app) localRedis() (string, error) {
 }
 
 // startEmbedded starts an embedded Redis server.
-func startEmbedded() (*redistransport.Embedded, error) {
-	e, err := redistransport.StartEmbedded()
+func startEmbedded() (*embedded.Server, error) {
+	e, err := embedded.Start()
 	if err != nil {
 		return nil, fmt.Errorf("no REDIS_URL given, and the embedded Redis did not start: %w", err)
 	}

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // startEmbedded starts a real embedded server, counting the starts.
@@ -25,7 +25,7 @@ func startEmbedded(t *testing.T, starts *int, mu *sync.Mutex) func() (Server, er
 		// A slow start, as on a loaded machine: it widens the window
 		// in which a second process could miss the first one's server.
 		time.Sleep(50 * time.Millisecond)
-		e, err := redistransport.StartEmbedded()
+		e, err := embedded.Start()
 		if err != nil {
 			return nil, err
 		}
@@ -118,7 +118,7 @@ func closedAddr(t *testing.T) string {
 }
 
 func TestLocalNodeStaleAdvertisementIsReplaced(t *testing.T) {
-	live, err := redistransport.StartEmbedded()
+	live, err := embedded.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,8 @@
 // and it keeps them from looking idle to the other clients of its group
 // (see Broker.Consume).
 //
-// Embedded runs an in-process server (miniredis) for development and tests.
+// The in-process server for development and tests (miniredis) is the
+// package transport/redis/embedded, so that this one does not link it.
 //
 // It needs Redis 6.2 or later (XAUTOCLAIM); Redis 7 is what it is tested
 // with. A comma list of addresses in the URL selects Redis Cluster.

@@ -18,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // TestMain fails the package when any goroutine outlives the tests: every
@@ -81,9 +82,9 @@ func serverURL(t testing.TB) (string, bool) {
 	return startEmbedded(t).URL(), false
 }
 
-func startEmbedded(t testing.TB) *Embedded {
+func startEmbedded(t testing.TB) *embedded.Server {
 	t.Helper()
-	e, err := StartEmbedded()
+	e, err := embedded.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

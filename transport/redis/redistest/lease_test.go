@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // server is a server of the test's own, so that it can lease every
 // database without disturbing concurrent runs.
 func server(t *testing.T) string {
 	t.Helper()
-	e, err := redis.StartEmbedded()
+	e, err := embedded.Start()
 	if err != nil {
 		t.Fatal(err)
 	}

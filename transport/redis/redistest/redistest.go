@@ -1,6 +1,6 @@
 // Package redistest gives tests a Redis server and tidy keys: the real
 // Redis at $SPECTACLES_REDIS_URL or 127.0.0.1:6379 when it answers PING;
-// otherwise, outside CI, an embedded server (transport/redis.Embedded) for
+// otherwise, outside CI, an embedded server (transport/redis/embedded) for
 // the test. Under CI (CI=true) a missing Redis fails the test: a missing
 // broker under CI is a failure, never a skip. SPECTACLES_REDIS_URL=embedded
 // chooses the embedded server even when a Redis answers, CI or not.
@@ -25,6 +25,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
 // EnvURL is the environment variable naming the Redis server of the tests;
@@ -83,7 +84,7 @@ func Addr(t testing.TB) (string, bool) {
 	if os.Getenv("CI") == "true" && os.Getenv(EnvURL) != Embedded {
 		t.Fatalf("CI=true and %v: a missing broker under CI is a failure", err)
 	}
-	e, err := redis.StartEmbedded()
+	e, err := embedded.Start()
 	if err != nil {
 		t.Fatalf("no Redis, and the embedded server did not start: %v", err)
 	}

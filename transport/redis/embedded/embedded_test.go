@@ -1,4 +1,4 @@
-package redis
+package embedded
 
 import (
 	"context"
@@ -24,12 +24,38 @@ func waitUntil(t testing.TB, limit time.Duration, what string, cond func() bool)
 	}
 }
 
+// start starts a server for t, closed when t ends.
+func start(t testing.TB) *Server {
+	t.Helper()
+	e, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Close)
+	return e
+}
+
+// client is a plain go-redis client of e, closed when t ends.
+func client(t testing.TB, e *Server) *goredis.Client {
+	t.Helper()
+	c := goredis.NewClient(&goredis.Options{Addr: e.Addr()})
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// ctxT is a context for one test's commands.
+func ctxT(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // TestEmbeddedExpiresKeysInRealTime: keys given a TTL (SET PX, EXPIRE)
 // expire as wall time passes, as on Redis, with no one advancing a clock.
 func TestEmbeddedExpiresKeysInRealTime(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	c := rawClient(t, e.URL())
+	e := start(t)
+	c := client(t, e)
 	ctx := ctxT(t)
 	if err := c.Set(ctx, "px", "v", 150*time.Millisecond).Err(); err != nil {
 		t.Fatal(err)
@@ -76,8 +102,8 @@ func TestEmbeddedExpiresKeysInRealTime(t *testing.T) {
 // times of XPENDING follow the wall clock.
 func TestEmbeddedStreamTimesAreWallTimes(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	c := rawClient(t, e.URL())
+	e := start(t)
+	c := client(t, e)
 	ctx := ctxT(t)
 	before := time.Now()
 	id, err := c.XAdd(ctx, &goredis.XAddArgs{Stream: "s", Values: []any{"data", "x"}}).Result()
@@ -113,10 +139,10 @@ func TestEmbeddedStreamTimesAreWallTimes(t *testing.T) {
 // blocked client and 0 otherwise.
 func TestEmbeddedClientUnblock(t *testing.T) {
 	t.Parallel()
-	e := startEmbedded(t)
-	c := rawClient(t, e.URL())
+	e := start(t)
+	c := client(t, e)
 	ctx := ctxT(t)
-	conn := c.(*goredis.Client).Conn()
+	conn := c.Conn()
 	defer conn.Close()
 	id, err := conn.ClientID(ctx).Result()
 	if err != nil {
@@ -157,36 +183,11 @@ func TestEmbeddedClientUnblock(t *testing.T) {
 	}
 }
 
-// TestEmbeddedBrokerCloseInterruptsRead: a broker whose consumer is
-// blocked in XREADGROUP (BLOCK 2 s by default) closes without waiting out
-// the BLOCK, as on Redis.
-func TestEmbeddedBrokerCloseInterruptsRead(t *testing.T) {
-	t.Parallel()
-	e := startEmbedded(t)
-	b, err := Open(ctxT(t), Config{URL: e.URL(), Options: opts(t, "g", "c")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	h, _ := collect(t, true)
-	if err := b.Consume(context.Background(), []string{"ev"}, h); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, 5*time.Second, "the consumer blocks in XREADGROUP", func() bool { return e.blockedClients() > 0 })
-	start := time.Now()
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if d := time.Since(start); d >= time.Second {
-		t.Errorf("Close took %s with a read blocked for %s: it waited for BLOCK", d, DefaultBlock)
-	}
-}
-
 // TestEmbeddedCloseEndsBlockedCommands: closing the server ends every
 // blocked command at once, whoever blocks (BLOCK 0 never ends by itself).
 func TestEmbeddedCloseEndsBlockedCommands(t *testing.T) {
 	t.Parallel()
-	e, err := StartEmbedded()
+	e, err := Start()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,12 @@
-package redis
+// Package embedded is the no-configuration Redis server of Spectacles: an
+// in-process miniredis, for development and tests, that the spectacles
+// command starts when no REDIS_URL is set. It is not a production server:
+// it keeps nothing on disk and is gone when its process exits.
+//
+// It is a package of its own so that importers of the Redis driver
+// (transport/redis) do not link miniredis and gopher-lua. It does not
+// import the driver.
+package embedded
 
 import (
 	"bufio"
@@ -14,9 +22,9 @@ import (
 	"github.com/alicebob/miniredis/v2/server"
 )
 
-// Embedded is the no-configuration broker server: an in-process miniredis
-// listening on 127.0.0.1 at a free port, keeping nothing on disk. It speaks
-// enough of Redis for every feature of this driver (streams, consumer
+// Server is the embedded server: an in-process miniredis listening on
+// 127.0.0.1 at a free port, keeping nothing on disk. It speaks enough of
+// Redis for every feature of the driver transport/redis (streams, consumer
 // groups, XAUTOCLAIM, pubsub), for development and tests; it is not a
 // production server.
 //
@@ -27,7 +35,7 @@ import (
 // does not wait out its XREADGROUP BLOCK; unlike Redis, CLIENT UNBLOCK
 // ends the blocked command by closing that client's connection (the
 // client sees a connection error instead of a nil reply).
-type Embedded struct {
+type Server struct {
 	mu   sync.Mutex // serialises Restart and Close
 	srv  *miniredis.Miniredis
 	addr string
@@ -35,16 +43,16 @@ type Embedded struct {
 	clients clients
 }
 
-// StartEmbedded starts an embedded server.
-func StartEmbedded() (*Embedded, error) {
+// Start starts an embedded server; Close stops it.
+func Start() (*Server, error) {
 	srv := miniredis.NewMiniRedis()
 	// TTLs follow the wall clock (miniredis otherwise only runs them
 	// down on FastForward): expired keys go on the next command.
 	srv.ClockTTL(true)
 	if err := srv.StartAddr("127.0.0.1:0"); err != nil {
-		return nil, fmt.Errorf("redis: start embedded server: %w", err)
+		return nil, fmt.Errorf("embedded redis: start: %w", err)
 	}
-	e := &Embedded{srv: srv, addr: srv.Addr()}
+	e := &Server{srv: srv, addr: srv.Addr()}
 	e.clients.init()
 	// Nobody knows the address yet: no command can come before the hook.
 	e.clients.serve(srv.Server())
@@ -52,14 +60,14 @@ func StartEmbedded() (*Embedded, error) {
 }
 
 // Addr returns the server's address, "127.0.0.1:PORT".
-func (e *Embedded) Addr() string { return e.addr }
+func (e *Server) Addr() string { return e.addr }
 
 // URL returns the server's URL, "redis://127.0.0.1:PORT".
-func (e *Embedded) URL() string { return "redis://" + e.addr }
+func (e *Server) URL() string { return "redis://" + e.addr }
 
 // Restart stops the server, dropping every connection, and starts it again
 // at the same address. The data is kept, as miniredis keeps it.
-func (e *Embedded) Restart() error {
+func (e *Server) Restart() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.srv.Close()
@@ -84,12 +92,12 @@ func (e *Embedded) Restart() error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	return fmt.Errorf("redis: restart embedded server at %s: %w", e.addr, err)
+	return fmt.Errorf("embedded redis: restart at %s: %w", e.addr, err)
 }
 
 // Close stops the server, ending every blocked command at once. It is
 // idempotent.
-func (e *Embedded) Close() {
+func (e *Server) Close() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	// miniredis cancels its context first, which ends blocked commands,
@@ -99,7 +107,7 @@ func (e *Embedded) Close() {
 }
 
 // blockedClients is how many clients are in a blocking command now.
-func (e *Embedded) blockedClients() int {
+func (e *Server) blockedClients() int {
 	e.clients.mu.Lock()
 	defer e.clients.mu.Unlock()
 	return len(e.clients.blocked)
