@@ -223,7 +223,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		for _, id := range ids {
 			events = append(events, strconv.Itoa(id))
 		}
-		if err := m.cfg.Broker.Consume(shardCtx, events, m.handlePacket); err != nil {
+		// A new group starts at the streams' end: a new gateway never
+		// replays old packets to Discord.
+		if err := m.cfg.Broker.Consume(core.WithNewGroupsAtEnd(shardCtx), events, m.handlePacket); err != nil {
 			stopShards()
 			err = fmt.Errorf("gateway: consuming worker packets: %w", err)
 			if derr := m.drain(); derr != nil {

@@ -109,3 +109,41 @@ func TestManagerReadsLegacyPacketsAndRepublishesThem(t *testing.T) {
 		t.Errorf("re-published packet %s", body)
 	}
 }
+
+// TestNewGatewayDoesNotReplayOldPackets: packets published before the
+// gateway's group exists (by an earlier gateway's workers, say) are not
+// sent to Discord; packets published once it runs are.
+func TestNewGatewayDoesNotReplayOldPackets(t *testing.T) {
+	env := newManagerEnv(t, 1, nil)
+	pub := env.open(t, "worker-"+env.group)
+	ctx := context.Background()
+	g := guildOnShard(t, env.sim, 0, 1)
+	publish := func(event string, data any) {
+		t.Helper()
+		v, err := EncodePacket(event, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pub.Publish(ctx, event, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chunk := func(query string) map[string]any {
+		return map[string]any{"op": 8, "d": map[string]any{"guild_id": g, "query": query, "limit": 0}}
+	}
+	publish(SendEvent, map[string]any{"guild_id": g, "packet": chunk("old-send")})
+	publish("0", chunk("old-direct"))
+	env.run(t, nil)
+	publish(SendEvent, map[string]any{"guild_id": g, "packet": chunk("new-send")})
+	publish("0", chunk("new-direct"))
+	waitFor(t, "the new packets at the shard", func() bool { return len(received(env.sim, 0, 8)) >= 2 })
+	// The old ones would have been read first: the group reads in order.
+	for _, d := range received(env.sim, 0, 8) {
+		if bytes.Contains(d, []byte("old-")) {
+			t.Errorf("a packet published before the gateway existed was sent to Discord: %s", d)
+		}
+	}
+	if n := len(received(env.sim, 0, 8)); n != 2 {
+		t.Errorf("%d op 8 packets sent, want 2", n)
+	}
+}
