@@ -168,6 +168,7 @@ string KEY that is not valid UTF-8.`,
 	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand(), a.gatewayCommand(), a.simulateCommand(),
 		a.streamsCommand(), a.groupsCommand(), a.pendingCommand(), a.ackCommand(), a.claimCommand(), a.dlqCommand(),
 		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
+	root.AddCommand(a.healthcheckCommand())
 	return root
 }
 

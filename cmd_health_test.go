@@ -51,6 +51,12 @@ func TestGatewayHealthAndReadiness(t *testing.T) {
 	}()
 	eventually(t, "/healthz 200", func() bool { code, _ := get("http://" + prom + "/healthz"); return code == 200 })
 	eventually(t, "/readyz 200", func() bool { code, _ := get("http://" + prom + "/readyz"); return code == 200 })
+	// The container healthcheck, as deploy/compose.yaml runs it (":port").
+	_, port, _ := strings.Cut(prom, ":")
+	hc := invocation{env: map[string]string{"PROMETHEUS_ADDRESS": ":" + port}}
+	if r := hc.run(t.Context(), "healthcheck", "--ready"); r.code != 0 || !strings.Contains(r.stdout, "ready") {
+		t.Errorf("healthcheck --ready on a ready node: %d %q %q", r.code, r.stdout, r.stderr)
+	}
 
 	// Discord gone: the shards reconnect, the node is not ready.
 	_ = sim.Close()
@@ -62,6 +68,12 @@ func TestGatewayHealthAndReadiness(t *testing.T) {
 	})
 	if code, _ := get("http://" + prom + "/healthz"); code != 200 {
 		t.Errorf("/healthz %d while the process is up", code)
+	}
+	if r := hc.run(t.Context(), "healthcheck", "--ready"); r.code == 0 || !strings.Contains(r.stderr, "503") {
+		t.Errorf("healthcheck --ready on a node that is not ready: %d %q", r.code, r.stderr)
+	}
+	if r := hc.run(t.Context(), "healthcheck"); r.code != 0 {
+		t.Errorf("healthcheck (liveness): %d %q", r.code, r.stderr)
 	}
 	// The broker gone: that is the reason given.
 	e.Close()
