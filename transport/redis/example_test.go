@@ -37,7 +37,7 @@ func run(ctx context.Context) error {
 			return
 		}
 		_ = m.Reply(ctx, map[string]any{"seen": true}) // for a caller waiting in Call
-		_ = m.Ack(ctx)                                  // returns once Redis confirmed
+		_ = m.Ack(ctx)                                 // returns once Redis confirmed
 	})
 	if err != nil {
 		return err
