@@ -178,6 +178,7 @@ string KEY that is not valid UTF-8.`,
 		a.streamsCommand(), a.groupsCommand(), a.pendingCommand(), a.ackCommand(), a.claimCommand(), a.dlqCommand(),
 		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
 	root.AddCommand(a.respondCommand())
+	root.AddCommand(a.healthcheckCommand())
 	return root
 }
 

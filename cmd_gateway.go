@@ -121,22 +121,31 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		}
 		mc.Store = gateway.NewRedisStore(sc, gc.StorePrefix)
 	}
+	var reg *prometheus.Registry
 	if gc.PromAddress != "" {
-		reg := prometheus.NewRegistry()
+		reg = prometheus.NewRegistry()
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		if mc.Metrics, err = gateway.NewMetrics(reg); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
-		stop, err := servePrometheus(gc.PromAddress, gc.PromEndpoint, reg)
-		if err != nil {
-			return err
-		}
-		defer stop()
-		a.log.Info("serving Prometheus metrics", "address", gc.PromAddress, "endpoint", gc.PromEndpoint)
 	}
 	m, err := gateway.NewManager(mc)
 	if err != nil {
 		return usageError(err)
+	}
+	if reg != nil {
+		ready := func(ctx context.Context) error {
+			if err := gateway.BrokerReachable(ctx, b, readyBrokerTimeout); err != nil {
+				return err
+			}
+			return m.Ready()
+		}
+		stop, err := servePrometheus(gc.PromAddress, gc.PromEndpoint, reg, gateway.HealthHandler(ready))
+		if err != nil {
+			return err
+		}
+		defer stop()
+		a.log.Info("serving Prometheus metrics, /healthz and /readyz", "address", gc.PromAddress, "endpoint", gc.PromEndpoint)
 	}
 	a.log.Info("gateway starting", "group", id.Group, "client", id.Client, "api", gc.APIBase(),
 		"intents", gc.Intents.String(), "compress", gc.Compress, "shard_store", gc.StoreType)
@@ -181,14 +190,23 @@ func closeBrokerWithin(b interface{ Close() error }, err *error, d time.Duration
 	}
 }
 
-// servePrometheus serves reg on addr at endpoint until stop is called.
-func servePrometheus(addr, endpoint string, reg *prometheus.Registry) (stop func(), err error) {
+// readyBrokerTimeout bounds the broker check of /readyz.
+const readyBrokerTimeout = 2 * time.Second
+
+// servePrometheus serves reg on addr at endpoint, and health (/healthz,
+// /readyz) beside it, until stop is called.
+func servePrometheus(addr, endpoint string, reg *prometheus.Registry, health http.Handler) (stop func(), err error) {
+	if endpoint == "/healthz" || endpoint == "/readyz" {
+		return nil, usageErrorf("PROMETHEUS_ENDPOINT %s is where health is served: choose another path", endpoint)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("PROMETHEUS_ADDRESS %s: %w", addr, err)
 	}
 	mux := http.NewServeMux()
 	mux.Handle(endpoint, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.Handle("/healthz", health)
+	mux.Handle("/readyz", health)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	return func() {

@@ -444,6 +444,9 @@ guild routes to.`,
 					routed = core.ShardID(gid, shardCount)
 				}
 			}
+			if payload, err = gateway.EncodePacket(event, payload); err != nil {
+				return usageError(err)
+			}
 			msgID, err := b.Publish(ctx, event, payload)
 			if err != nil {
 				return err

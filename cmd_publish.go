@@ -5,6 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
@@ -40,6 +41,10 @@ printed.`,
 				return err
 			}
 			defer closeBroker(b, &err)
+			// SEND and shard ids in the form every gateway reads.
+			if data, err = gateway.EncodePacket(args[0], data); err != nil {
+				return usageError(err)
+			}
 			id, err := b.Publish(cmd.Context(), args[0], data)
 			if err != nil {
 				return fmt.Errorf("publish %s: %w", termtext.Quote(args[0]), err)

@@ -191,7 +191,7 @@ func gatewaySettings() []setting[GatewayConfig] {
 		},
 		{
 			env: "PROMETHEUS_ADDRESS", flag: "prometheus-address", typ: "string",
-			usage: "address to serve Prometheus metrics on (e.g. :8080); empty serves none",
+			usage: "address to serve Prometheus metrics, /healthz and /readyz on (e.g. :8080); empty serves none",
 			parse: func(c *GatewayConfig, v string) error { c.PromAddress = v; return nil },
 		},
 		{

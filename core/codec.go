@@ -27,6 +27,23 @@ var ErrUnknownCodec = errors.New("unknown codec")
 // it is. Use it to publish bytes produced elsewhere.
 type Raw []byte
 
+// LegacyJSON is JSON text that a codec writes in spec-tacles/gateway's
+// form: Msgpack as a msgpack str holding the text (MsgpackJSONString),
+// JSON as the text itself. It is the only form of SEND spec-tacles/gateway
+// reads, and every reader of these codecs decodes it back to the JSON
+// value. It is honoured as the value published, not nested inside one;
+// the text must be valid JSON.
+type LegacyJSON []byte
+
+// MarshalJSON returns the text itself, so that JSON encoders write the
+// value it holds.
+func (l LegacyJSON) MarshalJSON() ([]byte, error) {
+	if !json.Valid(l) {
+		return nil, errors.New("core.LegacyJSON holds invalid JSON")
+	}
+	return l, nil
+}
+
 // Codec turns values into payload bytes and back.
 type Codec interface {
 	// Name is the codec's configuration name ("msgpack", "json").
@@ -68,6 +85,11 @@ func (Msgpack) Marshal(v any) ([]byte, error) {
 	switch x := v.(type) {
 	case Raw:
 		return x, nil
+	case LegacyJSON:
+		if !json.Valid(x) {
+			return nil, errors.New("msgpack encode: core.LegacyJSON holds invalid JSON")
+		}
+		return MsgpackJSONString(x), nil
 	case json.RawMessage:
 		parsed, err := DecodeJSON(x)
 		if err != nil {

@@ -229,7 +229,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		for _, id := range ids {
 			events = append(events, strconv.Itoa(id))
 		}
-		if err := m.cfg.Broker.Consume(shardCtx, events, m.handlePacket); err != nil {
+		// A new group starts at the streams' end: a new gateway never
+		// replays old packets to Discord.
+		if err := m.cfg.Broker.Consume(core.WithNewGroupsAtEnd(shardCtx), events, m.handlePacket); err != nil {
 			stopShards()
 			err = fmt.Errorf("gateway: consuming worker packets: %w", err)
 			if derr := m.drain(); derr != nil {
@@ -548,7 +550,7 @@ func (m *Manager) handlePacket(ctx context.Context, msg *core.Message) {
 	s := m.shard(target)
 	if s == nil {
 		// Another process owns the shard: hand it over by shard id.
-		if _, err := m.cfg.Broker.Publish(ctx, strconv.Itoa(target), core.Raw(m.encodePacket(packet))); err != nil {
+		if _, err := m.cfg.Broker.Publish(ctx, strconv.Itoa(target), core.LegacyJSON(packet)); err != nil {
 			m.log.Warn("re-publishing a packet failed; it will be retried", "shard", target, "err", err)
 			return
 		}
@@ -586,18 +588,6 @@ func (m *Manager) reject(ctx context.Context, msg *core.Message, reason string) 
 	if err := msg.Reject(ctx, reason); err != nil {
 		m.log.Error("dead-lettering failed; the packet stays pending", "id", msg.ID, "err", err)
 	}
-}
-
-// encodePacket encodes a packet for re-publishing under a shard id, as a
-// native value of the broker's codec.
-func (m *Manager) encodePacket(packet []byte) []byte {
-	v, err := core.DecodeJSON(packet)
-	if err == nil {
-		if b, err := m.cfg.Codec.Marshal(v); err == nil {
-			return b
-		}
-	}
-	return packet
 }
 
 // parseSend reads a SEND payload ({guild_id, packet}, as a map or as a

@@ -362,6 +362,7 @@ func (s *Shard) stop() error {
 		s.saveSession()
 	}
 	s.setState(Stopped)
+	s.log.Info("shard stopped; its session stays resumable")
 	return nil
 }
 
@@ -656,7 +657,15 @@ func (s *Shard) handleDispatch(p *Payload) (ready, accepted bool) {
 		seq = *p.S
 	}
 	session := s.session.ID
+	guilds := len(s.guilds)
 	s.mu.Unlock()
+	// Once per connection at info, never per dispatch.
+	switch p.T {
+	case "READY":
+		s.log.Info("shard ready", "guilds", guilds)
+	case "RESUMED":
+		s.log.Info("shard resumed", "seq", seq)
+	}
 	accepted = s.cfg.Dispatches.Offer(Dispatch{Shard: s.cfg.ID, Session: session, Seq: seq, Event: p.T, Data: p.D, Received: time.Now()})
 
 	s.mu.Lock()

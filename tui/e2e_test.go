@@ -3,6 +3,7 @@ package tui
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -213,11 +214,33 @@ func TestEndToEndClaimAckSend(t *testing.T) {
 		}
 		return false
 	})
+	// In the stream, as spec-tacles/gateway reads SEND: a msgpack str of JSON.
+	if e := sys.raw.XRange(ctx, gateway.SendEvent, "-", "+").Val(); len(e) != 1 || !isMsgpackStrOfJSON([]byte(e[0].Values["data"].(string))) {
+		t.Fatalf("SEND stream holds %v, want one msgpack str of JSON", e)
+	}
 
+	// The Publish view, straight to shard 0.
+	typeKeys(tm, "esc", "6")
+	tm.Type("0")
+	typeKeys(tm, "tab")
+	tm.Type(`{"op": 8, "d": {"guild_id": "` + sys.sim.GuildsForShard(0, 2)[0] + `", "query": "pv", "limit": 0}}`)
+	typeKeys(tm, "ctrl+s")
+	waitOutput(t, tm, "published 0")
+	eventually(t, "op 8 at simulated shard 0", func() bool {
+		for _, r := range sys.sim.Snapshot().Received {
+			if r.Op == 8 && r.ShardID == 0 && strings.Contains(string(r.D), `"pv"`) {
+				return true
+			}
+		}
+		return false
+	})
+	if e := sys.raw.XRange(ctx, "0", "-", "+").Val(); len(e) != 1 || !isMsgpackStrOfJSON([]byte(e[0].Values["data"].(string))) {
+		t.Fatalf("stream 0 holds %v, want one msgpack str of JSON", e)
+	}
 	typeKeys(tm, "esc", "q")
 	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
 	final := tm.FinalModel(t).(*Model)
-	if final.active() != kSend {
+	if final.active() != kPublish {
 		t.Fatalf("final view %v", final.active())
 	}
 }
@@ -255,4 +278,18 @@ func TestEndToEndShardsAndTail(t *testing.T) {
 	tm.Send(tea.Quit())
 	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
 	_, _ = io.Copy(io.Discard, tm.FinalOutput(t))
+}
+
+// isMsgpackStrOfJSON reports whether raw is one msgpack str, in the legacy
+// headers spec-tacles/gateway reads, holding JSON.
+func isMsgpackStrOfJSON(raw []byte) bool {
+	switch c := raw[0]; {
+	case c&0xe0 == 0xa0:
+		return json.Valid(raw[1:])
+	case c == 0xda:
+		return len(raw) >= 3 && json.Valid(raw[3:])
+	case c == 0xdb:
+		return len(raw) >= 5 && json.Valid(raw[5:])
+	}
+	return false
 }

@@ -15,6 +15,7 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway"
 )
 
 type publishResult struct {
@@ -213,6 +214,10 @@ func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
 
 func (v *publishView) send(call bool) tea.Cmd {
 	event, data, err := v.validate()
+	if err == nil {
+		// SEND and shard ids in the form every gateway reads.
+		data, err = gateway.EncodePacket(event, data)
+	}
 	if err != nil {
 		return statusErr(err.Error())
 	}

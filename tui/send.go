@@ -312,6 +312,10 @@ func (v *sendView) send(direct bool) tea.Cmd {
 	return emit(confirmMsg{prompt: prompt, yes: func() tea.Msg {
 		ctx, cancel := context.WithTimeout(base, 10*time.Second)
 		defer cancel()
+		data, err := gateway.EncodePacket(event, data)
+		if err != nil {
+			return sendResult{seq: seq, err: err}
+		}
 		id, err := b.Publish(ctx, event, data)
 		text := fmt.Sprintf("published %s → id %s", event, id)
 		if event == gateway.SendEvent {

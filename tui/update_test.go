@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -386,7 +387,13 @@ func TestSendShowsTheRouteThenSends(t *testing.T) {
 	if ev := b.events(); len(ev) != 1 || ev[0] != gateway.SendEvent {
 		t.Fatalf("published %v", ev)
 	}
-	sent := b.published[0].Data.(map[string]any)
+	// As spec-tacles/gateway reads SEND: a msgpack str holding JSON.
+	raw, err := core.Msgpack{}.Marshal(b.published[0].Data)
+	if err != nil || raw[0] != 0xda || !json.Valid(raw[3:]) {
+		t.Fatalf("SEND payload %T encodes as %q (%v), want a msgpack str of JSON", b.published[0].Data, raw, err)
+	}
+	var sent map[string]any
+	_ = json.Unmarshal(raw[3:], &sent)
 	if sent["guild_id"] != guild {
 		t.Fatalf("SEND payload %v", sent)
 	}
@@ -397,6 +404,27 @@ func TestSendShowsTheRouteThenSends(t *testing.T) {
 	d.keys("ctrl+d", "y")
 	if ev := b.events(); len(ev) != 2 || ev[1] != "1" {
 		t.Fatalf("published %v", ev)
+	}
+	if raw, _ := (core.Msgpack{}).Marshal(b.published[1].Data); raw[0]&0xe0 != 0xa0 && raw[0] != 0xda {
+		t.Fatalf("shard packet encodes as %q, want a msgpack str of JSON", raw)
+	}
+}
+
+// TestPublishViewSendsPacketsAsGatewaysReadThem: publishing SEND or a
+// shard id from the Publish view writes a msgpack str holding JSON, as
+// spec-tacles/gateway reads them; other events keep the codec's map.
+func TestPublishViewSendsPacketsAsGatewaysReadThem(t *testing.T) {
+	d, _, b, _ := newFixtureDriver(t, plainOptions())
+	d.keys("6")
+	d.typeText("SEND")
+	d.keys("tab")
+	d.typeText(`{"guild_id": "81384788765712384", "packet": {"op": 8, "d": {"guild_id": "81384788765712384", "query": "", "limit": 0}}}`)
+	d.mustContain("✓ valid")
+	d.keys("ctrl+s")
+	d.mustContain("published SEND")
+	raw, err := core.Msgpack{}.Marshal(b.published[0].Data)
+	if err != nil || raw[0] != 0xda || !json.Valid(raw[3:]) {
+		t.Fatalf("SEND encodes as %q (%v), want a msgpack str of JSON", raw, err)
 	}
 }
 

@@ -25,7 +25,8 @@ const (
 )
 
 // Consume creates this client's group on each event's stream (XGROUP
-// CREATE {event} {group} 0 MKSTREAM) and returns; in the background it
+// CREATE {event} {group} 0 MKSTREAM; at $ instead of 0 when ctx carries
+// core.WithNewGroupsAtEnd) and returns; in the background it
 // reads the streams with XREADGROUP, takes over messages left idle longer
 // than MessageTimeout (XAUTOCLAIM), dead-letters those delivered more than
 // MaxDeliveries times, and runs h on up to Options.Concurrency goroutines,
@@ -70,7 +71,11 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	if err != nil {
 		return fmt.Errorf("redis: consume: %w", err)
 	}
-	if err := b.createGroups(ctx, streams); err != nil {
+	start := "0"
+	if core.NewGroupsAtEnd(ctx) {
+		start = "$"
+	}
+	if err := b.createGroups(ctx, streams, start); err != nil {
 		if b.closed.Load() {
 			return core.ErrClosed
 		}
@@ -91,14 +96,15 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	return nil
 }
 
-// createGroups creates the broker's group on each stream, at id 0 so that
-// a new group sees the stream's history. An existing group is kept.
-func (b *Broker) createGroups(ctx context.Context, streams []string) error {
+// createGroups creates the broker's group on each stream, at id start: 0
+// so that a new group sees the stream's history, $ so that it sees only
+// what comes next. An existing group is kept.
+func (b *Broker) createGroups(ctx context.Context, streams []string, start string) error {
 	group := b.cfg.Identity.Group
 	pipe := b.client.Pipeline()
 	cmds := make([]*goredis.StatusCmd, len(streams))
 	for i, s := range streams {
-		cmds[i] = pipe.XGroupCreateMkStream(ctx, s, group, "0")
+		cmds[i] = pipe.XGroupCreateMkStream(ctx, s, group, start)
 	}
 	_, _ = pipe.Exec(ctx)
 	for i, cmd := range cmds {
@@ -338,7 +344,10 @@ func (r *reader) run() {
 		case isNoGroup(err):
 			// The server restarted empty or the stream was deleted.
 			c.b.log.Warn("consumer group missing; creating it again", "streams", c.streams, "group", r.args.Group)
-			if err := c.b.createGroups(ctx, c.streams); err != nil {
+			// At 0 even for a group first made at $: the stream was
+			// deleted or the server restarted empty, so everything on it
+			// is newer than this consumer.
+			if err := c.b.createGroups(ctx, c.streams, "0"); err != nil {
 				c.b.log.Warn("creating consumer groups failed", "err", err)
 				if !retry.Sleep(ctx, bo.Next()) {
 					return
@@ -477,7 +486,7 @@ func (c *consumer) reclaimPass(ctx context.Context) error {
 			}).Result()
 			if err != nil {
 				if isNoGroup(err) && ctx.Err() == nil {
-					if cerr := c.b.createGroups(ctx, c.streams); cerr != nil {
+					if cerr := c.b.createGroups(ctx, c.streams, "0"); cerr != nil {
 						return cerr
 					}
 					break

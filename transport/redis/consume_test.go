@@ -298,7 +298,7 @@ func TestReclaimSkipsHeldMessages(t *testing.T) {
 		Concurrency:    1,
 		Logger:         testLogger(t),
 	}})
-	if err := b.createGroups(ctxT(t), []string{ev}); err != nil {
+	if err := b.createGroups(ctxT(t), []string{ev}, "0"); err != nil {
 		t.Fatal(err)
 	}
 	id, err := b.Publish(ctxT(t), ev, "held")
