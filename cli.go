@@ -105,6 +105,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		a.printError(err)
+		if code, ok := signalExitCode(ctx); ok {
+			return code
+		}
 		return exitCode(err)
 	}
 	return exitOK
@@ -154,7 +157,7 @@ string KEY that is not valid UTF-8.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageErrorf("%w (see %s --help)", err, cmd.CommandPath())
+		return usageErrorf("%w (usage: %s; see %s --help)", err, cmd.UseLine(), cmd.CommandPath())
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	console.register(root.Flags())
@@ -168,6 +171,7 @@ string KEY that is not valid UTF-8.`,
 	root.AddCommand(a.publishCommand(), a.callCommand(), a.consumeCommand(), a.benchCommand(), a.gatewayCommand(), a.simulateCommand(),
 		a.streamsCommand(), a.groupsCommand(), a.pendingCommand(), a.ackCommand(), a.claimCommand(), a.dlqCommand(),
 		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
+	a.applyConventions(root)
 	return root
 }
 

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 // conventionsBinary builds the command once per test that needs the binary.
@@ -65,5 +69,182 @@ func TestNoTerminalQueryOutsideConsole(t *testing.T) {
 				t.Errorf("%s printed no help or version: %q", args, out.String())
 			}
 		})
+	}
+}
+
+// TestUsageErrorsExit2 runs wrong arguments, unknown commands, bad flags and
+// values that a default would silently replace: each is a usage error,
+// exit code 2, one line naming the problem and the usage.
+func TestUsageErrorsExit2(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"groups"}, "(usage: spectacles groups STREAM"},
+		{[]string{"pending", "X"}, "(usage: spectacles pending STREAM GROUP"},
+		{[]string{"ack", "X", "G"}, "(usage: spectacles ack STREAM GROUP ID..."},
+		{[]string{"dlq", "lst", "X"}, `unknown command "lst" for "spectacles dlq" (did you mean "list"?)`},
+		{[]string{"dlq", "list"}, "(usage: spectacles dlq list EVENT"},
+		{[]string{"streams", "extra"}, `unknown command "extra" for "spectacles streams" (usage: spectacles streams`},
+		{[]string{"stremas"}, `unknown command "stremas" for "spectacles" (did you mean "streams"?)`},
+		{[]string{"streams", "--bogus"}, "unknown flag: --bogus (usage: spectacles streams [flags]"},
+		{[]string{"bench", "--messages", "abc"}, `invalid argument "abc" for "--messages"`},
+		{[]string{"bench", "--messages", "0"}, "--messages must be at least 1, got 0"},
+		{[]string{"bench", "--consumers", "0"}, "--consumers must be at least 1, got 0"},
+		{[]string{"bench", "--publishers", "-1"}, "--publishers must be at least 1, got -1"},
+		{[]string{"bench", "--stall-timeout", "0s"}, "--stall-timeout must be positive"},
+		{[]string{"simulate", "--shards", "0"}, "--shards must be at least 1, got 0"},
+		{[]string{"simulate", "--max-concurrency", "0"}, "--max-concurrency must be at least 1"},
+		{[]string{"simulate", "--heartbeat-interval", "0s"}, "--heartbeat-interval must be positive"},
+		{[]string{"console", "--refresh", "0s"}, "--refresh must be positive, got 0s"},
+		{[]string{"--refresh", "0s"}, "--refresh must be positive, got 0s"},
+		{[]string{"console", "--view=bogus"}, `--view: "bogus" is not a view`},
+		{[]string{"console", "--sim-shards", "0"}, "--sim-shards must be at least 1"},
+		{[]string{"console", "--theme", "bogus"}, "bogus"},
+		{[]string{"version", "extra"}, "(usage: spectacles version"},
+	} {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second) // a bound on a hang
+			defer cancel()
+			r := invocation{}.run(ctx, c.args...)
+			if r.code != exitUsage {
+				t.Errorf("exit %d, want %d; stderr %q", r.code, exitUsage, r.stderr)
+			}
+			wantOneErrorLine(t, r, c.want)
+			if r.stdout != "" {
+				t.Errorf("stdout %q, want nothing", r.stdout)
+			}
+		})
+	}
+}
+
+// TestVersion: version and --version print one line with the module
+// version and commit (devel and unknown when the build recorded none), and
+// need no configuration.
+func TestVersion(t *testing.T) {
+	env := map[string]string{"BROKER_TYPE": "bogus", "LOG_LEVEL": "loud"}
+	var lines []string
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		r := invocation{env: env}.run(t.Context(), args...)
+		if r.code != 0 || r.stderr != "" {
+			t.Fatalf("%v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+		if !regexp.MustCompile(`^spectacles \S+ \(commit \S+.*; go1\.\S+ \S+/\S+\)\n$`).MatchString(r.stdout) {
+			t.Errorf("%v printed %q", args, r.stdout)
+		}
+		lines = append(lines, r.stdout)
+	}
+	if lines[0] != lines[1] {
+		t.Errorf("version %q and --version %q differ", lines[0], lines[1])
+	}
+	if got := versionText(); !strings.Contains(lines[0], got) {
+		t.Errorf("printed %q, versionText %q", lines[0], got)
+	}
+}
+
+// TestCompletion: spectacles completion SHELL prints a completion script.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{
+		"bash": "__start_spectacles", "zsh": "#compdef spectacles", "fish": "complete -c spectacles",
+	} {
+		r := invocation{env: map[string]string{"BROKER_TYPE": "bogus"}}.run(t.Context(), "completion", shell)
+		if r.code != 0 || !strings.Contains(r.stdout, want) {
+			t.Errorf("completion %s: exit %d, stderr %q, script has no %q", shell, r.code, r.stderr, want)
+		}
+	}
+	r := cli(t, "completion", "tcsh")
+	if r.code != exitUsage {
+		t.Errorf("completion tcsh: exit %d, want %d; stderr %q", r.code, exitUsage, r.stderr)
+	}
+	// Completion of command names works through cobra's __complete.
+	r = cli(t, "__complete", "str")
+	if r.code != 0 || !strings.Contains(r.stdout, "streams") {
+		t.Errorf("__complete str: exit %d, stdout %q", r.code, r.stdout)
+	}
+}
+
+// TestHelpGroupsAndExamples: the root help lists the commands in groups,
+// and every command's help has an example.
+func TestHelpGroupsAndExamples(t *testing.T) {
+	r := cli(t, "--help")
+	if r.code != 0 {
+		t.Fatalf("--help: exit %d, stderr %q", r.code, r.stderr)
+	}
+	for _, g := range commandGroups {
+		i := strings.Index(r.stdout, "\n"+g.title+"\n")
+		if i < 0 {
+			t.Errorf("help has no group %q:\n%s", g.title, r.stdout)
+			continue
+		}
+		section, _, _ := strings.Cut(r.stdout[i+len(g.title)+2:], "\n\n")
+		for _, name := range g.commands {
+			if name == "respond" {
+				continue // another branch adds it
+			}
+			if !regexp.MustCompile(`(?m)^  ` + name + ` `).MatchString(section) {
+				t.Errorf("group %q does not list %s:\n%s", g.title, name, section)
+			}
+		}
+	}
+	a := &app{stdin: strings.NewReader(""), stdout: io.Discard, stderr: io.Discard, env: mapLookup(nil)}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Example == "" {
+			t.Errorf("%s has no example", c.CommandPath())
+		}
+		if c.Name() == "completion" {
+			return // cobra's bash, zsh, fish, powershell
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(a.rootCommand())
+	r = cli(t, "groups", "--help")
+	if !strings.Contains(r.stdout, "Examples:\n  spectacles groups MESSAGE_CREATE") {
+		t.Errorf("groups --help has no example:\n%s", r.stdout)
+	}
+}
+
+// TestCallInterruptedExits130 interrupts a call waiting for its reply:
+// the process exits 130 (128 + SIGINT) and says so once, naming the call
+// once.
+func TestCallInterruptedExits130(t *testing.T) {
+	bin := conventionsBinary(t)
+	event := unique("cli-interrupt")
+	rc := redisClient(t, event)
+	cmd := exec.Command(bin, "call", event, `{"wait":true}`, "--timeout", "60s")
+	cmd.Env = append(os.Environ(), "REDIS_URL="+testRedisURL)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	// The request is on the stream once the call waits for its reply.
+	deadline := time.Now().Add(20 * time.Second)
+	for rc.XLen(t.Context(), event).Val() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the call published nothing in 20s; stderr %q", stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	select {
+	case <-waited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("call did not exit within 20s of SIGINT; stderr %q", stderr.String())
+	}
+	if code := cmd.ProcessState.ExitCode(); code != 130 {
+		t.Errorf("exit %d, want 130", code)
+	}
+	got := stderr.String()
+	want := "spectacles: call " + event + ": interrupted (SIGINT)\n"
+	if got != want {
+		t.Errorf("stderr %q, want %q", got, want)
 	}
 }
