@@ -77,7 +77,7 @@ var fallbackExamples = map[string]string{
   spectacles publish MESSAGE_CREATE '{"content":"hi"}'`,
 	"spectacles console": `  spectacles console --view streams
   spectacles console --read-only --no-gateway`,
-	"spectacles gateway": `  DISCORD_TOKEN=... BROKER_GROUP=gateway spectacles gateway`,
+	"spectacles gateway":  `  DISCORD_TOKEN=... BROKER_GROUP=gateway spectacles gateway`,
 	"spectacles simulate": `  spectacles simulate --shards 2 --guilds 50 --rate 20`,
 	"spectacles streams":  `  spectacles streams --json`,
 	"spectacles groups":   `  spectacles groups MESSAGE_CREATE`,
@@ -91,7 +91,7 @@ var fallbackExamples = map[string]string{
 	"spectacles dlq move":    `  spectacles dlq move MESSAGE_CREATE audit 1700000000000-0 --reason "bad payload"`,
 	"spectacles tail": `  spectacles tail MESSAGE_CREATE GUILD_CREATE
   spectacles tail MESSAGE_CREATE --from 0 --filter hello`,
-	"spectacles send": `  spectacles send --guild 81384788765712384 '{"op":4,"d":{"guild_id":"81384788765712384","channel_id":null}}'`,
+	"spectacles send":       `  spectacles send --guild 81384788765712384 '{"op":4,"d":{"guild_id":"81384788765712384","channel_id":null}}'`,
 	"spectacles shards":     `  spectacles shards --json`,
 	"spectacles version":    `  spectacles version`,
 	"spectacles completion": `  source <(spectacles completion bash)`,
