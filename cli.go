@@ -259,15 +259,21 @@ func (a *app) options(id core.Identity) core.Options { return a.cfg.Options(id, 
 // open connects a broker client of the configured type with opts (see
 // options).
 func (a *app) open(ctx context.Context, opts core.Options) (core.Broker, error) {
+	return a.openBroker(ctx, opts, false)
+}
+
+// openBroker is open; passive opens a client that only inspects and so
+// declares nothing (amqptransport.Config.Passive).
+func (a *app) openBroker(ctx context.Context, opts core.Options, passive bool) (core.Broker, error) {
 	switch a.cfg.BrokerType {
 	case "amqp":
 		if opts.Identity.Group == "" {
 			return nil, usageErrorf("BROKER_TYPE=amqp publishes to the exchange named by the group: set --group or BROKER_GROUP")
 		}
 		b, err := amqptransport.Open(ctx, amqptransport.Config{Options: opts, URL: a.cfg.AMQPURL, Subgroup: a.cfg.Subgroup,
-			ManagementURL: a.cfg.AMQPManagementURL})
+			ManagementURL: a.cfg.AMQPManagementURL, Passive: passive})
 		if err != nil {
-			return nil, fmt.Errorf("connect to RabbitMQ at %s: %w", redact.URL(a.cfg.AMQPURL), err)
+			return nil, err // "amqp: connect to URL: ...", without the password
 		}
 		a.log.Debug("connected", "amqp", redact.URL(a.cfg.AMQPURL), "group", opts.Identity.Group, "client", opts.Identity.Client)
 		return b, nil
@@ -301,7 +307,7 @@ func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport
 	}
 	b, err := redistransport.Open(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Redis at %s: %w", redact.URL(url), err)
+		return nil, err // "redis: cannot reach HOST:PORT: ...", without the password
 	}
 	a.log.Debug("connected", "redis", redact.URL(url), "group", id.Group, "client", id.Client)
 	return b, nil

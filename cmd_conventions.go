@@ -13,11 +13,18 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/bench"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	"github.com/spectacles-go/spectacles/themes"
 	"github.com/spectacles-go/spectacles/tui"
 )
+
+// cliClient is the client name the inspection commands act as: the
+// consumer claim gives messages to by default and the client header of the
+// dead letters dlq move writes. Not BROKER_CLIENT, which in a worker's
+// environment names that worker, nor the console's name.
+func cliClient() string { return "spectacles-cli@" + core.DefaultClient() }
 
 // exitSignal is the exit code base of a command ended by a signal: 128 + the
 // signal's number, as shells report it (130 for SIGINT, 143 for SIGTERM).

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -11,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/core"
 )
 
 // conventionsBinary builds the command once per test that needs the binary.
@@ -246,5 +251,69 @@ func TestCallInterruptedExits130(t *testing.T) {
 	want := "spectacles: call " + event + ": interrupted (SIGINT)\n"
 	if got != want {
 		t.Errorf("stderr %q, want %q", got, want)
+	}
+}
+
+// TestAMQPInspectionDeclaresNothing: streams and groups on RabbitMQ only
+// look: the exchange of the group they run as (a fresh name here) does not
+// exist afterwards.
+func TestAMQPInspectionDeclaresNothing(t *testing.T) {
+	url := rabbitURL(t)
+	group := unique("cli-look")
+	deleteAMQP(t, url, group) // in case the bug comes back
+	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group}
+	for _, args := range [][]string{{"streams"}, {"streams", "--json"}, {"groups", unique("EVENT")}} {
+		r := invocation{env: env}.run(t.Context(), args...)
+		if r.code != 0 {
+			t.Fatalf("%v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+	conn, err := amqp091.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ch.ExchangeDeclarePassive(group, amqp091.ExchangeDirect, true, false, false, false, nil)
+	var ae *amqp091.Error
+	if !errors.As(err, &ae) || ae.Code != amqp091.NotFound {
+		t.Errorf("after streams and groups, exchange %q: passive declare = %v, want NOT_FOUND (inspection declared it)", group, err)
+	}
+}
+
+// TestCLIActionsNameTheCLI: dead letters moved and messages claimed from
+// the command line name the CLI (spectacles-cli@HOST), not the console and
+// not BROKER_CLIENT (a worker's name, when run in its environment).
+func TestCLIActionsNameTheCLI(t *testing.T) {
+	c, ev, group, ids := pendingSetup(t, 2)
+	redisClient(t, core.DeadLetterEvent(ev))
+	want := "spectacles-cli@" + core.DefaultClient()
+	inv := invocation{env: map[string]string{"BROKER_CLIENT": "worker-1"}}
+	if r := inv.run(t.Context(), "dlq", "move", ev, group, ids[0], "--reason", "by hand"); r.code != 0 {
+		t.Fatalf("dlq move: exit %d, stderr %q", r.code, r.stderr)
+	}
+	dead, err := c.XRange(t.Context(), core.DeadLetterEvent(ev), "-", "+").Result()
+	if err != nil || len(dead) != 1 {
+		t.Fatalf("dead letters %v, %v", dead, err)
+	}
+	if got := dead[0].Values[core.HeaderClient]; got != want {
+		t.Errorf("dead letter client header = %v, want %q", got, want)
+	}
+	r := inv.run(t.Context(), "claim", ev, group, ids[1], "--json")
+	if r.code != 0 {
+		t.Fatalf("claim: exit %d, stderr %q", r.code, r.stderr)
+	}
+	ps, err := c.XPendingExt(t.Context(), &goredis.XPendingExtArgs{Stream: ev, Group: group, Start: "-", End: "+", Count: 10}).Result()
+	if err != nil || len(ps) != 1 {
+		t.Fatalf("pending %v, %v", ps, err)
+	}
+	if ps[0].Consumer != want {
+		t.Errorf("claimed to %q, want %q", ps[0].Consumer, want)
+	}
+	if !strings.Contains(r.stdout, want) {
+		t.Errorf("claim printed %q, want the consumer %q", r.stdout, want)
 	}
 }
