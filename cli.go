@@ -307,7 +307,7 @@ func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport
 	}
 	b, err := redistransport.Open(ctx, cfg)
 	if err != nil {
-		return nil, err // "redis: cannot reach HOST:PORT: ...", without the password
+		return nil, err // it names the server, without the password
 	}
 	a.log.Debug("connected", "redis", redact.URL(url), "group", id.Group, "client", id.Client)
 	return b, nil
