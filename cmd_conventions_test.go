@@ -317,3 +317,42 @@ func TestCLIActionsNameTheCLI(t *testing.T) {
 		t.Errorf("claim printed %q, want the consumer %q", r.stdout, want)
 	}
 }
+
+// TestErrorsSayItOnce: an error names its command, event and server once:
+// the command line no longer repeats what the driver's error says.
+func TestErrorsSayItOnce(t *testing.T) {
+	key := unique("cli-wrongtype")
+	rc := redisClient(t, key)
+	if err := rc.Set(t.Context(), key, "not a stream", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := cli(t, "publish", key, `{}`)
+	if r.code != exitError {
+		t.Errorf("publish to a string key: exit %d, want %d", r.code, exitError)
+	}
+	wantOneErrorLine(t, r, "WRONGTYPE")
+	if n := strings.Count(r.stderr, "publish "+key); n != 1 {
+		t.Errorf("stderr %q says %q %d times, want once", r.stderr, "publish "+key, n)
+	}
+
+	// rediss:// to the (plaintext) test server: says what to change, at once.
+	addr := testRedisURL
+	if _, rest, ok := strings.Cut(addr, "://"); ok {
+		addr = rest
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	start := time.Now()
+	r = invocation{env: map[string]string{"REDIS_URL": "rediss://" + addr}}.run(ctx, "streams")
+	took := time.Since(start)
+	if r.code != exitError {
+		t.Errorf("rediss:// to plaintext: exit %d, want %d", r.code, exitError)
+	}
+	wantOneErrorLine(t, r, "TLS handshake with "+addr+" failed: the server does not speak TLS (use redis:// instead of rediss://)")
+	if n := strings.Count(r.stderr, addr); n != 1 {
+		t.Errorf("stderr %q names %s %d times, want once", r.stderr, addr, n)
+	}
+	if took > 15*time.Second { // a bound on a hang (it took 25 s), not a speed measure
+		t.Errorf("rediss:// to plaintext took %s to fail", took)
+	}
+}
