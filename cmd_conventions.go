@@ -237,7 +237,7 @@ func benchFlagsError(cfg bench.Config) error {
 	case cfg.Messages < 1:
 		return usageErrorf("--messages must be at least 1, got %d", cfg.Messages)
 	case cfg.PayloadBytes < bench.MinPayloadBytes:
-		return usageErrorf("--size must be at least %d bytes, got %d", bench.MinPayloadBytes, cfg.PayloadBytes)
+		return usageErrorf("--size: payload size must be at least %d bytes, got %d", bench.MinPayloadBytes, cfg.PayloadBytes)
 	case cfg.Consumers < 1:
 		return usageErrorf("--consumers must be at least 1, got %d", cfg.Consumers)
 	case cfg.Publishers < 1:
