@@ -110,6 +110,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
 		a.printError(err)
+		if code, ok := signalExitCode(ctx); ok {
+			return code
+		}
 		return exitCode(err)
 	}
 	return exitOK
@@ -163,7 +166,7 @@ string KEY that is not valid UTF-8.`,
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageErrorf("%w (see %s --help)", err, cmd.CommandPath())
+		return usageErrorf("%w (usage: %s; see %s --help)", err, cmd.UseLine(), cmd.CommandPath())
 	})
 	root.CompletionOptions.DisableDefaultCmd = true
 	console.register(root.Flags())
@@ -179,6 +182,7 @@ string KEY that is not valid UTF-8.`,
 		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
 	root.AddCommand(a.respondCommand())
 	root.AddCommand(a.healthcheckCommand())
+	a.applyConventions(root)
 	return root
 }
 
@@ -270,15 +274,21 @@ func (a *app) options(id core.Identity) core.Options { return a.cfg.Options(id, 
 // open connects a broker client of the configured type with opts (see
 // options).
 func (a *app) open(ctx context.Context, opts core.Options) (core.Broker, error) {
+	return a.openBroker(ctx, opts, false)
+}
+
+// openBroker is open; passive opens a client that only inspects and so
+// declares nothing (amqptransport.Config.Passive).
+func (a *app) openBroker(ctx context.Context, opts core.Options, passive bool) (core.Broker, error) {
 	switch a.cfg.BrokerType {
 	case "amqp":
 		if opts.Identity.Group == "" {
 			return nil, usageErrorf("BROKER_TYPE=amqp publishes to the exchange named by the group: set --group or BROKER_GROUP")
 		}
 		b, err := amqptransport.Open(ctx, amqptransport.Config{Options: opts, URL: a.cfg.AMQPURL, Subgroup: a.cfg.Subgroup,
-			ManagementURL: a.cfg.AMQPManagementURL})
+			ManagementURL: a.cfg.AMQPManagementURL, Passive: passive})
 		if err != nil {
-			return nil, fmt.Errorf("connect to RabbitMQ at %s: %w", redact.URL(a.cfg.AMQPURL), err)
+			return nil, err // "amqp: connect to URL: ...", without the password
 		}
 		a.log.Debug("connected", "amqp", redact.URL(a.cfg.AMQPURL), "group", opts.Identity.Group, "client", opts.Identity.Client)
 		return b, nil
@@ -312,7 +322,7 @@ func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport
 	}
 	b, err := redistransport.Open(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to Redis at %s: %w", redact.URL(url), err)
+		return nil, err // it names the server, without the password
 	}
 	a.log.Debug("connected", "redis", redact.URL(url), "group", id.Group, "client", id.Client)
 	return b, nil

@@ -38,6 +38,9 @@ private embedded server of its own (not advertised, gone at the end).`,
 		Example: `  spectacles bench --messages 200000 --size 1024`,
 		Args:    argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := benchFlagsError(cfg); err != nil {
+				return err
+			}
 			var suffix [6]byte
 			if _, err := rand.Read(suffix[:]); err != nil {
 				return fmt.Errorf("bench: %w", err)

@@ -45,9 +45,9 @@ fails with exit code 124.`,
 					return &codedError{exitTimeout, err} // "call EVENT: timed out waiting for a reply after ..."
 				}
 				if errors.Is(err, context.DeadlineExceeded) {
-					return &codedError{exitTimeout, fmt.Errorf("call %s: no reply within %s: %w", termtext.Quote(args[0]), timeout, err)}
+					return &codedError{exitTimeout, fmt.Errorf("no reply within %s: %w", timeout, err)}
 				}
-				return fmt.Errorf("call %s: %w", termtext.Quote(args[0]), err)
+				return err // core.Broker.Call's errors already name the call
 			}
 			out := &lineWriter{w: a.stdout}
 			v, derr := reply.Data()

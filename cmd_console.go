@@ -56,6 +56,9 @@ the broker's Redis, or to REDIS_URL when BROKER_TYPE=amqp. Press ? in any
 view for its keys, : for commands.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := f.check(a.env); err != nil {
+				return err
+			}
 			if !isTerminal(a.stdin) || !isTerminalWriter(a.stdout) {
 				return usageErrorf("the console needs a terminal (standard input and output); see spectacles --help for the scriptable commands")
 			}
@@ -84,6 +87,9 @@ func (f *consoleFlags) register(fl *pflag.FlagSet) {
 // openConsole is what spectacles with no arguments does: the console on a
 // terminal, the help otherwise (so that scripts never hang on a screen).
 func (a *app) openConsole(cmd *cobra.Command, f consoleFlags) error {
+	if err := f.check(a.env); err != nil {
+		return err
+	}
 	if !isTerminal(a.stdin) || !isTerminalWriter(a.stdout) {
 		return cmd.Help()
 	}

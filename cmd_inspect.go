@@ -32,7 +32,8 @@ func (a *app) inspector(ctx context.Context) (core.Inspector, func(*error), erro
 	if id.Group == "" {
 		id.Group = "spectacles-console"
 	}
-	b, err := a.open(ctx, a.options(id))
+	id.Client = cliClient() // the actor of ack, claim and dlq move
+	b, err := a.openBroker(ctx, a.options(id), true)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -205,7 +206,7 @@ group reclaims idle messages, takes them up after the message timeout.`,
 		Args: cobra.MinimumNArgs(3),
 		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
 			if to == "" {
-				to = a.cfg.Client
+				to = cliClient()
 			}
 			got, err := in.Claim(ctx, args[0], args[1], to, minIdle, args[2:]...)
 			if err != nil {
@@ -222,7 +223,7 @@ group reclaims idle messages, takes them up after the message timeout.`,
 	}
 	f := cmd.Flags()
 	f.BoolVar(&asJSON, "json", false, "print JSON")
-	f.StringVar(&to, "to", "", "consumer that takes the messages (default: BROKER_CLIENT)")
+	f.StringVar(&to, "to", "", "consumer that takes the messages (default: spectacles-cli@HOST)")
 	f.DurationVar(&minIdle, "min-idle", 0, "only claim messages idle at least this long")
 	return cmd
 }

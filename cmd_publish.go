@@ -47,7 +47,7 @@ printed.`,
 			}
 			id, err := b.Publish(cmd.Context(), args[0], data)
 			if err != nil {
-				return fmt.Errorf("publish %s: %w", termtext.Quote(args[0]), err)
+				return err // core.Broker.Publish's errors already name the event
 			}
 			_, err = fmt.Fprintln(a.stdout, termtext.Quote(id))
 			return err

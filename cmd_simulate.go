@@ -26,6 +26,9 @@ zstd-stream, the 4096-byte and 120/60 s limits, and synthetic traffic.
 Point a gateway at it with the environment it prints.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := simulateFlagsError(&cfg, heartbeat, identifyIv); err != nil {
+				return err
+			}
 			cfg.TrafficRate = rate
 			cfg.HeartbeatInterval = heartbeat
 			cfg.IdentifyInterval = identifyIv
@@ -52,7 +55,7 @@ Point a gateway at it with the environment it prints.`,
 	f.StringVar(&cfg.Addr, "addr", "127.0.0.1:0", "address to listen on (port 0 picks a free one)")
 	f.StringVar(&cfg.Token, "sim-token", "", "token the simulator accepts (default "+simulator.DefaultToken+")")
 	f.IntVar(&cfg.Shards, "shards", 1, "shard count /gateway/bot recommends")
-	f.IntVar(&cfg.Guilds, "guilds", 10, "simulated guilds over all shards")
+	f.IntVar(&cfg.Guilds, "guilds", 10, "simulated guilds over all shards (0: none)")
 	f.IntVar(&cfg.MaxConcurrency, "max-concurrency", 1, "identify buckets (session_start_limit.max_concurrency)")
 	f.Float64Var(&rate, "rate", 5, "synthetic dispatches per second (0: none; negative: as fast as clients read)")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 41250*time.Millisecond, "heartbeat interval sent in Hello")

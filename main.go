@@ -29,15 +29,23 @@ func main() {
 	// our lines.
 	goredis.SetLogger(quietRedisLogger{})
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// The first SIGINT or SIGTERM cancels the context with a *signalError
+	// as its cause (a command it ends exits 128 + the signal's number), and
+	// restores the default behaviour so that a second one ends a drain
+	// that takes too long.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		// After the first signal, restore the default behaviour so that a
-		// second one ends a drain that takes too long.
-		<-ctx.Done()
-		stop()
+		select {
+		case sig := <-sigs:
+			cancel(&signalError{sig: sig})
+		case <-ctx.Done():
+		}
+		signal.Stop(sigs)
 	}()
 	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
-	stop()
+	cancel(nil)
 	os.Exit(code)
 }
 

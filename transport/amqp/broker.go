@@ -262,9 +262,9 @@ type Broker struct {
 var _ core.Broker = (*Broker)(nil)
 
 // Open connects to cfg.URL (both connections; one attempt each, within ctx
-// and Config.ConnectTimeout), declares the exchange, and returns the
-// broker, which from then on reconnects by itself. Its errors never
-// contain the URL's password.
+// and Config.ConnectTimeout), declares the exchange (unless Config.Passive),
+// and returns the broker, which from then on reconnects by itself. Its
+// errors never contain the URL's password.
 func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -295,7 +295,11 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, fmt.Errorf("amqp: %w", err)
 	}
 	// Open the first publishing channel now: it declares the exchange, so
-	// that a refused declaration fails here rather than at each publish.
+	// that a refused declaration fails here rather than at each publish
+	// (unless Passive: inspection changes nothing).
+	if cfg.Passive {
+		return b, nil
+	}
 	if _, err := b.pub.chans[0].channel(ctx, nil); err != nil {
 		b.closeCancel()
 		b.pub.close()

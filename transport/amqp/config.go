@@ -102,6 +102,11 @@ type Config struct {
 	// AMQP alone (see the package doc). Its password never appears in
 	// errors, and a derived value never holds one.
 	ManagementURL string
+	// Passive makes Open declare nothing, for a client that only inspects:
+	// it does not open the first publishing channel, whose exchange
+	// declaration would create the group's exchange. Publishing still
+	// declares it, when its channel opens.
+	Passive bool
 }
 
 // withDefaults validates c and fills its zero fields.

@@ -30,6 +30,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -78,8 +79,13 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		return nil, err
 	}
 	if err := client.Ping(ctx).Err(); err != nil {
+		err = explainPing(ctx, client, err)
 		_ = client.Close()
-		return nil, fmt.Errorf("redis: cannot reach %s: %w", describeAddrs(client), err)
+		where := describeAddrs(client)
+		if strings.Contains(err.Error(), where) {
+			return nil, fmt.Errorf("redis: %w", err) // it names the server already
+		}
+		return nil, fmt.Errorf("redis: cannot reach %s: %w", where, err)
 	}
 	b, err := NewWithClient(client, cfg)
 	if err != nil {

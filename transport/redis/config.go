@@ -152,6 +152,7 @@ func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
 			co.Username, co.Password, co.TLSConfig = o.Username, o.Password, o.TLSConfig
 			co.DialTimeout, co.ReadTimeout, co.WriteTimeout = o.DialTimeout, o.ReadTimeout, o.WriteTimeout
 			co.MaxRetries = o.MaxRetries
+			co.Dialer = o.Dialer
 		}
 	}
 	return goredis.NewClusterClient(co), nil
@@ -167,6 +168,9 @@ func parseOne(s string) (*goredis.Options, error) {
 	o, err := goredis.ParseURL(u)
 	if err != nil {
 		return nil, scrubURLError(s, err)
+	}
+	if o.TLSConfig != nil {
+		o.Dialer = tlsDialer(o) // says so when the server does not speak TLS
 	}
 	return o, nil
 }

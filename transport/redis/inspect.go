@@ -18,8 +18,9 @@ import (
 
 var _ core.Inspector = (*Broker)(nil)
 
-// inspectClient names the console in dead letters it writes by hand.
-const inspectClient = "spectacles-console"
+// inspectClient names the inspector in dead letters it writes by hand
+// when the broker has no client name (Options.Identity.Client).
+const inspectClient = "spectacles-inspector"
 
 // Server implements core.Inspector: the server kind, address (without
 // credentials), version and one PING's round trip.
@@ -296,8 +297,13 @@ func (b *Broker) Claim(ctx context.Context, stream, group, consumer string, minI
 
 // DeadLetter implements core.Inspector: each pending id is copied, with
 // its delivery count and the reason, to the dead-letter stream and
-// acknowledged, as the consumers do after too many deliveries.
+// acknowledged, as the consumers do after too many deliveries. The dead
+// letter's client header is this broker's client name: who moved it.
 func (b *Broker) DeadLetter(ctx context.Context, stream, group, reason string, ids ...string) (int, error) {
+	actor := b.cfg.Identity.Client
+	if actor == "" {
+		actor = inspectClient
+	}
 	moved := 0
 	for _, id := range ids {
 		msgs, err := b.client.XRangeN(ctx, stream, id, id, 1).Result()
@@ -318,7 +324,7 @@ func (b *Broker) DeadLetter(ctx context.Context, stream, group, reason string, i
 			continue // not pending for the group: nothing to move
 		}
 		deliveries := int(ps[0].RetryCount)
-		if err := b.deadLetter(ctx, stream, id, raw, group, inspectClient, reason, deliveries); err != nil {
+		if err := b.deadLetter(ctx, stream, id, raw, group, actor, reason, deliveries); err != nil {
 			return moved, err
 		}
 		moved++
