@@ -213,7 +213,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.SendWindow = 60 * time.Second
 	}
 	if c.MaxPayloadSize <= 0 {
-		c.MaxPayloadSize = 4096
+		c.MaxPayloadSize = discord.MaxPayloadBytes
 	}
 	if c.CloseGrace <= 0 {
 		c.CloseGrace = 5 * time.Second
