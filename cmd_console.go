@@ -20,6 +20,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/themes"
@@ -357,7 +358,7 @@ func (a *app) startDemo(ctx context.Context, wg *sync.WaitGroup, node *tui.Node,
 	}
 	mc := gateway.ManagerConfig{
 		Token: sim.Token(), APIBase: sim.URL() + "/api/v10", Broker: b, Codec: a.cfg.Codec, Logger: log,
-		Intents:  gateway.AllIntents &^ gateway.PrivilegedIntents,
+		Intents:  discord.AllIntents() &^ discord.PrivilegedIntents,
 		Identify: gateway.NewLocalIdentifyLimiter(1, 100*time.Millisecond, -1, 0), KeepRunningOnFatal: true,
 	}
 	info, err := runManager(ctx, wg, node, mc, b, tui.GatewayInfo{Simulated: true, Target: "SIMULATED Discord at " + sim.GatewayURL()})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
@@ -415,7 +416,7 @@ guild routes to.`,
 				return err
 			}
 			raw, _ := json.Marshal(core.JSONValue(data))
-			if _, err := gateway.ValidatePacket(raw); err != nil {
+			if _, err := discord.ValidatePacket(raw); err != nil {
 				return usageError(err)
 			}
 			id := a.cfg.Identity()

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // GatewayConfig is the configuration of the gateway command, read from the
@@ -14,7 +15,7 @@ import (
 type GatewayConfig struct {
 	Token          string
 	Events         []string
-	Intents        gateway.Intent
+	Intents        discord.Intent
 	ShardCount     int
 	ShardIDs       []int
 	Presence       json.RawMessage
@@ -63,7 +64,7 @@ func gatewaySettings() []setting[GatewayConfig] {
 			env: "DISCORD_INTENTS", flag: "intents", typ: "list",
 			usage: "comma list of intent names (GUILDS,GUILD_MESSAGES,...); an unknown name is an error; default: every non-privileged intent",
 			parse: func(c *GatewayConfig, v string) error {
-				i, err := gateway.ParseIntents(v)
+				i, err := discord.ParseIntents(v)
 				c.Intents |= i
 				return err
 			},
@@ -75,7 +76,7 @@ func gatewaySettings() []setting[GatewayConfig] {
 				if v == "" {
 					return nil
 				}
-				i, err := gateway.ParseRawIntents(v)
+				i, err := discord.ParseRawIntents(v)
 				c.Intents |= i
 				return err
 			},
@@ -249,7 +250,7 @@ func loadGatewayConfig(env, flags lookupFunc) (GatewayConfig, error) {
 	}
 	if c.Intents == 0 {
 		// Neither variable given: every intent that needs no approval.
-		c.Intents = gateway.AllIntents &^ gateway.PrivilegedIntents
+		c.Intents = discord.AllIntents() &^ discord.PrivilegedIntents
 	}
 	if c.ShardCount > 0 && c.ShardIDs != nil {
 		if _, err := gateway.ResolveShardIDs(c.ShardIDs, c.ShardCount); err != nil {

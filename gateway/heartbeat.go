@@ -4,8 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"math/rand/v2"
-	"sort"
 	"time"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // heartbeater sends heartbeats on one connection and detects zombies: a
@@ -51,12 +52,12 @@ func (h *heartbeater) run(ctx context.Context) {
 		if seq > 0 {
 			d = seq
 		}
-		payload, _ := json.Marshal(map[string]any{"op": OpHeartbeat, "d": d})
+		payload, _ := json.Marshal(map[string]any{"op": discord.OpHeartbeat, "d": d})
 		// Note the time before writing: the ACK can arrive before the
 		// write returns.
 		acked = false
 		sentAt = time.Now()
-		return h.lc.write(ctx, OpHeartbeat, payload, true) == nil
+		return h.lc.write(ctx, discord.OpHeartbeat, payload, true) == nil
 	}
 	for {
 		select {
@@ -79,7 +80,7 @@ func (h *heartbeater) run(ctx context.Context) {
 		case <-timer.C:
 			if !acked {
 				h.s.log.Warn("no heartbeat ACK since the last heartbeat: zombie connection, reconnecting")
-				h.lc.close(CloseResumable, "zombie connection")
+				h.lc.close(discord.CloseResumable, "zombie connection")
 				return
 			}
 			if !beat() {
@@ -88,9 +89,4 @@ func (h *heartbeater) run(ctx context.Context) {
 			timer.Reset(h.interval)
 		}
 	}
-}
-
-func sortedStrings(s []string) []string {
-	sort.Strings(s)
-	return s
 }

@@ -19,6 +19,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // DispatchFormat is how a dispatch's d is encoded on the broker.
@@ -44,7 +45,7 @@ type ManagerConfig struct {
 	// Token is the bot token (DISCORD_TOKEN). Never logged.
 	Token string
 	// Intents, Presence and LargeThreshold go into every Identify.
-	Intents        Intent
+	Intents        discord.Intent
 	Presence       json.RawMessage
 	LargeThreshold int
 	// ShardCount is the bot's total shard count; 0 asks /gateway/bot.
@@ -543,7 +544,7 @@ func (m *Manager) handlePacket(ctx context.Context, msg *core.Message) {
 		}
 		target, packet = id, p
 	}
-	if _, err := ValidatePacket(packet); err != nil {
+	if _, err := discord.ValidatePacket(packet); err != nil {
 		m.reject(ctx, msg, err.Error())
 		return
 	}
@@ -561,7 +562,7 @@ func (m *Manager) handlePacket(ctx context.Context, msg *core.Message) {
 	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := s.Send(sendCtx, packet); err != nil {
-		if errors.Is(err, ErrInvalidPacket) {
+		if errors.Is(err, discord.ErrInvalidPacket) {
 			m.reject(ctx, msg, err.Error())
 			return
 		}

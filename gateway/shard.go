@@ -9,12 +9,13 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"runtime"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // ErrFatalClose is wrapped by the error Run returns when Discord closed
@@ -57,7 +58,7 @@ type ShardConfig struct {
 	// Token is the bot token. It is sent in Identify and Resume only.
 	Token string
 	// Intents for Identify.
-	Intents Intent
+	Intents discord.Intent
 	// Presence is the initial presence (Identify's presence), optional.
 	Presence json.RawMessage
 	// LargeThreshold (50-250) for Identify; 0 leaves Discord's default.
@@ -304,14 +305,14 @@ func (s *Shard) Run(ctx context.Context) error {
 		}
 		s.saveSession()
 		switch out.action {
-		case Fatal:
+		case discord.Fatal:
 			s.mu.Lock()
 			s.status.Err = fmt.Sprintf("closed with %d (%s)", out.code, out.reason)
 			s.setStateLocked(Failed)
 			s.mu.Unlock()
 			s.log.Error("gateway closed with a fatal code; not reconnecting", "code", out.code, "reason", out.reason)
 			return &FatalError{Shard: s.cfg.ID, Code: out.code, Reason: out.reason}
-		case Reidentify:
+		case discord.Reidentify:
 			s.resetSession()
 		}
 		if out.wasReady {
@@ -398,7 +399,7 @@ func (s *Shard) saveSession() {
 
 // outcome is how a connection ended.
 type outcome struct {
-	action   CloseAction
+	action   discord.CloseAction
 	code     int
 	reason   string
 	wasReady bool // the connection reached Ready: reset the backoff
@@ -437,17 +438,17 @@ func (s *Shard) connect(ctx context.Context) outcome {
 		// never stalls a live connection.
 		s.setState(Identifying)
 		if err := s.cfg.Identify.Wait(ctx, s.cfg.ID); err != nil {
-			return outcome{action: Resume, reason: "identify wait: " + err.Error()}
+			return outcome{action: discord.Resume, reason: "identify wait: " + err.Error()}
 		}
 	}
 	target, err := s.gatewayURL(base)
 	if err != nil {
-		return outcome{action: Fatal, reason: err.Error()}
+		return outcome{action: discord.Fatal, reason: err.Error()}
 	}
 	s.setState(Connecting)
 	ws, _, err := s.cfg.Dialer.DialContext(ctx, target, nil)
 	if err != nil {
-		return outcome{action: Resume, reason: "dial: " + err.Error()}
+		return outcome{action: discord.Resume, reason: "dial: " + err.Error()}
 	}
 	// The connection's limiter keeps room for about two heartbeats per
 	// window besides ordinary sends.
@@ -466,7 +467,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 	defer cancel()
 	reader, err := newPayloadReader(ws, s.cfg.Compress, MaxInboundPayload)
 	if err != nil {
-		return outcome{action: Fatal, reason: err.Error()}
+		return outcome{action: discord.Fatal, reason: err.Error()}
 	}
 	defer reader.close()
 
@@ -477,10 +478,10 @@ func (s *Shard) connect(ctx context.Context) outcome {
 		case <-connCtx.Done():
 			if ctx.Err() != nil {
 				shutdown.Store(true)
-				lc.close(CloseResumable, "shutting down")
+				lc.close(discord.CloseResumable, "shutting down")
 			}
 		case <-s.reconnectC:
-			lc.close(CloseResumable, "reconnect requested")
+			lc.close(discord.CloseResumable, "reconnect requested")
 		}
 	}()
 
@@ -518,16 +519,16 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 	ended := func(err error, wasReady bool) outcome {
 		var ce *websocket.CloseError
 		if errors.As(err, &ce) {
-			action, text := ClassifyClose(ce.Code)
+			action, text := discord.ClassifyClose(ce.Code)
 			if ce.Text != "" {
 				text += ": " + ce.Text
 			}
 			return outcome{action: action, code: ce.Code, reason: text, wasReady: wasReady, quick: wasReady}
 		}
 		if shutdown.Load() {
-			return outcome{action: Resume, code: CloseResumable, reason: "shutting down"}
+			return outcome{action: discord.Resume, code: discord.CloseResumable, reason: "shutting down"}
 		}
-		return outcome{action: Resume, code: 1006, reason: "connection lost: " + err.Error(), wasReady: wasReady, quick: wasReady}
+		return outcome{action: discord.Resume, code: 1006, reason: "connection lost: " + err.Error(), wasReady: wasReady, quick: wasReady}
 	}
 
 	// Hello, or an early op 7.
@@ -535,38 +536,38 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 	if err != nil {
 		return ended(err, false)
 	}
-	var p Payload
+	var p discord.Payload
 	if err := json.Unmarshal(raw, &p); err != nil {
-		lc.close(CloseResumable, "undecodable payload")
-		return outcome{action: Resume, reason: "undecodable first payload"}
+		lc.close(discord.CloseResumable, "undecodable payload")
+		return outcome{action: discord.Resume, reason: "undecodable first payload"}
 	}
 	switch p.Op {
-	case OpReconnect:
-		lc.close(CloseResumable, "reconnect requested")
-		return outcome{action: Resume, code: CloseResumable, reason: "op 7 before hello", quick: true}
-	case OpHello:
+	case discord.OpReconnect:
+		lc.close(discord.CloseResumable, "reconnect requested")
+		return outcome{action: discord.Resume, code: discord.CloseResumable, reason: "op 7 before hello", quick: true}
+	case discord.OpHello:
 	default:
-		lc.close(CloseResumable, "expected hello")
-		return outcome{action: Resume, reason: fmt.Sprintf("op %d before hello", p.Op)}
+		lc.close(discord.CloseResumable, "expected hello")
+		return outcome{action: discord.Resume, reason: fmt.Sprintf("op %d before hello", p.Op)}
 	}
 	var hello struct {
 		HeartbeatInterval int64 `json:"heartbeat_interval"`
 	}
 	if err := json.Unmarshal(p.D, &hello); err != nil || hello.HeartbeatInterval <= 0 {
-		lc.close(CloseResumable, "bad hello")
-		return outcome{action: Resume, reason: "hello without a heartbeat interval"}
+		lc.close(discord.CloseResumable, "bad hello")
+		return outcome{action: discord.Resume, reason: "hello without a heartbeat interval"}
 	}
 	hb := newHeartbeater(s, lc, time.Duration(hello.HeartbeatInterval)*time.Millisecond)
 	go hb.run(ctx)
 
 	if resume {
 		s.setState(Resuming)
-		err = lc.write(ctx, OpResume, mustJSON(map[string]any{"op": OpResume, "d": map[string]any{
+		err = lc.write(ctx, discord.OpResume, mustJSON(map[string]any{"op": discord.OpResume, "d": map[string]any{
 			"token": s.cfg.Token, "session_id": sess.ID, "seq": sess.Seq,
 		}}), true)
 	} else {
 		s.setState(Identifying)
-		err = lc.write(ctx, OpIdentify, s.identifyPayload(), true)
+		err = lc.write(ctx, discord.OpIdentify, s.identifyPayload(), true)
 	}
 	if err != nil {
 		return ended(err, false)
@@ -589,39 +590,39 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 		if err != nil {
 			return ended(err, wasReady)
 		}
-		var p Payload
+		var p discord.Payload
 		if err := json.Unmarshal(raw, &p); err != nil {
 			s.log.Warn("undecodable gateway payload", "err", err, "bytes", len(raw))
 			continue
 		}
 		s.cfg.Metrics.received(s.cfg.ID, p.Op, p.T)
 		switch p.Op {
-		case OpDispatch:
+		case discord.OpDispatch:
 			ready, accepted := s.handleDispatch(&p)
 			if ready {
 				wasReady = true
 			}
 			if !accepted {
-				lc.close(CloseResumable, "back-pressure")
-				return outcome{action: Resume, code: CloseResumable, reason: "the broker is behind: resuming once the dispatch queue drains",
+				lc.close(discord.CloseResumable, "back-pressure")
+				return outcome{action: discord.Resume, code: discord.CloseResumable, reason: "the broker is behind: resuming once the dispatch queue drains",
 					wasReady: wasReady, quick: true, shed: true}
 			}
-		case OpHeartbeat:
+		case discord.OpHeartbeat:
 			hb.now()
-		case OpHeartbeatACK:
+		case discord.OpHeartbeatACK:
 			hb.acked()
-		case OpReconnect:
-			lc.close(CloseResumable, "reconnect requested")
-			return outcome{action: Resume, code: CloseResumable, reason: "discord asked to reconnect (op 7)", wasReady: wasReady, quick: true}
-		case OpInvalidSession:
+		case discord.OpReconnect:
+			lc.close(discord.CloseResumable, "reconnect requested")
+			return outcome{action: discord.Resume, code: discord.CloseResumable, reason: "discord asked to reconnect (op 7)", wasReady: wasReady, quick: true}
+		case discord.OpInvalidSession:
 			resumable := string(p.D) == "true"
-			lc.close(CloseResumable, "invalid session")
+			lc.close(discord.CloseResumable, "invalid session")
 			if resumable {
-				return outcome{action: Resume, reason: "invalid session (resumable)", wasReady: wasReady}
+				return outcome{action: discord.Resume, reason: "invalid session (resumable)", wasReady: wasReady}
 			}
 			// Discord asks for a 1-5 s wait before identifying again; the
 			// backoff of a non-quick reconnect provides it.
-			return outcome{action: Reidentify, reason: "invalid session", wasReady: wasReady}
+			return outcome{action: discord.Reidentify, reason: "invalid session", wasReady: wasReady}
 		}
 	}
 }
@@ -630,11 +631,11 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 // counts it: seq, guild availability, readiness. It reports whether the
 // session became ready and whether the dispatch was taken. READY's session
 // is kept even when it was not taken, so that the shard can resume it.
-func (s *Shard) handleDispatch(p *Payload) (ready, accepted bool) {
+func (s *Shard) handleDispatch(p *discord.Payload) (ready, accepted bool) {
 	s.mu.Lock()
 	switch p.T {
 	case "READY":
-		var r ReadyData
+		var r discord.ReadyData
 		if err := json.Unmarshal(p.D, &r); err == nil {
 			if r.SessionID != s.session.ID {
 				s.session.Seq, s.baseSeq = 0, 0
@@ -708,14 +709,14 @@ func (s *Shard) identifyPayload() []byte {
 	if s.cfg.LargeThreshold > 0 {
 		d["large_threshold"] = s.cfg.LargeThreshold
 	}
-	return mustJSON(map[string]any{"op": OpIdentify, "d": d})
+	return mustJSON(map[string]any{"op": discord.OpIdentify, "d": d})
 }
 
 // Send writes a worker's packet ({"op":…,"d":…}) to the gateway once the
 // shard is ready, within the send limit. It refuses packets a worker may
-// not send (see ValidatePacket).
+// not send (see discord.ValidatePacket).
 func (s *Shard) Send(ctx context.Context, packet []byte) error {
-	op, err := ValidatePacket(packet)
+	op, err := discord.ValidatePacket(packet)
 	if err != nil {
 		return err
 	}
@@ -742,35 +743,6 @@ func (s *Shard) Send(ctx context.Context, packet []byte) error {
 		}
 		return lc.write(ctx, op, packet, false)
 	}
-}
-
-// ErrInvalidPacket is wrapped by ValidatePacket's errors.
-var ErrInvalidPacket = errors.New("invalid packet")
-
-// ValidatePacket checks a packet a worker wants sent: a JSON object with an
-// op a worker may send, at most MaxPayloadBytes long. It returns the op.
-func ValidatePacket(packet []byte) (int, error) {
-	if len(packet) > MaxPayloadBytes {
-		return 0, fmt.Errorf("%w: %d bytes, more than Discord's %d", ErrInvalidPacket, len(packet), MaxPayloadBytes)
-	}
-	var p struct {
-		Op *int            `json:"op"`
-		D  json.RawMessage `json:"d"`
-	}
-	if err := json.Unmarshal(packet, &p); err != nil {
-		return 0, fmt.Errorf("%w: not a JSON object: %v", ErrInvalidPacket, err)
-	}
-	if p.Op == nil {
-		return 0, fmt.Errorf("%w: no op", ErrInvalidPacket)
-	}
-	if _, ok := WorkerOpcodes[*p.Op]; !ok {
-		names := make([]string, 0, len(WorkerOpcodes))
-		for op, n := range WorkerOpcodes {
-			names = append(names, fmt.Sprintf("%d %s", op, n))
-		}
-		return *p.Op, fmt.Errorf("%w: op %d may not be sent by a worker (allowed: %s)", ErrInvalidPacket, *p.Op, strings.Join(sortedStrings(names), ", "))
-	}
-	return *p.Op, nil
 }
 
 func mustJSON(v any) []byte {

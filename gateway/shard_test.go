@@ -13,6 +13,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/spectacles-go/spectacles/gateway/discord"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 )
 
@@ -460,7 +461,7 @@ func TestShardSendsWorkerPackets(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := r.shard.Send(ctx, []byte(`{"op":2,"d":{}}`)); !errors.Is(err, ErrInvalidPacket) {
+	if err := r.shard.Send(ctx, []byte(`{"op":2,"d":{}}`)); !errors.Is(err, discord.ErrInvalidPacket) {
 		t.Errorf("identify from a worker: err = %v", err)
 	}
 	waitFor(t, "25 op 8 received", func() bool {

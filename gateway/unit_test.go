@@ -16,46 +16,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-func TestClassifyClose(t *testing.T) {
-	for code, want := range map[int]CloseAction{
-		4000: Resume, 4001: Resume, 4002: Resume, 4003: Resume, 4005: Resume, 4008: Resume,
-		4007: Reidentify, 4009: Reidentify, 1000: Reidentify, 1001: Reidentify,
-		4004: Fatal, 4010: Fatal, 4011: Fatal, 4012: Fatal, 4013: Fatal, 4014: Fatal,
-		1006: Resume, 4999: Resume,
-	} {
-		if got, text := ClassifyClose(code); got != want || text == "" {
-			t.Errorf("close %d: %v %q, want %v", code, got, text, want)
-		}
-	}
-}
-
-func TestValidatePacket(t *testing.T) {
-	good := []string{
-		`{"op":4,"d":{"guild_id":"1","channel_id":null}}`,
-		`{"op":8,"d":{"guild_id":"1","query":"","limit":0}}`,
-		`{"op":3,"d":{"status":"online"}}`,
-	}
-	for _, p := range good {
-		if _, err := ValidatePacket([]byte(p)); err != nil {
-			t.Errorf("%s: %v", p, err)
-		}
-	}
-	bad := map[string]string{
-		`{"op":2,"d":{"token":"x"}}`: "op 2 may not be sent",
-		`{"op":6,"d":{}}`:            "op 6 may not be sent",
-		`{"op":1,"d":null}`:          "op 1 may not be sent",
-		`{"d":{}}`:                   "no op",
-		`not json`:                   "not a JSON object",
-		`{"op":4,"d":"` + strings.Repeat("x", 4096) + `"}`: "more than Discord's 4096",
-	}
-	for p, want := range bad {
-		_, err := ValidatePacket([]byte(p))
-		if !errors.Is(err, ErrInvalidPacket) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%.40s: err = %v, want %q", p, err, want)
-		}
-	}
-}
-
 func TestSendLimiterReservesHeartbeats(t *testing.T) {
 	l := newSendLimiter(5, 2, time.Minute)
 	now := time.Now()

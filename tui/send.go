@@ -15,6 +15,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 type sendResult struct {
@@ -214,7 +215,7 @@ func (v *sendView) plan() (sendPlan, error) {
 		p.direct = n
 	}
 	text := strings.TrimSpace(v.editor.Value())
-	op, err := gateway.ValidatePacket([]byte(text))
+	op, err := discord.ValidatePacket([]byte(text))
 	if err != nil {
 		return p, err
 	}

@@ -10,6 +10,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // BenchmarkSyntheticDispatch measures how many MESSAGE_CREATE dispatches
@@ -33,7 +35,7 @@ func benchDispatch(b *testing.B, comp string) {
 		IdentifyInterval:         -1,
 		Guilds:                   guilds,
 		TrafficEvents:            []string{"MESSAGE_CREATE"},
-		AllowedPrivilegedIntents: IntentMessageContent,
+		AllowedPrivilegedIntents: discord.IntentMessageContent,
 	})
 	if err != nil {
 		b.Fatal(err)

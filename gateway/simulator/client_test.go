@@ -15,6 +15,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // payload is a gateway payload as a client sees it.
@@ -298,7 +300,7 @@ func (c *testClient) sendClose(code int) {
 	}
 }
 
-func (c *testClient) identify(token string, shard, count int, intents uint64) {
+func (c *testClient) identify(token string, shard, count int, intents discord.Intent) {
 	c.t.Helper()
 	c.send(map[string]any{"op": 2, "d": map[string]any{
 		"token": token, "intents": intents, "shard": []int{shard, count},
@@ -337,12 +339,12 @@ type readyInfo struct {
 
 // start dials, reads Hello, identifies and returns READY (the payload and
 // its parsed d).
-func startShard(t testing.TB, s *Server, compress string, shard, count int, intents uint64) (*testClient, payload, readyInfo) {
+func startShard(t testing.TB, s *Server, compress string, shard, count int, intents discord.Intent) (*testClient, payload, readyInfo) {
 	t.Helper()
 	c := dial(t, s.GatewayURL(), compress)
-	c.expect(OpHello, "")
+	c.expect(discord.OpHello, "")
 	c.identify(s.Token(), shard, count, intents)
-	p := c.expect(OpDispatch, "READY")
+	p := c.expect(discord.OpDispatch, "READY")
 	var r readyInfo
 	if err := json.Unmarshal(p.D, &r); err != nil {
 		t.Fatalf("READY: %v", err)

@@ -5,63 +5,12 @@ import (
 	"log/slog"
 	"math"
 	"time"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // DefaultToken is the bot token a Server accepts when Config.Token is empty.
 const DefaultToken = "simulator-token"
-
-// Gateway close codes the simulator sends, named after Discord's table.
-const (
-	CloseUnknownError         = 4000 // also: op 7/op 9 grace over, replay buffer overrun, resumed elsewhere
-	CloseUnknownOpcode        = 4001
-	CloseDecodeError          = 4002
-	CloseNotAuthenticated     = 4003
-	CloseAuthenticationFailed = 4004
-	CloseAlreadyAuthenticated = 4005
-	CloseInvalidSeq           = 4007
-	CloseRateLimited          = 4008
-	CloseSessionTimedOut      = 4009
-	CloseInvalidShard         = 4010
-	CloseShardingRequired     = 4011
-	CloseInvalidAPIVersion    = 4012
-	CloseInvalidIntents       = 4013
-	CloseDisallowedIntents    = 4014
-)
-
-// Gateway opcodes.
-const (
-	OpDispatch            = 0
-	OpHeartbeat           = 1
-	OpIdentify            = 2
-	OpPresenceUpdate      = 3
-	OpVoiceStateUpdate    = 4
-	OpResume              = 6
-	OpReconnect           = 7
-	OpRequestGuildMembers = 8
-	OpInvalidSession      = 9
-	OpHello               = 10
-	OpHeartbeatACK        = 11
-	OpRequestSoundboard   = 31
-	OpRequestChannelInfo  = 43
-)
-
-// Intent bits the simulator knows about.
-const (
-	IntentGuilds                uint64 = 1 << 0
-	IntentGuildMembers          uint64 = 1 << 1
-	IntentGuildPresences        uint64 = 1 << 8
-	IntentGuildMessages         uint64 = 1 << 9
-	IntentGuildMessageReactions uint64 = 1 << 10
-	IntentGuildMessageTyping    uint64 = 1 << 11
-	IntentMessageContent        uint64 = 1 << 15
-
-	// PrivilegedIntents are the intents an application must be allowed to
-	// use (Config.AllowedPrivilegedIntents); others close with 4014.
-	PrivilegedIntents = IntentGuildMembers | IntentGuildPresences | IntentMessageContent
-	// ValidIntents has every defined intent bit (0–16, 20, 21, 24, 25); an
-	// Identify with any other bit closes with 4013.
-	ValidIntents uint64 = (1<<17 - 1) | 1<<20 | 1<<21 | 1<<24 | 1<<25
-)
 
 // Config configures a Server. The zero value is usable: every zero field
 // takes the default named in its comment.
@@ -119,8 +68,8 @@ type Config struct {
 	// SessionStartReset is the session_start_limit window. Default 24 h.
 	SessionStartReset time.Duration
 	// AllowedPrivilegedIntents are the privileged intents the application
-	// may use (a subset of PrivilegedIntents). Default none.
-	AllowedPrivilegedIntents uint64
+	// may use (a subset of discord.PrivilegedIntents). Default none.
+	AllowedPrivilegedIntents discord.Intent
 
 	// SendLimit is how many payloads a client may send per SendWindow on one
 	// connection; the next one closes with 4008. Default 120.
@@ -166,16 +115,16 @@ type Config struct {
 
 // eventIntent returns the intent a synthetic event type needs, and whether
 // the generator can produce it.
-func eventIntent(t string) (uint64, bool) {
+func eventIntent(t string) (discord.Intent, bool) {
 	switch t {
 	case "MESSAGE_CREATE", "MESSAGE_DELETE":
-		return IntentGuildMessages, true
+		return discord.IntentGuildMessages, true
 	case "TYPING_START":
-		return IntentGuildMessageTyping, true
+		return discord.IntentGuildMessageTyping, true
 	case "MESSAGE_REACTION_ADD":
-		return IntentGuildMessageReactions, true
+		return discord.IntentGuildMessageReactions, true
 	case "PRESENCE_UPDATE":
-		return IntentGuildPresences, true
+		return discord.IntentGuildPresences, true
 	}
 	return 0, false
 }
@@ -234,7 +183,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.HeartbeatTimeout = c.HeartbeatInterval * 3 / 2
 	}
 	if c.ZombieCloseCode == 0 {
-		c.ZombieCloseCode = CloseSessionTimedOut
+		c.ZombieCloseCode = discord.CloseSessionTimedOut
 	}
 	if c.SessionTTL <= 0 {
 		c.SessionTTL = 3 * time.Minute
@@ -254,7 +203,7 @@ func (c Config) withDefaults() (Config, error) {
 	if c.SessionStartReset <= 0 {
 		c.SessionStartReset = 24 * time.Hour
 	}
-	if c.AllowedPrivilegedIntents&^PrivilegedIntents != 0 {
+	if c.AllowedPrivilegedIntents&^discord.PrivilegedIntents != 0 {
 		return c, fmt.Errorf("simulator: AllowedPrivilegedIntents %#x: not privileged intents", c.AllowedPrivilegedIntents)
 	}
 	if c.SendLimit <= 0 {
@@ -264,7 +213,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.SendWindow = 60 * time.Second
 	}
 	if c.MaxPayloadSize <= 0 {
-		c.MaxPayloadSize = 4096
+		c.MaxPayloadSize = discord.MaxPayloadBytes
 	}
 	if c.CloseGrace <= 0 {
 		c.CloseGrace = 5 * time.Second

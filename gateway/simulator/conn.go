@@ -15,6 +15,8 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zlib"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // Transport compression values of the compress query parameter.
@@ -112,19 +114,19 @@ func (c *conn) run(q url.Values, op7First bool) {
 	comp := q.Get("compress")
 	switch enc := q.Get("encoding"); {
 	case q.Get("v") != strconv.Itoa(cfg.APIVersion):
-		c.closeWith(CloseInvalidAPIVersion, "Invalid API version")
+		c.closeWith(discord.CloseInvalidAPIVersion, "Invalid API version")
 	case enc != "" && enc != "json":
 		// Discord also speaks etf; the simulator does not, and refuses any
 		// other encoding as a decode error.
-		c.closeWith(CloseDecodeError, "Error while decoding payload.")
+		c.closeWith(discord.CloseDecodeError, "Error while decoding payload.")
 	case comp != "" && comp != compressZlib && comp != compressZstd:
-		c.closeWith(CloseDecodeError, "Error while decoding payload.")
+		c.closeWith(discord.CloseDecodeError, "Error while decoding payload.")
 	case op7First:
-		c.sendOp(OpReconnect, nil)
+		c.sendOp(discord.OpReconnect, nil)
 		c.startGrace("Reconnect requested.")
 	default:
 		trace := []string{fmt.Sprintf(`["gateway-sim-%d",{"micros":0.0}]`, c.id)}
-		c.sendOp(OpHello, map[string]any{"heartbeat_interval": cfg.HeartbeatInterval.Milliseconds(), "_trace": trace})
+		c.sendOp(discord.OpHello, map[string]any{"heartbeat_interval": cfg.HeartbeatInterval.Milliseconds(), "_trace": trace})
 		if cfg.HeartbeatTimeout > 0 {
 			c.mu.Lock()
 			c.hbTimer = time.AfterFunc(cfg.HeartbeatTimeout, c.zombie)
@@ -200,7 +202,7 @@ func (c *conn) teardown() {
 		if owned.connID == c.id {
 			owned.detachLocked(c, now)
 			switch {
-			case serverClose == CloseInvalidSeq || serverClose == CloseSessionTimedOut:
+			case serverClose == discord.CloseInvalidSeq || serverClose == discord.CloseSessionTimedOut:
 				owned.killLocked(fmt.Sprintf("server closed with %d", serverClose))
 			case serverClose == 0 && !abruptSrv &&
 				(clientClose == websocket.CloseNormalClosure || clientClose == websocket.CloseGoingAway):
@@ -324,7 +326,7 @@ func (c *conn) startGrace(reason string) {
 	if c.graceTimer != nil {
 		c.graceTimer.Stop()
 	}
-	c.graceTimer = time.AfterFunc(c.s.cfg.CloseGrace, func() { c.closeWith(CloseUnknownError, reason) })
+	c.graceTimer = time.AfterFunc(c.s.cfg.CloseGrace, func() { c.closeWith(discord.CloseUnknownError, reason) })
 }
 
 // stopGraceLocked cancels startGrace. Requires c.mu.
@@ -360,7 +362,7 @@ func (c *conn) writeLoop() {
 			var overrun bool
 			batch, overrun = c.fetch(batch[:0])
 			if overrun {
-				c.closeWith(CloseUnknownError, "Client too slow: replay buffer overrun.")
+				c.closeWith(discord.CloseUnknownError, "Client too slow: replay buffer overrun.")
 				continue
 			}
 			if len(batch) > 0 {
@@ -541,7 +543,7 @@ func (c *conn) overLimit(now time.Time) bool {
 
 // redact replaces the token of an Identify or Resume d.
 func redact(op int, d json.RawMessage) json.RawMessage {
-	if op != OpIdentify && op != OpResume {
+	if op != discord.OpIdentify && op != discord.OpResume {
 		return d
 	}
 	var m map[string]json.RawMessage
@@ -586,29 +588,29 @@ func (c *conn) handle(data []byte) {
 	})
 	switch {
 	case c.overLimit(now):
-		c.closeWith(CloseRateLimited, "You are being rate limited.")
+		c.closeWith(discord.CloseRateLimited, "You are being rate limited.")
 		return
 	case len(data) > c.s.cfg.MaxPayloadSize, decErr != nil, p.Op == nil:
-		c.closeWith(CloseDecodeError, "Error while decoding payload.")
+		c.closeWith(discord.CloseDecodeError, "Error while decoding payload.")
 		return
 	}
 	switch op {
-	case OpHeartbeat:
+	case discord.OpHeartbeat:
 		c.onHeartbeat(now, p.D)
-	case OpIdentify:
+	case discord.OpIdentify:
 		c.onIdentify(now, p.D)
-	case OpResume:
+	case discord.OpResume:
 		c.onResume(now, p.D)
-	case OpPresenceUpdate, OpVoiceStateUpdate, OpRequestGuildMembers, OpRequestSoundboard, OpRequestChannelInfo:
+	case discord.OpPresenceUpdate, discord.OpVoiceStateUpdate, discord.OpRequestGuildMembers, discord.OpRequestSoundboard, discord.OpRequestChannelInfo:
 		if !authed {
-			c.closeWith(CloseNotAuthenticated, "Not authenticated.")
+			c.closeWith(discord.CloseNotAuthenticated, "Not authenticated.")
 			return
 		}
-		if op == OpRequestGuildMembers {
+		if op == discord.OpRequestGuildMembers {
 			c.onRequestMembers(p.D)
 		}
 	default:
-		c.closeWith(CloseUnknownOpcode, "Unknown opcode.")
+		c.closeWith(discord.CloseUnknownOpcode, "Unknown opcode.")
 	}
 }
 
@@ -646,7 +648,7 @@ func (c *conn) onHeartbeat(now time.Time, d json.RawMessage) {
 		}
 	})
 	if rec.Acked {
-		c.sendOp(OpHeartbeatACK, nil)
+		c.sendOp(discord.OpHeartbeatACK, nil)
 	}
 }
 
@@ -677,12 +679,12 @@ func (c *conn) onIdentify(now time.Time, raw json.RawMessage) {
 	authed := c.authed
 	c.mu.Unlock()
 	if authed {
-		refuse(CloseAlreadyAuthenticated, "Already authenticated.")
+		refuse(discord.CloseAlreadyAuthenticated, "Already authenticated.")
 		return
 	}
 	var d identifyData
 	if err := json.Unmarshal(raw, &d); err != nil {
-		refuse(CloseDecodeError, "Error while decoding payload.")
+		refuse(discord.CloseDecodeError, "Error while decoding payload.")
 		return
 	}
 	rec.OS, rec.Browser, rec.Device = d.Properties.OS, d.Properties.Browser, d.Properties.Device
@@ -699,37 +701,38 @@ func (c *conn) onIdentify(now time.Time, raw json.RawMessage) {
 		rec.Intents, _ = strconv.ParseUint(d.Intents.String(), 10, 64)
 	}
 	if d.Token == nil || *d.Token != cfg.Token {
-		refuse(CloseAuthenticationFailed, "Authentication failed.")
+		refuse(discord.CloseAuthenticationFailed, "Authentication failed.")
 		return
 	}
 	if len(shard) != 2 || shard[1] < 1 || shard[0] < 0 || shard[0] >= shard[1] ||
 		(cfg.RequireShardCount && shard[1] != cfg.Shards) {
-		refuse(CloseInvalidShard, "Invalid shard.")
+		refuse(discord.CloseInvalidShard, "Invalid shard.")
 		return
 	}
 	if d.Intents == nil {
-		refuse(CloseInvalidIntents, "Invalid intent(s).")
+		refuse(discord.CloseInvalidIntents, "Invalid intent(s).")
 		return
 	}
-	intents, err := strconv.ParseUint(d.Intents.String(), 10, 64)
-	if err != nil || intents&^ValidIntents != 0 {
-		refuse(CloseInvalidIntents, "Invalid intent(s).")
+	bits, err := strconv.ParseUint(d.Intents.String(), 10, 64)
+	intents := discord.Intent(bits)
+	if err != nil || intents&^discord.AllIntents() != 0 {
+		refuse(discord.CloseInvalidIntents, "Invalid intent(s).")
 		return
 	}
-	if intents&PrivilegedIntents&^cfg.AllowedPrivilegedIntents != 0 {
-		refuse(CloseDisallowedIntents, "Disallowed intent(s).")
+	if intents&discord.PrivilegedIntents&^cfg.AllowedPrivilegedIntents != 0 {
+		refuse(discord.CloseDisallowedIntents, "Disallowed intent(s).")
 		return
 	}
 	guilds := s.world.guildsFor(shard[0], shard[1])
 	if len(guilds) > cfg.MaxGuildsPerShard {
-		refuse(CloseShardingRequired, "Sharding required.")
+		refuse(discord.CloseShardingRequired, "Sharding required.")
 		return
 	}
 
 	s.mu.Lock()
 	if s.startRemainingLocked(now) <= 0 {
 		s.mu.Unlock()
-		refuse(CloseAuthenticationFailed, "Authentication failed.") // the token was "reset"
+		refuse(discord.CloseAuthenticationFailed, "Authentication failed.") // the token was "reset"
 		return
 	}
 	if last, ok := s.buckets[rec.Bucket]; ok && now.Sub(last) < cfg.IdentifyInterval {
@@ -737,7 +740,7 @@ func (c *conn) onIdentify(now time.Time, raw json.RawMessage) {
 		rec.InvalidSession = true
 		s.record(func(r *records) { r.identifies = append(r.identifies, rec) })
 		s.log.Debug("identify rate limited", "conn", c.id, "bucket", rec.Bucket)
-		c.sendOp(OpInvalidSession, false)
+		c.sendOp(discord.OpInvalidSession, false)
 		c.startGrace("Invalid session.")
 		return
 	}
@@ -760,7 +763,7 @@ func (c *conn) onIdentify(now time.Time, raw json.RawMessage) {
 	c.stopGraceLocked()
 	c.mu.Unlock()
 	sess.appendLocked("READY", ready)
-	if intents&IntentGuilds != 0 {
+	if intents&discord.IntentGuilds != 0 {
 		for _, g := range guilds {
 			sess.appendLocked("GUILD_CREATE", g.create)
 		}
@@ -788,13 +791,13 @@ func (s *Server) readyData(sess *session) []byte {
 		guilds = append(guilds, map[string]any{"id": g.idStr, "unavailable": true})
 	}
 	var appFlags uint64
-	if s.cfg.AllowedPrivilegedIntents&IntentGuildPresences != 0 {
+	if s.cfg.AllowedPrivilegedIntents&discord.IntentGuildPresences != 0 {
 		appFlags |= 1 << 13 // GATEWAY_PRESENCE_LIMITED
 	}
-	if s.cfg.AllowedPrivilegedIntents&IntentGuildMembers != 0 {
+	if s.cfg.AllowedPrivilegedIntents&discord.IntentGuildMembers != 0 {
 		appFlags |= 1 << 15 // GATEWAY_GUILD_MEMBERS_LIMITED
 	}
-	if s.cfg.AllowedPrivilegedIntents&IntentMessageContent != 0 {
+	if s.cfg.AllowedPrivilegedIntents&discord.IntentMessageContent != 0 {
 		appFlags |= 1 << 19 // GATEWAY_MESSAGE_CONTENT_LIMITED
 	}
 	bot := s.world.bot
@@ -838,14 +841,14 @@ func (c *conn) onResume(now time.Time, raw json.RawMessage) {
 		rec.InvalidSession, rec.Reason = true, why
 		finish()
 		s.log.Debug("resume refused", "conn", c.id, "why", why)
-		c.sendOp(OpInvalidSession, false)
+		c.sendOp(discord.OpInvalidSession, false)
 		c.startGrace("Invalid session.")
 	}
 	c.mu.Lock()
 	authed := c.authed
 	c.mu.Unlock()
 	if authed {
-		refuse(CloseAlreadyAuthenticated, "Already authenticated.", "already authenticated")
+		refuse(discord.CloseAlreadyAuthenticated, "Already authenticated.", "already authenticated")
 		return
 	}
 	var d struct {
@@ -854,7 +857,7 @@ func (c *conn) onResume(now time.Time, raw json.RawMessage) {
 		Seq       *int64  `json:"seq"`
 	}
 	if err := json.Unmarshal(raw, &d); err != nil {
-		refuse(CloseDecodeError, "Error while decoding payload.", "undecodable")
+		refuse(discord.CloseDecodeError, "Error while decoding payload.", "undecodable")
 		return
 	}
 	rec.SessionID = d.SessionID
@@ -862,7 +865,7 @@ func (c *conn) onResume(now time.Time, raw json.RawMessage) {
 		rec.Seq = *d.Seq
 	}
 	if d.Token == nil || *d.Token != cfg.Token {
-		refuse(CloseAuthenticationFailed, "Authentication failed.", "bad token")
+		refuse(discord.CloseAuthenticationFailed, "Authentication failed.", "bad token")
 		return
 	}
 	s.mu.Lock()
@@ -883,7 +886,7 @@ func (c *conn) onResume(now time.Time, raw json.RawMessage) {
 	if seq > sess.seq || seq < 0 {
 		sess.killLocked("resumed with an invalid seq")
 		sess.mu.Unlock()
-		refuse(CloseInvalidSeq, "Invalid seq.", fmt.Sprintf("seq %d is beyond the session's %d", seq, sess.seq))
+		refuse(discord.CloseInvalidSeq, "Invalid seq.", fmt.Sprintf("seq %d is beyond the session's %d", seq, sess.seq))
 		return
 	}
 	if seq < sess.firstLocked()-1 {
@@ -921,7 +924,7 @@ func (c *conn) onResume(now time.Time, raw json.RawMessage) {
 	})
 	c.notify()
 	if old != nil && old != c {
-		old.closeWith(CloseUnknownError, "Session resumed on another connection.")
+		old.closeWith(discord.CloseUnknownError, "Session resumed on another connection.")
 	}
 	s.log.Debug("session resumed", "conn", c.id, "shard", sess.shardID, "replayed", rec.Replayed)
 }
@@ -934,14 +937,14 @@ func (c *conn) onRequestMembers(raw json.RawMessage) {
 		Nonce   string          `json:"nonce"`
 	}
 	if json.Unmarshal(raw, &d) != nil {
-		c.closeWith(CloseDecodeError, "Error while decoding payload.")
+		c.closeWith(discord.CloseDecodeError, "Error while decoding payload.")
 		return
 	}
 	var ids []string
 	if json.Unmarshal(d.GuildID, &ids) != nil {
 		var one string
 		if json.Unmarshal(d.GuildID, &one) != nil {
-			c.closeWith(CloseDecodeError, "Error while decoding payload.")
+			c.closeWith(discord.CloseDecodeError, "Error while decoding payload.")
 			return
 		}
 		ids = []string{one}

@@ -13,7 +13,8 @@
 // injection methods (Reconnect, InvalidateSession, DropConnection,
 // CloseConnection, SetHeartbeatACKs, RequestHeartbeat,
 // ReconnectBeforeHello, ExpireSession) act on a shard's connection, and
-// Snapshot and WaitFor expose everything clients sent.
+// Snapshot and WaitFor expose everything clients sent. Opcodes, close
+// codes and intents are package discord's, shared with the gateway.
 //
 // Choices where Discord's documentation says nothing definite:
 //

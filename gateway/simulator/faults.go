@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // Fault injections act on the newest open connection identified or resumed
@@ -22,7 +23,7 @@ func (s *Server) Reconnect(shard int) error {
 		return err
 	}
 	c.detach(false)
-	c.sendOp(OpReconnect, nil)
+	c.sendOp(discord.OpReconnect, nil)
 	c.startGrace("Reconnect requested.")
 	s.log.Info("fault: op 7 reconnect", "shard", shard, "conn", c.id)
 	return nil
@@ -41,7 +42,7 @@ func (s *Server) InvalidateSession(shard int, resumable bool) error {
 	c.mu.Lock()
 	c.authed = false
 	c.mu.Unlock()
-	c.sendOp(OpInvalidSession, resumable)
+	c.sendOp(discord.OpInvalidSession, resumable)
 	c.startGrace("Invalid session.")
 	s.log.Info("fault: op 9", "shard", shard, "conn", c.id, "resumable", resumable)
 	return nil
@@ -105,7 +106,7 @@ func (s *Server) RequestHeartbeat(shard int) error {
 	c.mu.Lock()
 	c.pendingHB = append(c.pendingHB, idx)
 	c.mu.Unlock()
-	c.sendOp(OpHeartbeat, nil)
+	c.sendOp(discord.OpHeartbeat, nil)
 	return nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // entry is one dispatch of a session's replay buffer. data is the complete
@@ -24,7 +26,7 @@ type session struct {
 	id         string
 	shardID    int
 	shardCount int
-	intents    uint64
+	intents    discord.Intent
 	guilds     []*guild
 	created    time.Time
 	ttl        time.Duration
@@ -49,7 +51,7 @@ func newSessionID() string {
 	return hex.EncodeToString(b[:])
 }
 
-func newSession(shardID, shardCount int, intents uint64, guilds []*guild, buffer int, ttl time.Duration) *session {
+func newSession(shardID, shardCount int, intents discord.Intent, guilds []*guild, buffer int, ttl time.Duration) *session {
 	return &session{
 		id: newSessionID(), shardID: shardID, shardCount: shardCount, intents: intents,
 		guilds: guilds, created: time.Now(), ttl: ttl, ring: make([]entry, buffer),
@@ -186,7 +188,7 @@ func (s *session) info(now time.Time) SessionInfo {
 	defer s.mu.Unlock()
 	s.aliveLocked(now)
 	si := SessionInfo{
-		ID: s.id, ShardID: s.shardID, ShardCount: s.shardCount, Intents: s.intents,
+		ID: s.id, ShardID: s.shardID, ShardCount: s.shardCount, Intents: uint64(s.intents),
 		Guilds: len(s.guilds), Created: s.created, Seq: s.seq, FirstSeq: s.firstLocked(),
 		Connected: s.conn != nil, ConnID: s.connID, Dead: s.deadReason != "", DeadReason: s.deadReason,
 	}

@@ -16,13 +16,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-const testIntents = IntentGuilds | IntentGuildMessages | IntentGuildMessageReactions | IntentGuildMessageTyping
+const testIntents = discord.IntentGuilds | discord.IntentGuildMessages | discord.IntentGuildMessageReactions | discord.IntentGuildMessageTyping
 
 // testConfig is a fast configuration: no identify spacing, no zombie
 // check, short grace periods.
@@ -133,7 +134,7 @@ func TestHello(t *testing.T) {
 	cfg.HeartbeatInterval = 1234 * time.Millisecond
 	s := newServer(t, cfg)
 	c := dial(t, s.GatewayURL(), "")
-	p := c.expect(OpHello, "")
+	p := c.expect(discord.OpHello, "")
 	if p.S != nil || p.T != nil {
 		t.Errorf("hello s/t not null: %v", p)
 	}
@@ -148,7 +149,7 @@ func TestHello(t *testing.T) {
 		t.Errorf("hello d %s", p.D)
 	}
 	snap := waitFor(t, s, "hello recorded", func(sn Snapshot) bool { return len(sn.Sent) > 0 })
-	if snap.Sent[0].Op != OpHello || snap.Sent[0].Conn != 1 {
+	if snap.Sent[0].Op != discord.OpHello || snap.Sent[0].Conn != 1 {
 		t.Errorf("first sent %+v", snap.Sent[0])
 	}
 	// Raw shape: s and t are present as null.
@@ -171,7 +172,7 @@ func TestCloseCodes(t *testing.T) {
 	cfg := testConfig()
 	cfg.Shards = 2
 	cfg.RequireShardCount = true
-	cfg.AllowedPrivilegedIntents = IntentMessageContent
+	cfg.AllowedPrivilegedIntents = discord.IntentMessageContent
 	s := newServer(t, cfg)
 	tok := s.Token()
 	identify := func(token string, shard any, intents any) map[string]any {
@@ -184,34 +185,34 @@ func TestCloseCodes(t *testing.T) {
 		sends []any  // maps are marshalled, []byte sent raw
 		want  int
 	}{
-		{name: "bad version", query: "/?v=6&encoding=json", want: CloseInvalidAPIVersion},
-		{name: "no version", query: "/?encoding=json", want: CloseInvalidAPIVersion},
-		{name: "etf", query: "/?v=10&encoding=etf", want: CloseDecodeError},
-		{name: "bad compress", query: "/?v=10&encoding=json&compress=gzip", want: CloseDecodeError},
-		{name: "not authenticated", sends: []any{map[string]any{"op": 3, "d": map[string]any{"status": "online"}}}, want: CloseNotAuthenticated},
-		{name: "request members before identify", sends: []any{map[string]any{"op": 8, "d": map[string]any{"guild_id": "1"}}}, want: CloseNotAuthenticated},
-		{name: "bad token", sends: []any{identify("nope", []int{0, 2}, testIntents)}, want: CloseAuthenticationFailed},
-		{name: "missing token", sends: []any{map[string]any{"op": 2, "d": map[string]any{"intents": 1}}}, want: CloseAuthenticationFailed},
-		{name: "bad resume token", sends: []any{map[string]any{"op": 6, "d": map[string]any{"token": "x", "session_id": "y", "seq": 1}}}, want: CloseAuthenticationFailed},
-		{name: "second identify", sends: []any{identify(tok, []int{0, 2}, testIntents), identify(tok, []int{0, 2}, testIntents)}, want: CloseAlreadyAuthenticated},
-		{name: "shard id >= count", sends: []any{identify(tok, []int{2, 2}, testIntents)}, want: CloseInvalidShard},
-		{name: "shard count 0", sends: []any{identify(tok, []int{0, 0}, testIntents)}, want: CloseInvalidShard},
-		{name: "shard count not configured", sends: []any{identify(tok, []int{0, 3}, testIntents)}, want: CloseInvalidShard},
-		{name: "shard negative", sends: []any{identify(tok, []int{-1, 2}, testIntents)}, want: CloseInvalidShard},
-		{name: "shard three numbers", sends: []any{identify(tok, []int{0, 2, 1}, testIntents)}, want: CloseInvalidShard},
-		{name: "invalid intents", sends: []any{identify(tok, []int{0, 2}, uint64(1)<<30)}, want: CloseInvalidIntents},
-		{name: "bit 18", sends: []any{identify(tok, []int{0, 2}, uint64(1)<<18)}, want: CloseInvalidIntents},
-		{name: "intents missing", sends: []any{identify(tok, []int{0, 2}, nil)}, want: CloseInvalidIntents},
-		{name: "disallowed members", sends: []any{identify(tok, []int{0, 2}, testIntents|IntentGuildMembers)}, want: CloseDisallowedIntents},
-		{name: "disallowed presences", sends: []any{identify(tok, []int{0, 2}, IntentGuildPresences)}, want: CloseDisallowedIntents},
-		{name: "undecodable", sends: []any{[]byte(`{"op":1,`)}, want: CloseDecodeError},
-		{name: "no op", sends: []any{[]byte(`{"d":null}`)}, want: CloseDecodeError},
-		{name: "op not a number", sends: []any{[]byte(`{"op":"1","d":null}`)}, want: CloseDecodeError},
-		{name: "too large", sends: []any{[]byte(`{"op":1,"d":null,"x":"` + strings.Repeat("a", 4100) + `"}`)}, want: CloseDecodeError},
-		{name: "identify shape", sends: []any{map[string]any{"op": 2, "d": "token"}}, want: CloseDecodeError},
-		{name: "unknown opcode", sends: []any{map[string]any{"op": 99, "d": nil}}, want: CloseUnknownOpcode},
-		{name: "receive-only opcode", sends: []any{map[string]any{"op": 11, "d": nil}}, want: CloseUnknownOpcode},
-		{name: "dispatch from client", sends: []any{map[string]any{"op": 0, "d": nil}}, want: CloseUnknownOpcode},
+		{name: "bad version", query: "/?v=6&encoding=json", want: discord.CloseInvalidAPIVersion},
+		{name: "no version", query: "/?encoding=json", want: discord.CloseInvalidAPIVersion},
+		{name: "etf", query: "/?v=10&encoding=etf", want: discord.CloseDecodeError},
+		{name: "bad compress", query: "/?v=10&encoding=json&compress=gzip", want: discord.CloseDecodeError},
+		{name: "not authenticated", sends: []any{map[string]any{"op": 3, "d": map[string]any{"status": "online"}}}, want: discord.CloseNotAuthenticated},
+		{name: "request members before identify", sends: []any{map[string]any{"op": 8, "d": map[string]any{"guild_id": "1"}}}, want: discord.CloseNotAuthenticated},
+		{name: "bad token", sends: []any{identify("nope", []int{0, 2}, testIntents)}, want: discord.CloseAuthenticationFailed},
+		{name: "missing token", sends: []any{map[string]any{"op": 2, "d": map[string]any{"intents": 1}}}, want: discord.CloseAuthenticationFailed},
+		{name: "bad resume token", sends: []any{map[string]any{"op": 6, "d": map[string]any{"token": "x", "session_id": "y", "seq": 1}}}, want: discord.CloseAuthenticationFailed},
+		{name: "second identify", sends: []any{identify(tok, []int{0, 2}, testIntents), identify(tok, []int{0, 2}, testIntents)}, want: discord.CloseAlreadyAuthenticated},
+		{name: "shard id >= count", sends: []any{identify(tok, []int{2, 2}, testIntents)}, want: discord.CloseInvalidShard},
+		{name: "shard count 0", sends: []any{identify(tok, []int{0, 0}, testIntents)}, want: discord.CloseInvalidShard},
+		{name: "shard count not configured", sends: []any{identify(tok, []int{0, 3}, testIntents)}, want: discord.CloseInvalidShard},
+		{name: "shard negative", sends: []any{identify(tok, []int{-1, 2}, testIntents)}, want: discord.CloseInvalidShard},
+		{name: "shard three numbers", sends: []any{identify(tok, []int{0, 2, 1}, testIntents)}, want: discord.CloseInvalidShard},
+		{name: "invalid intents", sends: []any{identify(tok, []int{0, 2}, uint64(1)<<30)}, want: discord.CloseInvalidIntents},
+		{name: "bit 18", sends: []any{identify(tok, []int{0, 2}, uint64(1)<<18)}, want: discord.CloseInvalidIntents},
+		{name: "intents missing", sends: []any{identify(tok, []int{0, 2}, nil)}, want: discord.CloseInvalidIntents},
+		{name: "disallowed members", sends: []any{identify(tok, []int{0, 2}, testIntents|discord.IntentGuildMembers)}, want: discord.CloseDisallowedIntents},
+		{name: "disallowed presences", sends: []any{identify(tok, []int{0, 2}, discord.IntentGuildPresences)}, want: discord.CloseDisallowedIntents},
+		{name: "undecodable", sends: []any{[]byte(`{"op":1,`)}, want: discord.CloseDecodeError},
+		{name: "no op", sends: []any{[]byte(`{"d":null}`)}, want: discord.CloseDecodeError},
+		{name: "op not a number", sends: []any{[]byte(`{"op":"1","d":null}`)}, want: discord.CloseDecodeError},
+		{name: "too large", sends: []any{[]byte(`{"op":1,"d":null,"x":"` + strings.Repeat("a", 4100) + `"}`)}, want: discord.CloseDecodeError},
+		{name: "identify shape", sends: []any{map[string]any{"op": 2, "d": "token"}}, want: discord.CloseDecodeError},
+		{name: "unknown opcode", sends: []any{map[string]any{"op": 99, "d": nil}}, want: discord.CloseUnknownOpcode},
+		{name: "receive-only opcode", sends: []any{map[string]any{"op": 11, "d": nil}}, want: discord.CloseUnknownOpcode},
+		{name: "dispatch from client", sends: []any{map[string]any{"op": 0, "d": nil}}, want: discord.CloseUnknownOpcode},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -233,7 +234,7 @@ func TestCloseCodes(t *testing.T) {
 		})
 	}
 	// The allowed privileged intent is accepted; message content arrives.
-	c, _, r := startShard(t, s, "", 1, 2, testIntents|IntentMessageContent)
+	c, _, r := startShard(t, s, "", 1, 2, testIntents|discord.IntentMessageContent)
 	if r.Shard[0] != 1 || r.Shard[1] != 2 {
 		t.Errorf("READY shard %v", r.Shard)
 	}
@@ -255,9 +256,9 @@ func TestShardingRequired(t *testing.T) {
 	cfg.Shards, cfg.Guilds, cfg.MaxGuildsPerShard = 3, 6, 2
 	s := newServer(t, cfg)
 	c := dial(t, s.GatewayURL(), "")
-	c.expect(OpHello, "")
+	c.expect(discord.OpHello, "")
 	c.identify(s.Token(), 0, 1, testIntents)
-	if got := c.closeCode(5 * time.Second); got != CloseShardingRequired {
+	if got := c.closeCode(5 * time.Second); got != discord.CloseShardingRequired {
 		t.Fatalf("close %d, want 4011", got)
 	}
 	// Three shards of two guilds each fit.
@@ -274,13 +275,13 @@ func TestSendRateLimit(t *testing.T) {
 	cfg.SendLimit, cfg.SendWindow = 5, time.Minute
 	s := newServer(t, cfg)
 	c := dial(t, s.GatewayURL(), "")
-	c.expect(OpHello, "")
+	c.expect(discord.OpHello, "")
 	for range 5 {
 		c.heartbeat(nil)
-		c.expect(OpHeartbeatACK, "")
+		c.expect(discord.OpHeartbeatACK, "")
 	}
 	c.heartbeat(nil)
-	if got := c.closeCode(5 * time.Second); got != CloseRateLimited {
+	if got := c.closeCode(5 * time.Second); got != discord.CloseRateLimited {
 		t.Fatalf("close %d, want 4008", got)
 	}
 	// The window slides: a new connection with spaced sends is fine.
@@ -288,10 +289,10 @@ func TestSendRateLimit(t *testing.T) {
 	cfg2.SendLimit, cfg2.SendWindow = 2, 150*time.Millisecond
 	s2 := newServer(t, cfg2)
 	c2 := dial(t, s2.GatewayURL(), "")
-	c2.expect(OpHello, "")
+	c2.expect(discord.OpHello, "")
 	for range 4 {
 		c2.heartbeat(nil)
-		c2.expect(OpHeartbeatACK, "")
+		c2.expect(discord.OpHeartbeatACK, "")
 		time.Sleep(100 * time.Millisecond)
 	}
 	if len(s2.Snapshot().ServerCloses()) != 0 {
@@ -311,27 +312,27 @@ func TestIdentifyConcurrency(t *testing.T) {
 
 	// Shard 2 is bucket 0 again: op 9 false, then the server closes.
 	c := dial(t, s.GatewayURL(), "")
-	c.expect(OpHello, "")
+	c.expect(discord.OpHello, "")
 	c.identify(s.Token(), 2, 4, testIntents)
-	p := c.expect(OpInvalidSession, "")
+	p := c.expect(discord.OpInvalidSession, "")
 	if string(p.D) != "false" {
 		t.Errorf("op 9 d %s", p.D)
 	}
-	if got := c.closeCode(5 * time.Second); got != CloseUnknownError {
+	if got := c.closeCode(5 * time.Second); got != discord.CloseUnknownError {
 		t.Errorf("close after op 9: %d", got)
 	}
 
 	// Retrying on the same connection after op 9 is allowed once the bucket
 	// is free.
 	c2 := dial(t, s.GatewayURL(), "")
-	c2.expect(OpHello, "")
+	c2.expect(discord.OpHello, "")
 	for {
 		c2.identify(s.Token(), 2, 4, testIntents)
 		p := c2.next(5 * time.Second)
 		if p.event() == "READY" {
 			break
 		}
-		if p.Op != OpInvalidSession {
+		if p.Op != discord.OpInvalidSession {
 			t.Fatalf("got %v", p)
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -371,7 +372,7 @@ func startShardRetry(t *testing.T, s *Server, shard int) *testClient {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		c := dial(t, s.GatewayURL(), "")
-		c.expect(OpHello, "")
+		c.expect(discord.OpHello, "")
 		c.identify(s.Token(), shard, 4, testIntents)
 		p := c.next(5 * time.Second)
 		if p.event() == "READY" {
@@ -438,7 +439,7 @@ func TestReadyGuildCreateAndRouting(t *testing.T) {
 		}
 		// Lazy GUILD_CREATE, one per guild, in order, seqs following READY.
 		for i := range want {
-			gc := c.expect(OpDispatch, "GUILD_CREATE")
+			gc := c.expect(discord.OpDispatch, "GUILD_CREATE")
 			if *gc.S != int64(i+2) {
 				t.Errorf("GUILD_CREATE seq %d, want %d", *gc.S, i+2)
 			}
@@ -473,7 +474,7 @@ func TestReadyGuildCreateAndRouting(t *testing.T) {
 	got := 0
 	for shard, c := range clients {
 		for range s.GuildsForShard(shard, 3) {
-			p := c.expect(OpDispatch, "CUSTOM_EVENT")
+			p := c.expect(discord.OpDispatch, "CUSTOM_EVENT")
 			var d struct {
 				GuildID string `json:"guild_id"`
 			}
@@ -501,7 +502,7 @@ func TestReadyGuildCreateAndRouting(t *testing.T) {
 	if err := s.DispatchShard(0, "DM_EVENT", json.RawMessage(`{"x":1}`)); err != nil {
 		t.Error(err)
 	}
-	clients[0].skipUntil(OpDispatch, "DM_EVENT")
+	clients[0].skipUntil(discord.OpDispatch, "DM_EVENT")
 
 	// Synthetic traffic goes to the owning shard, with realistic payloads.
 	s.SetTrafficRate(300)
@@ -554,12 +555,12 @@ func TestReadyGuildCreateAndRouting(t *testing.T) {
 
 func TestMessageContentIntent(t *testing.T) {
 	cfg := testConfig()
-	cfg.AllowedPrivilegedIntents = IntentMessageContent
+	cfg.AllowedPrivilegedIntents = discord.IntentMessageContent
 	cfg.TrafficEvents = []string{"MESSAGE_CREATE"}
 	cfg.TrafficRate = 200
 	s := newServer(t, cfg)
-	c, _, _ := startShard(t, s, "", 0, 1, testIntents|IntentMessageContent)
-	p := c.skipUntil(OpDispatch, "MESSAGE_CREATE")
+	c, _, _ := startShard(t, s, "", 0, 1, testIntents|discord.IntentMessageContent)
+	p := c.skipUntil(discord.OpDispatch, "MESSAGE_CREATE")
 	var d struct {
 		Content string `json:"content"`
 	}
@@ -572,34 +573,34 @@ func TestMessageContentIntent(t *testing.T) {
 func TestHeartbeats(t *testing.T) {
 	s := newServer(t, testConfig())
 	c := dial(t, s.GatewayURL(), "")
-	c.expect(OpHello, "")
+	c.expect(discord.OpHello, "")
 	c.heartbeat(nil) // before Identify: allowed
-	if p := c.expect(OpHeartbeatACK, ""); p.D != nil && string(p.D) != "null" {
+	if p := c.expect(discord.OpHeartbeatACK, ""); p.D != nil && string(p.D) != "null" {
 		t.Errorf("ACK d %s", p.D)
 	}
 	c.heartbeat(0) // a violation: seqs start at 1
-	c.expect(OpHeartbeatACK, "")
+	c.expect(discord.OpHeartbeatACK, "")
 	c.identify(s.Token(), 0, 1, testIntents)
-	c.expect(OpDispatch, "READY")
+	c.expect(discord.OpDispatch, "READY")
 	var last int64
 	for range s.GuildsForShard(0, 1) {
-		last = *c.expect(OpDispatch, "GUILD_CREATE").S
+		last = *c.expect(discord.OpDispatch, "GUILD_CREATE").S
 	}
 	c.heartbeat(last)
-	c.expect(OpHeartbeatACK, "")
+	c.expect(discord.OpHeartbeatACK, "")
 	c.heartbeat(last + 100) // ahead of what was sent
-	c.expect(OpHeartbeatACK, "")
+	c.expect(discord.OpHeartbeatACK, "")
 
 	// Server op 1: the client must answer at once.
 	if err := s.RequestHeartbeat(0); err != nil {
 		t.Fatal(err)
 	}
-	p := c.expect(OpHeartbeat, "")
+	p := c.expect(discord.OpHeartbeat, "")
 	if p.S != nil {
 		t.Errorf("server op 1 %v", p)
 	}
 	c.heartbeat(last)
-	c.expect(OpHeartbeatACK, "")
+	c.expect(discord.OpHeartbeatACK, "")
 
 	snap := waitFor(t, s, "heartbeat request answered", func(sn Snapshot) bool {
 		return len(sn.HeartbeatRequests) == 1 && sn.HeartbeatRequests[0].Answered
@@ -636,7 +637,7 @@ func TestHeartbeats(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.heartbeat(last)
-	c.expect(OpHeartbeatACK, "")
+	c.expect(discord.OpHeartbeatACK, "")
 	snap = s.Snapshot()
 	if n := len(snap.Heartbeats); snap.Heartbeats[n-2].Acked || !snap.Heartbeats[n-1].Acked {
 		t.Errorf("Acked flags %+v", snap.Heartbeats[n-2:])
@@ -653,7 +654,7 @@ func TestZombieConnection(t *testing.T) {
 	s := newServer(t, cfg)
 	c, _, r := startShard(t, s, "", 0, 1, testIntents)
 	start := time.Now()
-	if got := c.closeCode(5 * time.Second); got != CloseSessionTimedOut {
+	if got := c.closeCode(5 * time.Second); got != discord.CloseSessionTimedOut {
 		t.Fatalf("close %d, want 4009", got)
 	}
 	if el := time.Since(start); el < 200*time.Millisecond {
@@ -670,10 +671,10 @@ func TestZombieConnection(t *testing.T) {
 
 	// A client that heartbeats stays connected.
 	c2 := dial(t, s.GatewayURL(), "")
-	c2.expect(OpHello, "")
+	c2.expect(discord.OpHello, "")
 	for range 6 {
 		c2.heartbeat(nil)
-		c2.expect(OpHeartbeatACK, "")
+		c2.expect(discord.OpHeartbeatACK, "")
 		time.Sleep(100 * time.Millisecond)
 	}
 	if cl := s.Snapshot().Connections[1].Closed; !cl.IsZero() {
@@ -690,7 +691,7 @@ func TestResume(t *testing.T) {
 			c, _, r := startShard(t, s, "", 0, 1, testIntents)
 			guild := s.Guilds()[0].ID
 			for range 4 {
-				c.expect(OpDispatch, "GUILD_CREATE")
+				c.expect(discord.OpDispatch, "GUILD_CREATE")
 			}
 			for i := range 3 {
 				if err := s.Dispatch(guild, "BEFORE", map[string]int{"i": i}); err != nil {
@@ -699,7 +700,7 @@ func TestResume(t *testing.T) {
 			}
 			var last int64
 			for range 3 {
-				last = *c.expect(OpDispatch, "BEFORE").S
+				last = *c.expect(discord.OpDispatch, "BEFORE").S
 			}
 			if last != 8 {
 				t.Fatalf("last seq %d", last)
@@ -719,7 +720,7 @@ func TestResume(t *testing.T) {
 				if err := s.Reconnect(0); err != nil {
 					t.Fatal(err)
 				}
-				c.expect(OpReconnect, "")
+				c.expect(discord.OpReconnect, "")
 			case "server close 4000":
 				if err := s.CloseConnection(0, 4000, "test"); err != nil {
 					t.Fatal(err)
@@ -749,11 +750,11 @@ func TestResume(t *testing.T) {
 			// starts exactly after it.
 			from := last - 2
 			c2 := dial(t, r.ResumeGatewayURL, "")
-			c2.expect(OpHello, "")
+			c2.expect(discord.OpHello, "")
 			c2.resume(s.Token(), r.SessionID, from)
 			want := []string{"BEFORE", "BEFORE", "MISSED", "MISSED", "MISSED", "MISSED", "MISSED", "RESUMED"}
 			for i, w := range want {
-				p := c2.expect(OpDispatch, w)
+				p := c2.expect(discord.OpDispatch, w)
 				if *p.S != from+1+int64(i) {
 					t.Fatalf("replay %d: seq %d, want %d", i, *p.S, from+1+int64(i))
 				}
@@ -761,7 +762,7 @@ func TestResume(t *testing.T) {
 			if err := s.Dispatch(guild, "AFTER", nil); err != nil {
 				t.Fatal(err)
 			}
-			if p := c2.expect(OpDispatch, "AFTER"); *p.S != from+int64(len(want))+1 {
+			if p := c2.expect(discord.OpDispatch, "AFTER"); *p.S != from+int64(len(want))+1 {
 				t.Errorf("AFTER seq %d", *p.S)
 			}
 			if p, ok := c2.tryNext(50 * time.Millisecond); ok {
@@ -778,7 +779,7 @@ func TestResume(t *testing.T) {
 			}
 			// A heartbeat with the resumed seq is fine.
 			c2.heartbeat(from + int64(len(want)) + 1)
-			c2.expect(OpHeartbeatACK, "")
+			c2.expect(discord.OpHeartbeatACK, "")
 			if v := s.Snapshot().Heartbeats[0].Violation; v != "" {
 				t.Errorf("violation %q", v)
 			}
@@ -796,16 +797,16 @@ func TestResumeRefused(t *testing.T) {
 	resumeExpect := func(sessionID string, seq int64) payload {
 		t.Helper()
 		c := dial(t, s.ResumeURL(), "")
-		c.expect(OpHello, "")
+		c.expect(discord.OpHello, "")
 		c.resume(s.Token(), sessionID, seq)
 		p := c.next(5 * time.Second)
-		if p.Op == OpInvalidSession {
+		if p.Op == discord.OpInvalidSession {
 			if string(p.D) != "false" {
 				t.Errorf("op 9 d %s", p.D)
 			}
 			// The connection may still identify.
 			c.identify(s.Token(), 0, 1, testIntents)
-			c.expect(OpDispatch, "READY")
+			c.expect(discord.OpDispatch, "READY")
 		}
 		return p
 	}
@@ -815,7 +816,7 @@ func TestResumeRefused(t *testing.T) {
 		c.sendClose(1000)
 		c.closeCode(5 * time.Second)
 		waitFor(t, s, "session dead", func(sn Snapshot) bool { si, _ := sn.Session(r.SessionID); return si.Dead })
-		if p := resumeExpect(r.SessionID, 1); p.Op != OpInvalidSession {
+		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
 			t.Errorf("got %v", p)
 		}
 	})
@@ -824,7 +825,7 @@ func TestResumeRefused(t *testing.T) {
 		c.sendClose(1001)
 		c.closeCode(5 * time.Second)
 		waitFor(t, s, "session dead", func(sn Snapshot) bool { si, _ := sn.Session(r.SessionID); return si.Dead })
-		if p := resumeExpect(r.SessionID, 1); p.Op != OpInvalidSession {
+		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
 			t.Errorf("got %v", p)
 		}
 	})
@@ -833,7 +834,7 @@ func TestResumeRefused(t *testing.T) {
 		c.sendClose(4000)
 		c.closeCode(5 * time.Second)
 		time.Sleep(cfg.SessionTTL + 100*time.Millisecond)
-		if p := resumeExpect(r.SessionID, 1); p.Op != OpInvalidSession {
+		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
 			t.Errorf("got %v", p)
 		}
 		si, _ := s.Snapshot().Session(r.SessionID)
@@ -847,7 +848,7 @@ func TestResumeRefused(t *testing.T) {
 		if err := s.ExpireSession(r.SessionID); err != nil {
 			t.Fatal(err)
 		}
-		if p := resumeExpect(r.SessionID, 1); p.Op != OpInvalidSession {
+		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
 			t.Errorf("got %v", p)
 		}
 		if err := s.ExpireSession("nope"); !errors.Is(err, ErrNoSession) {
@@ -855,7 +856,7 @@ func TestResumeRefused(t *testing.T) {
 		}
 	})
 	t.Run("unknown session", func(t *testing.T) {
-		if p := resumeExpect("0123456789abcdef0123456789abcdef", 1); p.Op != OpInvalidSession {
+		if p := resumeExpect("0123456789abcdef0123456789abcdef", 1); p.Op != discord.OpInvalidSession {
 			t.Errorf("got %v", p)
 		}
 	})
@@ -865,7 +866,7 @@ func TestResumeRefused(t *testing.T) {
 		for i := range 10 {
 			_ = s.DispatchShard(0, "FILL", map[string]int{"i": i})
 		}
-		if p := resumeExpect(r.SessionID, 1); p.Op != OpInvalidSession {
+		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
 			t.Errorf("got %v", p)
 		}
 	})
@@ -873,16 +874,16 @@ func TestResumeRefused(t *testing.T) {
 		c, _, r := startShard(t, s, "", 0, 1, testIntents)
 		c.Close()
 		c2 := dial(t, s.ResumeURL(), "")
-		c2.expect(OpHello, "")
+		c2.expect(discord.OpHello, "")
 		c2.resume(s.Token(), r.SessionID, 1000)
-		if got := c2.closeCode(5 * time.Second); got != CloseInvalidSeq {
+		if got := c2.closeCode(5 * time.Second); got != discord.CloseInvalidSeq {
 			t.Errorf("close %d, want 4007", got)
 		}
 	})
 	t.Run("resume while authenticated", func(t *testing.T) {
 		c, _, r := startShard(t, s, "", 0, 1, testIntents)
 		c.resume(s.Token(), r.SessionID, 1)
-		if got := c.closeCode(5 * time.Second); got != CloseAlreadyAuthenticated {
+		if got := c.closeCode(5 * time.Second); got != discord.CloseAlreadyAuthenticated {
 			t.Errorf("close %d, want 4005", got)
 		}
 	})
@@ -897,17 +898,17 @@ func TestResumeTakesOverLiveConnection(t *testing.T) {
 	s := newServer(t, testConfig())
 	c, _, r := startShard(t, s, "", 0, 1, testIntents)
 	c2 := dial(t, s.ResumeURL(), "")
-	c2.expect(OpHello, "")
+	c2.expect(discord.OpHello, "")
 	c2.resume(s.Token(), r.SessionID, 1)
-	c2.skipUntil(OpDispatch, "RESUMED")
-	if got := c.closeCode(5 * time.Second); got != CloseUnknownError {
+	c2.skipUntil(discord.OpDispatch, "RESUMED")
+	if got := c.closeCode(5 * time.Second); got != discord.CloseUnknownError {
 		t.Errorf("old connection closed with %d", got)
 	}
 	// The session survives the old connection's end.
 	if err := s.DispatchShard(0, "STILL_HERE", nil); err != nil {
 		t.Fatal(err)
 	}
-	c2.expect(OpDispatch, "STILL_HERE")
+	c2.expect(discord.OpDispatch, "STILL_HERE")
 }
 
 func TestFaultInjection(t *testing.T) {
@@ -917,26 +918,26 @@ func TestFaultInjection(t *testing.T) {
 
 	t.Run("op 9 resumable", func(t *testing.T) {
 		c, _, r := startShard(t, s, "", 0, 1, testIntents)
-		c.expect(OpDispatch, "GUILD_CREATE")
+		c.expect(discord.OpDispatch, "GUILD_CREATE")
 		if err := s.InvalidateSession(0, true); err != nil {
 			t.Fatal(err)
 		}
-		if p := c.expect(OpInvalidSession, ""); string(p.D) != "true" {
+		if p := c.expect(discord.OpInvalidSession, ""); string(p.D) != "true" {
 			t.Errorf("op 9 d %s", p.D)
 		}
 		// Resume on the same connection (allowed after op 9).
 		c.resume(s.Token(), r.SessionID, 2)
-		c.expect(OpDispatch, "RESUMED")
+		c.expect(discord.OpDispatch, "RESUMED")
 	})
 	t.Run("op 9 not resumable", func(t *testing.T) {
 		c, _, r := startShard(t, s, "", 0, 1, testIntents)
 		if err := s.InvalidateSession(0, false); err != nil {
 			t.Fatal(err)
 		}
-		if p := c.skipUntil(OpInvalidSession, ""); string(p.D) != "false" {
+		if p := c.skipUntil(discord.OpInvalidSession, ""); string(p.D) != "false" {
 			t.Errorf("op 9 d %s", p.D)
 		}
-		if got := c.closeCode(5 * time.Second); got != CloseUnknownError {
+		if got := c.closeCode(5 * time.Second); got != discord.CloseUnknownError {
 			t.Errorf("close after grace %d", got)
 		}
 		si, _ := s.Snapshot().Session(r.SessionID)
@@ -949,23 +950,23 @@ func TestFaultInjection(t *testing.T) {
 		if err := s.Reconnect(0); err != nil {
 			t.Fatal(err)
 		}
-		c.skipUntil(OpReconnect, "")
-		if got := c.closeCode(5 * time.Second); got != CloseUnknownError {
+		c.skipUntil(discord.OpReconnect, "")
+		if got := c.closeCode(5 * time.Second); got != discord.CloseUnknownError {
 			t.Errorf("close %d", got)
 		}
 	})
 	t.Run("op 7 before hello", func(t *testing.T) {
 		s.ReconnectBeforeHello()
 		c := dial(t, s.GatewayURL(), "")
-		if p := c.next(5 * time.Second); p.Op != OpReconnect {
+		if p := c.next(5 * time.Second); p.Op != discord.OpReconnect {
 			t.Fatalf("first payload %v", p)
 		}
-		if got := c.closeCode(5 * time.Second); got != CloseUnknownError {
+		if got := c.closeCode(5 * time.Second); got != discord.CloseUnknownError {
 			t.Errorf("close %d", got)
 		}
 		// Only the next connection.
 		c2 := dial(t, s.GatewayURL(), "")
-		c2.expect(OpHello, "")
+		c2.expect(discord.OpHello, "")
 	})
 	t.Run("close with code", func(t *testing.T) {
 		c, _, r := startShard(t, s, "", 0, 1, testIntents)
@@ -1014,19 +1015,19 @@ func TestCompression(t *testing.T) {
 				t.Errorf("READY guilds %d", len(r.Guilds))
 			}
 			for range 5 {
-				c.expect(OpDispatch, "GUILD_CREATE")
+				c.expect(discord.OpDispatch, "GUILD_CREATE")
 			}
 			for i := range 20 {
 				_ = s.DispatchShard(0, "BIG", map[string]string{"text": strings.Repeat("spectacles ", i*10)})
 			}
 			for i := range 20 {
-				p := c.expect(OpDispatch, "BIG")
+				p := c.expect(discord.OpDispatch, "BIG")
 				if *p.S != int64(7+i) {
 					t.Errorf("seq %d", *p.S)
 				}
 			}
 			c.heartbeat(nil)
-			c.expect(OpHeartbeatACK, "")
+			c.expect(discord.OpHeartbeatACK, "")
 			// hello + READY + 5 + 20 + ACK
 			const payloads = 28
 			if n := c.decoded.Load(); n != payloads {
@@ -1107,10 +1108,10 @@ func TestRequestGuildMembers(t *testing.T) {
 	cfg.Guilds = 1
 	s := newServer(t, cfg)
 	c, _, _ := startShard(t, s, "", 0, 1, testIntents)
-	c.expect(OpDispatch, "GUILD_CREATE")
+	c.expect(discord.OpDispatch, "GUILD_CREATE")
 	g := s.Guilds()[0].ID
 	c.send(map[string]any{"op": 8, "d": map[string]any{"guild_id": g, "query": "", "limit": 0, "nonce": "n1"}})
-	p := c.expect(OpDispatch, "GUILD_MEMBERS_CHUNK")
+	p := c.expect(discord.OpDispatch, "GUILD_MEMBERS_CHUNK")
 	var d struct {
 		GuildID string            `json:"guild_id"`
 		Members []json.RawMessage `json:"members"`
@@ -1131,17 +1132,17 @@ func TestRecordingAndNoTokenLeak(t *testing.T) {
 
 	c, _, r := startShard(t, s, "", 0, 1, testIntents)
 	c.heartbeat(1)
-	c.skipUntil(OpHeartbeatACK, "")
+	c.skipUntil(discord.OpHeartbeatACK, "")
 	c.sendClose(4000)
 	c.closeCode(5 * time.Second)
 	bad := dial(t, s.GatewayURL(), "")
-	bad.expect(OpHello, "")
+	bad.expect(discord.OpHello, "")
 	bad.identify("wrong-"+cfg.Token, 0, 1, testIntents)
 	bad.closeCode(5 * time.Second)
 	c2 := dial(t, s.ResumeURL(), "")
-	c2.expect(OpHello, "")
+	c2.expect(discord.OpHello, "")
 	c2.resume(cfg.Token, r.SessionID, 1)
-	c2.skipUntil(OpDispatch, "RESUMED")
+	c2.skipUntil(discord.OpDispatch, "RESUMED")
 
 	snap := waitFor(t, s, "records", func(sn Snapshot) bool {
 		return len(sn.Connections) == 3 && !sn.Connections[1].Closed.IsZero() && len(sn.Resumes) == 1
@@ -1153,22 +1154,22 @@ func TestRecordingAndNoTokenLeak(t *testing.T) {
 		if bytes.Contains(rc.D, []byte(cfg.Token)) {
 			t.Errorf("token in recorded payload %s", rc.D)
 		}
-		if rc.Op == OpIdentify && !bytes.Contains(rc.D, []byte(`"token":"[redacted]"`)) {
+		if rc.Op == discord.OpIdentify && !bytes.Contains(rc.D, []byte(`"token":"[redacted]"`)) {
 			t.Errorf("identify not redacted: %s", rc.D)
 		}
 	}
-	if want := []int{OpIdentify, OpHeartbeat, OpIdentify, OpResume}; !equalInts(ops, want) {
+	if want := []int{discord.OpIdentify, discord.OpHeartbeat, discord.OpIdentify, discord.OpResume}; !equalInts(ops, want) {
 		t.Errorf("received ops %v, want %v", ops, want)
 	}
 	if snap.Received[1].ShardID != 0 || snap.Received[0].ShardID != -1 || snap.Received[1].Conn != 1 {
 		t.Errorf("received %+v", snap.Received[:2])
 	}
 	id := snap.Identifies[0]
-	if !id.Accepted || id.ShardID != 0 || id.ShardCount != 1 || id.Bucket != 0 || id.Intents != testIntents ||
+	if !id.Accepted || id.ShardID != 0 || id.ShardCount != 1 || id.Bucket != 0 || id.Intents != uint64(testIntents) ||
 		id.OS != "linux" || id.Browser != "spectacles-test" || id.SessionID != r.SessionID {
 		t.Errorf("identify %+v", id)
 	}
-	if snap.Identifies[1].CloseCode != CloseAuthenticationFailed || snap.Identifies[1].Accepted {
+	if snap.Identifies[1].CloseCode != discord.CloseAuthenticationFailed || snap.Identifies[1].Accepted {
 		t.Errorf("bad identify %+v", snap.Identifies[1])
 	}
 	c1 := snap.Connections[0]
@@ -1176,7 +1177,7 @@ func TestRecordingAndNoTokenLeak(t *testing.T) {
 		c1.CloseCode != 4000 || c1.CloseByServer || c1.Abrupt || c1.Dispatches < 2 || c1.Path != "/" || c1.ResumeURL {
 		t.Errorf("connection 1 %+v", c1)
 	}
-	if snap.Connections[1].CloseCode != CloseAuthenticationFailed || !snap.Connections[1].CloseByServer {
+	if snap.Connections[1].CloseCode != discord.CloseAuthenticationFailed || !snap.Connections[1].CloseByServer {
 		t.Errorf("connection 2 %+v", snap.Connections[1])
 	}
 	var clientCloses, serverCloses int
@@ -1244,7 +1245,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	if _, err := New(Config{TrafficEvents: []string{"NOPE"}}); err == nil {
 		t.Error("unknown event accepted")
 	}
-	if _, err := New(Config{AllowedPrivilegedIntents: IntentGuilds}); err == nil {
+	if _, err := New(Config{AllowedPrivilegedIntents: discord.IntentGuilds}); err == nil {
 		t.Error("non-privileged AllowedPrivilegedIntents accepted")
 	}
 }
@@ -1307,8 +1308,8 @@ func TestReshardingAndStartLimit(t *testing.T) {
 	if err := s.Dispatch(g, "BOTH", nil); err != nil {
 		t.Fatal(err)
 	}
-	old.skipUntil(OpDispatch, "BOTH")
-	next.skipUntil(OpDispatch, "BOTH")
+	old.skipUntil(discord.OpDispatch, "BOTH")
+	next.skipUntil(discord.OpDispatch, "BOTH")
 
 	// The third identify uses the last start; the fourth finds the token reset.
 	startShard(t, s, "", 0, 2, testIntents)
@@ -1316,9 +1317,9 @@ func TestReshardingAndStartLimit(t *testing.T) {
 		t.Errorf("remaining %d", r)
 	}
 	c := dial(t, s.GatewayURL(), "")
-	c.expect(OpHello, "")
+	c.expect(discord.OpHello, "")
 	c.identify(s.Token(), 0, 2, testIntents)
-	if got := c.closeCode(5 * time.Second); got != CloseAuthenticationFailed {
+	if got := c.closeCode(5 * time.Second); got != discord.CloseAuthenticationFailed {
 		t.Errorf("close %d, want 4004", got)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"time"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // runTraffic generates synthetic dispatches at the configured rate until
@@ -120,7 +122,7 @@ func (s *Server) deliver(ctx context.Context, wait bool, rng *rand.Rand, g *guil
 			continue
 		}
 		d := syn.d
-		if syn.noContent != nil && ss.intents&IntentMessageContent == 0 {
+		if syn.noContent != nil && ss.intents&discord.IntentMessageContent == 0 {
 			d = syn.noContent
 		}
 		if wait && !s.waitRoom(ctx, ss) {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/discord"
 )
 
 // discordTime is the timestamp layout of Discord's JSON (ISO 8601 with
@@ -314,7 +315,7 @@ type (
 // content (nil when the event has none).
 type synthetic struct {
 	t         string
-	need      uint64 // intent a session must have to receive it
+	need      discord.Intent // intent a session must have to receive it
 	d         []byte
 	noContent []byte // d for sessions without MESSAGE_CONTENT, or nil
 }
