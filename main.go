@@ -21,6 +21,8 @@ import (
 	"syscall"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/internal/cli"
 )
 
 func main() {
@@ -29,8 +31,8 @@ func main() {
 	// our lines.
 	goredis.SetLogger(quietRedisLogger{})
 
-	// The first SIGINT or SIGTERM cancels the context with a *signalError
-	// as its cause (a command it ends exits 128 + the signal's number), and
+	// The first SIGINT or SIGTERM cancels the context with
+	// cli.SignalCause(sig) as its cause (a command it ends exits 128 + the signal's number), and
 	// restores the default behaviour so that a second one ends a drain
 	// that takes too long.
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -39,12 +41,12 @@ func main() {
 	go func() {
 		select {
 		case sig := <-sigs:
-			cancel(&signalError{sig: sig})
+			cancel(cli.SignalCause(sig))
 		case <-ctx.Done():
 		}
 		signal.Stop(sigs)
 	}()
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
+	code := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
 	cancel(nil)
 	os.Exit(code)
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	amqp091 "github.com/rabbitmq/amqp091-go"

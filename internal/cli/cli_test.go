@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -29,6 +29,11 @@ import (
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
+
+// moduleRoot is the module's root directory, which holds the spectacles
+// command (the main package), the README and the deployment files, from
+// this package's directory, where its tests run.
+const moduleRoot = "../.."
 
 // testRedisURL is the server the end-to-end tests use: the shared Redis at
 // 127.0.0.1:6379, or, outside CI when it is not running, an embedded one.
@@ -630,7 +635,7 @@ func TestConsumeStopsOnSignal(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "spectacles")
-	build := exec.Command("go", "build", "-o", bin, ".")
+	build := exec.Command("go", "build", "-o", bin, moduleRoot)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -313,7 +313,7 @@ func startChildRedis(t *testing.T) *childRedis {
 func buildSpectacles(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "spectacles")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, moduleRoot).CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -276,7 +276,7 @@ func TestLocalNodeProcesses(t *testing.T) {
 		t.Skip("builds the binary")
 	}
 	bin := filepath.Join(t.TempDir(), "spectacles")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, moduleRoot).CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	publish := []string{"publish", "MESSAGE_CREATE", `{"content":"hi"}`}

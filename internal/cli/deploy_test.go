@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bufio"
@@ -78,7 +78,7 @@ type composeFile struct {
 // gets is one it reads and that their values load, the healthcheck, the
 // ports and the stop grace period.
 func TestComposeFile(t *testing.T) {
-	raw, err := os.ReadFile("deploy/compose.yaml")
+	raw, err := os.ReadFile(filepath.Join(moduleRoot, "deploy/compose.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +180,7 @@ func changedNone(string) (string, bool) { return "", false }
 // dockerfile is the instructions of each stage of the Dockerfile.
 func dockerfile(t *testing.T) [][]string {
 	t.Helper()
-	f, err := os.Open("Dockerfile")
+	f, err := os.Open(filepath.Join(moduleRoot, "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,7 +256,7 @@ func TestDockerfile(t *testing.T) {
 		t.Errorf("build command %q: want RUN CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o OUT .", goBuild)
 	}
 	// "." is this module's root, the spectacles command.
-	if pkg, err := exec.Command("go", "list", "-f", "{{.Name}} {{.ImportPath}}", ".").Output(); err != nil || strings.TrimSpace(string(pkg)) != "main github.com/spectacles-go/spectacles" {
+	if pkg, err := exec.Command("go", "list", "-f", "{{.Name}} {{.ImportPath}}", moduleRoot).Output(); err != nil || strings.TrimSpace(string(pkg)) != "main github.com/spectacles-go/spectacles" {
 		t.Errorf("the build stage builds %q (%v), want the main package", pkg, err)
 	}
 	if !strings.HasPrefix(final[0], "FROM gcr.io/distroless/static") && final[0] != "FROM scratch" {
@@ -324,7 +324,7 @@ func unitKeys(t *testing.T, path string) map[string][]string {
 // TestSystemdUnit checks deploy/spectacles-gateway.service's keys and,
 // where systemd-analyze exists, verifies it.
 func TestSystemdUnit(t *testing.T) {
-	const path = "deploy/spectacles-gateway.service"
+	path := filepath.Join(moduleRoot, "deploy/spectacles-gateway.service")
 	k := unitKeys(t, path)
 	want := map[string]string{
 		"Service.ExecStart": "/usr/local/bin/spectacles gateway", "Service.EnvironmentFile": "/etc/spectacles/gateway.env",
@@ -343,7 +343,7 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	// The example environment file sets only what the gateway reads.
 	known := knownSettings()
-	raw, err := os.ReadFile("deploy/gateway.env.example")
+	raw, err := os.ReadFile(filepath.Join(moduleRoot, "deploy/gateway.env.example"))
 	if err != nil {
 		t.Fatal(err)
 	}

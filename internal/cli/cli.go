@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -85,6 +85,21 @@ type app struct {
 	node     *localnode.Node // the local node in use, without REDIS_URL
 	nodeMode nodeMode        // what the command does without REDIS_URL
 }
+
+// Run executes the command line args (without the program name) with the
+// given streams and environment lookup (os.LookupEnv in a process) and
+// returns the process exit code: 0, 1 when the command failed, 2 for bad
+// usage, 70 for a bug, 124 when a call timed out, and 128 + n when ctx was
+// cancelled with SignalCause of signal n. It holds no global state: many
+// may run in one process.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env func(string) (string, bool)) int {
+	return run(ctx, args, stdin, stdout, stderr, env)
+}
+
+// SignalCause is the cause to cancel Run's context with when the process
+// gets sig: the command it ends reports "interrupted (SIGINT)" and exits
+// 128 + the signal's number, as shells report it.
+func SignalCause(sig os.Signal) error { return &signalError{sig: sig} }
 
 // run executes the command line args and returns the process exit code.
 // Errors are printed to stderr as one line, "spectacles: <message>".

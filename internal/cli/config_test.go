@@ -1,8 +1,9 @@
-package main
+package cli
 
 import (
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,7 +163,7 @@ func TestLoadConfigMalformedNamesTheSource(t *testing.T) {
 // TestReadmeDocumentsEverySetting keeps the README's configuration table
 // complete.
 func TestReadmeDocumentsEverySetting(t *testing.T) {
-	b, err := os.ReadFile("README.md")
+	b, err := os.ReadFile(filepath.Join(moduleRoot, "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
