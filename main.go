@@ -1,15 +1,26 @@
-// Command spectacles publishes, calls, consumes and benchmarks Spectacles
-// events through a broker (Redis streams).
+// Command spectacles publishes, calls, consumes, answers (respond) and
+// benchmarks Spectacles events through a broker (BROKER_TYPE: Redis
+// streams, RabbitMQ, or JSON lines on stdin and stdout), inspects and
+// repairs what the broker holds (streams, groups, pending, ack, claim,
+// dlq, tail, send, shards), runs Discord gateway shards (gateway,
+// healthcheck) or a simulator of Discord's gateway (simulate), and, run
+// with no arguments on a terminal, opens the console.
 //
 //	spectacles publish EVENT [JSON|-]
 //	spectacles call EVENT [JSON|-] --timeout 5s
 //	spectacles consume --group GROUP EVENT...
 //	spectacles bench --messages N --size BYTES --consumers C --publishers P
+//	spectacles gateway
+//	spectacles
 //
 // Configuration comes from flags and from the environment variables that
 // spec-tacles/gateway reads (BROKER_TYPE, BROKER_GROUP, REDIS_URL, ...);
-// see README.md. Without REDIS_URL the commands share the local node, an
-// embedded in-memory Redis that the first long-lived command starts.
+// see README.md. On Redis without REDIS_URL the commands share the local
+// node, an embedded in-memory Redis that the first long-lived command
+// starts.
+//
+// The commands are in internal/cli; this package sets up the process:
+// go-redis's logger, signals and the exit code.
 package main
 
 import (

@@ -150,8 +150,9 @@ func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "spectacles",
 		Short: "Publish, call, consume and benchmark Spectacles events",
-		Long: `spectacles talks the Spectacles protocol over Redis streams: services
-coordinate through a broker, each with a group name (shared by its instances;
+		Long: `spectacles talks the Spectacles protocol through a broker (Redis streams,
+RabbitMQ, or JSON lines on stdin and stdout: --broker-type): services
+coordinate through it, each with a group name (shared by its instances;
 every message goes once to one client of each group) and a client name.
 
 Configuration comes from flags and from the environment variables of
