@@ -1,15 +1,26 @@
-// Command spectacles publishes, calls, consumes and benchmarks Spectacles
-// events through a broker (Redis streams).
+// Command spectacles publishes, calls, consumes, answers (respond) and
+// benchmarks Spectacles events through a broker (BROKER_TYPE: Redis
+// streams, RabbitMQ, or JSON lines on stdin and stdout), inspects and
+// repairs what the broker holds (streams, groups, pending, ack, claim,
+// dlq, tail, send, shards), runs Discord gateway shards (gateway,
+// healthcheck) or a simulator of Discord's gateway (simulate), and, run
+// with no arguments on a terminal, opens the console.
 //
 //	spectacles publish EVENT [JSON|-]
 //	spectacles call EVENT [JSON|-] --timeout 5s
 //	spectacles consume --group GROUP EVENT...
 //	spectacles bench --messages N --size BYTES --consumers C --publishers P
+//	spectacles gateway
+//	spectacles
 //
 // Configuration comes from flags and from the environment variables that
 // spec-tacles/gateway reads (BROKER_TYPE, BROKER_GROUP, REDIS_URL, ...);
-// see README.md. Without REDIS_URL the commands share the local node, an
-// embedded in-memory Redis that the first long-lived command starts.
+// see README.md. On Redis without REDIS_URL the commands share the local
+// node, an embedded in-memory Redis that the first long-lived command
+// starts.
+//
+// The commands are in internal/cli; this package sets up the process:
+// go-redis's logger, signals and the exit code.
 package main
 
 import (
@@ -21,6 +32,8 @@ import (
 	"syscall"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/internal/cli"
 )
 
 func main() {
@@ -29,8 +42,8 @@ func main() {
 	// our lines.
 	goredis.SetLogger(quietRedisLogger{})
 
-	// The first SIGINT or SIGTERM cancels the context with a *signalError
-	// as its cause (a command it ends exits 128 + the signal's number), and
+	// The first SIGINT or SIGTERM cancels the context with
+	// cli.SignalCause(sig) as its cause (a command it ends exits 128 + the signal's number), and
 	// restores the default behaviour so that a second one ends a drain
 	// that takes too long.
 	ctx, cancel := context.WithCancelCause(context.Background())
@@ -39,12 +52,12 @@ func main() {
 	go func() {
 		select {
 		case sig := <-sigs:
-			cancel(&signalError{sig: sig})
+			cancel(cli.SignalCause(sig))
 		case <-ctx.Done():
 		}
 		signal.Stop(sigs)
 	}()
-	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
+	code := cli.Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr, os.LookupEnv)
 	cancel(nil)
 	os.Exit(code)
 }

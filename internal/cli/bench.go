@@ -1,0 +1,140 @@
+package cli
+
+import (
+	amqp091 "github.com/rabbitmq/amqp091-go"
+
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/core/bench"
+	"github.com/spectacles-go/spectacles/internal/redact"
+	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+)
+
+func (a *app) benchCommand() *cobra.Command {
+	var cfg bench.Config
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure publish -> consume -> ack throughput and latency; print one JSON line",
+		Long: `Publish --messages payloads of --size bytes from --publishers goroutines to a
+new event, consume them with --consumers clients of a new group that
+acknowledge each, and print one JSON line:
+
+  {"broker", "message_count", "payload_bytes", "consumer_count",
+   "publisher_count", "publish_per_s", "end_to_end_per_s", "publish_ms",
+   "end_to_end_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
+   "latency_max_ms"}
+
+Latency runs from each Publish call to the handler receiving the message.
+The event is named spectacles-bench-<random>; its stream is deleted at the
+end. Without REDIS_URL it measures the local node when one runs, else a
+private embedded server of its own (not advertised, gone at the end).`,
+		Example: `  spectacles bench --messages 200000 --size 1024`,
+		Args:    argsBetween(0, 0),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := benchFlagsError(cfg); err != nil {
+				return err
+			}
+			var suffix [6]byte
+			if _, err := rand.Read(suffix[:]); err != nil {
+				return fmt.Errorf("bench: %w", err)
+			}
+			cfg.Event = "spectacles-bench-" + hex.EncodeToString(suffix[:])
+			cfg.Group = cfg.Event
+			ctx := cmd.Context()
+			a.log.Debug("bench starting", "event", cfg.Event, "messages", cfg.Messages, "size", cfg.PayloadBytes,
+				"consumers", cfg.Consumers, "publishers", cfg.Publishers)
+			connected := false
+			defer func() {
+				if connected {
+					a.deleteEvents(ctx, cfg.Event, core.DeadLetterEvent(cfg.Event))
+				}
+			}()
+			res, err := bench.Run(ctx, func(id core.Identity) (core.Broker, error) {
+				b, err := a.open(ctx, a.options(id))
+				if err != nil {
+					return nil, err // not a typed nil in the interface
+				}
+				connected = true
+				return b, nil
+			}, cfg)
+			if err != nil {
+				return err
+			}
+			res.Broker = a.brokerName()
+			if res.Redeliveries > 0 {
+				a.log.Warn("some messages were delivered more than once", "redeliveries", res.Redeliveries)
+			}
+			return (&lineWriter{w: a.stdout}).write(newBenchJSON(res))
+		},
+	}
+	f := cmd.Flags()
+	f.IntVar(&cfg.Messages, "messages", bench.DefaultMessages, "messages to publish and consume")
+	f.IntVar(&cfg.PayloadBytes, "size", bench.DefaultPayloadBytes, fmt.Sprintf("payload size in bytes (at least %d)", bench.MinPayloadBytes))
+	f.IntVar(&cfg.Consumers, "consumers", bench.DefaultConsumers, "consuming clients, each with its own connection pool")
+	f.IntVar(&cfg.Publishers, "publishers", bench.DefaultPublishers, "concurrent publishing goroutines sharing one client")
+	f.DurationVar(&cfg.StallTimeout, "stall-timeout", bench.DefaultStallTimeout, "fail when no message arrives for this long")
+	return cmd
+}
+
+// deleteEvents removes the streams of events from a Redis server this
+// process does not own (REDIS_URL's, or the local node); a private
+// embedded server vanishes on its own. Failures are logged, not returned:
+// the measurement stands.
+func (a *app) deleteEvents(ctx context.Context, events ...string) {
+	if a.cfg.BrokerType == "amqp" {
+		a.deleteAMQPBench(events[0])
+		return
+	}
+	if a.privateEmbedded() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	b, err := a.open(ctx, a.options(a.cfg.Identity()))
+	if err != nil {
+		a.log.Warn("bench streams not deleted", "events", events, "err", err)
+		return
+	}
+	defer b.Close()
+	rc, ok := any(b).(redisClienter)
+	if !ok {
+		a.log.Warn("bench streams not deleted: the broker does not expose its Redis client", "events", events)
+		return
+	}
+	if err := rc.Client().Del(ctx, events...).Err(); err != nil {
+		a.log.Warn("bench streams not deleted", "events", events, "err", err)
+	}
+}
+
+// deleteAMQPBench removes the exchange and queues of a bench run on
+// RabbitMQ: the bench's group (the exchange) is named after its event.
+func (a *app) deleteAMQPBench(event string) {
+	conn, err := amqp091.DialConfig(a.cfg.AMQPURL, amqp091.Config{Dial: amqp091.DefaultDial(5 * time.Second)})
+	if err != nil {
+		a.log.Warn("bench queues not deleted", "event", event, "err", redact.Text(err.Error(), a.cfg.AMQPURL))
+		return
+	}
+	defer conn.Close()
+	ch, err := conn.Channel()
+	if err != nil {
+		a.log.Warn("bench queues not deleted", "event", event, "err", err)
+		return
+	}
+	queue := amqptransport.QueueName(event, a.cfg.Subgroup, event)
+	for _, q := range []string{queue, queue + core.DeadLetterSuffix} {
+		if _, err := ch.QueueDelete(q, false, false, false); err != nil {
+			a.log.Warn("bench queue not deleted", "queue", q, "err", err)
+			return
+		}
+	}
+	if err := ch.ExchangeDelete(event, false, false); err != nil {
+		a.log.Warn("bench exchange not deleted", "exchange", event, "err", err)
+	}
+}
