@@ -4,7 +4,23 @@ import (
 	"github.com/charmbracelet/bubbles/cursor"
 	"github.com/charmbracelet/bubbles/textarea"
 	"github.com/charmbracelet/bubbles/textinput"
+	"github.com/charmbracelet/lipgloss"
 )
+
+// newInput makes a one-line text input styled by the console's theme, with
+// a steady cursor.
+func newInput(r *lipgloss.Renderer, st *styles) textinput.Model {
+	in := textinput.New()
+	in.Prompt = ""
+	in.Cursor.SetMode(cursor.CursorStatic)
+	in.Cursor.Style = r.NewStyle().Reverse(true)
+	in.Cursor.TextStyle = r.NewStyle()
+	in.PromptStyle = st.key
+	in.TextStyle = st.text
+	in.PlaceholderStyle = st.muted
+	in.CompletionStyle = st.muted
+	return in
+}
 
 // newField makes a one-line text field styled by the console's theme, with
 // a steady cursor (a blinking one would redraw the screen twice a second).

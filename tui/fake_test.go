@@ -575,3 +575,8 @@ func (d *driver) mustNotContain(parts ...string) {
 		}
 	}
 }
+
+// testAction is an action that runs a function.
+type testAction func() tea.Msg
+
+func (a testAction) run(context.Context, Backend) tea.Msg { return a() }

@@ -58,6 +58,7 @@ var (
 )
 
 type groupsView struct {
+	viewBase
 	sh        *shared
 	load      loader
 	stream    string
@@ -83,6 +84,13 @@ func newGroups(sh *shared) *groupsView {
 	v.k.Copy = bind("copy group name", "y")
 	v.k.Tail = bind("tail stream", "t")
 	return v
+}
+
+// open shows the groups of n's stream, if it names one.
+func (v *groupsView) open(n navMsg) {
+	if n.stream != "" {
+		v.setStream(n.stream)
+	}
 }
 
 func (v *groupsView) setStream(stream string) {

@@ -35,6 +35,7 @@ var kindTitles = [numKinds]string{"Overview", "Streams", "Groups", "Pending", "T
 // the layout and routes messages; a view owns its data, its keys and its
 // requests.
 type view interface {
+	navigable
 	// crumbs are the breadcrumb after the view's title (stream, group).
 	crumbs() []string
 	// setSize gives the body's size.
@@ -54,16 +55,37 @@ type view interface {
 	capturing() bool
 }
 
-// filterable views accept "/" filters.
-type filterable interface {
+// navigable is the navigation the root asks of every view, the same for
+// all of them, so that the root never needs to know which view it talks
+// to: open with a navMsg's parameters, stop when hidden, filter ("/"), and
+// list the keys this broker cannot do. viewBase gives the defaults.
+type navigable interface {
+	// open takes the parameters of a navMsg (stream, group, streams…).
+	open(n navMsg)
+	// deactivate stops background work when the view is hidden.
+	deactivate()
+	// canFilter reports that the view accepts "/" filters.
+	canFilter() bool
+	// filterText is the filter typed; setFilter changes it.
 	filterText() string
 	setFilter(text string) tea.Cmd
+	// unavailable lists the actions this broker cannot do, headed by
+	// unavailableTitle ("" names the broker).
+	unavailable() []unavailableKey
+	unavailableTitle() string
 }
 
-// deactivator views stop background work when hidden.
-type deactivator interface {
-	deactivate()
-}
+// viewBase is a navigable that has no parameters, no filter and nothing
+// unavailable; views embed it and override what they do.
+type viewBase struct{}
+
+func (viewBase) open(navMsg)                   {}
+func (viewBase) deactivate()                   {}
+func (viewBase) canFilter() bool               { return false }
+func (viewBase) filterText() string            { return "" }
+func (viewBase) setFilter(string) tea.Cmd      { return nil }
+func (viewBase) unavailable() []unavailableKey { return nil }
+func (viewBase) unavailableTitle() string      { return "" }
 
 // result is a view's own reply from a command.
 type result interface {
@@ -73,17 +95,19 @@ type result interface {
 // tickMsg drives the periodic refresh; gen drops ticks of an old timer.
 type tickMsg struct{ gen int }
 
-// confirmMsg asks "(y/N)" before running yes.
+// confirmMsg asks "(y/N)" before running acts, one after the other.
 type confirmMsg struct {
 	prompt string
-	yes    tea.Cmd
+	acts   []action
 }
 
-// promptMsg asks for a line of text.
+// promptMsg asks for a line of text for act; from is the view that asked
+// (it hears submittedMsg when the text is accepted).
 type promptMsg struct {
 	label, value, hint string
 	masked             bool
-	submit             func(string) tea.Cmd
+	from               kind
+	act                inputAction
 }
 
 // navMsg opens a view.
@@ -112,6 +136,13 @@ type payloadMsg struct {
 
 // copyMsg copies text to the clipboard.
 type copyMsg struct{ what, text string }
+
+// requeuedMsg tells the tail that dead letters of dlq were requeued (they
+// leave its buffer).
+type requeuedMsg struct {
+	dlq string
+	ids []string
+}
 
 // actionMsg reports an action's outcome and refreshes the view it came from.
 type actionMsg struct {
@@ -219,17 +250,6 @@ func (s *shared) amqp() bool {
 type unavailableKey struct {
 	key key.Binding
 	why string
-}
-
-// unavailabler views list the actions this broker cannot do.
-type unavailabler interface {
-	unavailable() []unavailableKey
-}
-
-// unavailableTitler views head their unavailable actions with their own
-// title (the default names the broker).
-type unavailableTitler interface {
-	unavailableTitle() string
 }
 
 // pressedUnavailable returns a status error when msg is one of list's keys.

@@ -9,13 +9,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/charmbracelet/bubbles/cursor"
 	"github.com/charmbracelet/bubbles/help"
 	"github.com/charmbracelet/bubbles/key"
-	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
-	"github.com/charmbracelet/x/ansi"
 
 	"github.com/spectacles-go/spectacles/internal/termtext"
 	"github.com/spectacles-go/spectacles/themes"
@@ -67,14 +64,13 @@ type Options struct {
 	TailLimit int
 }
 
+// mode is who receives keys: the active view (normal), the modal input,
+// the help overlay or the payload viewer.
 type mode int
 
 const (
 	modeNormal mode = iota
-	modePalette
-	modeFilter
-	modeConfirm
-	modePrompt
+	modeModal
 	modeHelp
 	modePayload
 )
@@ -89,9 +85,7 @@ type Model struct {
 	mode  mode
 
 	width, height int
-	input         textinput.Model
-	confirm       confirmMsg
-	prompt        promptMsg
+	modal         modal
 	payload       payloadPane
 	help          help.Model
 	keys          globalKeys
@@ -156,7 +150,7 @@ func New(b Backend, opts Options) *Model {
 		kSend:     newSend(sh),
 		kShards:   newShards(sh),
 	}
-	m.input = newInput(opts.Renderer, &st)
+	m.modal = newModal(opts.Renderer, &st)
 	m.payload = newPayloadPane(sh)
 	m.help = help.New()
 	m.help.ShortSeparator = " • "
@@ -171,19 +165,6 @@ func New(b Backend, opts Options) *Model {
 		}
 	}
 	return m
-}
-
-func newInput(r *lipgloss.Renderer, st *styles) textinput.Model {
-	in := textinput.New()
-	in.Prompt = ""
-	in.Cursor.SetMode(cursor.CursorStatic)
-	in.Cursor.Style = r.NewStyle().Reverse(true)
-	in.Cursor.TextStyle = r.NewStyle()
-	in.PromptStyle = st.key
-	in.TextStyle = st.text
-	in.PlaceholderStyle = st.muted
-	in.CompletionStyle = st.muted
-	return in
 }
 
 // Run runs the console on a terminal until the user quits or ctx ends.
@@ -246,21 +227,12 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		if m.sh.readOnly {
 			return m, statusErr("read-only: that action is disabled")
 		}
-		m.confirm, m.mode = msg, modeConfirm
+		m.mode = modeModal
+		m.modal.openConfirm(msg)
 		return m, nil
 	case promptMsg:
-		m.prompt, m.mode = msg, modePrompt
-		m.input.Reset()
-		m.input.SetValue(msg.value)
-		m.input.CursorEnd()
-		if msg.masked {
-			m.input.EchoMode = textinput.EchoPassword
-			m.input.EchoCharacter = '•'
-		} else {
-			m.input.EchoMode = textinput.EchoNormal
-		}
-		m.input.Placeholder = ""
-		return m, m.input.Focus()
+		m.mode = modeModal
+		return m, m.modal.openPrompt(msg)
 	case navMsg:
 		return m, m.navigate(msg)
 	case statusMsg:
@@ -272,10 +244,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		} else {
 			m.setStatus(msg.text, false)
 		}
+		var cmd tea.Cmd
 		if len(msg.requeued) > 0 {
-			m.views[kTail].(*tailView).drop(msg.dlq, msg.requeued)
+			cmd = m.views[kTail].update(requeuedMsg{dlq: msg.dlq, ids: msg.requeued})
 		}
-		cmd := m.views[msg.from].refresh()
+		cmd = tea.Batch(cmd, m.views[msg.from].refresh())
 		if msg.from != m.active() {
 			cmd = tea.Batch(cmd, m.views[m.active()].refresh())
 		}
@@ -290,6 +263,7 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, nil
 		}
 		m.payload.open(msg.stream, msg.entry)
+		m.modal.close()
 		m.mode = modePayload
 		return m, nil
 	case copyMsg:
@@ -340,63 +314,8 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 		return tea.Quit
 	}
 	switch m.mode {
-	case modeConfirm:
-		m.mode = modeNormal
-		if msg.String() == "y" || msg.String() == "Y" {
-			m.setStatus("working…", false)
-			return m.confirm.yes
-		}
-		m.setStatus("cancelled", false)
-		return nil
-	case modePrompt:
-		switch msg.Type {
-		case tea.KeyEsc:
-			m.mode = modeNormal
-			m.input.Blur()
-			m.input.EchoMode = textinput.EchoNormal
-			m.input.Reset()
-			m.setStatus("cancelled", false)
-			return nil
-		case tea.KeyEnter:
-			m.mode = modeNormal
-			value := m.input.Value()
-			m.input.Blur()
-			m.input.EchoMode = textinput.EchoNormal
-			m.input.Reset()
-			return m.prompt.submit(value)
-		}
-		var cmd tea.Cmd
-		m.input, cmd = m.input.Update(msg)
-		return cmd
-	case modePalette:
-		switch msg.Type {
-		case tea.KeyEsc:
-			m.mode = modeNormal
-			m.input.Blur()
-			return nil
-		case tea.KeyEnter:
-			m.mode = modeNormal
-			m.input.Blur()
-			return m.runCommand(m.input.Value())
-		}
-		var cmd tea.Cmd
-		m.input, cmd = m.input.Update(msg)
-		return cmd
-	case modeFilter:
-		f, _ := m.views[m.active()].(filterable)
-		switch msg.Type {
-		case tea.KeyEsc:
-			m.mode = modeNormal
-			m.input.Blur()
-			return f.setFilter("")
-		case tea.KeyEnter:
-			m.mode = modeNormal
-			m.input.Blur()
-			return nil
-		}
-		var cmd tea.Cmd
-		m.input, cmd = m.input.Update(msg)
-		return tea.Batch(cmd, f.setFilter(m.input.Value()))
+	case modeModal:
+		return m.modalKey(msg)
 	case modeHelp:
 		m.mode = modeNormal
 		return nil
@@ -420,24 +339,15 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 		m.mode = modeHelp
 		return nil
 	case key.Matches(msg, m.keys.Palette):
-		m.mode = modePalette
-		m.input.Reset()
-		m.input.EchoMode = textinput.EchoNormal
-		m.input.Placeholder = "streams, pending EVENT [GROUP], tail EVENT…, shards, refresh 5s, quit"
-		return m.input.Focus()
+		m.mode = modeModal
+		return m.modal.openPalette()
 	case key.Matches(msg, m.keys.Filter):
-		f, ok := v.(filterable)
-		if !ok {
+		if !v.canFilter() {
 			m.setStatus("this view has no filter", false)
 			return nil
 		}
-		m.mode = modeFilter
-		m.input.Reset()
-		m.input.EchoMode = textinput.EchoNormal
-		m.input.Placeholder = ""
-		m.input.SetValue(f.filterText())
-		m.input.CursorEnd()
-		return m.input.Focus()
+		m.mode = modeModal
+		return m.modal.openFilter(v.filterText())
 	case key.Matches(msg, m.keys.Back):
 		if len(m.stack) > 1 {
 			return m.switchTo(m.stack[:len(m.stack)-1])
@@ -467,6 +377,59 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 	return v.update(msg)
 }
 
+// modalKey gives a key to the modal input and acts on what it did.
+func (m *Model) modalKey(msg tea.KeyMsg) tea.Cmd {
+	cmd, ev := m.modal.update(msg)
+	if ev.closed {
+		m.mode = modeNormal
+	}
+	v := m.views[m.active()]
+	switch ev.kind {
+	case modalConfirm:
+		if !ev.accepted {
+			m.setStatus("cancelled", false)
+			return nil
+		}
+		m.setStatus("working…", false)
+		return m.sh.startAll(m.modal.confirm.acts)
+	case modalPrompt:
+		if !ev.closed {
+			return cmd
+		}
+		if !ev.accepted {
+			m.setStatus("cancelled", false)
+			return nil
+		}
+		return m.submit(m.modal.prompt, ev.value)
+	case modalPalette:
+		if ev.closed && ev.accepted {
+			return m.runCommand(ev.value)
+		}
+	case modalFilter:
+		switch {
+		case ev.closed && !ev.accepted:
+			return v.setFilter("")
+		case ev.changed:
+			return tea.Batch(cmd, v.setFilter(ev.value))
+		}
+	}
+	return cmd
+}
+
+// submit makes a prompt's action from the text typed, then confirms it
+// or runs it.
+func (m *Model) submit(p promptMsg, text string) tea.Cmd {
+	a, ask, err := p.act.withInput(text)
+	if err != nil {
+		return statusErr(err.Error())
+	}
+	told := m.views[p.from].update(submittedMsg{act: a})
+	if ask != "" {
+		return tea.Batch(told, emit(confirmMsg{prompt: ask, acts: []action{a}}))
+	}
+	return tea.Batch(told, m.sh.start(a))
+}
+
 func (m *Model) setInterval(d time.Duration) tea.Cmd {
 	d = min(max(d, 250*time.Millisecond), time.Minute)
 	m.interval = d
@@ -480,38 +443,13 @@ func (m *Model) switchTo(stack []kind) tea.Cmd {
 	old := m.active()
 	m.stack = stack
 	if old != m.active() {
-		if d, ok := m.views[old].(deactivator); ok {
-			d.deactivate()
-		}
+		m.views[old].deactivate()
 	}
 	return m.views[m.active()].activate()
 }
 
 // applyNav gives a view its parameters.
-func (m *Model) applyNav(n navMsg) {
-	switch n.to {
-	case kGroups:
-		if n.stream != "" {
-			m.views[kGroups].(*groupsView).setStream(n.stream)
-		}
-	case kPending:
-		if n.stream != "" {
-			m.views[kPending].(*pendingView).setTarget(n.stream, n.group)
-		}
-	case kTail:
-		if len(n.streams) > 0 {
-			m.views[kTail].(*tailView).setStreams(n.streams)
-		}
-	case kPublish:
-		if n.event != "" || n.data != "" {
-			m.views[kPublish].(*publishView).prefill(n.event, n.data)
-		}
-	case kSend:
-		if n.data != "" {
-			m.views[kSend].(*sendView).prefillGuild(n.data)
-		}
-	}
-}
+func (m *Model) applyNav(n navMsg) { m.views[n.to].open(n) }
 
 func (m *Model) navigate(n navMsg) tea.Cmd {
 	m.applyNav(n)
@@ -582,193 +520,4 @@ func (m *Model) View() string {
 	// Broker text was escaped where it entered (shownBackend); this
 	// catches what the user typed (a bidi control pasted in a field).
 	return termtext.EscapeStyled(strings.Join(parts, "\n"))
-}
-
-// fitLines cuts or pads text to exactly h lines of at most w cells.
-func fitLines(s string, w, h int) string {
-	lines := strings.Split(s, "\n")
-	if len(lines) > h {
-		lines = lines[:h]
-	}
-	for i, l := range lines {
-		if ansi.StringWidth(l) > w {
-			lines[i] = ansi.Truncate(l, w, "")
-		}
-	}
-	for len(lines) < h {
-		lines = append(lines, "")
-	}
-	return strings.Join(lines, "\n")
-}
-
-func (m *Model) headerView() string {
-	st := m.sh.st
-	n := m.sh.node
-	left := " spectacles console"
-	if n.Name != "" {
-		left += " │ node " + n.Name
-	}
-	addr := n.BrokerKind
-	if n.BrokerAddress != "" {
-		addr += " " + n.BrokerAddress
-	}
-	if n.Embedded {
-		addr += " (embedded, in-memory)"
-	}
-	left += " │ " + addr
-	refresh := "refresh " + m.interval.String()
-	if m.sh.paused {
-		refresh = "refresh paused"
-	}
-	var badges []string
-	if n.Simulated {
-		badges = append(badges, st.badge.Render(" SIMULATED "))
-	}
-	if m.sh.readOnly {
-		badges = append(badges, st.badge.Render(" READ-ONLY "))
-	}
-	right := strings.Join(badges, " ")
-	rightW := ansi.StringWidth(right) + ansi.StringWidth(refresh) + 2
-	left = pad(left, max(m.width-rightW, 0))
-	return st.header.Render(left+refresh+" ") + " " + right
-}
-
-func (m *Model) tabsView() string {
-	st := m.sh.st
-	var b strings.Builder
-	for k := range numKinds {
-		label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
-		if k == m.active() {
-			b.WriteString(st.tabOn.Render("[" + label + "]"))
-		} else {
-			b.WriteString(st.tabOff.Render(" " + label + " "))
-		}
-	}
-	return truncate(b.String(), m.width)
-}
-
-func (m *Model) crumbView() string {
-	st := m.sh.st
-	k := m.active()
-	parts := []string{kindTitles[k]}
-	parts = append(parts, m.views[k].crumbs()...)
-	if m.mode == modePayload {
-		parts = append(parts, "payload "+m.payload.entry.ID)
-	}
-	if m.mode == modeHelp {
-		parts = append(parts, "help")
-	}
-	s := " " + st.crumb.Render(strings.Join(parts, " › "))
-	if f, ok := m.views[k].(filterable); ok && f.filterText() != "" && m.mode != modeFilter {
-		s += st.accent.Render("  filter: " + f.filterText())
-	}
-	return truncate(s, m.width)
-}
-
-func (m *Model) statusView() string {
-	st := m.sh.st
-	switch m.mode {
-	case modeConfirm:
-		return truncate(" "+st.warn.Render(m.confirm.prompt+" (y/N)"), m.width)
-	case modePrompt:
-		line := " " + st.key.Render(m.prompt.label+": ") + m.input.View()
-		if m.prompt.hint != "" {
-			line += "  " + st.muted.Render(m.prompt.hint)
-		}
-		return truncate(line, m.width)
-	case modePalette:
-		line := " " + st.key.Render(":") + m.input.View()
-		if s := paletteHint(m.input.Value()); s != "" {
-			line += "  " + st.muted.Render(s)
-		}
-		return truncate(line, m.width)
-	case modeFilter:
-		return truncate(" "+st.key.Render("/")+m.input.View()+"  "+st.muted.Render("enter keep • esc clear"), m.width)
-	}
-	if m.status == "" {
-		return ""
-	}
-	if m.statusErr {
-		return truncate(" "+st.bad.Render("✗ "+m.status), m.width)
-	}
-	return truncate(" "+st.muted.Render(m.status), m.width)
-}
-
-// viewBindings are the keys that work now, view first.
-func (m *Model) viewBindings() []key.Binding {
-	v := m.views[m.active()]
-	switch m.mode {
-	case modePayload:
-		return append(m.payload.keys(), m.keys.Back)
-	case modeConfirm:
-		return []key.Binding{bindAs("y", "confirm", "y"), bindAs("any other key", "cancel", "n")}
-	case modePrompt, modePalette, modeFilter:
-		return []key.Binding{bindAs("enter", "accept", "enter"), bindAs("esc", "cancel", "esc")}
-	}
-	return enabled(v.keys()...)
-}
-
-func (m *Model) globalBindings() []key.Binding {
-	v := m.views[m.active()]
-	if v.capturing() {
-		return []key.Binding{m.keys.ForceQuit}
-	}
-	g := []key.Binding{m.keys.Help, m.keys.Palette}
-	if _, ok := v.(filterable); ok {
-		g = append(g, m.keys.Filter)
-	}
-	if len(m.stack) > 1 {
-		g = append(g, m.keys.Back)
-	}
-	g = append(g, m.keys.Refresh, m.keys.Pause, m.keys.Faster, m.keys.Slower, m.keys.Quit)
-	return g
-}
-
-// brokerKind is the broker's kind as the server reports it, else the node's.
-func (m *Model) brokerKind() string {
-	if m.sh.serverKind != "" {
-		return m.sh.serverKind
-	}
-	return m.sh.node.BrokerKind
-}
-
-func (m *Model) footerView() string {
-	list := m.viewBindings()
-	if m.mode == modeNormal {
-		list = append(list, m.globalBindings()...)
-	}
-	return truncate(" "+m.help.ShortHelpView(list), m.width)
-}
-
-func (m *Model) helpView() string {
-	st := m.sh.st
-	views := make([]key.Binding, 0, numKinds)
-	for k := range numKinds {
-		views = append(views, m.keys.Views[k])
-	}
-	groups := [][]key.Binding{m.viewBindings(), m.globalBindings(), views}
-	var b strings.Builder
-	b.WriteString(st.title.Render("Keys that work in "+kindTitles[m.active()]) + "\n\n")
-	b.WriteString(m.help.FullHelpView(groups) + "\n\n")
-	if u, ok := m.views[m.active()].(unavailabler); ok && m.mode == modeHelp {
-		if list := u.unavailable(); len(list) > 0 {
-			title := "Unavailable on this broker (" + m.brokerKind() + "):"
-			if t, ok := u.(unavailableTitler); ok {
-				title = t.unavailableTitle()
-			}
-			b.WriteString(st.warn.Render(title) + "\n")
-			for _, x := range list {
-				h := x.key.Help()
-				b.WriteString("  " + st.key.Render(pad(h.Key, 6)) + st.text.Render(h.Desc) + "\n")
-				b.WriteString("        " + st.muted.Render(truncate("✗ "+x.why, max(m.width-9, 10))) + "\n")
-			}
-			b.WriteString("\n")
-		}
-	}
-	b.WriteString(st.muted.Render("Commands (:) "+strings.Join(commandNames(), ", ")) + "\n")
-	if m.sh.readOnly {
-		b.WriteString(st.warn.Render("READ-ONLY: ack, claim, dead-letter, requeue, publish, call, send and shard control are disabled") + "\n")
-	}
-	b.WriteString(st.muted.Render("press any key to close"))
-	return b.String()
 }

@@ -36,6 +36,7 @@ func (overviewResult) target() kind { return kOverview }
 // overviewView summarises the node: broker health, shards, rates, dead
 // letters and warnings.
 type overviewView struct {
+	viewBase
 	sh     *shared
 	load   loader
 	res    overviewResult

@@ -30,6 +30,7 @@ func (pendingResult) target() kind { return kPending }
 // pendingView pages through a group's pending entries: it never loads more
 // than one page (the rows that fit) from the broker.
 type pendingView struct {
+	viewBase
 	sh            *shared
 	load          loader
 	stream, group string
@@ -71,6 +72,13 @@ func newPending(sh *shared) *pendingView {
 	v.k.Requeue = bind("requeue dead letters", "R")
 	v.k.Copy = bind("copy id", "y")
 	return v
+}
+
+// open shows the pending entries of n's stream and group, if it names them.
+func (v *pendingView) open(n navMsg) {
+	if n.stream != "" {
+		v.setTarget(n.stream, n.group)
+	}
 }
 
 func (v *pendingView) setTarget(stream, group string) {
@@ -119,6 +127,7 @@ func (v *pendingView) setSize(w, h int) {
 func (v *pendingView) activate() tea.Cmd { return v.refresh() }
 func (v *pendingView) capturing() bool   { return false }
 
+func (v *pendingView) canFilter() bool    { return true }
 func (v *pendingView) filterText() string { return v.filter }
 
 // setFilter reads "NAME" (a consumer) and "idle>DURATION" terms.
@@ -284,6 +293,10 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 			return v.refresh()
 		}
 		return nil
+	case submittedMsg:
+		// A claim's consumer was typed: the marks are done with.
+		clear(v.tbl.marked)
+		return nil
 	case tea.KeyMsg:
 		return v.key(msg)
 	}
@@ -376,7 +389,6 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	ids := v.targets()
 	target := fmt.Sprintf("%s/%s", v.stream, v.group)
 	sh, stream, group := v.sh, v.stream, v.group
-	ins := sh.backend.Inspector()
 	switch {
 	case key.Matches(msg, v.k.Payload):
 		id, prev := v.tbl.selectedKey(), ""
@@ -406,12 +418,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		clear(v.tbl.marked)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Acknowledge %s of %s? They leave the pending list for good.", plural(len(ids), "entry"), target),
-			yes: func() tea.Msg {
-				ctx, cancel := sh.ctx()
-				defer cancel()
-				n, err := ins.Ack(ctx, stream, group, ids...)
-				return actionMsg{from: kPending, text: fmt.Sprintf("acknowledged %d of %d in %s", n, len(ids), target), err: err}
-			},
+			acts:   []action{ackAction{stream: stream, group: group, ids: ids}},
 		})
 	case key.Matches(msg, v.k.Claim):
 		names := make([]string, 0, len(v.consumers))
@@ -423,40 +430,20 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 			hint = "consumers: " + strings.Join(names, ", ")
 		}
 		return emit(promptMsg{label: fmt.Sprintf("Claim %s to consumer", plural(len(ids), "entry")), value: sh.node.Client, hint: hint,
-			submit: func(consumer string) tea.Cmd {
-				consumer = strings.TrimSpace(consumer)
-				if consumer == "" {
-					return statusErr("claim: a consumer name is required")
-				}
-				clear(v.tbl.marked)
-				return emit(confirmMsg{
-					prompt: fmt.Sprintf("Claim %s of %s to %q?", plural(len(ids), "entry"), target, consumer),
-					yes: func() tea.Msg {
-						ctx, cancel := sh.ctx()
-						defer cancel()
-						got, err := ins.Claim(ctx, stream, group, consumer, 0, ids...)
-						return actionMsg{from: kPending, text: fmt.Sprintf("%q now owns %d of %d entries", consumer, len(got), len(ids)), err: err}
-					},
-				})
-			}})
+			from: kPending, act: claimAction{stream: stream, group: group, ids: ids}})
 	case key.Matches(msg, v.k.Dead):
 		clear(v.tbl.marked)
-		dlq := dlqOf(stream)
 		return emit(confirmMsg{
-			prompt: fmt.Sprintf("Move %s of %s to %s (acknowledging them here)?", plural(len(ids), "entry"), target, dlq),
-			yes: func() tea.Msg {
-				ctx, cancel := sh.ctx()
-				defer cancel()
-				n, err := ins.DeadLetter(ctx, stream, group, "moved by an operator from the spectacles console on "+sh.node.Name, ids...)
-				return actionMsg{from: kPending, text: fmt.Sprintf("moved %d of %d to %s", n, len(ids), dlq), err: err}
-			},
+			prompt: fmt.Sprintf("Move %s of %s to %s (acknowledging them here)?", plural(len(ids), "entry"), target, dlqOf(stream)),
+			acts: []action{deadLetterAction{stream: stream, group: group, ids: ids,
+				reason: "moved by an operator from the spectacles console on " + sh.node.Name}},
 		})
 	case key.Matches(msg, v.k.Requeue):
 		clear(v.tbl.marked)
 		source, _ := dlqSource(stream)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Requeue %s from %s to %s?", plural(len(ids), "dead letter"), stream, source),
-			yes:    requeueCmd(sh, kPending, source, group, ids),
+			acts:   []action{requeueAction{from: kPending, source: source, group: group, ids: ids}},
 		})
 	case pressed(msg, v.k.Ack), pressed(msg, v.k.Claim), pressed(msg, v.k.Dead), pressed(msg, v.k.Requeue):
 		if v.sh.readOnly {
@@ -467,32 +454,6 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 	}
 	return nil
-}
-
-// requeueCmd publishes dead letters of source again and, when group is
-// set, acknowledges them in the dead-letter stream's group.
-func requeueCmd(sh *shared, from kind, source, group string, ids []string) tea.Cmd {
-	ins := sh.backend.Inspector()
-	return func() tea.Msg {
-		ctx, cancel := sh.ctx()
-		defer cancel()
-		newIDs, err := ins.Requeue(ctx, source, ids...)
-		if err == nil && group != "" {
-			_, err = ins.Ack(ctx, dlqOf(source), group, ids...)
-		}
-		text := fmt.Sprintf("requeued %d of %d to %s", len(newIDs), len(ids), source)
-		if len(newIDs) > 0 {
-			text += " as " + strings.Join(newIDs[:min(len(newIDs), 3)], ", ")
-			if len(newIDs) > 3 {
-				text += ", …"
-			}
-		}
-		msg := actionMsg{from: from, text: text, err: err}
-		if err == nil {
-			msg.dlq, msg.requeued = dlqOf(source), ids
-		}
-		return msg
-	}
 }
 
 func (v *pendingView) view() string {

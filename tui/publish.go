@@ -2,7 +2,6 @@ package tui
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,11 +32,12 @@ func (publishResult) target() kind { return kPublish }
 // publishView publishes or calls an event with JSON data typed in an
 // editor that validates it as it is typed.
 type publishView struct {
+	viewBase
 	sh       *shared
 	event    textinput.Model
 	timeout  textinput.Model
 	editor   textarea.Model
-	focus    int // 0 event, 1 data, 2 timeout; -1 none
+	form     formFocus // fields: 0 event, 1 data, 2 timeout
 	seq      uint64
 	busy     bool
 	result   string
@@ -45,7 +45,7 @@ type publishView struct {
 	width    int
 	height   int
 	k        struct {
-		Next, Prev, Publish, Call, Format, Edit, Leave key.Binding
+		Publish, Call, Format key.Binding
 	}
 }
 
@@ -53,15 +53,18 @@ func newPublish(sh *shared) *publishView {
 	v := &publishView{sh: sh, event: newField(sh, "EVENT_NAME"), timeout: newField(sh, "5s"), editor: newEditor(sh)}
 	v.timeout.SetValue("5s")
 	v.editor.Placeholder = `{"content": "hello"}`
-	v.k.Next = bind("next field", "tab")
-	v.k.Prev = bind("previous field", "shift+tab")
 	v.k.Publish = bind("publish", "ctrl+s")
 	v.k.Call = bind("call (wait for a reply)", "ctrl+o")
 	v.k.Format = bind("format JSON", "ctrl+f")
-	v.k.Edit = bindAs("enter/i", "edit", "enter", "i")
-	v.k.Leave = bind("stop editing", "esc")
-	v.setFocus(0)
+	v.form = newFormFocus(1, &v.event, &v.editor, &v.timeout)
 	return v
+}
+
+// open prefills the form with n's event and data, if it has them.
+func (v *publishView) open(n navMsg) {
+	if n.event != "" || n.data != "" {
+		v.prefill(n.event, n.data)
+	}
 }
 
 func (v *publishView) prefill(event, data string) {
@@ -72,22 +75,7 @@ func (v *publishView) prefill(event, data string) {
 		v.editor.SetValue(data)
 	}
 	if event != "" {
-		v.setFocus(1)
-	}
-}
-
-func (v *publishView) setFocus(i int) {
-	v.focus = i
-	v.event.Blur()
-	v.timeout.Blur()
-	v.editor.Blur()
-	switch i {
-	case 0:
-		v.event.Focus()
-	case 1:
-		v.editor.Focus()
-	case 2:
-		v.timeout.Focus()
+		v.form.set(1)
 	}
 }
 
@@ -108,7 +96,7 @@ func (v *publishView) setSize(w, h int) {
 
 func (v *publishView) activate() tea.Cmd { return nil }
 func (v *publishView) refresh() tea.Cmd  { return nil }
-func (v *publishView) capturing() bool   { return v.focus >= 0 }
+func (v *publishView) capturing() bool   { return v.form.editing() }
 
 func (v *publishView) canWrite() bool { return !v.sh.readOnly && v.sh.backend.Broker() != nil }
 
@@ -116,12 +104,8 @@ func (v *publishView) keys() []key.Binding {
 	w := v.canWrite()
 	v.k.Publish.SetEnabled(w && !v.busy)
 	v.k.Call.SetEnabled(w && !v.busy)
-	v.k.Edit.SetEnabled(v.focus < 0)
-	v.k.Leave.SetEnabled(v.focus >= 0)
-	v.k.Next.SetEnabled(v.focus >= 0)
-	v.k.Prev.SetEnabled(v.focus >= 0)
 	v.k.Format.SetEnabled(true)
-	return []key.Binding{v.k.Publish, v.k.Call, v.k.Format, v.k.Next, v.k.Prev, v.k.Edit, v.k.Leave}
+	return append([]key.Binding{v.k.Publish, v.k.Call, v.k.Format}, v.form.keys()...)
 }
 
 // validate checks the event name and the JSON.
@@ -170,19 +154,10 @@ func (v *publishView) update(msg tea.Msg) tea.Cmd {
 
 func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
 	v.keys()
+	if v.form.key(msg) {
+		return nil
+	}
 	switch {
-	case key.Matches(msg, v.k.Leave) && v.focus >= 0:
-		v.setFocus(-1)
-		return nil
-	case key.Matches(msg, v.k.Edit) && v.focus < 0:
-		v.setFocus(1)
-		return nil
-	case key.Matches(msg, v.k.Next) && v.focus >= 0:
-		v.setFocus((v.focus + 1) % 3)
-		return nil
-	case key.Matches(msg, v.k.Prev) && v.focus >= 0:
-		v.setFocus((v.focus + 2) % 3)
-		return nil
 	case key.Matches(msg, v.k.Format):
 		var buf bytes.Buffer
 		if err := json.Indent(&buf, []byte(strings.TrimSpace(v.editor.Value())), "", "  "); err == nil {
@@ -201,7 +176,7 @@ func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
 		return nil
 	}
 	var cmd tea.Cmd
-	switch v.focus {
+	switch v.form.cur {
 	case 0:
 		v.event, cmd = v.event.Update(msg)
 	case 1:
@@ -229,40 +204,19 @@ func (v *publishView) send(call bool) tea.Cmd {
 		}
 		timeout = d
 	}
-	b := v.sh.backend.Broker()
 	v.seq++
 	v.busy = true
 	v.result = ""
-	seq, base := v.seq, v.sh.base
 	if call {
 		v.result = fmt.Sprintf("calling %s, waiting up to %s for a reply…", event, timeout)
 	}
-	return func() tea.Msg {
-		r := publishResult{seq: seq, call: call, event: event}
-		start := time.Now()
-		if call {
-			ctx, cancel := context.WithTimeout(base, timeout)
-			defer cancel()
-			p, err := b.Call(ctx, event, data)
-			r.elapsed, r.err = time.Since(start), err
-			if err == nil {
-				d := decodePayload(p.Raw)
-				r.reply = d.Pretty
-			}
-			return r
-		}
-		ctx, cancel := context.WithTimeout(base, 10*time.Second)
-		defer cancel()
-		r.id, r.err = b.Publish(ctx, event, data)
-		r.elapsed = time.Since(start)
-		return r
-	}
+	return v.sh.start(publishAction{seq: v.seq, call: call, event: event, data: data, wait: timeout})
 }
 
 func (v *publishView) view() string {
 	st := v.sh.st
 	label := func(i int, s string) string {
-		if v.focus == i {
+		if v.form.cur == i {
 			return st.key.Render("▸ " + s)
 		}
 		return st.muted.Render("  " + s)

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -40,12 +39,13 @@ func (sendNodesResult) target() kind { return kSend }
 // (routed by the gateway to (guild_id >> 22) % shard_count) or straight to
 // one shard's event.
 type sendView struct {
+	viewBase
 	sh       *shared
 	guild    textinput.Model
 	count    textinput.Model
 	shard    textinput.Model
 	editor   textarea.Model
-	focus    int // 0 guild, 1 count, 2 shard, 3 packet; -1 none
+	form     formFocus // fields: 0 guild, 1 count, 2 shard, 3 packet
 	template string
 	seq      uint64
 	result   string
@@ -54,20 +54,16 @@ type sendView struct {
 	// their shard count routes the preview.
 	load  loader
 	nodes sendNodesResult
-	k     struct{ Next, Prev, Send, Direct, Edit, Leave key.Binding }
+	k     struct{ Send, Direct key.Binding }
 }
 
 func newSend(sh *shared) *sendView {
 	v := &sendView{sh: sh, guild: newField(sh, "guild id (snowflake)"), count: newField(sh, "auto"),
 		shard: newField(sh, "auto"), editor: newEditor(sh)}
-	v.k.Next = bind("next field", "tab")
-	v.k.Prev = bind("previous field", "shift+tab")
 	v.k.Send = bind("SEND (routed by guild)", "ctrl+s")
 	v.k.Direct = bind("send to the shard directly", "ctrl+d")
-	v.k.Edit = bindAs("enter/i", "edit", "enter", "i")
-	v.k.Leave = bind("stop editing", "esc")
+	v.form = newFormFocus(0, &v.guild, &v.count, &v.shard, &v.editor)
 	v.retemplate()
-	v.setFocus(0)
 	return v
 }
 
@@ -86,27 +82,16 @@ func (v *sendView) retemplate() {
 	}
 }
 
+// open prefills the guild id with n's data, if it has some.
+func (v *sendView) open(n navMsg) {
+	if n.data != "" {
+		v.prefillGuild(n.data)
+	}
+}
+
 func (v *sendView) prefillGuild(g string) {
 	v.guild.SetValue(g)
 	v.retemplate()
-}
-
-func (v *sendView) setFocus(i int) {
-	v.focus = i
-	v.guild.Blur()
-	v.count.Blur()
-	v.shard.Blur()
-	v.editor.Blur()
-	switch i {
-	case 0:
-		v.guild.Focus()
-	case 1:
-		v.count.Focus()
-	case 2:
-		v.shard.Focus()
-	case 3:
-		v.editor.Focus()
-	}
 }
 
 func (v *sendView) crumbs() []string { return nil }
@@ -136,17 +121,13 @@ func (v *sendView) refresh() tea.Cmd {
 	}
 }
 
-func (v *sendView) capturing() bool { return v.focus >= 0 }
+func (v *sendView) capturing() bool { return v.form.editing() }
 
 func (v *sendView) keys() []key.Binding {
 	w := !v.sh.readOnly && v.sh.backend.Broker() != nil
 	v.k.Send.SetEnabled(w)
 	v.k.Direct.SetEnabled(w)
-	v.k.Edit.SetEnabled(v.focus < 0)
-	v.k.Leave.SetEnabled(v.focus >= 0)
-	v.k.Next.SetEnabled(v.focus >= 0)
-	v.k.Prev.SetEnabled(v.focus >= 0)
-	return []key.Binding{v.k.Send, v.k.Direct, v.k.Next, v.k.Prev, v.k.Edit, v.k.Leave}
+	return append([]key.Binding{v.k.Send, v.k.Direct}, v.form.keys()...)
 }
 
 // shardCount is the typed count, else the local gateway's, else the one
@@ -256,19 +237,10 @@ func (v *sendView) update(msg tea.Msg) tea.Cmd {
 
 func (v *sendView) key(msg tea.KeyMsg) tea.Cmd {
 	v.keys()
+	if v.form.key(msg) {
+		return nil
+	}
 	switch {
-	case key.Matches(msg, v.k.Leave) && v.focus >= 0:
-		v.setFocus(-1)
-		return nil
-	case key.Matches(msg, v.k.Edit) && v.focus < 0:
-		v.setFocus(0)
-		return nil
-	case key.Matches(msg, v.k.Next) && v.focus >= 0:
-		v.setFocus((v.focus + 1) % 4)
-		return nil
-	case key.Matches(msg, v.k.Prev) && v.focus >= 0:
-		v.setFocus((v.focus + 3) % 4)
-		return nil
 	case key.Matches(msg, v.k.Send), key.Matches(msg, v.k.Direct):
 		return v.send(key.Matches(msg, v.k.Direct))
 	case pressed(msg, v.k.Send), pressed(msg, v.k.Direct):
@@ -278,7 +250,7 @@ func (v *sendView) key(msg tea.KeyMsg) tea.Cmd {
 		return nil
 	}
 	var cmd tea.Cmd
-	switch v.focus {
+	switch v.form.cur {
 	case 0:
 		v.guild, cmd = v.guild.Update(msg)
 		v.retemplate()
@@ -297,8 +269,6 @@ func (v *sendView) send(direct bool) tea.Cmd {
 	if err != nil {
 		return statusErr(err.Error())
 	}
-	b := v.sh.backend.Broker()
-	base := v.sh.base
 	event, data, prompt := gateway.SendEvent, any(map[string]any{"guild_id": p.guildText, "packet": p.packet}),
 		fmt.Sprintf("SEND op %d for guild %s? The gateway routes it to shard %d of %d.", p.op, p.guildText, p.routed, p.count)
 	if direct {
@@ -309,27 +279,13 @@ func (v *sendView) send(direct bool) tea.Cmd {
 		prompt += " (SIMULATED gateway)"
 	}
 	v.seq++
-	seq := v.seq
-	return emit(confirmMsg{prompt: prompt, yes: func() tea.Msg {
-		ctx, cancel := context.WithTimeout(base, 10*time.Second)
-		defer cancel()
-		data, err := gateway.EncodePacket(event, data)
-		if err != nil {
-			return sendResult{seq: seq, err: err}
-		}
-		id, err := b.Publish(ctx, event, data)
-		text := fmt.Sprintf("published %s → id %s", event, id)
-		if event == gateway.SendEvent {
-			text += fmt.Sprintf(" · the gateway routes it to shard %d of %d", p.routed, p.count)
-		}
-		return sendResult{seq: seq, text: text, err: err}
-	}})
+	return emit(confirmMsg{prompt: prompt, acts: []action{sendAction{seq: v.seq, event: event, data: data, routed: p.routed, count: p.count}}})
 }
 
 func (v *sendView) view() string {
 	st := v.sh.st
 	label := func(i int, s string) string {
-		if v.focus == i {
+		if v.form.cur == i {
 			return st.key.Render("▸ " + s)
 		}
 		return st.muted.Render("  " + s)

@@ -54,6 +54,7 @@ func (r shardRow) key() string {
 // shardsView shows the local gateway's shards and controls them, then the
 // shards that gateway nodes in other processes report (read-only).
 type shardsView struct {
+	viewBase
 	sh            *shared
 	load          loader
 	res           shardsResult
@@ -203,6 +204,10 @@ func (v *shardsView) update(msg tea.Msg) tea.Cmd {
 		if again {
 			return v.refresh()
 		}
+	case submittedMsg:
+		// The token was typed: the gateway is starting.
+		v.starting = true
+		return status("starting a gateway…")
 	case gatewayStartedMsg:
 		v.starting = false
 		if msg.err != nil {
@@ -350,21 +355,15 @@ func (v *shardsView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 		return nil
 	}
-	act := func(verb string, f func(int) error) tea.Cmd {
-		return func() tea.Msg {
-			err := f(id)
-			return actionMsg{from: kShards, text: fmt.Sprintf("shard %d: %s", id, verb), err: err}
-		}
-	}
 	switch {
 	case key.Matches(msg, v.k.Start):
-		return act("started", g.StartShard)
+		return v.sh.start(shardAction{id: id, op: shardStart})
 	case key.Matches(msg, v.k.Stop):
 		return emit(confirmMsg{prompt: fmt.Sprintf("Stop shard %d? Its guilds get no events until it starts again (the session stays resumable).", id),
-			yes: act("stopped", g.StopShard)})
+			acts: []action{shardAction{id: id, op: shardStop}}})
 	case key.Matches(msg, v.k.Reconnect):
 		return emit(confirmMsg{prompt: fmt.Sprintf("Reconnect shard %d? It closes its connection and resumes.", id),
-			yes: act("reconnecting", g.ReconnectShard)})
+			acts: []action{shardAction{id: id, op: shardReconnect}}})
 	case pressed(msg, v.k.Start), pressed(msg, v.k.Stop), pressed(msg, v.k.Reconnect):
 		if v.sh.readOnly {
 			return statusErr("read-only: shard control is disabled")
@@ -379,16 +378,7 @@ func (v *shardsView) promptGateway() tea.Cmd {
 	if sh.node.EnvToken {
 		hint = "empty: DISCORD_TOKEN from the environment"
 	}
-	return emit(promptMsg{label: "Bot token", masked: true, hint: hint, submit: func(token string) tea.Cmd {
-		token = strings.TrimPrefix(strings.TrimSpace(token), "Bot ")
-		if token == "" && !sh.node.EnvToken {
-			return statusErr("a token is required (DISCORD_TOKEN is not set)")
-		}
-		v.starting = true
-		return tea.Batch(status("starting a gateway…"), func() tea.Msg {
-			return gatewayStartedMsg{err: sh.backend.StartGateway(sh.base, token)}
-		})
-	}})
+	return emit(promptMsg{label: "Bot token", masked: true, hint: hint, from: kShards, act: startGatewayAction{envToken: sh.node.EnvToken}})
 }
 
 func (v *shardsView) view() string {

@@ -171,6 +171,7 @@ func fmtKnown(n int64) string {
 }
 
 type streamsView struct {
+	viewBase
 	sh     *shared
 	load   loader
 	rates  rateTracker
@@ -238,6 +239,7 @@ func (v *streamsView) refresh() tea.Cmd {
 }
 
 func (v *streamsView) capturing() bool    { return false }
+func (v *streamsView) canFilter() bool    { return true }
 func (v *streamsView) filterText() string { return v.filter }
 
 func (v *streamsView) setFilter(text string) tea.Cmd {

@@ -56,6 +56,7 @@ func tailCols(idWidth int) []column {
 
 // tailView follows one or more streams.
 type tailView struct {
+	viewBase
 	sh      *shared
 	load    loader
 	streams []string
@@ -86,6 +87,13 @@ func newTail(sh *shared) *tailView {
 	v.k.Copy = bind("copy id", "y")
 	v.k.Clear = bind("clear", "c")
 	return v
+}
+
+// open follows n's streams, if it names some.
+func (v *tailView) open(n navMsg) {
+	if len(n.streams) > 0 {
+		v.setStreams(n.streams)
+	}
 }
 
 func (v *tailView) setStreams(streams []string) {
@@ -130,6 +138,7 @@ func (v *tailView) deactivate() {
 	v.tickGen++
 }
 
+func (v *tailView) canFilter() bool    { return true }
 func (v *tailView) filterText() string { return v.filter }
 
 func (v *tailView) setFilter(text string) tea.Cmd {
@@ -244,6 +253,9 @@ func (v *tailView) update(msg tea.Msg) tea.Cmd {
 			return v.refresh()
 		}
 		return nil
+	case requeuedMsg:
+		v.drop(msg.dlq, msg.ids)
+		return nil
 	case tea.KeyMsg:
 		return v.key(msg)
 	}
@@ -300,14 +312,14 @@ func (v *tailView) key(msg tea.KeyMsg) tea.Cmd {
 			byStream[e.stream] = []string{e.id}
 		}
 		clear(v.tbl.marked)
-		var cmds []tea.Cmd
+		var acts []action
 		n := 0
 		for s, ids := range byStream {
 			source, _ := dlqSource(s)
-			cmds = append(cmds, requeueCmd(v.sh, kTail, source, "", ids))
+			acts = append(acts, requeueAction{from: kTail, source: source, ids: ids})
 			n += len(ids)
 		}
-		return emit(confirmMsg{prompt: fmt.Sprintf("Requeue %s to their original events?", plural(n, "dead letter")), yes: tea.Sequence(cmds...)})
+		return emit(confirmMsg{prompt: fmt.Sprintf("Requeue %s to their original events?", plural(n, "dead letter")), acts: acts})
 	case pressed(msg, v.k.Requeue):
 		if v.sh.readOnly {
 			return statusErr("read-only: requeue is disabled")

@@ -188,7 +188,7 @@ func TestReadOnlyDisablesEveryAction(t *testing.T) {
 	d.keys("esc", "8", "x", "R", "s")
 	d.mustContain("read-only: shard control is disabled")
 	// A confirmation that reaches the root in read-only mode is refused.
-	d.send(confirmMsg{prompt: "danger", yes: func() tea.Msg { t.Error("ran"); return nil }})
+	d.send(confirmMsg{prompt: "danger", acts: []action{testAction(func() tea.Msg { t.Error("ran"); return nil })}})
 	d.mustNotContain("danger")
 	if ins.count("Ack")+ins.count("Claim")+ins.count("DeadLetter") != 0 || len(b.events()) != 0 || len(gw.actions()) != 0 {
 		t.Fatalf("something changed: ins %v broker %v gateway %v", ins.calls, b.events(), gw.actions())
