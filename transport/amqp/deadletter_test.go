@@ -213,6 +213,7 @@ func TestListingDeadLettersLeavesThem(t *testing.T) {
 	// the queue; nothing is dead-lettered again.
 	o := opts("svc", "reader")
 	o.MaxDeliveries = 1
+	o.Concurrency = 1 // in order: one handler at a time
 	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
 	h, got := collect(t, true)
 	startConsume(t, reader, []string{dl}, h)

@@ -21,7 +21,8 @@ func TestNewGroupsAtEnd(t *testing.T) {
 	}
 	consume := func(ctx context.Context, group string) chan string {
 		got := make(chan string, 16)
-		b := openBroker(t, url, Config{Options: core.Options{Identity: core.Identity{Group: group, Client: "c"}, Logger: testLogger(t)}})
+		// Concurrency 1: messages are handled one at a time, in stream order.
+		b := openBroker(t, url, Config{Options: core.Options{Identity: core.Identity{Group: group, Client: "c"}, Concurrency: 1, Logger: testLogger(t)}})
 		cctx, cancel := context.WithCancel(ctx)
 		t.Cleanup(cancel)
 		if err := b.Consume(cctx, []string{ev}, func(ctx context.Context, m *core.Message) {
