@@ -257,16 +257,24 @@ func (s *Shard) Reconnect() {
 	}
 }
 
-func (s *Shard) setState(st State) {
+func (s *Shard) setState(st State) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.setStateLocked(st)
+	return s.setStateLocked(st)
 }
 
-func (s *Shard) setStateLocked(st State) {
+// setStateLocked is the one place a shard's state changes. A change the
+// state machine does not allow (allowedTransition) is a bug: it is logged
+// and the state stays as it was; it returns whether the state is st.
+func (s *Shard) setStateLocked(st State) bool {
 	if s.state == st {
-		return
+		return true
 	}
+	if !allowedTransition(s.state, st) {
+		s.log.Error("bug: shard state change not allowed; keeping the state", "from", s.state, "to", st)
+		return false
+	}
+	s.cfg.Metrics.state(s.cfg.ID, s.state, st)
 	if st == Ready {
 		close(s.ready)
 		s.cfg.Metrics.alive(s.cfg.ID, true)
@@ -276,6 +284,7 @@ func (s *Shard) setStateLocked(st State) {
 	}
 	s.log.Debug("shard state", "from", s.state, "to", st)
 	s.state = st
+	return true
 }
 
 // Run connects and keeps the shard connected until ctx is cancelled, when
@@ -436,7 +445,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 	if !resume {
 		// Wait for an identify slot before connecting, so that the wait
 		// never stalls a live connection.
-		s.setState(Identifying)
+		s.setState(WaitingIdentify)
 		if err := s.cfg.Identify.Wait(ctx, s.cfg.ID); err != nil {
 			return outcome{action: discord.Resume, reason: "identify wait: " + err.Error()}
 		}
