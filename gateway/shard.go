@@ -200,6 +200,9 @@ type liveConn struct {
 	writeMu   sync.Mutex
 	limiter   *sendLimiter
 	closeOnce sync.Once
+	// goroutines are the connection's own (heartbeat, closer): joined
+	// before the shard leaves the connection.
+	goroutines sync.WaitGroup
 }
 
 // NewShard validates cfg and makes a shard; Run starts it.
@@ -465,15 +468,19 @@ func (s *Shard) connect(ctx context.Context) outcome {
 	s.mu.Lock()
 	s.conn = lc
 	s.mu.Unlock()
+	connCtx, cancel := context.WithCancel(ctx)
+	// The connection is left only once its goroutines (heartbeat, closer)
+	// have returned: cancelling stops their waits and closing the socket
+	// ends a write in progress.
 	defer func() {
+		cancel()
 		s.mu.Lock()
 		s.conn = nil
 		s.mu.Unlock()
 		_ = ws.Close()
+		lc.goroutines.Wait()
 	}()
 
-	connCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	reader, err := newPayloadReader(ws, s.cfg.Compress, MaxInboundPayload)
 	if err != nil {
 		return outcome{action: discord.Fatal, reason: err.Error()}
@@ -482,7 +489,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 
 	// Closing from outside: shutdown or a requested reconnect.
 	var shutdown atomic.Bool
-	go func() {
+	lc.goroutines.Go(func() {
 		select {
 		case <-connCtx.Done():
 			if ctx.Err() != nil {
@@ -492,7 +499,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 		case <-s.reconnectC:
 			lc.close(discord.CloseResumable, "reconnect requested")
 		}
-	}()
+	})
 
 	return s.readLoop(connCtx, lc, reader, resume, sess, &shutdown)
 }
@@ -567,7 +574,7 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 		return outcome{action: discord.Resume, reason: "hello without a heartbeat interval"}
 	}
 	hb := newHeartbeater(s, lc, time.Duration(hello.HeartbeatInterval)*time.Millisecond)
-	go hb.run(ctx)
+	lc.goroutines.Go(func() { hb.run(ctx) })
 
 	if resume {
 		s.setState(Resuming)
