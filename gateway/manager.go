@@ -79,8 +79,9 @@ type ManagerConfig struct {
 	// DrainTimeout bounds how long Run, once its context ends, keeps
 	// publishing the queued dispatches (GATEWAY_DRAIN_TIMEOUT). Default 30 s.
 	DrainTimeout time.Duration
-	// ConsumePackets makes the manager consume the shard-id events of its
-	// shards and SEND. Default true (set DisableSend to turn off).
+	// DisableSend stops the manager from consuming worker packets: by
+	// default (false) it consumes the shard-id events of its shards and
+	// SEND, and writes them to Discord.
 	DisableSend bool
 	// IdentifyRedis, when set and Identify is nil, coordinates identifies
 	// with the other processes of the same bot through this Redis (a

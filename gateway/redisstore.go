@@ -8,6 +8,8 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // RedisStore keeps sessions in Redis under spec-tacles/gateway's keys,
@@ -98,13 +100,13 @@ func NewRedisIdentifyLimiter(client goredis.UniversalClient, prefix string, maxC
 // Wait implements IdentifyLimiter.
 func (l *RedisIdentifyLimiter) Wait(ctx context.Context, shard int) error {
 	key := fmt.Sprintf("%sidentify:%d", l.prefix, shard%l.maxConcurrency)
-	backoff := 50 * time.Millisecond
+	var bo retry.Backoff // Redis errors: 50 ms to 5 s
 	for {
 		ok, err := l.client.SetNX(ctx, key, fmt.Sprintf("%s shard %d", l.owner, shard), l.interval).Result()
 		var delay time.Duration
 		switch {
 		case err != nil:
-			delay, backoff = backoff, min(2*backoff, 5*time.Second)
+			delay = bo.Next()
 		case ok:
 			return nil
 		default:
@@ -114,12 +116,8 @@ func (l *RedisIdentifyLimiter) Wait(ctx context.Context, shard int) error {
 			}
 			delay = ttl
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !retry.Sleep(ctx, delay) {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }

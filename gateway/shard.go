@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"runtime"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/spectacles-go/spectacles/gateway/discord"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // ErrFatalClose is wrapped by the error Run returns when Discord closed
@@ -81,8 +81,11 @@ type ShardConfig struct {
 	// Dialer opens websocket connections. Default: websocket.DefaultDialer
 	// with a 30 s handshake timeout.
 	Dialer *websocket.Dialer
-	// MinBackoff and MaxBackoff bound the reconnect delay, which doubles
-	// with each failed attempt and is jittered. Defaults 1 s and 2 min.
+	// MinBackoff and MaxBackoff bound the reconnect delay: a retry.Backoff
+	// whose step starts at MinBackoff and doubles with each failed attempt
+	// up to MaxBackoff, each delay drawn from [step/2, step]. The first
+	// reconnect after a connection that was ready, when quick (op 7, a
+	// drop), waits at most MinBackoff/4. Defaults 1 s and 2 min.
 	MinBackoff, MaxBackoff time.Duration
 	// SendLimit payloads per SendWindow (Discord: 120 per 60 s).
 	SendLimit  int
@@ -303,7 +306,10 @@ func (s *Shard) Run(ctx context.Context) error {
 	s.session, s.baseSeq = sess, sess.Seq
 	s.mu.Unlock()
 
-	attempt := 0
+	// The first reconnect after a healthy connection may be quick; the
+	// others back off (retry.Backoff from MinBackoff to MaxBackoff).
+	bo := retry.Backoff{Min: s.cfg.MinBackoff, Max: s.cfg.MaxBackoff}
+	fresh := true
 	for {
 		if ctx.Err() != nil {
 			return s.stop()
@@ -328,7 +334,8 @@ func (s *Shard) Run(ctx context.Context) error {
 			s.resetSession()
 		}
 		if out.wasReady {
-			attempt = 0
+			bo.Reset()
+			fresh = true
 		}
 		if out.shed {
 			s.setState(Reconnecting)
@@ -342,8 +349,8 @@ func (s *Shard) Run(ctx context.Context) error {
 		s.status.Reconnects++
 		s.setStateLocked(Reconnecting)
 		s.mu.Unlock()
-		delay := s.backoff(attempt, out.quick)
-		attempt++
+		delay := reconnectDelay(&bo, s.cfg.MinBackoff, fresh && out.quick)
+		fresh = false
 		s.log.Info("reconnecting", "in", delay.Round(time.Millisecond), "code", out.code, "reason", out.reason, "resume", s.Session().Resumable())
 		t := time.NewTimer(delay)
 		select {
@@ -355,19 +362,15 @@ func (s *Shard) Run(ctx context.Context) error {
 	}
 }
 
-// backoff returns the delay before reconnect attempt n: full jitter over
-// an exponentially growing ceiling. A quick reconnect (Discord asked for
-// it, or a healthy connection just dropped) starts small.
-func (s *Shard) backoff(n int, quick bool) time.Duration {
-	base := s.cfg.MinBackoff
-	if quick && n == 0 {
-		return time.Duration(rand.Int64N(int64(base)/4 + 1))
+// reconnectDelay returns the delay before the next reconnect. A quick
+// one (Discord asked for it, or a healthy connection just dropped) waits a
+// full-jittered [0, floor/4] (floor is MinBackoff); the others take bo's next delay (equal jitter:
+// [step/2, step], the step doubling from MinBackoff to MaxBackoff).
+func reconnectDelay(bo *retry.Backoff, floor time.Duration, quick bool) time.Duration {
+	if quick {
+		return retry.Jitter(floor / 4)
 	}
-	ceiling := base << min(n, 16)
-	if ceiling > s.cfg.MaxBackoff || ceiling <= 0 {
-		ceiling = s.cfg.MaxBackoff
-	}
-	return base/2 + time.Duration(rand.Int64N(int64(ceiling)))
+	return bo.Next()
 }
 
 func (s *Shard) stop() error {
