@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/retry"
 )
 
 // DispatchSink takes a shard's dispatches (ShardConfig.Dispatches). The
@@ -270,7 +271,7 @@ func (q *dispatchQueue) run() {
 // confirms all of it; it returns false when publishing stopped for good
 // (the broker closed, or Drain gave up).
 func (q *dispatchQueue) publishBatch(batch []pending) bool {
-	delay := 50 * time.Millisecond
+	var bo retry.Backoff // 50 ms to 5 s
 	for len(batch) > 0 {
 		ctx, cancel := context.WithTimeout(q.stopCtx, 30*time.Second)
 		n, err := q.publish(ctx, batch)
@@ -291,15 +292,11 @@ func (q *dispatchQueue) publishBatch(batch []pending) bool {
 		if q.metrics != nil {
 			q.metrics.publishErrs.Inc()
 		}
+		delay := bo.Next()
 		q.log.Warn("publishing dispatches failed; retrying", "err", err, "batch", len(batch), "in", delay)
-		t := time.NewTimer(delay)
-		select {
-		case <-q.stopCtx.Done():
-			t.Stop()
+		if !retry.Sleep(q.stopCtx, delay) {
 			return false
-		case <-t.C:
 		}
-		delay = min(2*delay, 5*time.Second)
 	}
 	return true
 }

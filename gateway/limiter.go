@@ -131,11 +131,12 @@ type LocalIdentifyLimiter struct {
 	resetAt   time.Time
 }
 
-// withIdentifyMargin lengthens an identify interval by 5% (at least 10 ms):
+// WithIdentifyMargin lengthens an identify interval by 5% (at least 10 ms):
 // the slot is taken before connecting, and connections take different
 // times, so identifies could otherwise reach Discord closer together than
 // the interval. For Discord's 5 s this gives spec-tacles/gateway's 5.25 s.
-func withIdentifyMargin(interval time.Duration) time.Duration {
+// IdentifyLimiters of other packages (gateway/redisgw) use it too.
+func WithIdentifyMargin(interval time.Duration) time.Duration {
 	return interval + max(interval/20, 10*time.Millisecond)
 }
 
@@ -149,7 +150,7 @@ func NewLocalIdentifyLimiter(maxConcurrency int, interval time.Duration, remaini
 	}
 	return &LocalIdentifyLimiter{
 		maxConcurrency: maxConcurrency,
-		interval:       withIdentifyMargin(interval),
+		interval:       WithIdentifyMargin(interval),
 		next:           map[int]time.Time{},
 		waiting:        map[int]map[int]bool{},
 		changed:        make(chan struct{}),

@@ -9,14 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway/discord"
@@ -79,14 +76,15 @@ type ManagerConfig struct {
 	// DrainTimeout bounds how long Run, once its context ends, keeps
 	// publishing the queued dispatches (GATEWAY_DRAIN_TIMEOUT). Default 30 s.
 	DrainTimeout time.Duration
-	// ConsumePackets makes the manager consume the shard-id events of its
-	// shards and SEND. Default true (set DisableSend to turn off).
+	// DisableSend stops the manager from consuming worker packets: by
+	// default (false) it consumes the shard-id events of its shards and
+	// SEND, and writes them to Discord.
 	DisableSend bool
-	// IdentifyRedis, when set and Identify is nil, coordinates identifies
-	// with the other processes of the same bot through this Redis (a
-	// RedisIdentifyLimiter keyed by a hash of the token, sized by
-	// max_concurrency).
-	IdentifyRedis goredis.UniversalClient
+	// SharedIdentify, when set and Identify is nil, makes the limiter that
+	// coordinates identifies with the other processes of the same bot, once
+	// /gateway/bot has given max_concurrency (redisgw.IdentifyLimiters
+	// makes one over Redis).
+	SharedIdentify func(maxConcurrency int) IdentifyLimiter
 	// KeepRunningOnFatal keeps Run going when a shard stops on a fatal
 	// close code; by default Run stops every shard and returns that error,
 	// since fatal codes mean the configuration is wrong.
@@ -190,11 +188,8 @@ func (m *Manager) Run(ctx context.Context) error {
 		return err
 	}
 	identify := m.cfg.Identify
-	if identify == nil && m.cfg.IdentifyRedis != nil {
-		host, _ := os.Hostname()
-		sum := sha256.Sum256([]byte(m.cfg.Token))
-		identify = NewRedisIdentifyLimiter(m.cfg.IdentifyRedis, "spectacles:identify:"+hex.EncodeToString(sum[:8])+":",
-			gb.SessionStartLimit.MaxConcurrency, 5*time.Second, fmt.Sprintf("%s/%d", host, os.Getpid()))
+	if identify == nil && m.cfg.SharedIdentify != nil {
+		identify = m.cfg.SharedIdentify(gb.SessionStartLimit.MaxConcurrency)
 	}
 	if identify == nil {
 		limit := gb.SessionStartLimit

@@ -328,48 +328,6 @@ func TestManagerRepublishesForShardsOfOtherProcesses(t *testing.T) {
 	waitFor(t, "shard 1 sent it", func() bool { return len(received(env.sim, 1, 8)) == 1 })
 }
 
-func TestManagerRestartResumesFromRedisStore(t *testing.T) {
-	env := newManagerEnv(t, 2, func(c *simulator.Config) { c.TrafficRate = 200 })
-	prefix := redistest.Unique("gwstore") + ":"
-	var keys []string
-	for i := range 2 {
-		keys = append(keys, fmt.Sprintf("%s%dsession", prefix, i), fmt.Sprintf("%s%dseq", prefix, i), fmt.Sprintf("%s%dresume_url", prefix, i))
-	}
-	redistest.DeleteKeys(t, env.raw, keys...)
-	store := NewRedisStore(env.raw, prefix)
-	m1, stop := env.run(t, func(c *ManagerConfig) { c.Store = store })
-	waitFor(t, "traffic", func() bool {
-		for _, st := range m1.Shards() {
-			if st.Events < 20 {
-				return false
-			}
-		}
-		return true
-	})
-	before := m1.Shards()
-	stop()
-	// A new process with the same store resumes every shard.
-	m2, _ := env.run(t, func(c *ManagerConfig) { c.Store = NewRedisStore(env.raw, prefix) })
-	snap := env.sim.Snapshot()
-	if len(snap.Identifies) != 2 {
-		t.Errorf("%d identifies: the restarted process should have resumed", len(snap.Identifies))
-	}
-	accepted := 0
-	for _, r := range snap.Resumes {
-		if r.Accepted {
-			accepted++
-		}
-	}
-	if accepted != 2 {
-		t.Errorf("%d resumes accepted, want 2", accepted)
-	}
-	for i, st := range m2.Shards() {
-		if st.SessionID != before[i].SessionID {
-			t.Errorf("shard %d: session %s, was %s", i, st.SessionID, before[i].SessionID)
-		}
-	}
-}
-
 func TestManagerIdentifyBuckets(t *testing.T) {
 	// The limiter takes a bucket's slot before connecting, so identifies
 	// reach the server up to one connection set-up (a few ms, more under

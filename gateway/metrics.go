@@ -13,6 +13,7 @@ type Metrics struct {
 	packetsReceived *prometheus.CounterVec
 	packetsSent     *prometheus.CounterVec
 	shardsAlive     *prometheus.GaugeVec
+	shardState      *prometheus.GaugeVec
 	totalShards     prometheus.Gauge
 	ping            *prometheus.SummaryVec
 
@@ -36,6 +37,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		shardsAlive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "gateway_shards_alive", Help: "1 while the shard is connected and ready.",
 		}, []string{"id"}),
+		shardState: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "gateway_shard_state", Help: "1 for the state a shard is in (idle, waiting_identify, connecting, identifying, resuming, ready, reconnecting, stopped, failed), 0 for the others it was in.",
+		}, []string{"id", "state"}),
 		totalShards: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "gateway_total_shards", Help: "Shards this process runs.",
 		}),
@@ -63,7 +67,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "gateway_packets_routed_total", Help: "Worker packets routed, by where they went (local, republished).",
 		}, []string{"to"}),
 	}
-	for _, c := range []prometheus.Collector{m.packetsReceived, m.packetsSent, m.shardsAlive, m.totalShards, m.ping,
+	for _, c := range []prometheus.Collector{m.packetsReceived, m.packetsSent, m.shardsAlive, m.shardState, m.totalShards, m.ping,
 		m.queueLength, m.queueFull, m.published, m.publishErrs, m.deadLettered, m.routed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -91,6 +95,15 @@ func (m *Metrics) alive(shard int, up bool) {
 			v = 1
 		}
 		m.shardsAlive.WithLabelValues(strconv.Itoa(shard)).Set(v)
+	}
+}
+
+// state moves shard's gateway_shard_state from one state to another.
+func (m *Metrics) state(shard int, from, to State) {
+	if m != nil {
+		id := strconv.Itoa(shard)
+		m.shardState.WithLabelValues(id, from.String()).Set(0)
+		m.shardState.WithLabelValues(id, to.String()).Set(1)
 	}
 }
 

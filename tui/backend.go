@@ -29,7 +29,7 @@ type Backend interface {
 	// starting, or with an error that never contains the token.
 	StartGateway(ctx context.Context, token string) error
 	// GatewayNodes returns the statuses that gateway nodes in other
-	// processes publish (gateway.ReadNodeStatuses), sorted by group and
+	// processes publish (redisgw.ReadNodeStatuses), sorted by group and
 	// client; nil, nil when the node has no source of them (NodeInfo's
 	// GatewayNodes is false).
 	GatewayNodes(ctx context.Context) ([]gateway.NodeStatus, error)
@@ -117,7 +117,7 @@ type Node struct {
 	// when this node cannot start one. It returns once the shards start.
 	Start func(ctx context.Context, token string) (GatewayInfo, error)
 	// ReadNodes reads the statuses that gateway nodes publish (typically
-	// gateway.ReadNodeStatuses on the Redis they report to); nil when
+	// redisgw.ReadNodeStatuses on the Redis they report to); nil when
 	// there is no such source.
 	ReadNodes func(ctx context.Context) ([]gateway.NodeStatus, error)
 	// Secrets are strings that must never be shown (passwords, tokens).

@@ -53,7 +53,7 @@ func (t *shardTally) add(list []gateway.Status, stale bool) {
 		case s.State == gateway.Failed:
 			t.failed++
 		case s.State == gateway.Resuming, s.State == gateway.Reconnecting, s.State == gateway.Connecting,
-			s.State == gateway.Identifying:
+			s.State == gateway.Identifying, s.State == gateway.WaitingIdentify:
 			t.resuming++
 		default:
 			t.stopped++

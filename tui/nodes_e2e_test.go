@@ -10,6 +10,7 @@ import (
 	"github.com/charmbracelet/x/exp/teatest"
 
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
@@ -32,13 +33,13 @@ func TestEndToEndRemoteShards(t *testing.T) {
 	// A group of its own, short enough that the NODE column shows it whole.
 	group, client := redistest.Unique("g")[:8], "node-1"
 	name := group + "/" + client
-	key := gateway.StatusKeyPrefix + group + ":" + client
+	key := redisgw.StatusKeyPrefix + group + ":" + client
 	redistest.DeleteKeys(t, sys.raw, key)
 	reportCtx, stopReport := context.WithCancel(context.Background())
 	reported := make(chan struct{})
 	go func() {
 		defer close(reported)
-		sys.manager.ReportStatus(reportCtx, sys.raw, group, client, 200*time.Millisecond)
+		sys.manager.ReportStatus(reportCtx, redisgw.NewStatusReporter(sys.raw), group, client, 200*time.Millisecond)
 	}()
 	stop := func() {
 		stopReport()
@@ -52,7 +53,7 @@ func TestEndToEndRemoteShards(t *testing.T) {
 		Info:    NodeInfo{Name: "e2e-remote", Client: "console-e2e", BrokerKind: "redis", StaleAfter: time.Minute},
 		Inspect: sys.broker, Publisher: sys.broker,
 		ReadNodes: func(ctx context.Context) ([]gateway.NodeStatus, error) {
-			return gateway.ReadNodeStatuses(ctx, sys.raw)
+			return redisgw.ReadNodeStatuses(ctx, sys.raw)
 		},
 	}
 	opts := plainOptions()

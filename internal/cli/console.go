@@ -19,6 +19,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/themes"
 	"github.com/spectacles-go/spectacles/tui"
@@ -250,7 +251,7 @@ func nodeReader(rc goredis.UniversalClient) func(context.Context) ([]gateway.Nod
 		return nil
 	}
 	return func(ctx context.Context) ([]gateway.NodeStatus, error) {
-		return gateway.ReadNodeStatuses(ctx, rc)
+		return redisgw.ReadNodeStatuses(ctx, rc)
 	}
 }
 
@@ -284,9 +285,9 @@ func (a *app) startConsoleGateway(ctx context.Context, wg *sync.WaitGroup, node 
 		Logger: log, KeepRunningOnFatal: true, QueueSize: gc.QueueSize,
 	}
 	if rc, ok := b.(redisClienter); ok {
-		mc.IdentifyRedis = rc.Client()
+		mc.SharedIdentify = redisgw.IdentifyLimiters(rc.Client(), gc.Token)
 		if gc.StoreType == "redis" {
-			mc.Store = gateway.NewRedisStore(rc.Client(), gc.StorePrefix)
+			mc.Store = redisgw.NewSessionStore(rc.Client(), gc.StorePrefix)
 		}
 	}
 	info := tui.GatewayInfo{Target: "Discord API " + gc.APIBase()}

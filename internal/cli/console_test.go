@@ -11,6 +11,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 	"github.com/spectacles-go/spectacles/tui"
 )
@@ -103,7 +104,7 @@ func TestConsoleReadsGatewayNodes(t *testing.T) {
 	}
 	defer done()
 	group := redistest.Unique("console")
-	key := gateway.StatusKeyPrefix + group + ":node-1"
+	key := redisgw.StatusKeyPrefix + group + ":node-1"
 	status := gateway.NodeStatus{Group: group, Client: "node-1", ShardCount: 2, UpdatedAt: time.Now().UTC(),
 		Shards: []gateway.Status{{ID: 0, Count: 2, State: gateway.Ready}, {ID: 1, Count: 2, State: gateway.Resuming}}}
 	b, _ := json.Marshal(status)

@@ -12,6 +12,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
@@ -254,7 +255,7 @@ func TestHostilePayloadsInConsumeAndCall(t *testing.T) {
 func TestHostileShardsAndSend(t *testing.T) {
 	client := "node" + hostileTail
 	group := unique("esc-gw")
-	key := gateway.StatusKeyPrefix + group + ":" + client
+	key := redisgw.StatusKeyPrefix + group + ":" + client
 	c := redisClient(t)
 	t.Cleanup(func() { c.Del(context.Background(), key) })
 	st := gateway.NodeStatus{Group: group, Client: client, ShardCount: 1, UpdatedAt: time.Now().UTC(),

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/internal/redact"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 )
@@ -103,7 +104,7 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		Token: gc.Token, Intents: gc.Intents, Presence: gc.Presence, LargeThreshold: gc.LargeThreshold,
 		ShardCount: gc.ShardCount, ShardIDs: gc.ShardIDs, APIBase: gc.APIBase(), Version: gc.APIVersion,
 		Compress: gc.Compress, Events: gc.Events, Broker: b, Codec: a.cfg.Codec, Format: gc.Format,
-		QueueSize: gc.QueueSize, DrainTimeout: gc.DrainTimeout, IdentifyRedis: rc, Logger: a.log,
+		QueueSize: gc.QueueSize, DrainTimeout: gc.DrainTimeout, SharedIdentify: redisgw.IdentifyLimiters(rc, gc.Token), Logger: a.log,
 	}
 	if gc.StoreType == "redis" {
 		if rc == nil {
@@ -119,7 +120,7 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 			}
 			defer sc.Close()
 		}
-		mc.Store = gateway.NewRedisStore(sc, gc.StorePrefix)
+		mc.Store = redisgw.NewSessionStore(sc, gc.StorePrefix)
 	}
 	var reg *prometheus.Registry
 	if gc.PromAddress != "" {
@@ -154,7 +155,7 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		reported := make(chan struct{})
 		go func() {
 			defer close(reported)
-			m.ReportStatus(reportCtx, rc, id.Group, id.Client, statusInterval)
+			m.ReportStatus(reportCtx, redisgw.NewStatusReporter(rc), id.Group, id.Client, statusInterval)
 		}()
 		defer func() {
 			stopReport()

@@ -14,6 +14,7 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/discord"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
@@ -435,7 +436,7 @@ guild routes to.`,
 				event, payload = gateway.SendEvent, map[string]any{"guild_id": guild, "packet": data}
 				if shardCount <= 0 {
 					if rc, done, err := a.redisClient(b); err == nil && rc != nil {
-						if nodes, err := gateway.ReadNodeStatuses(ctx, rc); err == nil && len(nodes) > 0 {
+						if nodes, err := redisgw.ReadNodeStatuses(ctx, rc); err == nil && len(nodes) > 0 {
 							shardCount = nodes[0].ShardCount
 						}
 						done()
@@ -495,7 +496,7 @@ func (a *app) shardsCommand() *cobra.Command {
 			if rc == nil {
 				return usageErrorf("gateway nodes report their shards through Redis: set REDIS_URL")
 			}
-			nodes, err := gateway.ReadNodeStatuses(ctx, rc)
+			nodes, err := redisgw.ReadNodeStatuses(ctx, rc)
 			if err != nil {
 				return err
 			}

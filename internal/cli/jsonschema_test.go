@@ -13,6 +13,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
@@ -256,7 +257,7 @@ func TestJSONSchema(t *testing.T) {
 
 	// shards: a node status as a gateway reports it
 	node := redistest.Unique("schema-node")
-	key := gateway.StatusKeyPrefix + node + ":n1"
+	key := redisgw.StatusKeyPrefix + node + ":n1"
 	status := gateway.NodeStatus{Group: node, Client: "n1", ShardCount: 2, UpdatedAt: time.Now().UTC(), Published: 7,
 		Shards: []gateway.Status{{ID: 1, Count: 2, State: gateway.Ready, SessionID: "abc", Seq: 9, Latency: 1500 * time.Microsecond,
 			LastHeartbeatACK: time.Now().UTC(), GuildsAvailable: 3, Reconnects: 1, Events: 11, LastCloseCode: 4000, LastCloseReason: "x", Err: "e"}}}

@@ -1,25 +1,26 @@
-package gateway
+package redisgw
 
 import (
 	"context"
 	"testing"
 	"time"
 
+	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
-func TestRedisStoreUsesSpectaclesKeys(t *testing.T) {
+func TestSessionStoreUsesSpectaclesKeys(t *testing.T) {
 	addr, _ := redistest.Addr(t)
 	c := redistest.Client(t, addr)
 	prefix := redistest.Unique("gwtest") + ":"
 	redistest.DeleteKeys(t, c, prefix+"3session", prefix+"3seq", prefix+"3resume_url")
-	store := NewRedisStore(c, prefix)
+	store := NewSessionStore(c, prefix)
 	ctx := context.Background()
 
 	if s, err := store.Load(ctx, 3); err != nil || s.Resumable() {
 		t.Fatalf("empty store: %+v %v", s, err)
 	}
-	want := Session{ID: "abc", Seq: 42, ResumeURL: "wss://resume.example/"}
+	want := gateway.Session{ID: "abc", Seq: 42, ResumeURL: "wss://resume.example/"}
 	if err := store.Save(ctx, 3, want); err != nil {
 		t.Fatal(err)
 	}
@@ -35,13 +36,13 @@ func TestRedisStoreUsesSpectaclesKeys(t *testing.T) {
 		t.Fatalf("load: %+v %v", got, err)
 	}
 	// A new session replaces seq instead of keeping a larger old one.
-	if err := store.Save(ctx, 3, Session{ID: "new", Seq: 1, ResumeURL: "wss://r2/"}); err != nil {
+	if err := store.Save(ctx, 3, gateway.Session{ID: "new", Seq: 1, ResumeURL: "wss://r2/"}); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := store.Load(ctx, 3); got.Seq != 1 || got.ID != "new" {
 		t.Errorf("after a new session: %+v", got)
 	}
-	if err := store.Save(ctx, 3, Session{}); err != nil {
+	if err := store.Save(ctx, 3, gateway.Session{}); err != nil {
 		t.Fatal(err)
 	}
 	if n := c.Exists(ctx, prefix+"3session", prefix+"3seq", prefix+"3resume_url").Val(); n != 0 {
@@ -54,15 +55,15 @@ func TestRedisStoreUsesSpectaclesKeys(t *testing.T) {
 	}
 }
 
-func TestRedisIdentifyLimiterSpacesProcesses(t *testing.T) {
+func TestIdentifyLimiterSpacesProcesses(t *testing.T) {
 	addr, _ := redistest.Addr(t)
 	c := redistest.Client(t, addr)
 	prefix := redistest.Unique("gwtest") + ":"
 	redistest.DeleteKeys(t, c, prefix+"identify:0")
 	const interval = 200 * time.Millisecond
 	// Two "processes" with their own limiters over one Redis.
-	a := NewRedisIdentifyLimiter(c, prefix, 1, interval, "a")
-	b := NewRedisIdentifyLimiter(c, prefix, 1, interval, "b")
+	a := NewIdentifyLimiter(c, prefix, 1, interval, "a")
+	b := NewIdentifyLimiter(c, prefix, 1, interval, "b")
 	ctx := context.Background()
 	if err := a.Wait(ctx, 0); err != nil {
 		t.Fatal(err)
