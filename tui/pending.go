@@ -160,6 +160,7 @@ func (v *pendingView) refresh() tea.Cmd {
 		return nil
 	}
 	sh, stream, group := v.sh, v.stream, v.group
+	pi := pendingInspector(sh.backend)
 	q := core.PendingQuery{After: v.starts[len(v.starts)-1], Count: v.tbl.pageRows(), Consumer: v.consumer, MinIdle: v.minIdle}
 	return func() tea.Msg {
 		r := pendingResult{seq: seq, gen: gen, group: group}
@@ -192,7 +193,9 @@ func (v *pendingView) refresh() tea.Cmd {
 			return r
 		}
 		r.consumers, _ = ins.Consumers(ctx, stream, r.group)
-		r.page, r.err = ins.Pending(ctx, stream, r.group, q)
+		if pi != nil {
+			r.page, r.err = pi.Pending(ctx, stream, r.group, q)
+		}
 		return r
 	}
 }
@@ -213,7 +216,7 @@ func (v *pendingView) keys() []key.Binding {
 	}
 	v.k.Dead.SetEnabled(write && !v.isDLQ())
 	v.k.Requeue.SetEnabled(write && v.isDLQ())
-	if v.sh.amqp() {
+	if pendingInspector(v.sh.backend) == nil {
 		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue} {
 			b.SetEnabled(false)
 		}
@@ -227,13 +230,20 @@ const (
 	amqpAckWhy     = "only the channel a message was delivered on can acknowledge it (RabbitMQ)"
 	amqpClaimWhy   = "RabbitMQ cannot take a message from the consumer it was delivered to; it returns to its queue when that consumer's channel closes"
 	amqpDeadWhy    = "RabbitMQ cannot take a message from its consumer; the driver dead-letters after MaxDeliveries, a handler with Reject"
+	// noPendingWhy is why another broker that is no core.PendingInspector
+	// cannot.
+	noPendingWhy = "this broker cannot list or settle the messages delivered to its consumers"
 )
 
 func (v *pendingView) unavailable() []unavailableKey {
-	if !v.sh.amqp() {
+	if pendingInspector(v.sh.backend) != nil {
 		return nil
 	}
-	out := []unavailableKey{{key: v.k.Ack, why: amqpAckWhy}, {key: v.k.Claim, why: amqpClaimWhy}, {key: v.k.Dead, why: amqpDeadWhy}}
+	ack, claim, dead := amqpAckWhy, amqpClaimWhy, amqpDeadWhy
+	if !v.sh.amqp() {
+		ack, claim, dead = noPendingWhy, noPendingWhy, noPendingWhy
+	}
+	out := []unavailableKey{{key: v.k.Ack, why: ack}, {key: v.k.Claim, why: claim}, {key: v.k.Dead, why: dead}}
 	if v.isDLQ() {
 		source, _ := dlqSource(v.stream)
 		out = append(out, unavailableKey{key: v.k.Requeue, why: "dead letters are listed and requeued in the tail: :dlq " + source + ", then R"})
@@ -376,7 +386,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	ids := v.targets()
 	target := fmt.Sprintf("%s/%s", v.stream, v.group)
 	sh, stream, group := v.sh, v.stream, v.group
-	ins := sh.backend.Inspector()
+	ins := pendingInspector(sh.backend) // nil: the actions are unavailable (above)
 	switch {
 	case key.Matches(msg, v.k.Payload):
 		id, prev := v.tbl.selectedKey(), ""
@@ -402,7 +412,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	case key.Matches(msg, v.k.Copy):
 		id := v.tbl.selectedKey()
 		return emit(copyMsg{what: "id " + id, text: id})
-	case key.Matches(msg, v.k.Ack):
+	case key.Matches(msg, v.k.Ack) && ins != nil:
 		clear(v.tbl.marked)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Acknowledge %s of %s? They leave the pending list for good.", plural(len(ids), "entry"), target),
@@ -413,7 +423,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 				return actionMsg{from: kPending, text: fmt.Sprintf("acknowledged %d of %d in %s", n, len(ids), target), err: err}
 			},
 		})
-	case key.Matches(msg, v.k.Claim):
+	case key.Matches(msg, v.k.Claim) && ins != nil:
 		names := make([]string, 0, len(v.consumers))
 		for _, c := range v.consumers {
 			names = append(names, c.Name)
@@ -439,7 +449,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 					},
 				})
 			}})
-	case key.Matches(msg, v.k.Dead):
+	case key.Matches(msg, v.k.Dead) && ins != nil:
 		clear(v.tbl.marked)
 		dlq := dlqOf(stream)
 		return emit(confirmMsg{
@@ -473,12 +483,17 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 // set, acknowledges them in the dead-letter stream's group.
 func requeueCmd(sh *shared, from kind, source, group string, ids []string) tea.Cmd {
 	ins := sh.backend.Inspector()
+	pi := pendingInspector(sh.backend)
 	return func() tea.Msg {
 		ctx, cancel := sh.ctx()
 		defer cancel()
 		newIDs, err := ins.Requeue(ctx, source, ids...)
-		if err == nil && group != "" {
-			_, err = ins.Ack(ctx, dlqOf(source), group, ids...)
+		switch {
+		case err != nil || group == "":
+		case pi == nil:
+			err = fmt.Errorf("requeued, but not acknowledged in %s: %s: %w", dlqOf(source), noPendingWhy, core.ErrUnsupported)
+		default:
+			_, err = pi.Ack(ctx, dlqOf(source), group, ids...)
 		}
 		text := fmt.Sprintf("requeued %d of %d to %s", len(newIDs), len(ids), source)
 		if len(newIDs) > 0 {
@@ -507,8 +522,12 @@ func (v *pendingView) view() string {
 		return " " + st.muted.Render("loading pending entries…")
 	}
 	var top string
-	if v.load.err != nil && errors.Is(v.load.err, core.ErrUnsupported) && v.sh.amqp() {
-		return v.amqpView()
+	if v.load.err == nil && pendingInspector(v.sh.backend) == nil {
+		if v.sh.amqp() {
+			return v.amqpView()
+		}
+		return " " + st.warn.Render(noPendingWhy+" (it is no core.PendingInspector): "+
+			fmt.Sprintf("%s pending in %s · %s consumers", fmtKnown(v.info.Pending), v.group, fmt.Sprint(v.info.Consumers)))
 	}
 	if v.load.err != nil {
 		if errors.Is(v.load.err, core.ErrUnsupported) {
