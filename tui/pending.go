@@ -232,7 +232,7 @@ const (
 	amqpDeadWhy    = "RabbitMQ cannot take a message from its consumer; the driver dead-letters after MaxDeliveries, a handler with Reject"
 	// noPendingWhy is why another broker that is no core.PendingInspector
 	// cannot.
-	noPendingWhy = "this broker cannot list or settle the messages delivered to its consumers"
+	noPendingWhy = "this broker cannot list or settle pending messages"
 )
 
 func (v *pendingView) unavailable() []unavailableKey {
@@ -526,8 +526,8 @@ func (v *pendingView) view() string {
 		if v.sh.amqp() {
 			return v.amqpView()
 		}
-		return " " + st.warn.Render(noPendingWhy+" (it is no core.PendingInspector): "+
-			fmt.Sprintf("%s pending in %s · %s consumers", fmtKnown(v.info.Pending), v.group, fmt.Sprint(v.info.Consumers)))
+		return " " + st.warn.Render(noPendingWhy) + "\n " +
+			st.muted.Render(fmt.Sprintf("%s pending in %s · %s consumers", fmtKnown(v.info.Pending), v.group, fmt.Sprint(v.info.Consumers)))
 	}
 	if v.load.err != nil {
 		if errors.Is(v.load.err, core.ErrUnsupported) {
