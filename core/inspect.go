@@ -6,11 +6,15 @@ import (
 )
 
 // Inspector is implemented by brokers that let an operator look inside:
-// the events (Redis streams, AMQP queues), their groups and consumers, the
-// messages delivered but not yet acknowledged, and the dead letters; and
-// act on them by hand. Methods a broker cannot support return an error
-// wrapping ErrUnsupported, so that a console can show the action as
-// unavailable instead of hiding it.
+// the server, the events (Redis streams, AMQP queues), their groups and
+// consumers and their entries; and requeue dead letters by hand. Every
+// inspectable broker can do all of it, though a method may refuse some
+// arguments with an error wrapping ErrUnsupported (the AMQP driver lists
+// the entries of dead letters only).
+//
+// A broker that can also list and settle the messages delivered to other
+// consumers implements PendingInspector too; a caller finds out with a
+// type assertion.
 type Inspector interface {
 	// Server describes the broker server and measures one round trip.
 	Server(ctx context.Context) (ServerInfo, error)
@@ -20,13 +24,28 @@ type Inspector interface {
 	Groups(ctx context.Context, stream string) ([]GroupInfo, error)
 	// Consumers lists the consumers of a group.
 	Consumers(ctx context.Context, stream, group string) ([]ConsumerInfo, error)
-	// Pending returns one page of a group's delivered, unacknowledged
-	// messages, in id order, starting after q.After.
-	Pending(ctx context.Context, stream, group string, q PendingQuery) ([]PendingEntry, error)
 	// Entries returns up to q.Count entries of a stream: oldest first
 	// after q.After, or with q.Reverse newest first before q.Before. A live
 	// tail polls it with After set to the last id seen.
 	Entries(ctx context.Context, stream string, q RangeQuery) ([]Entry, error)
+	// Requeue publishes dead letters (ids in DeadLetterEvent(event)) again
+	// under their original event and removes them from the dead-letter
+	// event. It returns the new message ids.
+	Requeue(ctx context.Context, event string, ids ...string) ([]string, error)
+}
+
+// PendingInspector is implemented, besides Inspector, by brokers that
+// list the messages delivered to a group and not yet acknowledged, and
+// let anyone settle them: acknowledge them, give them to another consumer
+// or move them to the dead letters. The Redis driver does; the AMQP
+// driver does not, since only the channel a message was delivered on can
+// settle it. Find it with a type assertion on an Inspector:
+//
+//	if p, ok := in.(core.PendingInspector); ok { … }
+type PendingInspector interface {
+	// Pending returns one page of a group's delivered, unacknowledged
+	// messages, in id order, starting after q.After.
+	Pending(ctx context.Context, stream, group string, q PendingQuery) ([]PendingEntry, error)
 	// Ack acknowledges ids for group by hand and returns how many were
 	// pending.
 	Ack(ctx context.Context, stream, group string, ids ...string) (int, error)
@@ -36,10 +55,6 @@ type Inspector interface {
 	// DeadLetter moves pending ids of group to the dead-letter event with a
 	// reason, acknowledging them in the source.
 	DeadLetter(ctx context.Context, stream, group, reason string, ids ...string) (int, error)
-	// Requeue publishes dead letters (ids in DeadLetterEvent(event)) again
-	// under their original event and removes them from the dead-letter
-	// event. It returns the new message ids.
-	Requeue(ctx context.Context, event string, ids ...string) ([]string, error)
 }
 
 // ServerInfo describes a broker server.

@@ -9,6 +9,7 @@ import (
 
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
 )
 
@@ -79,9 +80,9 @@ type ackAction struct {
 }
 
 func (a ackAction) run(ctx context.Context, b Backend) tea.Msg {
-	ins := b.Inspector()
+	ins := pendingInspector(b)
 	if ins == nil {
-		return actionMsg{from: kPending, err: errNoInspector}
+		return actionMsg{from: kPending, err: fmt.Errorf("%s: %w", noPendingWhy, core.ErrUnsupported)}
 	}
 	n, err := ins.Ack(ctx, a.stream, a.group, a.ids...)
 	return actionMsg{from: kPending, text: fmt.Sprintf("acknowledged %d of %d in %s/%s", n, len(a.ids), a.stream, a.group), err: err}
@@ -103,9 +104,9 @@ func (a claimAction) withInput(text string) (action, string, error) {
 }
 
 func (a claimAction) run(ctx context.Context, b Backend) tea.Msg {
-	ins := b.Inspector()
+	ins := pendingInspector(b)
 	if ins == nil {
-		return actionMsg{from: kPending, err: errNoInspector}
+		return actionMsg{from: kPending, err: fmt.Errorf("%s: %w", noPendingWhy, core.ErrUnsupported)}
 	}
 	got, err := ins.Claim(ctx, a.stream, a.group, a.to, 0, a.ids...)
 	return actionMsg{from: kPending, text: fmt.Sprintf("%q now owns %d of %d entries", a.to, len(got), len(a.ids)), err: err}
@@ -118,9 +119,9 @@ type deadLetterAction struct {
 }
 
 func (a deadLetterAction) run(ctx context.Context, b Backend) tea.Msg {
-	ins := b.Inspector()
+	ins := pendingInspector(b)
 	if ins == nil {
-		return actionMsg{from: kPending, err: errNoInspector}
+		return actionMsg{from: kPending, err: fmt.Errorf("%s: %w", noPendingWhy, core.ErrUnsupported)}
 	}
 	n, err := ins.DeadLetter(ctx, a.stream, a.group, a.reason, a.ids...)
 	return actionMsg{from: kPending, text: fmt.Sprintf("moved %d of %d to %s", n, len(a.ids), dlqOf(a.stream)), err: err}
@@ -141,7 +142,11 @@ func (a requeueAction) run(ctx context.Context, b Backend) tea.Msg {
 	}
 	newIDs, err := ins.Requeue(ctx, a.source, a.ids...)
 	if err == nil && a.group != "" {
-		_, err = ins.Ack(ctx, dlqOf(a.source), a.group, a.ids...)
+		if pi := pendingInspector(b); pi != nil {
+			_, err = pi.Ack(ctx, dlqOf(a.source), a.group, a.ids...)
+		} else {
+			err = fmt.Errorf("requeued, but not acknowledged in %s: %s: %w", dlqOf(a.source), noPendingWhy, core.ErrUnsupported)
+		}
 	}
 	text := fmt.Sprintf("requeued %d of %d to %s", len(newIDs), len(a.ids), a.source)
 	if len(newIDs) > 0 {

@@ -15,11 +15,15 @@ import (
 
 // fakeAMQP is a fakeInspector that answers as the AMQP driver does: kind
 // "amqp", no ids in order, queues as groups (Pending = unacked, Lag =
-// ready), Entries of dead letters only, with message ids (UUIDv7), and
-// Pending, Ack, Claim and DeadLetter unsupported.
+// ready), Entries of dead letters only, with message ids (UUIDv7). The
+// console gets it as an amqpOnly: no core.PendingInspector.
 type fakeAMQP struct {
 	*fakeInspector
 }
+
+// amqpOnly has only the core.Inspector methods of what it holds, as the
+// AMQP driver: it is no core.PendingInspector.
+type amqpOnly struct{ core.Inspector }
 
 func amqpUnsupported(op, why string) error {
 	return fmt.Errorf("amqp: %s: %w: %s", op, core.ErrUnsupported, why)
@@ -39,26 +43,6 @@ func (f *fakeAMQP) Groups(ctx context.Context, stream string) ([]core.GroupInfo,
 		list[i].LastDeliveredID = ""
 	}
 	return list, err
-}
-
-func (f *fakeAMQP) Pending(context.Context, string, string, core.PendingQuery) ([]core.PendingEntry, error) {
-	f.call("Pending")
-	return nil, amqpUnsupported("pending", "AMQP cannot list the unacknowledged messages of other consumers (Groups counts them)")
-}
-
-func (f *fakeAMQP) Ack(context.Context, string, string, ...string) (int, error) {
-	f.call("Ack")
-	return 0, amqpUnsupported("ack", "only the channel a message was delivered on can acknowledge it")
-}
-
-func (f *fakeAMQP) Claim(context.Context, string, string, string, time.Duration, ...string) ([]string, error) {
-	f.call("Claim")
-	return nil, amqpUnsupported("claim", "AMQP cannot take a message from the consumer it was delivered to")
-}
-
-func (f *fakeAMQP) DeadLetter(context.Context, string, string, string, ...string) (int, error) {
-	f.call("DeadLetter")
-	return 0, amqpUnsupported("dead-letter", "AMQP cannot take a message from the consumer it was delivered to")
 }
 
 // Entries reads dead letters from the head of their queue as the driver
@@ -163,7 +147,10 @@ func newAMQPDriver(t *testing.T, opts Options) (*driver, *fakeAMQP) {
 	ins := amqpFixture()
 	n := &Node{
 		Info:    NodeInfo{Name: "ops-box/4242", Client: "spectacles-console@ops-box", Group: "bot", BrokerKind: "amqp", BrokerAddress: "amqp://guest:xxxxx@127.0.0.1:5672/", StaleAfter: 2 * time.Minute},
-		Inspect: ins, Publisher: &fakeBroker{}, Secrets: []string{"hunter2-password"},
+		Inspect: amqpOnly{ins}, Publisher: &fakeBroker{}, Secrets: []string{"hunter2-password"},
+	}
+	if _, ok := n.Inspect.(core.PendingInspector); ok {
+		t.Fatal("the fake AMQP inspector is a core.PendingInspector")
 	}
 	return newDriver(t, n, opts, 100, 30), ins
 }

@@ -18,7 +18,9 @@ type Backend interface {
 	// Node describes the node and the broker; it does not change.
 	Node() NodeInfo
 	// Inspector looks inside the broker; nil when the broker offers no
-	// inspection (the stream views then say so).
+	// inspection (the stream views then say so). When it is also a
+	// core.PendingInspector the Pending view lists pending messages and
+	// can ack, claim and dead-letter them; otherwise it explains why not.
 	Inspector() core.Inspector
 	// Broker publishes and calls; nil when the console cannot publish.
 	Broker() core.Broker
@@ -146,6 +148,13 @@ func (n *Node) GatewayNodes(ctx context.Context) ([]gateway.NodeStatus, error) {
 
 // Inspector implements Backend.
 func (n *Node) Inspector() core.Inspector { return n.Inspect }
+
+// pendingInspector returns b's inspector as a core.PendingInspector, or
+// nil when the broker cannot list and settle pending messages (RabbitMQ).
+func pendingInspector(b Backend) core.PendingInspector {
+	p, _ := b.Inspector().(core.PendingInspector)
+	return p
+}
 
 // Broker implements Backend.
 func (n *Node) Broker() core.Broker { return n.Publisher }

@@ -90,6 +90,9 @@ func (s shownBackend) Inspector() core.Inspector {
 	if ins == nil {
 		return nil
 	}
+	if p, ok := ins.(core.PendingInspector); ok {
+		return shownPendingInspector{shownInspector{ins}, p}
+	}
 	return shownInspector{ins}
 }
 
@@ -209,16 +212,6 @@ func (s shownInspector) Consumers(ctx context.Context, stream, group string) ([]
 	return list, shownErr(err)
 }
 
-func (s shownInspector) Pending(ctx context.Context, stream, group string, q core.PendingQuery) ([]core.PendingEntry, error) {
-	q.After, q.Consumer = unquote(q.After), unquote(q.Consumer)
-	list, err := s.in.Pending(ctx, unquote(stream), unquote(group), q)
-	for i := range list {
-		x := &list[i]
-		x.ID, x.Consumer = termtext.Quote(x.ID), termtext.Quote(x.Consumer)
-	}
-	return list, shownErr(err)
-}
-
 func (s shownInspector) Entries(ctx context.Context, stream string, q core.RangeQuery) ([]core.Entry, error) {
 	q.After, q.Before = unquote(q.After), unquote(q.Before)
 	list, err := s.in.Entries(ctx, unquote(stream), q)
@@ -236,22 +229,39 @@ func (s shownInspector) Entries(ctx context.Context, stream string, q core.Range
 	return list, shownErr(err)
 }
 
-func (s shownInspector) Ack(ctx context.Context, stream, group string, ids ...string) (int, error) {
-	n, err := s.in.Ack(ctx, unquote(stream), unquote(group), unquoteAll(ids)...)
-	return n, shownErr(err)
-}
-
-func (s shownInspector) Claim(ctx context.Context, stream, group, consumer string, minIdle time.Duration, ids ...string) ([]string, error) {
-	got, err := s.in.Claim(ctx, unquote(stream), unquote(group), unquote(consumer), minIdle, unquoteAll(ids)...)
-	return quoteAll(got), shownErr(err)
-}
-
-func (s shownInspector) DeadLetter(ctx context.Context, stream, group, reason string, ids ...string) (int, error) {
-	n, err := s.in.DeadLetter(ctx, unquote(stream), unquote(group), reason, unquoteAll(ids)...)
-	return n, shownErr(err)
-}
-
 func (s shownInspector) Requeue(ctx context.Context, event string, ids ...string) ([]string, error) {
 	got, err := s.in.Requeue(ctx, unquote(event), unquoteAll(ids)...)
 	return quoteAll(got), shownErr(err)
+}
+
+// shownPendingInspector is a shownInspector whose broker is also a
+// core.PendingInspector, and which is one too.
+type shownPendingInspector struct {
+	shownInspector
+	p core.PendingInspector
+}
+
+func (s shownPendingInspector) Pending(ctx context.Context, stream, group string, q core.PendingQuery) ([]core.PendingEntry, error) {
+	q.After, q.Consumer = unquote(q.After), unquote(q.Consumer)
+	list, err := s.p.Pending(ctx, unquote(stream), unquote(group), q)
+	for i := range list {
+		x := &list[i]
+		x.ID, x.Consumer = termtext.Quote(x.ID), termtext.Quote(x.Consumer)
+	}
+	return list, shownErr(err)
+}
+
+func (s shownPendingInspector) Ack(ctx context.Context, stream, group string, ids ...string) (int, error) {
+	n, err := s.p.Ack(ctx, unquote(stream), unquote(group), unquoteAll(ids)...)
+	return n, shownErr(err)
+}
+
+func (s shownPendingInspector) Claim(ctx context.Context, stream, group, consumer string, minIdle time.Duration, ids ...string) ([]string, error) {
+	got, err := s.p.Claim(ctx, unquote(stream), unquote(group), unquote(consumer), minIdle, unquoteAll(ids)...)
+	return quoteAll(got), shownErr(err)
+}
+
+func (s shownPendingInspector) DeadLetter(ctx context.Context, stream, group, reason string, ids ...string) (int, error) {
+	n, err := s.p.DeadLetter(ctx, unquote(stream), unquote(group), reason, unquoteAll(ids)...)
+	return n, shownErr(err)
 }

@@ -46,8 +46,8 @@ func virtualIndex(id string) int64 {
 	return int64(ms) - baseMS
 }
 
-// fakeInspector is an in-memory core.Inspector; it can serve virtual
-// datasets of any size without holding them.
+// fakeInspector is an in-memory core.Inspector and core.PendingInspector;
+// it can serve virtual datasets of any size without holding them.
 type fakeInspector struct {
 	mu      sync.Mutex
 	server  core.ServerInfo
@@ -61,6 +61,11 @@ type fakeInspector struct {
 	// maxCount is the largest page asked of Pending or Entries.
 	maxCount int
 }
+
+var (
+	_ core.Inspector        = (*fakeInspector)(nil)
+	_ core.PendingInspector = (*fakeInspector)(nil)
+)
 
 func newFakeInspector() *fakeInspector {
 	return &fakeInspector{

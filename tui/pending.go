@@ -169,6 +169,7 @@ func (v *pendingView) refresh() tea.Cmd {
 		return nil
 	}
 	sh, stream, group := v.sh, v.stream, v.group
+	pi := pendingInspector(sh.backend)
 	q := core.PendingQuery{After: v.starts[len(v.starts)-1], Count: v.tbl.pageRows(), Consumer: v.consumer, MinIdle: v.minIdle}
 	return func() tea.Msg {
 		r := pendingResult{seq: seq, gen: gen, group: group}
@@ -201,7 +202,9 @@ func (v *pendingView) refresh() tea.Cmd {
 			return r
 		}
 		r.consumers, _ = ins.Consumers(ctx, stream, r.group)
-		r.page, r.err = ins.Pending(ctx, stream, r.group, q)
+		if pi != nil {
+			r.page, r.err = pi.Pending(ctx, stream, r.group, q)
+		}
 		return r
 	}
 }
@@ -222,7 +225,7 @@ func (v *pendingView) keys() []key.Binding {
 	}
 	v.k.Dead.SetEnabled(write && !v.isDLQ())
 	v.k.Requeue.SetEnabled(write && v.isDLQ())
-	if v.sh.amqp() {
+	if pendingInspector(v.sh.backend) == nil {
 		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue} {
 			b.SetEnabled(false)
 		}
@@ -236,13 +239,20 @@ const (
 	amqpAckWhy     = "only the channel a message was delivered on can acknowledge it (RabbitMQ)"
 	amqpClaimWhy   = "RabbitMQ cannot take a message from the consumer it was delivered to; it returns to its queue when that consumer's channel closes"
 	amqpDeadWhy    = "RabbitMQ cannot take a message from its consumer; the driver dead-letters after MaxDeliveries, a handler with Reject"
+	// noPendingWhy is why another broker that is no core.PendingInspector
+	// cannot.
+	noPendingWhy = "this broker cannot list or settle pending messages"
 )
 
 func (v *pendingView) unavailable() []unavailableKey {
-	if !v.sh.amqp() {
+	if pendingInspector(v.sh.backend) != nil {
 		return nil
 	}
-	out := []unavailableKey{{key: v.k.Ack, why: amqpAckWhy}, {key: v.k.Claim, why: amqpClaimWhy}, {key: v.k.Dead, why: amqpDeadWhy}}
+	ack, claim, dead := amqpAckWhy, amqpClaimWhy, amqpDeadWhy
+	if !v.sh.amqp() {
+		ack, claim, dead = noPendingWhy, noPendingWhy, noPendingWhy
+	}
+	out := []unavailableKey{{key: v.k.Ack, why: ack}, {key: v.k.Claim, why: claim}, {key: v.k.Dead, why: dead}}
 	if v.isDLQ() {
 		source, _ := dlqSource(v.stream)
 		out = append(out, unavailableKey{key: v.k.Requeue, why: "dead letters are listed and requeued in the tail: :dlq " + source + ", then R"})
@@ -389,6 +399,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	ids := v.targets()
 	target := fmt.Sprintf("%s/%s", v.stream, v.group)
 	sh, stream, group := v.sh, v.stream, v.group
+	ins := pendingInspector(sh.backend) // nil: the actions are unavailable (above)
 	switch {
 	case key.Matches(msg, v.k.Payload):
 		id, prev := v.tbl.selectedKey(), ""
@@ -414,13 +425,13 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	case key.Matches(msg, v.k.Copy):
 		id := v.tbl.selectedKey()
 		return emit(copyMsg{what: "id " + id, text: id})
-	case key.Matches(msg, v.k.Ack):
+	case key.Matches(msg, v.k.Ack) && ins != nil:
 		clear(v.tbl.marked)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Acknowledge %s of %s? They leave the pending list for good.", plural(len(ids), "entry"), target),
 			acts:   []action{ackAction{stream: stream, group: group, ids: ids}},
 		})
-	case key.Matches(msg, v.k.Claim):
+	case key.Matches(msg, v.k.Claim) && ins != nil:
 		names := make([]string, 0, len(v.consumers))
 		for _, c := range v.consumers {
 			names = append(names, c.Name)
@@ -431,7 +442,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 		return emit(promptMsg{label: fmt.Sprintf("Claim %s to consumer", plural(len(ids), "entry")), value: sh.node.Client, hint: hint,
 			from: kPending, act: claimAction{stream: stream, group: group, ids: ids}})
-	case key.Matches(msg, v.k.Dead):
+	case key.Matches(msg, v.k.Dead) && ins != nil:
 		clear(v.tbl.marked)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Move %s of %s to %s (acknowledging them here)?", plural(len(ids), "entry"), target, dlqOf(stream)),
@@ -468,8 +479,12 @@ func (v *pendingView) view() string {
 		return " " + st.muted.Render("loading pending entries…")
 	}
 	var top string
-	if v.load.err != nil && errors.Is(v.load.err, core.ErrUnsupported) && v.sh.amqp() {
-		return v.amqpView()
+	if v.load.err == nil && pendingInspector(v.sh.backend) == nil {
+		if v.sh.amqp() {
+			return v.amqpView()
+		}
+		return " " + st.warn.Render(noPendingWhy) + "\n " +
+			st.muted.Render(fmt.Sprintf("%s pending in %s · %s consumers", fmtKnown(v.info.Pending), v.group, fmt.Sprint(v.info.Consumers)))
 	}
 	if v.load.err != nil {
 		if errors.Is(v.load.err, core.ErrUnsupported) {

@@ -96,6 +96,30 @@ func TestBrokerTypeAMQPPublishConsumeCall(t *testing.T) {
 	}
 }
 
+// TestPendingCommandsOnAMQP: RabbitMQ is no core.PendingInspector, so
+// pending, ack, claim and dlq move fail (exit 1) and say why, naming the
+// broker type, before touching any message.
+func TestPendingCommandsOnAMQP(t *testing.T) {
+	url := rabbitURL(t)
+	group := unique("cli-amqp-pending")
+	deleteAMQP(t, url, group)
+	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group, "AMQP_MANAGEMENT_URL": "off"}
+	for _, c := range []struct {
+		args []string
+		why  string
+	}{
+		{[]string{"pending", "EV", "g"}, "pending: not supported by this broker (BROKER_TYPE=amqp): AMQP cannot list the unacknowledged messages of other consumers"},
+		{[]string{"ack", "EV", "g", "1-0"}, "ack: not supported by this broker (BROKER_TYPE=amqp): only the channel a message was delivered on can acknowledge it"},
+		{[]string{"claim", "EV", "g", "1-0"}, "claim: not supported by this broker (BROKER_TYPE=amqp): AMQP cannot take a message from the consumer it was delivered to"},
+		{[]string{"dlq", "move", "EV", "g", "1-0"}, "dlq move: not supported by this broker (BROKER_TYPE=amqp): AMQP cannot take a message from the consumer it was delivered to"},
+	} {
+		r := invocation{env: env}.run(t.Context(), c.args...)
+		if r.code != exitError || !strings.Contains(r.stderr, "spectacles: "+c.why) || r.stdout != "" {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit %d and %q", c.args, r.code, r.stdout, r.stderr, exitError, c.why)
+		}
+	}
+}
+
 func TestBrokerTypeIPC(t *testing.T) {
 	env := map[string]string{"BROKER_TYPE": "ipc", "REDIS_URL": ""}
 	// publish writes the message to standard output as one JSON line, and

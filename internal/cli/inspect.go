@@ -61,6 +61,39 @@ func (a *app) withInspector(fn func(ctx context.Context, in core.Inspector, args
 	}
 }
 
+// amqpPendingWhy says why RabbitMQ cannot do op, a command on pending
+// messages.
+func amqpPendingWhy(op string) string {
+	switch op {
+	case "pending":
+		return "AMQP cannot list the unacknowledged messages of other consumers (spectacles groups STREAM counts them per queue)"
+	case "ack":
+		return "only the channel a message was delivered on can acknowledge it"
+	case "claim":
+		return "AMQP cannot take a message from the consumer it was delivered to (it goes back to its queue when that consumer's channel closes)"
+	default:
+		return "AMQP cannot take a message from the consumer it was delivered to; the driver dead-letters a message after MaxDeliveries deliveries, a handler with Reject"
+	}
+}
+
+// withPending is withInspector for the commands on pending messages (op
+// names one): fn gets the broker as a core.PendingInspector, and a broker
+// that is none (RabbitMQ) fails with an error wrapping
+// core.ErrUnsupported that says why.
+func (a *app) withPending(op string, fn func(ctx context.Context, in core.PendingInspector, args []string) error) func(*cobra.Command, []string) error {
+	return a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+		p, ok := in.(core.PendingInspector)
+		if !ok {
+			why := "it cannot list or settle the messages delivered to its consumers"
+			if a.cfg.BrokerType == "amqp" {
+				why = amqpPendingWhy(op)
+			}
+			return fmt.Errorf("%s: %w (BROKER_TYPE=%s): %s", op, core.ErrUnsupported, a.cfg.BrokerType, why)
+		}
+		return fn(ctx, p, args)
+	})
+}
+
 // output prints v as JSON when asJSON, else runs table.
 func (a *app) output(asJSON bool, v any, table func(w *tabwriter.Writer)) error {
 	if asJSON {
@@ -147,7 +180,7 @@ func (a *app) pendingCommand() *cobra.Command {
 		Use:   "pending STREAM GROUP",
 		Short: "List one page of a group's delivered, unacknowledged messages",
 		Args:  cobra.ExactArgs(2),
-		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+		RunE: a.withPending("pending", func(ctx context.Context, in core.PendingInspector, args []string) error {
 			page, err := in.Pending(ctx, args[0], args[1], q)
 			if err != nil {
 				return err
@@ -179,7 +212,7 @@ func (a *app) ackCommand() *cobra.Command {
 		Use:   "ack STREAM GROUP ID...",
 		Short: "Acknowledge pending messages of a group by hand",
 		Args:  cobra.MinimumNArgs(3),
-		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+		RunE: a.withPending("ack", func(ctx context.Context, in core.PendingInspector, args []string) error {
 			n, err := in.Ack(ctx, args[0], args[1], args[2:]...)
 			if err != nil {
 				return err
@@ -206,7 +239,7 @@ func (a *app) claimCommand() *cobra.Command {
 delivery count does not change. The new owner, or whichever client of the
 group reclaims idle messages, takes them up after the message timeout.`,
 		Args: cobra.MinimumNArgs(3),
-		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+		RunE: a.withPending("claim", func(ctx context.Context, in core.PendingInspector, args []string) error {
 			if to == "" {
 				to = cliClient()
 			}
@@ -295,7 +328,7 @@ func (a *app) dlqCommand() *cobra.Command {
 		Use:   "move STREAM GROUP ID...",
 		Short: "Move pending messages of a group to the dead letters, with a reason",
 		Args:  cobra.MinimumNArgs(3),
-		RunE: a.withInspector(func(ctx context.Context, in core.Inspector, args []string) error {
+		RunE: a.withPending("dlq move", func(ctx context.Context, in core.PendingInspector, args []string) error {
 			n, err := in.DeadLetter(ctx, args[0], args[1], reason, args[2:]...)
 			if err != nil {
 				return err

@@ -177,11 +177,11 @@
 //     Pending is its channel's unacknowledged messages when it is the
 //     channel's only consumer (as this driver's are, for one event), else
 //     -1: RabbitMQ does not count them per consumer. Idle is unknown (0).
-//   - Pending, Ack, Claim, DeadLetter: unsupported (core.ErrUnsupported).
-//     AMQP cannot list the messages delivered to other consumers, and only
-//     the channel a message was delivered on can settle it; the driver
-//     hands a message back after MessageTimeout and dead-letters it after
-//     MaxDeliveries by itself.
+//   - Pending, Ack, Claim, DeadLetter: absent, the Broker is no
+//     core.PendingInspector. AMQP cannot list the messages delivered to
+//     other consumers, and only the channel a message was delivered on
+//     can settle it; the driver hands a message back after MessageTimeout
+//     and dead-letters it after MaxDeliveries by itself.
 //   - Entries, API only, for dead letters (EVENT:dlq) only: it reads from
 //     the head of this exchange's and subgroup's dead-letter queue with
 //     the API's "get" (ackmode ack_requeue_true), which puts the messages

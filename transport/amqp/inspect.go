@@ -18,7 +18,9 @@ import (
 )
 
 // The Inspector of the AMQP driver; the package doc ("Inspection") gives
-// the mapping.
+// the mapping. It is no core.PendingInspector: AMQP lists no message
+// delivered to another consumer, and only the channel a message was
+// delivered on can settle it.
 
 var _ core.Inspector = (*Broker)(nil)
 
@@ -450,34 +452,6 @@ func (b *Broker) mgmtConsumers(ctx context.Context, stream, group string) ([]mgm
 		return nil, errMgmtNotFound
 	}
 	return m.consumers(ctx, group)
-}
-
-// Pending implements core.Inspector: unsupported. AMQP does not list the
-// messages delivered to other consumers and not yet acknowledged; Groups
-// counts them.
-func (b *Broker) Pending(context.Context, string, string, core.PendingQuery) ([]core.PendingEntry, error) {
-	return nil, unsupported("pending", "AMQP cannot list the unacknowledged messages of other consumers (Groups counts them)")
-}
-
-// Ack implements core.Inspector: unsupported. Only the channel a message
-// was delivered on can acknowledge it.
-func (b *Broker) Ack(context.Context, string, string, ...string) (int, error) {
-	return 0, unsupported("ack", "only the channel a message was delivered on can acknowledge it")
-}
-
-// Claim implements core.Inspector: unsupported. AMQP cannot take a
-// message from the consumer it was delivered to; RabbitMQ gives it to
-// another when that consumer's channel closes, and this driver hands it
-// back after MessageTimeout.
-func (b *Broker) Claim(context.Context, string, string, string, time.Duration, ...string) ([]string, error) {
-	return nil, unsupported("claim", "AMQP cannot take a message from the consumer it was delivered to (it goes back to its queue when that consumer's channel closes)")
-}
-
-// DeadLetter implements core.Inspector: unsupported. A message in another
-// consumer's hands cannot be taken; the driver dead-letters by itself
-// after MaxDeliveries, and a handler with Message.Reject.
-func (b *Broker) DeadLetter(context.Context, string, string, string, ...string) (int, error) {
-	return 0, unsupported("dead-letter", "AMQP cannot take a message from the consumer it was delivered to; the driver dead-letters a message after MaxDeliveries deliveries, a handler with Reject")
 }
 
 // Entries implements core.Inspector for dead letters (EVENT:dlq) only,

@@ -16,7 +16,11 @@ import (
 	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
-var _ core.Inspector = (*Broker)(nil)
+// The Redis driver can inspect everything, pending messages included.
+var (
+	_ core.Inspector        = (*Broker)(nil)
+	_ core.PendingInspector = (*Broker)(nil)
+)
 
 // inspectClient names the inspector in dead letters it writes by hand
 // when the broker has no client name (Options.Identity.Client).
@@ -149,7 +153,7 @@ func (b *Broker) Consumers(ctx context.Context, stream, group string) ([]core.Co
 	return out, nil
 }
 
-// Pending implements core.Inspector with XPENDING's extended form: one
+// Pending implements core.PendingInspector with XPENDING's extended form: one
 // page, never the whole list.
 func (b *Broker) Pending(ctx context.Context, stream, group string, q core.PendingQuery) ([]core.PendingEntry, error) {
 	start, ok := afterID(q.After)
@@ -265,7 +269,7 @@ func entryOf(m *goredis.XMessage) core.Entry {
 	return e
 }
 
-// Ack implements core.Inspector with XACK.
+// Ack implements core.PendingInspector with XACK.
 func (b *Broker) Ack(ctx context.Context, stream, group string, ids ...string) (int, error) {
 	if len(ids) == 0 {
 		return 0, nil
@@ -277,7 +281,7 @@ func (b *Broker) Ack(ctx context.Context, stream, group string, ids ...string) (
 	return int(n), nil
 }
 
-// Claim implements core.Inspector with XCLAIM … JUSTID: ownership moves
+// Claim implements core.PendingInspector with XCLAIM … JUSTID: ownership moves
 // without counting a delivery, so claiming by hand never pushes a message
 // towards the dead-letter stream.
 func (b *Broker) Claim(ctx context.Context, stream, group, consumer string, minIdle time.Duration, ids ...string) ([]string, error) {
@@ -295,7 +299,7 @@ func (b *Broker) Claim(ctx context.Context, stream, group, consumer string, minI
 	return got, nil
 }
 
-// DeadLetter implements core.Inspector: each pending id is copied, with
+// DeadLetter implements core.PendingInspector: each pending id is copied, with
 // its delivery count and the reason, to the dead-letter stream and
 // acknowledged, as the consumers do after too many deliveries. The dead
 // letter's client header is this broker's client name: who moved it.
