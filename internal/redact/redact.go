@@ -4,6 +4,7 @@
 package redact
 
 import (
+	"errors"
 	"net/url"
 	"slices"
 	"strings"
@@ -89,4 +90,17 @@ func Text(text string, raws ...string) string {
 		}
 	}
 	return text
+}
+
+// ParseError returns the message of err, a failure to parse raw, without
+// any secret of raw: the parser's own words (a *url.Error's inner error,
+// since url.Error quotes the whole URL) with every secret replaced by
+// Mask. Callers quote URL(raw) beside it.
+func ParseError(raw string, err error) string {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error()
+	}
+	return Text(msg, raw)
 }
