@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestCloseLeavesNoGoroutines: after Close nothing of the broker runs
@@ -38,45 +39,17 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Consume(context.Background(), []string{ev}, func(ctx context.Context, m *core.Message) {
-		_ = m.Reply(ctx, "pong")
-		_ = m.Ack(ctx)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Consume(context.Background(), []string{silent}, func(context.Context, *core.Message) {}); err != nil {
-		t.Fatal(err)
-	}
-	// A message left unsettled: its MessageTimeout timer is pending at Close.
-	got := make(chan struct{}, 16)
-	if err := b.Consume(context.Background(), []string{unsettled}, func(context.Context, *core.Message) { got <- struct{}{} }); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Publish(ctxT(t), unsettled, 1); err != nil {
-		t.Fatal(err)
-	}
-	<-got
-	if _, err := b.Call(ctxT(t), ev, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	pending := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), silent, "nobody answers")
-		pending <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-pending; !errors.Is(err, core.ErrClosed) {
-		t.Errorf("pending call: err = %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if _, err := b.Call(ctxT(t), ev, "ping"); !errors.Is(err, core.ErrClosed) {
-		t.Errorf("call after close: %v", err)
-	}
+	brokertest.CheckClose(t, b, ev, silent, func() {
+		// A message left unsettled: its MessageTimeout timer is pending at Close.
+		got := make(chan struct{}, 16)
+		if err := b.Consume(context.Background(), []string{unsettled}, func(context.Context, *core.Message) { got <- struct{}{} }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(ctxT(t), unsettled, 1); err != nil {
+			t.Fatal(err)
+		}
+		<-got
+	})
 	if _, err := b.PublishBatch(ctxT(t), []core.Outgoing{{Event: ev, Data: 1}}); !errors.Is(err, core.ErrClosed) {
 		t.Errorf("batch after close: %v", err)
 	}

@@ -1,10 +1,7 @@
 package amqp
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
@@ -61,23 +59,10 @@ func hostPort(t testing.TB, raw string) string {
 	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
 }
 
-func unique(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
+func unique(prefix string) string { return brokertest.Unique(prefix) }
 
 // testLogger sends the driver's logs to the test log, shown on failure.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return brokertest.Logger(t, slog.LevelDebug) }
 
 // admin is a plain amqp091 connection for setting up, inspecting and
 // cleaning up; it stands for the other Spectacles clients too.
@@ -197,53 +182,28 @@ func opts(group, client string) core.Options {
 	}
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// The helpers the drivers' tests share, under this package's names.
+func ctxT(t testing.TB) context.Context { return brokertest.Context(t) }
 
 // collect returns a handler that sends each message on a channel, and
 // acknowledges it when ack is set.
 func collect(t testing.TB, ack bool) (core.Handler, chan *core.Message) {
-	ch := make(chan *core.Message, 4096)
-	return func(ctx context.Context, m *core.Message) {
-		if ack {
-			if err := m.Ack(ctx); err != nil {
-				t.Errorf("ack %s: %v", m.ID, err)
-			}
-		}
-		ch <- m
-	}, ch
+	return brokertest.Collect(t, ack)
 }
 
 func next(t testing.TB, ch chan *core.Message) *core.Message {
 	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(15 * time.Second):
-		t.Fatal("no message within 15s")
-		return nil
-	}
+	return brokertest.Next(t, ch)
 }
 
 func none(t testing.TB, ch chan *core.Message, d time.Duration) {
 	t.Helper()
-	select {
-	case m := <-ch:
-		t.Fatalf("unexpected message %s %s (deliveries %d)", m.Event, m.ID, m.Deliveries)
-	case <-time.After(d):
-	}
+	brokertest.None(t, ch, d)
 }
 
 func startConsume(t testing.TB, b *Broker, events []string, h core.Handler) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := b.Consume(ctx, events, h); err != nil {
-		t.Fatal(err)
-	}
+	brokertest.StartConsume(t, b, events, h)
 }
 
 // rawNext waits for a delivery of a plain amqp091 consumer.

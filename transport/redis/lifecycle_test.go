@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestCloseLeavesNoGoroutines: after Close nothing of the broker runs
@@ -35,36 +36,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Consume(context.Background(), []string{ev}, func(ctx context.Context, m *core.Message) {
-		_ = m.Reply(ctx, "pong")
-		_ = m.Ack(ctx)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Consume(context.Background(), []string{silent}, func(context.Context, *core.Message) {}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Call(ctxT(t), ev, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	pending := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), silent, "nobody answers")
-		pending <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-pending; !errors.Is(err, core.ErrClosed) {
-		t.Errorf("pending call: err = %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if _, err := b.Call(ctxT(t), ev, "ping"); !errors.Is(err, core.ErrClosed) {
-		t.Errorf("call after close: %v", err)
-	}
+	brokertest.CheckClose(t, b, ev, silent, nil)
 	if err := client.Ping(ctxT(t)).Err(); err != nil {
 		t.Errorf("the caller's client was closed: %v", err)
 	}

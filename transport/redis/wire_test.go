@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,19 +14,11 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // testLogger sends the driver's logs to the test log, shown on failure.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return brokertest.Logger(t, slog.LevelDebug) }
 
 func opts(t testing.TB, group, client string) core.Options {
 	return core.Options{
@@ -48,35 +39,17 @@ func blockFor(real bool) time.Duration {
 
 // collect returns a handler that sends each message on a channel and acks.
 func collect(t testing.TB, ack bool) (core.Handler, chan *core.Message) {
-	ch := make(chan *core.Message, 1024)
-	return func(ctx context.Context, m *core.Message) {
-		if ack {
-			if err := m.Ack(ctx); err != nil {
-				t.Errorf("ack %s: %v", m.ID, err)
-			}
-		}
-		ch <- m
-	}, ch
+	return brokertest.Collect(t, ack)
 }
 
 func next(t testing.TB, ch chan *core.Message) *core.Message {
 	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no message within 10s")
-		return nil
-	}
+	return brokertest.Next(t, ch)
 }
 
 func startConsume(t testing.TB, b *Broker, events []string, h core.Handler) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := b.Consume(ctx, events, h); err != nil {
-		t.Fatal(err)
-	}
+	brokertest.StartConsume(t, b, events, h)
 }
 
 // TestWirePublish: XADD {event} * data {payload}, and Publish returns the
