@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
-	"github.com/spectacles-go/spectacles/internal/brokertest"
 	"github.com/spectacles-go/spectacles/core/conformance"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // setupFor connects the conformance suite to the server at url.
