@@ -35,6 +35,40 @@ func peerDeclareQueue(ch *amqp091.Channel, exchange, queue, event string) error 
 	return ch.QueueBind(queue, event, exchange, false, nil)
 }
 
+// wireExchange is the set-up of a wire test: the admin connection and a
+// new exchange, deleted with the queues given to track.
+func wireExchange(t testing.TB) (adm *admin, exchange string, track func(queues ...string)) {
+	t.Helper()
+	adm = newAdmin(t, serverURL(t))
+	exchange, track = adm.exchange("spectacles-wire")
+	return adm, exchange, track
+}
+
+// peerChannel opens a channel of the peer's and declares exchange on it.
+func peerChannel(t testing.TB, adm *admin, exchange string) *amqp091.Channel {
+	t.Helper()
+	peer := adm.newChannel()
+	if err := peerDeclareExchange(peer, exchange); err != nil {
+		t.Fatal(err)
+	}
+	return peer
+}
+
+// peerConsume declares queue for event as the peer does and consumes it,
+// acknowledging automatically when autoAck is set.
+func peerConsume(t testing.TB, adm *admin, exchange, queue, event string, autoAck bool) (*amqp091.Channel, <-chan amqp091.Delivery) {
+	t.Helper()
+	peer := peerChannel(t, adm, exchange)
+	if err := peerDeclareQueue(peer, exchange, queue, event); err != nil {
+		t.Fatal(err)
+	}
+	dels, err := peer.Consume(queue, "", autoAck, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return peer, dels
+}
+
 func mustMsgpack(t testing.TB, v any) []byte {
 	t.Helper()
 	b, err := msgpack.Marshal(v)
@@ -46,9 +80,7 @@ func mustMsgpack(t testing.TB, v any) []byte {
 
 func TestWirePeerPublishesToUs(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := wireExchange(t)
 	ev := "MESSAGE_CREATE"
 	track(spectaclesQueues(exchange, "", ev)...)
 
@@ -56,10 +88,7 @@ func TestWirePeerPublishesToUs(t *testing.T) {
 	h, got := collect(t, true)
 	startConsume(t, b, []string{ev}, h)
 
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
+	peer := peerChannel(t, adm, exchange)
 	// A JS object, as @spectacles/brokers encodes it.
 	obj := map[string]any{"id": "81384788765712384", "content": "spectacles is awesome"}
 	if err := peer.PublishWithContext(ctxT(t), exchange, ev, false, false, amqp091.Publishing{Body: mustMsgpack(t, obj)}); err != nil {
@@ -86,24 +115,12 @@ func TestWirePeerPublishesToUs(t *testing.T) {
 
 func TestWireWePublishToPeer(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := wireExchange(t)
 	ev := "GUILD_CREATE"
 	queue := QueueName(exchange, "", ev)
 	track(queue)
 
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := peerDeclareQueue(peer, exchange, queue, ev); err != nil {
-		t.Fatal(err)
-	}
-	dels, err := peer.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dels := peerConsume(t, adm, exchange, queue, ev, true)
 	b := openBroker(t, Config{Options: opts("gateway", "g1"), Exchange: exchange})
 	data := map[string]any{"id": "1", "name": "Spectacles"}
 	id, err := b.Publish(ctxT(t), ev, data)
@@ -125,23 +142,11 @@ func TestWireWePublishToPeer(t *testing.T) {
 
 func TestWireExpire(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := wireExchange(t)
 	ev := "READY"
 	queue := QueueName(exchange, "peer", ev)
 	track(queue)
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := peerDeclareQueue(peer, exchange, queue, ev); err != nil {
-		t.Fatal(err)
-	}
-	dels, err := peer.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, dels := peerConsume(t, adm, exchange, queue, ev, true)
 	o := opts("gateway", "g1")
 	o.MessageTimeout = 90 * time.Second
 	b := openBroker(t, Config{Options: o, Exchange: exchange, Expire: true})
@@ -155,9 +160,7 @@ func TestWireExpire(t *testing.T) {
 
 func TestWirePeerCallsUs(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := wireExchange(t)
 	ev := "REQUEST"
 	track(spectaclesQueues(exchange, "", ev)...)
 
@@ -170,10 +173,7 @@ func TestWirePeerCallsUs(t *testing.T) {
 		_ = m.Ack(ctx)
 	})
 
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
+	peer := peerChannel(t, adm, exchange)
 	cb, err := peer.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -201,24 +201,12 @@ func TestWirePeerCallsUs(t *testing.T) {
 
 func TestWireWeCallPeer(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := wireExchange(t)
 	ev := "REQUEST"
 	queue := QueueName(exchange, "", ev)
 	track(queue)
 
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := peerDeclareQueue(peer, exchange, queue, ev); err != nil {
-		t.Fatal(err)
-	}
-	dels, err := peer.Consume(queue, "", false, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	peer, dels := peerConsume(t, adm, exchange, queue, ev, false)
 	pch := adm.newChannel()
 	peerDone := make(chan struct{})
 	go func() {
@@ -259,8 +247,7 @@ func TestWireWeCallPeer(t *testing.T) {
 // that neither changed them.
 func TestWireDeclarationsCompatible(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
+	adm := newAdmin(t, serverURL(t))
 
 	t.Run("PeerAfterUs", func(t *testing.T) {
 		exchange, track := adm.exchange("spectacles-wire")
@@ -306,10 +293,7 @@ func TestWireDeclarationsCompatible(t *testing.T) {
 		ev := "MESSAGE_CREATE"
 		queues := spectaclesQueues(exchange, "", ev)
 		track(queues...)
-		peer := adm.newChannel()
-		if err := peerDeclareExchange(peer, exchange); err != nil {
-			t.Fatal(err)
-		}
+		peer := peerChannel(t, adm, exchange)
 		if err := peerDeclareQueue(peer, exchange, queues[0], ev); err != nil {
 			t.Fatal(err)
 		}
@@ -332,10 +316,7 @@ func TestWireDeclarationsCompatible(t *testing.T) {
 		ev := "MESSAGE_CREATE"
 		queues := spectaclesQueues(exchange, "", ev)
 		track(queues...)
-		ch := adm.newChannel()
-		if err := peerDeclareExchange(ch, exchange); err != nil {
-			t.Fatal(err)
-		}
+		ch := peerChannel(t, adm, exchange)
 		if _, err := ch.QueueDeclare(queues[0], true, false, false, false, amqp091.Table{"x-max-length": int32(10)}); err != nil {
 			t.Fatal(err)
 		}
