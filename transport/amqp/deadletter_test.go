@@ -71,8 +71,7 @@ func queueMessages(t *testing.T, adm *admin, queue string) int {
 func TestReadingDeadLettersLeavesThem(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq-read")
+	adm, exchange, track := testExchange(t, url, "spectacles-dlq-read", "")
 	const ev = "EV"
 	dl := core.DeadLetterEvent(ev)
 	track(spectaclesQueues(exchange, "", ev)...)
@@ -132,8 +131,7 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 func TestRejectDeadLetter(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq-reject")
+	adm, exchange, track := testExchange(t, url, "spectacles-dlq-reject", "")
 	const ev = "EV"
 	dl := core.DeadLetterEvent(ev)
 	track(spectaclesQueues(exchange, "", ev)...)
@@ -182,8 +180,7 @@ func TestRejectDeadLetter(t *testing.T) {
 func TestListingDeadLettersLeavesThem(t *testing.T) {
 	t.Parallel()
 	url := mgmtTestURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq-list")
+	adm, exchange, track := testExchange(t, url, "spectacles-dlq-list", "")
 	const ev = "EV"
 	dl := core.DeadLetterEvent(ev)
 	track(spectaclesQueues(exchange, "", ev)...)

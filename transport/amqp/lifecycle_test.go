@@ -26,11 +26,9 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Registered first, so that it runs after every other cleanup.
 	ignore := goleak.IgnoreCurrent()
 	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-close")
 	ev, silent, unsettled := "PING", "SILENT", "UNSETTLED"
-	track(spectaclesQueues(exchange, "", ev, silent, unsettled)...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-close", "", ev, silent, unsettled)
 
 	o := opts("g", "c")
 	o.MessageTimeout = time.Minute
@@ -216,9 +214,7 @@ func TestConsumeWhileUnreachable(t *testing.T) {
 func TestSlowHandlerKeepsItsMessage(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-slow")
-	track(spectaclesQueues(exchange, "", "SLOW", "LEFT")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-slow", "", "SLOW", "LEFT")
 	o := opts("g", "c")
 	o.MessageTimeout = 200 * time.Millisecond
 	b := openBroker(t, Config{Options: o, Exchange: exchange})
@@ -294,9 +290,7 @@ func TestSlowHandlerKeepsItsMessage(t *testing.T) {
 func TestPublishBatchKeepsOrder(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-batch")
-	track(spectaclesQueues(exchange, "", "A", "B")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-batch", "", "A", "B")
 	o := opts("g", "c")
 	o.Concurrency = 1
 	b := openBroker(t, Config{Options: o, Exchange: exchange})
@@ -348,11 +342,9 @@ func TestPublishBatchKeepsOrder(t *testing.T) {
 // reader of the same subgroup, with its headers.
 func TestDeadLetterKeptWithoutReader(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq")
 	ev := "SEND"
-	track(spectaclesQueues(exchange, "workers", ev, core.DeadLetterEvent(ev))...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-dlq", "workers", ev, core.DeadLetterEvent(ev))
 	b := openBroker(t, Config{Options: opts("workers", "w1"), Exchange: exchange, Subgroup: "workers"})
 	rejected := make(chan string, 1)
 	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {
@@ -391,9 +383,7 @@ func TestDeadLetterKeptWithoutReader(t *testing.T) {
 func TestReplyWithoutReplyTo(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-noreply")
-	track(spectaclesQueues(exchange, "", "E")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-noreply", "", "E")
 	b := openBroker(t, Config{Options: opts("g", "c"), Exchange: exchange})
 	errs := make(chan error, 1)
 	startConsume(t, b, []string{"E"}, func(ctx context.Context, m *core.Message) {
@@ -414,9 +404,7 @@ func TestReplyWithoutReplyTo(t *testing.T) {
 func TestQueueDeletedResubscribes(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-deleted")
-	track(spectaclesQueues(exchange, "", "E")...)
+	adm, exchange, _ := testExchange(t, url, "spectacles-deleted", "", "E")
 	b := openBroker(t, Config{Options: opts("g", "c"), Exchange: exchange})
 	h, got := collect(t, true)
 	startConsume(t, b, []string{"E"}, h)
@@ -442,9 +430,7 @@ func TestQueueDeletedResubscribes(t *testing.T) {
 func TestConsumeCancel(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-cancel")
-	track(spectaclesQueues(exchange, "", "E")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-cancel", "", "E")
 	o := opts("g", "a")
 	o.MessageTimeout = time.Minute
 	a := openBroker(t, Config{Options: o, Exchange: exchange})
@@ -473,9 +459,7 @@ func TestConsumeCancel(t *testing.T) {
 func TestManyConsumersShareAQueue(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-share")
-	track(spectaclesQueues(exchange, "", "E")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-share", "", "E")
 	var (
 		mu   sync.Mutex
 		seen = map[string]string{}
@@ -532,11 +516,9 @@ func TestManyConsumersShareAQueue(t *testing.T) {
 // and is dead-lettered rather than taking clients down forever.
 func TestCrashLoopDeadLetters(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-crashloop")
 	ev := "POISON"
-	track(spectaclesQueues(exchange, "g", ev, core.DeadLetterEvent(ev))...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-crashloop", "g", ev, core.DeadLetterEvent(ev))
 	o := opts("g", "c")
 	o.MaxDeliveries = 2
 	o.MessageTimeout = time.Minute

@@ -149,6 +149,20 @@ func (a *admin) exchange(prefix string) (string, func(queues ...string)) {
 	}
 }
 
+// testExchange is the set-up of most tests: the admin connection to url
+// and a new exchange named from prefix, deleted when the test ends with
+// the queues a consumer of events in subgroup declares and those given to
+// track.
+func testExchange(t testing.TB, url, prefix, subgroup string, events ...string) (*admin, string, func(queues ...string)) {
+	t.Helper()
+	adm := newAdmin(t, url)
+	exchange, track := adm.exchange(prefix)
+	if len(events) > 0 {
+		track(spectaclesQueues(exchange, subgroup, events...)...)
+	}
+	return adm, exchange, track
+}
+
 // spectaclesQueues lists the queues a consumer of events declares.
 func spectaclesQueues(exchange, subgroup string, events ...string) []string {
 	var out []string

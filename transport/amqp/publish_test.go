@@ -100,11 +100,9 @@ func TestPublishNotWrittenIsCertain(t *testing.T) {
 // text), never the password.
 func TestRabbitMQReasonInErrors(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-reasons")
 	const ev = "EV"
-	track(spectaclesQueues(exchange, "", ev)...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-reasons", "", ev)
 	// One publishing channel, open (Open opened it) when the exchange is
 	// deleted: no new channel declares it again.
 	b := openBroker(t, Config{Options: opts("svc", "c"), URL: url, Exchange: exchange, PublishChannels: 1})

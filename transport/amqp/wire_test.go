@@ -35,15 +35,6 @@ func peerDeclareQueue(ch *amqp091.Channel, exchange, queue, event string) error 
 	return ch.QueueBind(queue, event, exchange, false, nil)
 }
 
-// wireExchange is the set-up of a wire test: the admin connection and a
-// new exchange, deleted with the queues given to track.
-func wireExchange(t testing.TB) (adm *admin, exchange string, track func(queues ...string)) {
-	t.Helper()
-	adm = newAdmin(t, serverURL(t))
-	exchange, track = adm.exchange("spectacles-wire")
-	return adm, exchange, track
-}
-
 // peerChannel opens a channel of the peer's and declares exchange on it.
 func peerChannel(t testing.TB, adm *admin, exchange string) *amqp091.Channel {
 	t.Helper()
@@ -80,7 +71,7 @@ func mustMsgpack(t testing.TB, v any) []byte {
 
 func TestWirePeerPublishesToUs(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := wireExchange(t)
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "MESSAGE_CREATE"
 	track(spectaclesQueues(exchange, "", ev)...)
 
@@ -115,7 +106,7 @@ func TestWirePeerPublishesToUs(t *testing.T) {
 
 func TestWireWePublishToPeer(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := wireExchange(t)
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "GUILD_CREATE"
 	queue := QueueName(exchange, "", ev)
 	track(queue)
@@ -142,7 +133,7 @@ func TestWireWePublishToPeer(t *testing.T) {
 
 func TestWireExpire(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := wireExchange(t)
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "READY"
 	queue := QueueName(exchange, "peer", ev)
 	track(queue)
@@ -160,7 +151,7 @@ func TestWireExpire(t *testing.T) {
 
 func TestWirePeerCallsUs(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := wireExchange(t)
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "REQUEST"
 	track(spectaclesQueues(exchange, "", ev)...)
 
@@ -201,7 +192,7 @@ func TestWirePeerCallsUs(t *testing.T) {
 
 func TestWireWeCallPeer(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := wireExchange(t)
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "REQUEST"
 	queue := QueueName(exchange, "", ev)
 	track(queue)
