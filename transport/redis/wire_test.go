@@ -113,11 +113,7 @@ func TestWireReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := raw.Subscribe(ctxT(t), ev+":"+id)
-	defer sub.Close()
-	if _, err := sub.Receive(ctxT(t)); err != nil { // the subscription
-		t.Fatal(err)
-	}
+	sub := subscribeReply(t, raw, ev, id)
 	msg, err := sub.ReceiveMessage(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
@@ -125,10 +121,7 @@ func TestWireReply(t *testing.T) {
 	if msg.Channel != ev+":"+id {
 		t.Fatalf("reply on %q, want %q", msg.Channel, ev+":"+id)
 	}
-	var got any
-	if err := (core.Msgpack{}).Unmarshal([]byte(msg.Payload), &got); err != nil {
-		t.Fatal(err)
-	}
+	got := decodeReply(t, msg.Payload)
 	if !reflect.DeepEqual(got, map[string]any{"echo": map[string]any{"n": int64(1)}}) {
 		t.Fatalf("reply %#v", got)
 	}
