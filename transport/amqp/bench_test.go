@@ -198,4 +198,3 @@ func BenchmarkRabbitMQ(b *testing.B) {
 		_ = cch.Close()
 	})
 }
-

@@ -43,4 +43,3 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 	conformance.BenchEndToEnd(b, pub, con, ev, core.Raw(make([]byte, benchPayload)), benchPublishers, 60*time.Second)
 }
-
