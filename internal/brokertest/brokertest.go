@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -190,5 +191,50 @@ func CheckClose(t testing.TB, b core.Broker, ev, silent string, beforeCall func(
 	}
 	if _, err := b.Call(Context(t), ev, "ping"); !errors.Is(err, core.ErrClosed) {
 		t.Errorf("call after close: %v", err)
+	}
+}
+
+// URLSecret is the password in the bad URLs of CheckURLErrors.
+const URLSecret = "pa55w0rdXYZ"
+
+// CheckURLErrors checks that open fails for every URL of urls (each holds
+// URLSecret) with an error that wraps sentinel and shows no part of the
+// password.
+func CheckURLErrors(t testing.TB, sentinel error, urls []string, open func(url string) error) {
+	t.Helper()
+	for _, url := range urls {
+		err := open(url)
+		if err == nil {
+			t.Errorf("opening %q succeeded", url)
+			continue
+		}
+		if strings.Contains(err.Error(), URLSecret) || strings.Contains(err.Error(), "pa55") {
+			t.Errorf("error for %q shows the password: %v", url, err)
+		}
+		if !errors.Is(err, sentinel) {
+			t.Errorf("error for %q does not wrap %v: %v", url, sentinel, err)
+		}
+	}
+}
+
+// CheckDialError checks that open, given a URL with a password whose
+// server (port 1 on loopback) refuses connections, fails within 5
+// seconds with an error that names the server but not the password.
+func CheckDialError(t testing.TB, url string, open func(ctx context.Context, url string) error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if !strings.Contains(url, ":s3cretpw@127.0.0.1:1") {
+		t.Fatalf("CheckDialError: %q is not a URL of user:s3cretpw@127.0.0.1:1", url)
+	}
+	err := open(ctx, url)
+	if err == nil {
+		t.Fatal("Open succeeded")
+	}
+	if strings.Contains(err.Error(), "s3cretpw") {
+		t.Errorf("error shows the password: %v", err)
+	}
+	if !strings.Contains(err.Error(), "127.0.0.1:1") {
+		t.Errorf("error does not name the server: %v", err)
 	}
 }
