@@ -12,12 +12,16 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
 )
@@ -237,4 +241,37 @@ func CheckDialError(t testing.TB, url string, open func(ctx context.Context, url
 	if !strings.Contains(err.Error(), "127.0.0.1:1") {
 		t.Errorf("error does not name the server: %v", err)
 	}
+}
+
+// NoLeaks fails t when, after every cleanup registered later has run, a
+// goroutine that did not run when NoLeaks was called still runs. Call it
+// first, in a test that is not parallel.
+func NoLeaks(t *testing.T) {
+	t.Helper()
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+}
+
+// Open opens a broker with open, given a context of timeout, and closes
+// it when the test ends; a failure to open fails the test.
+func Open[B io.Closer](t testing.TB, timeout time.Duration, open func(ctx context.Context) (B, error)) B {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	b, err := open(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+// Msgpack encodes v with the msgpack library the peers' codecs match.
+func Msgpack(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

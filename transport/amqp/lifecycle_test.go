@@ -12,7 +12,6 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/internal/brokertest"
@@ -24,8 +23,7 @@ import (
 // goroutines.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Registered first, so that it runs after every other cleanup.
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	brokertest.NoLeaks(t)
 	ev, silent, unsettled := "PING", "SILENT", "UNSETTLED"
 	url := serverURL(t)
 	adm, exchange, _ := testExchange(t, url, "spectacles-close", "", ev, silent, unsettled)

@@ -178,14 +178,7 @@ func openBroker(t testing.TB, cfg Config) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return brokertest.Open(t, 10*time.Second, func(ctx context.Context) (*Broker, error) { return Open(ctx, cfg) })
 }
 
 func opts(group, client string) core.Options {

@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // The peer in these tests is a plain amqp091 client doing what
@@ -62,11 +63,7 @@ func peerConsume(t testing.TB, adm *admin, exchange, queue, event string, autoAc
 
 func mustMsgpack(t testing.TB, v any) []byte {
 	t.Helper()
-	b, err := msgpack.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return brokertest.Msgpack(t, v)
 }
 
 func TestWirePeerPublishesToUs(t *testing.T) {

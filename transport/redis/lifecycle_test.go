@@ -8,7 +8,6 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/internal/brokertest"
@@ -20,8 +19,7 @@ import (
 // parallel, so that goleak sees only this test's goroutines.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Registered first, so that it runs after every other cleanup.
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	brokertest.NoLeaks(t)
 	url, real := serverURL(t)
 	raw := rawClient(t, url)
 	ev, silent := testEvent(t, raw), testEvent(t, raw)

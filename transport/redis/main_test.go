@@ -110,14 +110,7 @@ func testEvent(t testing.TB, c goredis.UniversalClient) string {
 func openBroker(t testing.TB, url string, cfg Config) *Broker {
 	t.Helper()
 	cfg.URL = url
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	b, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return brokertest.Open(t, 5*time.Second, func(ctx context.Context) (*Broker, error) { return Open(ctx, cfg) })
 }
 
 func ctxT(t testing.TB) context.Context { return brokertest.Context(t) }
