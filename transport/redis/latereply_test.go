@@ -19,9 +19,7 @@ import (
 // that subscribes 100 ms after the responder replied still gets the reply.
 func TestReplyReachesLateSubscriber(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	replying := make(chan struct{})
 	_, replied := openResponder(t, url, real, ev, func(*core.Message) any {
 		close(replying)
@@ -61,9 +59,7 @@ func TestReplyReachesLateSubscriber(t *testing.T) {
 // at last (no duplicates once someone received it).
 func TestReplyToNobodyGivesUp(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, _, ev := testStream(t)
 	b, replied := openResponder(t, url, real, ev, replyOf("x"))
 	if _, err := b.Publish(ctxT(t), ev, "not a call"); err != nil {
 		t.Fatal(err)
@@ -75,9 +71,7 @@ func TestReplyToNobodyGivesUp(t *testing.T) {
 // is not published again: the subscriber gets exactly one copy.
 func TestReplyStopsOnceReceived(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	sub := raw.PSubscribe(ctxT(t), replyPattern(ev))
 	defer sub.Close()
 	if _, err := sub.Receive(ctxT(t)); err != nil {
@@ -117,9 +111,7 @@ func TestReplyStopsOnceReceived(t *testing.T) {
 // reply again.
 func TestReplyRepeatedWhileCallerStaysSubscribed(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	_, replied := openResponder(t, url, real, ev, replyOf("again"))
 	// Subscribe to the channel of the next entry before publishing it: the
 	// id is chosen here (XADD with an explicit id).

@@ -52,9 +52,7 @@ func normalizeURL(url string) string {
 // more messages are read, and the group's next client gets them.
 func TestConsumeStopsWithItsContext(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, _, ev := testStream(t)
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "a"), Block: blockFor(real)})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -106,6 +106,15 @@ func testEvent(t testing.TB, c goredis.UniversalClient) string {
 	return ev
 }
 
+// testStream is the set-up of most tests: the server for t, whether it
+// is a real Redis, a plain client on it and an event of the test's own.
+func testStream(t testing.TB) (url string, real bool, raw goredis.UniversalClient, ev string) {
+	t.Helper()
+	url, real = serverURL(t)
+	raw = rawClient(t, url)
+	return url, real, raw, testEvent(t, raw)
+}
+
 // openBroker opens a broker at url, closed when the test ends.
 func openBroker(t testing.TB, url string, cfg Config) *Broker {
 	t.Helper()

@@ -56,9 +56,7 @@ func startConsume(t testing.TB, b *Broker, events []string, h core.Handler) {
 // entry id.
 func TestWirePublish(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, "", "")})
 
 	id, err := b.Publish(ctxT(t), ev, map[string]any{"content": "hi"})
@@ -92,9 +90,7 @@ func TestWirePublish(t *testing.T) {
 // (SUBSCRIBE to the exact channel after its XADD) receives it.
 func TestWireReply(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, unique("responder"), "r"), Block: blockFor(real)})
 	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {
 		// A peer's caller subscribes only after its XADD returned: give
@@ -131,9 +127,7 @@ func TestWireReply(t *testing.T) {
 // the header fields, and XACKs the source.
 func TestWireDeadLetter(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "c1"), Block: blockFor(real)})
 	done := make(chan error, 1)
@@ -183,9 +177,7 @@ func TestWireDeadLetter(t *testing.T) {
 // into maps; extra entry fields become headers.
 func TestInteropPayloads(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, unique("g"), "c"), Block: blockFor(real)})
 	h, ch := collect(t, true)
 	startConsume(t, b, []string{ev}, h)
@@ -292,9 +284,7 @@ func TestReclaimCursorPerStream(t *testing.T) {
 // reclaimer, with the count and reason.
 func TestMaxDeliveriesDeadLetter(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	o := opts(t, unique("g"), "c")
 	o.MaxDeliveries = 3
 	o.MessageTimeout = 100 * time.Millisecond
@@ -337,9 +327,7 @@ func TestMaxDeliveriesDeadLetter(t *testing.T) {
 // the consumer creates its group again and keeps consuming.
 func TestGroupRecreatedAfterDelete(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, unique("g"), "c"), Block: blockFor(real)})
 	h, ch := collect(t, true)
 	startConsume(t, b, []string{ev}, h)
@@ -447,9 +435,7 @@ func TestCallEventWithGlobCharacters(t *testing.T) {
 // caller's registration is kept for it.
 func TestEarlyReplyIsStashed(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, _, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, "", "")})
 	r := b.replies
 	sub, err := r.acquire(ctxT(t), ev)
@@ -480,9 +466,7 @@ func TestEarlyReplyIsStashed(t *testing.T) {
 // TestAckBatching: many concurrent acks all reach Redis before Ack returns.
 func TestAckBatching(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "c"), Block: blockFor(real)})
 	const n = 2000
@@ -528,9 +512,7 @@ func TestAckBatching(t *testing.T) {
 }
 
 func TestPublishBatchKeepsOrder(t *testing.T) {
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	other := testEvent(t, raw)
 	b := openBroker(t, url, Config{})
 	msgs := make([]core.Outgoing, 0, 300)
