@@ -59,11 +59,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 // calls work again.
 func TestReconnect(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	proxied := withHost(t, url, proxy.addr())
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-reconnect")
+	url, proxy, proxied := proxyServer(t)
+	_, exchange, track := testExchange(t, url, "spectacles-reconnect", "")
 	ev, callEv := "HOLD", "CALL"
 	track(spectaclesQueues(exchange, "g", ev, callEv)...)
 
@@ -165,12 +162,9 @@ func (l *logBuffer) String() string {
 // RabbitMQ is unreachable, and works once it is back.
 func TestConsumeWhileUnreachable(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-unreachable")
-	track(spectaclesQueues(exchange, "", "E")...)
-	b := openBroker(t, Config{Options: opts("g", "c"), URL: withHost(t, url, proxy.addr()), Exchange: exchange, ConnectTimeout: 300 * time.Millisecond})
+	url, proxy, proxied := proxyServer(t)
+	_, exchange, _ := testExchange(t, url, "spectacles-unreachable", "", "E")
+	b := openBroker(t, Config{Options: opts("g", "c"), URL: proxied, Exchange: exchange, ConnectTimeout: 300 * time.Millisecond})
 	restarted := make(chan struct{})
 	go func() {
 		defer close(restarted)

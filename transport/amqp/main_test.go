@@ -38,6 +38,15 @@ func serverURL(t testing.TB) string {
 	return amqptest.URL(t)
 }
 
+// proxyServer starts a proxy to the test server (closed when the test
+// ends): it returns the server's URL, the proxy and the URL through it.
+func proxyServer(t testing.TB) (url string, proxy *tcpProxy, proxied string) {
+	t.Helper()
+	url = serverURL(t)
+	proxy = startProxy(t, hostPort(t, url))
+	return url, proxy, withHost(t, url, proxy.addr())
+}
+
 // withHost returns raw with its host:port replaced.
 func withHost(t testing.TB, raw, hostport string) string {
 	t.Helper()

@@ -17,16 +17,14 @@ import (
 // core.ErrPublishUncertain, and the message did reach the queue.
 func TestPublishUnconfirmedIsUncertain(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-publish-uncertain")
+	url, proxy, proxied := proxyServer(t)
+	adm, exchange, track := testExchange(t, url, "spectacles-publish-uncertain", "")
 	const ev = "EV"
 	q := unique("spectacles-publish-uncertain-q")
 	track(q)
 	// One publishing channel, opened by Open: the held publish needs no
 	// answer from RabbitMQ before it is written.
-	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: withHost(t, url, proxy.addr()), Exchange: exchange, PublishChannels: 1})
+	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: proxied, Exchange: exchange, PublishChannels: 1})
 	if _, err := adm.channel().QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +66,9 @@ func TestPublishUnconfirmedIsUncertain(t *testing.T) {
 // published.
 func TestPublishNotWrittenIsCertain(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	adm := newAdmin(t, url)
-	exchange, _ := adm.exchange("spectacles-publish-certain")
-	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: withHost(t, url, proxy.addr()), Exchange: exchange})
+	url, proxy, proxied := proxyServer(t)
+	_, exchange, _ := testExchange(t, url, "spectacles-publish-certain", "")
+	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: proxied, Exchange: exchange})
 	proxy.mu.Lock()
 	proxy.down = true // refuse new connections
 	proxy.mu.Unlock()
