@@ -275,3 +275,22 @@ func Msgpack(t testing.TB, v any) []byte {
 	}
 	return b
 }
+
+// WaitErr waits up to Wait for an error on ch and fails the test unless
+// it wraps every one of want; what names the operation in messages. It
+// returns the error.
+func WaitErr(t testing.TB, ch <-chan error, what string, want ...error) error {
+	t.Helper()
+	select {
+	case err := <-ch:
+		for _, w := range want {
+			if !errors.Is(err, w) {
+				t.Errorf("%s: %v, want %v", what, err, w)
+			}
+		}
+		return err
+	case <-time.After(Wait):
+		t.Fatalf("%s did not return within %s", what, Wait)
+		return nil
+	}
+}
