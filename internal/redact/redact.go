@@ -85,7 +85,17 @@ func URL(raw string) string {
 // Text replaces in text every secret of the URLs raws by Mask.
 func Text(text string, raws ...string) string {
 	for _, raw := range raws {
-		for _, s := range Secrets(raw) {
+		text = Strings(text, Secrets(raw)...)
+	}
+	return text
+}
+
+// Strings replaces in text every one of secrets (a token, a password) by
+// Mask, in the order given; empty ones are skipped. Give a secret that
+// contains another first, as Secrets does.
+func Strings(text string, secrets ...string) string {
+	for _, s := range secrets {
+		if s != "" {
 			text = strings.ReplaceAll(text, s, Mask)
 		}
 	}

@@ -58,3 +58,12 @@ func TestParseError(t *testing.T) {
 		t.Errorf("ParseError of a plain error = %q, want the secret masked", got)
 	}
 }
+
+func TestStrings(t *testing.T) {
+	if got := Strings("token Bot.abc.def for Bot.abc", "", "Bot.abc.def", "Bot.abc"); got != "token "+Mask+" for "+Mask {
+		t.Errorf("Strings = %q", got)
+	}
+	if got := Strings("nothing to hide"); got != "nothing to hide" {
+		t.Errorf("Strings without secrets = %q", got)
+	}
+}
