@@ -42,17 +42,18 @@ func TestText(t *testing.T) {
 }
 
 func TestParseError(t *testing.T) {
-	raw := "redis://u:hunter2@h:port"
-	_, err := url.Parse(raw)
-	if err == nil {
-		t.Fatal("url.Parse accepted a bad port")
-	}
-	got := ParseError(raw, err)
-	if strings.Contains(got, "hunter2") || strings.Contains(got, "u:") || got == "" {
-		t.Errorf("ParseError(%q) = %q: holds a secret or nothing", raw, got)
-	}
-	if want := `invalid port ":port" after host`; got != want {
-		t.Errorf("ParseError(%q) = %q, want %q", raw, got, want)
+	for _, raw := range []string{"redis://u:hunter2@h:port"} {
+		_, err := url.Parse(raw)
+		if err == nil {
+			t.Fatal("url.Parse accepted a bad port")
+		}
+		got := ParseError(raw, err)
+		if strings.Contains(got, "hunter2") || strings.Contains(got, "u:") || got == "" {
+			t.Errorf("ParseError(%q) = %q: holds a secret or nothing", raw, got)
+		}
+		if want := `invalid port ":port" after host`; got != want {
+			t.Errorf("ParseError(%q) = %q, want %q", raw, got, want)
+		}
 	}
 	if got := ParseError("amqp://u:s3cret@h/", errors.New("bad s3cret")); got != "bad "+Mask {
 		t.Errorf("ParseError of a plain error = %q, want the secret masked", got)
