@@ -46,11 +46,16 @@ func peerChannel(t testing.TB, adm *admin, exchange string) *amqp091.Channel {
 	return peer
 }
 
-// peerConsume declares queue for event as the peer does and consumes it,
-// acknowledging automatically when autoAck is set.
-func peerConsume(t testing.TB, adm *admin, exchange, queue, event string, autoAck bool) (*amqp091.Channel, <-chan amqp091.Delivery) {
+// peerQueue is the set-up of the tests where the peer consumes: on a new
+// exchange, the peer declares the queue of event in subgroup (deleted
+// when the test ends) and consumes it, acknowledging automatically when
+// autoAck is set.
+func peerQueue(t testing.TB, subgroup, event string, autoAck bool) (adm *admin, exchange string, peer *amqp091.Channel, dels <-chan amqp091.Delivery) {
 	t.Helper()
-	peer := peerChannel(t, adm, exchange)
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
+	queue := QueueName(exchange, subgroup, event)
+	track(queue)
+	peer = peerChannel(t, adm, exchange)
 	if err := peerDeclareQueue(peer, exchange, queue, event); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +63,7 @@ func peerConsume(t testing.TB, adm *admin, exchange, queue, event string, autoAc
 	if err != nil {
 		t.Fatal(err)
 	}
-	return peer, dels
+	return adm, exchange, peer, dels
 }
 
 func mustMsgpack(t testing.TB, v any) []byte {
@@ -103,12 +108,8 @@ func TestWirePeerPublishesToUs(t *testing.T) {
 
 func TestWireWePublishToPeer(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "GUILD_CREATE"
-	queue := QueueName(exchange, "", ev)
-	track(queue)
-
-	_, dels := peerConsume(t, adm, exchange, queue, ev, true)
+	_, exchange, _, dels := peerQueue(t, "", ev, true)
 	b := openBroker(t, Config{Options: opts("gateway", "g1"), Exchange: exchange})
 	data := map[string]any{"id": "1", "name": "Spectacles"}
 	id, err := b.Publish(ctxT(t), ev, data)
@@ -130,11 +131,8 @@ func TestWireWePublishToPeer(t *testing.T) {
 
 func TestWireExpire(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "READY"
-	queue := QueueName(exchange, "peer", ev)
-	track(queue)
-	_, dels := peerConsume(t, adm, exchange, queue, ev, true)
+	_, exchange, _, dels := peerQueue(t, "peer", ev, true)
 	o := opts("gateway", "g1")
 	o.MessageTimeout = 90 * time.Second
 	b := openBroker(t, Config{Options: o, Exchange: exchange, Expire: true})
@@ -189,12 +187,8 @@ func TestWirePeerCallsUs(t *testing.T) {
 
 func TestWireWeCallPeer(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "REQUEST"
-	queue := QueueName(exchange, "", ev)
-	track(queue)
-
-	peer, dels := peerConsume(t, adm, exchange, queue, ev, false)
+	adm, exchange, peer, dels := peerQueue(t, "", ev, false)
 	pch := adm.newChannel()
 	peerDone := make(chan struct{})
 	go func() {
