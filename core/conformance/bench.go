@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -57,4 +58,27 @@ func BenchEndToEnd(b *testing.B, pub, con core.Broker, event string, payload cor
 	elapsed := time.Since(start)
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "msgs/s")
+}
+
+// BenchPublish is the publish benchmark every driver runs: about
+// publishers goroutines call Publish of payload under event on br until
+// b.N messages are out. It reports msgs/s and stops the timer.
+func BenchPublish(b *testing.B, br core.Broker, event string, payload core.Raw, publishers int) {
+	b.Helper()
+	ctx := context.Background()
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	b.SetParallelism(max(1, publishers/runtime.GOMAXPROCS(0)))
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := br.Publish(ctx, event, payload); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	b.StopTimer()
 }

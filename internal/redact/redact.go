@@ -4,6 +4,7 @@
 package redact
 
 import (
+	"errors"
 	"net/url"
 	"slices"
 	"strings"
@@ -84,9 +85,32 @@ func URL(raw string) string {
 // Text replaces in text every secret of the URLs raws by Mask.
 func Text(text string, raws ...string) string {
 	for _, raw := range raws {
-		for _, s := range Secrets(raw) {
+		text = Strings(text, Secrets(raw)...)
+	}
+	return text
+}
+
+// Strings replaces in text every one of secrets (a token, a password) by
+// Mask, in the order given; empty ones are skipped. Give a secret that
+// contains another first, as Secrets does.
+func Strings(text string, secrets ...string) string {
+	for _, s := range secrets {
+		if s != "" {
 			text = strings.ReplaceAll(text, s, Mask)
 		}
 	}
 	return text
+}
+
+// ParseError returns the message of err, a failure to parse raw, without
+// any secret of raw: the parser's own words (a *url.Error's inner error,
+// since url.Error quotes the whole URL) with every secret replaced by
+// Mask. Callers quote URL(raw) beside it.
+func ParseError(raw string, err error) string {
+	msg := err.Error()
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error()
+	}
+	return Text(msg, raw)
 }

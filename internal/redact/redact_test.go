@@ -1,6 +1,8 @@
 package redact
 
 import (
+	"errors"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -36,5 +38,33 @@ func TestText(t *testing.T) {
 	}
 	if Text("nothing to hide", "redis://h:1") != "nothing to hide" {
 		t.Error("text without secrets changed")
+	}
+}
+
+func TestParseError(t *testing.T) {
+	for _, raw := range []string{"redis://u:hunter2@h:port"} {
+		_, err := url.Parse(raw)
+		if err == nil {
+			t.Fatal("url.Parse accepted a bad port")
+		}
+		got := ParseError(raw, err)
+		if strings.Contains(got, "hunter2") || strings.Contains(got, "u:") || got == "" {
+			t.Errorf("ParseError(%q) = %q: holds a secret or nothing", raw, got)
+		}
+		if want := `invalid port ":port" after host`; got != want {
+			t.Errorf("ParseError(%q) = %q, want %q", raw, got, want)
+		}
+	}
+	if got := ParseError("amqp://u:s3cret@h/", errors.New("bad s3cret")); got != "bad "+Mask {
+		t.Errorf("ParseError of a plain error = %q, want the secret masked", got)
+	}
+}
+
+func TestStrings(t *testing.T) {
+	if got := Strings("token Bot.abc.def for Bot.abc", "", "Bot.abc.def", "Bot.abc"); got != "token "+Mask+" for "+Mask {
+		t.Errorf("Strings = %q", got)
+	}
+	if got := Strings("nothing to hide"); got != "nothing to hide" {
+		t.Errorf("Strings without secrets = %q", got)
 	}
 }

@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -50,22 +49,7 @@ func BenchmarkPublish(b *testing.B) {
 	adm := newAdmin(b, url)
 	exchange, _ := benchQueue(b, adm, "spectacles-bench", "E")
 	br := openBroker(b, Config{Options: core.Options{Logger: testLogger(b)}, URL: url, Exchange: exchange})
-	payload := core.Raw(make([]byte, benchPayload))
-	ctx := context.Background()
-	b.SetBytes(benchPayload)
-	b.ReportAllocs()
-	b.SetParallelism(benchPublishers / max(1, testingProcs()))
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := br.Publish(ctx, "E", payload); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	conformance.BenchPublish(b, br, "E", core.Raw(make([]byte, benchPayload)), benchPublishers)
 }
 
 // BenchmarkPublishBatch publishes batches of 100 from 8 goroutines.
@@ -214,5 +198,3 @@ func BenchmarkRabbitMQ(b *testing.B) {
 		_ = cch.Close()
 	})
 }
-
-func testingProcs() int { return runtime.GOMAXPROCS(0) }

@@ -170,15 +170,7 @@ func managementURL(raw string, amqpURI amqp091.URI) (string, error) {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		msg := err.Error()
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			msg = ue.Err.Error()
-		}
-		for _, secret := range redact.Secrets(raw) {
-			msg = strings.ReplaceAll(msg, secret, "xxxxx")
-		}
-		return "", fmt.Errorf("%w: ManagementURL %q: %s", ErrInvalidConfig, redact.URL(raw), msg)
+		return "", fmt.Errorf("%w: ManagementURL %q: %s", ErrInvalidConfig, redact.URL(raw), redact.ParseError(raw, err))
 	}
 	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return "", fmt.Errorf("%w: ManagementURL %q: want http://host:port or https://host:port, or %q", ErrInvalidConfig, redact.URL(raw), ManagementOff)
@@ -209,13 +201,5 @@ func parseURL(raw string) (amqp091.URI, error) {
 // holds: the user info and query values are removed from both the URL and
 // the parser's message (url.Parse quotes the URL).
 func scrubURLError(raw string, err error) error {
-	msg := err.Error()
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		msg = ue.Err.Error()
-	}
-	for _, secret := range redact.Secrets(raw) {
-		msg = strings.ReplaceAll(msg, secret, "xxxxx")
-	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redact.URL(raw), msg)
+	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redact.URL(raw), redact.ParseError(raw, err))
 }

@@ -21,11 +21,8 @@ import (
 // copy) and the clients of one group share a queue (each message once).
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	proxied := withHost(t, url, proxy.addr())
-	adm := newAdmin(t, url)
-	exchange, _ := adm.exchange("spectacles-conformance")
+	url, proxy, proxied := proxyServer(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-conformance", "")
 
 	var (
 		mu        sync.Mutex

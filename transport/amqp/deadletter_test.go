@@ -63,6 +63,45 @@ func queueMessages(t *testing.T, adm *admin, queue string) int {
 	return q.Messages
 }
 
+// dlqSetup is the set-up of the dead-letter tests: on a new exchange
+// named from prefix, n messages of EV dead-lettered to EV:dlq, and the
+// queues of both (and of EV:dlq:dlq) deleted when the test ends.
+type dlqSetup struct {
+	adm      *admin
+	exchange string
+	ev, dl   string
+	dlq      string   // the queue of dl
+	payloads []string // of the dead letters, in order
+}
+
+func newDLQSetup(t *testing.T, url, prefix string, n int) *dlqSetup {
+	t.Helper()
+	const ev = "EV"
+	adm, exchange, track := testExchange(t, url, prefix, "", ev)
+	dl := core.DeadLetterEvent(ev)
+	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
+	_, _, payloads, _ := deadLetters(t, url, exchange, "", ev, n)
+	return &dlqSetup{adm: adm, exchange: exchange, ev: ev, dl: dl, dlq: QueueName(exchange, "", dl), payloads: payloads}
+}
+
+// checkNotDeadLetteredAgain fails the test when a dead letter went on to
+// EV:dlq:dlq.
+func (s *dlqSetup) checkNotDeadLetteredAgain(t *testing.T) {
+	t.Helper()
+	if n := queueMessages(t, s.adm, QueueName(s.exchange, "", core.DeadLetterEvent(s.dl))); n > 0 {
+		t.Errorf("%d dead letters were dead-lettered again to %s", n, core.DeadLetterEvent(s.dl))
+	}
+}
+
+// checkUnchanged fails the test when the dead-letter queue no longer
+// holds before, the same messages in the same order.
+func (s *dlqSetup) checkUnchanged(t *testing.T, before []queuedMessage, what string) {
+	t.Helper()
+	if after := snapshot(t, s.adm, s.dlq); !slices.Equal(before, after) {
+		t.Errorf("%s changed the dead-letter queue:\nbefore %+v\nafter  %+v", what, before, after)
+	}
+}
+
 // TestReadingDeadLettersLeavesThem: a consumer of EVENT:dlq that never
 // settles (spectacles consume --no-ack EVENT:dlq) sees the dead letters
 // again after each MessageTimeout, never dead-letters them once more
@@ -71,15 +110,9 @@ func queueMessages(t *testing.T, adm *admin, queue string) int {
 func TestReadingDeadLettersLeavesThem(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq-read")
-	const ev = "EV"
-	dl := core.DeadLetterEvent(ev)
-	track(spectaclesQueues(exchange, "", ev)...)
-	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
-	deadLetters(t, url, exchange, "", ev, 3)
-	dlq := QueueName(exchange, "", dl)
-	before := snapshot(t, adm, dlq)
+	s := newDLQSetup(t, url, "spectacles-dlq-read", 3)
+	exchange, dl := s.exchange, s.dl
+	before := snapshot(t, s.adm, s.dlq)
 	if len(before) != 3 {
 		t.Fatalf("%d dead letters, want 3", len(before))
 	}
@@ -117,13 +150,8 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 	if err := reader.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
-		t.Errorf("%d dead letters were dead-lettered again to %s", n, core.DeadLetterEvent(dl))
-	}
-	after := snapshot(t, adm, dlq)
-	if !slices.Equal(before, after) {
-		t.Errorf("the dead-letter queue changed:\nbefore %+v\nafter  %+v", before, after)
-	}
+	s.checkNotDeadLetteredAgain(t)
+	s.checkUnchanged(t, before, "reading")
 }
 
 // TestRejectDeadLetter: rejecting a dead letter fails with
@@ -132,15 +160,9 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 func TestRejectDeadLetter(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq-reject")
-	const ev = "EV"
-	dl := core.DeadLetterEvent(ev)
-	track(spectaclesQueues(exchange, "", ev)...)
-	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
-	deadLetters(t, url, exchange, "", ev, 1)
-	dlq := QueueName(exchange, "", dl)
-	before := snapshot(t, adm, dlq)
+	s := newDLQSetup(t, url, "spectacles-dlq-reject", 1)
+	exchange, dl := s.exchange, s.dl
+	before := snapshot(t, s.adm, s.dlq)
 
 	o := opts("svc", "rejecter2")
 	o.MessageTimeout = 200 * time.Millisecond
@@ -167,12 +189,8 @@ func TestRejectDeadLetter(t *testing.T) {
 	if err := reader.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
-		t.Errorf("%d dead letters were dead-lettered again", n)
-	}
-	if after := snapshot(t, adm, dlq); !slices.Equal(before, after) {
-		t.Errorf("the dead-letter queue changed:\nbefore %+v\nafter  %+v", before, after)
-	}
+	s.checkNotDeadLetteredAgain(t)
+	s.checkUnchanged(t, before, "rejecting")
 }
 
 // TestListingDeadLettersLeavesThem: listing dead letters (Entries, what
@@ -182,14 +200,8 @@ func TestRejectDeadLetter(t *testing.T) {
 func TestListingDeadLettersLeavesThem(t *testing.T) {
 	t.Parallel()
 	url := mgmtTestURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq-list")
-	const ev = "EV"
-	dl := core.DeadLetterEvent(ev)
-	track(spectaclesQueues(exchange, "", ev)...)
-	track(QueueName(exchange, "", core.DeadLetterEvent(dl)))
-	_, _, payloads, _ := deadLetters(t, url, exchange, "", ev, 3)
-	dlq := QueueName(exchange, "", dl)
+	s := newDLQSetup(t, url, "spectacles-dlq-list", 3)
+	adm, exchange, dl, dlq, payloads := s.adm, s.exchange, s.dl, s.dlq, s.payloads
 	before := snapshot(t, adm, dlq)
 
 	lister := openBroker(t, Config{Options: opts("svc", "lister"), URL: url, Exchange: exchange})
@@ -205,9 +217,7 @@ func TestListingDeadLettersLeavesThem(t *testing.T) {
 		}
 	}
 	waitReady(t, adm, dlq, 3)
-	if after := snapshot(t, adm, dlq); !slices.Equal(before, after) {
-		t.Errorf("listing changed the dead-letter queue:\nbefore %+v\nafter  %+v", before, after)
-	}
+	s.checkUnchanged(t, before, "listing")
 
 	// A reader that acknowledges gets them all, in order, and empties
 	// the queue; nothing is dead-lettered again.
@@ -223,7 +233,5 @@ func TestListingDeadLettersLeavesThem(t *testing.T) {
 		}
 	}
 	waitReady(t, adm, dlq, 0)
-	if n := queueMessages(t, adm, QueueName(exchange, "", core.DeadLetterEvent(dl))); n > 0 {
-		t.Errorf("%d dead letters were dead-lettered again", n)
-	}
+	s.checkNotDeadLetteredAgain(t)
 }

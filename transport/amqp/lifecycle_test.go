@@ -12,9 +12,9 @@ import (
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
-	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestCloseLeavesNoGoroutines: after Close nothing of the broker runs
@@ -23,13 +23,10 @@ import (
 // goroutines.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Registered first, so that it runs after every other cleanup.
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-close")
+	brokertest.NoLeaks(t)
 	ev, silent, unsettled := "PING", "SILENT", "UNSETTLED"
-	track(spectaclesQueues(exchange, "", ev, silent, unsettled)...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-close", "", ev, silent, unsettled)
 
 	o := opts("g", "c")
 	o.MessageTimeout = time.Minute
@@ -38,45 +35,17 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Consume(context.Background(), []string{ev}, func(ctx context.Context, m *core.Message) {
-		_ = m.Reply(ctx, "pong")
-		_ = m.Ack(ctx)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Consume(context.Background(), []string{silent}, func(context.Context, *core.Message) {}); err != nil {
-		t.Fatal(err)
-	}
-	// A message left unsettled: its MessageTimeout timer is pending at Close.
-	got := make(chan struct{}, 16)
-	if err := b.Consume(context.Background(), []string{unsettled}, func(context.Context, *core.Message) { got <- struct{}{} }); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Publish(ctxT(t), unsettled, 1); err != nil {
-		t.Fatal(err)
-	}
-	<-got
-	if _, err := b.Call(ctxT(t), ev, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	pending := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), silent, "nobody answers")
-		pending <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-pending; !errors.Is(err, core.ErrClosed) {
-		t.Errorf("pending call: err = %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if _, err := b.Call(ctxT(t), ev, "ping"); !errors.Is(err, core.ErrClosed) {
-		t.Errorf("call after close: %v", err)
-	}
+	brokertest.CheckClose(t, b, ev, silent, func() {
+		// A message left unsettled: its MessageTimeout timer is pending at Close.
+		got := make(chan struct{}, 16)
+		if err := b.Consume(context.Background(), []string{unsettled}, func(context.Context, *core.Message) { got <- struct{}{} }); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.Publish(ctxT(t), unsettled, 1); err != nil {
+			t.Fatal(err)
+		}
+		<-got
+	})
 	if _, err := b.PublishBatch(ctxT(t), []core.Outgoing{{Event: ev, Data: 1}}); !errors.Is(err, core.ErrClosed) {
 		t.Errorf("batch after close: %v", err)
 	}
@@ -90,11 +59,8 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 // calls work again.
 func TestReconnect(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	proxied := withHost(t, url, proxy.addr())
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-reconnect")
+	url, proxy, proxied := proxyServer(t)
+	_, exchange, track := testExchange(t, url, "spectacles-reconnect", "")
 	ev, callEv := "HOLD", "CALL"
 	track(spectaclesQueues(exchange, "g", ev, callEv)...)
 
@@ -196,12 +162,9 @@ func (l *logBuffer) String() string {
 // RabbitMQ is unreachable, and works once it is back.
 func TestConsumeWhileUnreachable(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-unreachable")
-	track(spectaclesQueues(exchange, "", "E")...)
-	b := openBroker(t, Config{Options: opts("g", "c"), URL: withHost(t, url, proxy.addr()), Exchange: exchange, ConnectTimeout: 300 * time.Millisecond})
+	url, proxy, proxied := proxyServer(t)
+	_, exchange, _ := testExchange(t, url, "spectacles-unreachable", "", "E")
+	b := openBroker(t, Config{Options: opts("g", "c"), URL: proxied, Exchange: exchange, ConnectTimeout: 300 * time.Millisecond})
 	restarted := make(chan struct{})
 	go func() {
 		defer close(restarted)
@@ -243,9 +206,7 @@ func TestConsumeWhileUnreachable(t *testing.T) {
 func TestSlowHandlerKeepsItsMessage(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-slow")
-	track(spectaclesQueues(exchange, "", "SLOW", "LEFT")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-slow", "", "SLOW", "LEFT")
 	o := opts("g", "c")
 	o.MessageTimeout = 200 * time.Millisecond
 	b := openBroker(t, Config{Options: o, Exchange: exchange})
@@ -321,9 +282,7 @@ func TestSlowHandlerKeepsItsMessage(t *testing.T) {
 func TestPublishBatchKeepsOrder(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-batch")
-	track(spectaclesQueues(exchange, "", "A", "B")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-batch", "", "A", "B")
 	o := opts("g", "c")
 	o.Concurrency = 1
 	b := openBroker(t, Config{Options: o, Exchange: exchange})
@@ -375,11 +334,9 @@ func TestPublishBatchKeepsOrder(t *testing.T) {
 // reader of the same subgroup, with its headers.
 func TestDeadLetterKeptWithoutReader(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-dlq")
 	ev := "SEND"
-	track(spectaclesQueues(exchange, "workers", ev, core.DeadLetterEvent(ev))...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-dlq", "workers", ev, core.DeadLetterEvent(ev))
 	b := openBroker(t, Config{Options: opts("workers", "w1"), Exchange: exchange, Subgroup: "workers"})
 	rejected := make(chan string, 1)
 	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {
@@ -418,9 +375,7 @@ func TestDeadLetterKeptWithoutReader(t *testing.T) {
 func TestReplyWithoutReplyTo(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-noreply")
-	track(spectaclesQueues(exchange, "", "E")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-noreply", "", "E")
 	b := openBroker(t, Config{Options: opts("g", "c"), Exchange: exchange})
 	errs := make(chan error, 1)
 	startConsume(t, b, []string{"E"}, func(ctx context.Context, m *core.Message) {
@@ -441,9 +396,7 @@ func TestReplyWithoutReplyTo(t *testing.T) {
 func TestQueueDeletedResubscribes(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-deleted")
-	track(spectaclesQueues(exchange, "", "E")...)
+	adm, exchange, _ := testExchange(t, url, "spectacles-deleted", "", "E")
 	b := openBroker(t, Config{Options: opts("g", "c"), Exchange: exchange})
 	h, got := collect(t, true)
 	startConsume(t, b, []string{"E"}, h)
@@ -469,9 +422,7 @@ func TestQueueDeletedResubscribes(t *testing.T) {
 func TestConsumeCancel(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-cancel")
-	track(spectaclesQueues(exchange, "", "E")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-cancel", "", "E")
 	o := opts("g", "a")
 	o.MessageTimeout = time.Minute
 	a := openBroker(t, Config{Options: o, Exchange: exchange})
@@ -500,9 +451,7 @@ func TestConsumeCancel(t *testing.T) {
 func TestManyConsumersShareAQueue(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-share")
-	track(spectaclesQueues(exchange, "", "E")...)
+	_, exchange, _ := testExchange(t, url, "spectacles-share", "", "E")
 	var (
 		mu   sync.Mutex
 		seen = map[string]string{}
@@ -559,11 +508,9 @@ func TestManyConsumersShareAQueue(t *testing.T) {
 // and is dead-lettered rather than taking clients down forever.
 func TestCrashLoopDeadLetters(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-crashloop")
 	ev := "POISON"
-	track(spectaclesQueues(exchange, "g", ev, core.DeadLetterEvent(ev))...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-crashloop", "g", ev, core.DeadLetterEvent(ev))
 	o := opts("g", "c")
 	o.MaxDeliveries = 2
 	o.MessageTimeout = time.Minute

@@ -1,10 +1,7 @@
 package amqp
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
@@ -38,6 +36,15 @@ func TestMain(m *testing.M) {
 func serverURL(t testing.TB) string {
 	t.Helper()
 	return amqptest.URL(t)
+}
+
+// proxyServer starts a proxy to the test server (closed when the test
+// ends): it returns the server's URL, the proxy and the URL through it.
+func proxyServer(t testing.TB) (url string, proxy *tcpProxy, proxied string) {
+	t.Helper()
+	url = serverURL(t)
+	proxy = startProxy(t, hostPort(t, url))
+	return url, proxy, withHost(t, url, proxy.addr())
 }
 
 // withHost returns raw with its host:port replaced.
@@ -61,23 +68,10 @@ func hostPort(t testing.TB, raw string) string {
 	return net.JoinHostPort(u.Host, strconv.Itoa(u.Port))
 }
 
-func unique(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
+func unique(prefix string) string { return brokertest.Unique(prefix) }
 
 // testLogger sends the driver's logs to the test log, shown on failure.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return brokertest.Logger(t, slog.LevelDebug) }
 
 // admin is a plain amqp091 connection for setting up, inspecting and
 // cleaning up; it stands for the other Spectacles clients too.
@@ -164,6 +158,20 @@ func (a *admin) exchange(prefix string) (string, func(queues ...string)) {
 	}
 }
 
+// testExchange is the set-up of most tests: the admin connection to url
+// and a new exchange named from prefix, deleted when the test ends with
+// the queues a consumer of events in subgroup declares and those given to
+// track.
+func testExchange(t testing.TB, url, prefix, subgroup string, events ...string) (*admin, string, func(queues ...string)) {
+	t.Helper()
+	adm := newAdmin(t, url)
+	exchange, track := adm.exchange(prefix)
+	if len(events) > 0 {
+		track(spectaclesQueues(exchange, subgroup, events...)...)
+	}
+	return adm, exchange, track
+}
+
 // spectaclesQueues lists the queues a consumer of events declares.
 func spectaclesQueues(exchange, subgroup string, events ...string) []string {
 	var out []string
@@ -179,14 +187,7 @@ func openBroker(t testing.TB, cfg Config) *Broker {
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	b, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return brokertest.Open(t, 10*time.Second, func(ctx context.Context) (*Broker, error) { return Open(ctx, cfg) })
 }
 
 func opts(group, client string) core.Options {
@@ -197,53 +198,28 @@ func opts(group, client string) core.Options {
 	}
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+// The helpers the drivers' tests share, under this package's names.
+func ctxT(t testing.TB) context.Context { return brokertest.Context(t) }
 
 // collect returns a handler that sends each message on a channel, and
 // acknowledges it when ack is set.
 func collect(t testing.TB, ack bool) (core.Handler, chan *core.Message) {
-	ch := make(chan *core.Message, 4096)
-	return func(ctx context.Context, m *core.Message) {
-		if ack {
-			if err := m.Ack(ctx); err != nil {
-				t.Errorf("ack %s: %v", m.ID, err)
-			}
-		}
-		ch <- m
-	}, ch
+	return brokertest.Collect(t, ack)
 }
 
 func next(t testing.TB, ch chan *core.Message) *core.Message {
 	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(15 * time.Second):
-		t.Fatal("no message within 15s")
-		return nil
-	}
+	return brokertest.Next(t, ch)
 }
 
 func none(t testing.TB, ch chan *core.Message, d time.Duration) {
 	t.Helper()
-	select {
-	case m := <-ch:
-		t.Fatalf("unexpected message %s %s (deliveries %d)", m.Event, m.ID, m.Deliveries)
-	case <-time.After(d):
-	}
+	brokertest.None(t, ch, d)
 }
 
 func startConsume(t testing.TB, b *Broker, events []string, h core.Handler) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := b.Consume(ctx, events, h); err != nil {
-		t.Fatal(err)
-	}
+	brokertest.StartConsume(t, b, events, h)
 }
 
 // rawNext waits for a delivery of a plain amqp091 consumer.

@@ -10,6 +10,7 @@ import (
 	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestPublishUnconfirmedIsUncertain: a publish written to RabbitMQ whose
@@ -17,16 +18,14 @@ import (
 // core.ErrPublishUncertain, and the message did reach the queue.
 func TestPublishUnconfirmedIsUncertain(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-publish-uncertain")
+	url, proxy, proxied := proxyServer(t)
+	adm, exchange, track := testExchange(t, url, "spectacles-publish-uncertain", "")
 	const ev = "EV"
 	q := unique("spectacles-publish-uncertain-q")
 	track(q)
 	// One publishing channel, opened by Open: the held publish needs no
 	// answer from RabbitMQ before it is written.
-	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: withHost(t, url, proxy.addr()), Exchange: exchange, PublishChannels: 1})
+	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: proxied, Exchange: exchange, PublishChannels: 1})
 	if _, err := adm.channel().QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +46,8 @@ func TestPublishUnconfirmedIsUncertain(t *testing.T) {
 	})
 	proxy.cut()
 	proxy.hold.Store(false)
-	select {
-	case err := <-errc:
-		if !errors.Is(err, core.ErrPublishUncertain) || !errors.Is(err, errUnconfirmed) {
-			t.Errorf("publish whose confirm was lost: %v, want core.ErrPublishUncertain", err)
-		}
-		t.Logf("publish: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("publish did not return after the connection was cut")
-	}
+	err := brokertest.WaitErr(t, errc, "the publish whose confirm was lost", core.ErrPublishUncertain, errUnconfirmed)
+	t.Logf("publish: %v", err)
 
 	// Once reconnected, publishing works again.
 	if _, err := b.Publish(ctxT(t), ev, "again"); err != nil {
@@ -68,11 +60,9 @@ func TestPublishUnconfirmedIsUncertain(t *testing.T) {
 // published.
 func TestPublishNotWrittenIsCertain(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	proxy := startProxy(t, hostPort(t, url))
-	adm := newAdmin(t, url)
-	exchange, _ := adm.exchange("spectacles-publish-certain")
-	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: withHost(t, url, proxy.addr()), Exchange: exchange})
+	url, proxy, proxied := proxyServer(t)
+	_, exchange, _ := testExchange(t, url, "spectacles-publish-certain", "")
+	b := openBroker(t, Config{Options: opts("svc", "pub"), URL: proxied, Exchange: exchange})
 	proxy.mu.Lock()
 	proxy.down = true // refuse new connections
 	proxy.mu.Unlock()
@@ -100,11 +90,9 @@ func TestPublishNotWrittenIsCertain(t *testing.T) {
 // text), never the password.
 func TestRabbitMQReasonInErrors(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-reasons")
 	const ev = "EV"
-	track(spectaclesQueues(exchange, "", ev)...)
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-reasons", "", ev)
 	// One publishing channel, open (Open opened it) when the exchange is
 	// deleted: no new channel declares it again.
 	b := openBroker(t, Config{Options: opts("svc", "c"), URL: url, Exchange: exchange, PublishChannels: 1})

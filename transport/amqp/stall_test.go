@@ -18,11 +18,9 @@ import (
 // claimed. Only A's running message stays with A.
 func TestStalledHandlerReleasesPrefetched(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-stall")
 	const ev, n = "EV", 50
-	track(spectaclesQueues(exchange, "", ev)...)
+	url := serverURL(t)
+	_, exchange, _ := testExchange(t, url, "spectacles-stall", "", ev)
 	o := opts("svc", "a")
 	o.MessageTimeout = time.Second
 	o.Concurrency = 1
@@ -98,11 +96,9 @@ func TestStalledHandlerReleasesPrefetched(t *testing.T) {
 // and none is dead-lettered.
 func TestSlowHandlerInOrder(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-slow-order")
 	const ev, n = "EV", 8
-	track(spectaclesQueues(exchange, "", ev)...)
+	url := serverURL(t)
+	_, exchange, _ := testExchange(t, url, "spectacles-slow-order", "", ev)
 	o := opts("svc", "slow")
 	o.MessageTimeout = 500 * time.Millisecond
 	o.Concurrency = 1

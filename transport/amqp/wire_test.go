@@ -13,6 +13,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // The peer in these tests is a plain amqp091 client doing what
@@ -35,20 +36,44 @@ func peerDeclareQueue(ch *amqp091.Channel, exchange, queue, event string) error 
 	return ch.QueueBind(queue, event, exchange, false, nil)
 }
 
-func mustMsgpack(t testing.TB, v any) []byte {
+// peerChannel opens a channel of the peer's and declares exchange on it.
+func peerChannel(t testing.TB, adm *admin, exchange string) *amqp091.Channel {
 	t.Helper()
-	b, err := msgpack.Marshal(v)
+	peer := adm.newChannel()
+	if err := peerDeclareExchange(peer, exchange); err != nil {
+		t.Fatal(err)
+	}
+	return peer
+}
+
+// peerQueue is the set-up of the tests where the peer consumes: on a new
+// exchange, the peer declares the queue of event in subgroup (deleted
+// when the test ends) and consumes it, acknowledging automatically when
+// autoAck is set.
+func peerQueue(t testing.TB, subgroup, event string, autoAck bool) (adm *admin, exchange string, peer *amqp091.Channel, dels <-chan amqp091.Delivery) {
+	t.Helper()
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
+	queue := QueueName(exchange, subgroup, event)
+	track(queue)
+	peer = peerChannel(t, adm, exchange)
+	if err := peerDeclareQueue(peer, exchange, queue, event); err != nil {
+		t.Fatal(err)
+	}
+	dels, err := peer.Consume(queue, "", autoAck, false, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return adm, exchange, peer, dels
+}
+
+func mustMsgpack(t testing.TB, v any) []byte {
+	t.Helper()
+	return brokertest.Msgpack(t, v)
 }
 
 func TestWirePeerPublishesToUs(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "MESSAGE_CREATE"
 	track(spectaclesQueues(exchange, "", ev)...)
 
@@ -56,10 +81,7 @@ func TestWirePeerPublishesToUs(t *testing.T) {
 	h, got := collect(t, true)
 	startConsume(t, b, []string{ev}, h)
 
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
+	peer := peerChannel(t, adm, exchange)
 	// A JS object, as @spectacles/brokers encodes it.
 	obj := map[string]any{"id": "81384788765712384", "content": "spectacles is awesome"}
 	if err := peer.PublishWithContext(ctxT(t), exchange, ev, false, false, amqp091.Publishing{Body: mustMsgpack(t, obj)}); err != nil {
@@ -86,24 +108,8 @@ func TestWirePeerPublishesToUs(t *testing.T) {
 
 func TestWireWePublishToPeer(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
 	ev := "GUILD_CREATE"
-	queue := QueueName(exchange, "", ev)
-	track(queue)
-
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := peerDeclareQueue(peer, exchange, queue, ev); err != nil {
-		t.Fatal(err)
-	}
-	dels, err := peer.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, exchange, _, dels := peerQueue(t, "", ev, true)
 	b := openBroker(t, Config{Options: opts("gateway", "g1"), Exchange: exchange})
 	data := map[string]any{"id": "1", "name": "Spectacles"}
 	id, err := b.Publish(ctxT(t), ev, data)
@@ -125,23 +131,8 @@ func TestWireWePublishToPeer(t *testing.T) {
 
 func TestWireExpire(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
 	ev := "READY"
-	queue := QueueName(exchange, "peer", ev)
-	track(queue)
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := peerDeclareQueue(peer, exchange, queue, ev); err != nil {
-		t.Fatal(err)
-	}
-	dels, err := peer.Consume(queue, "", true, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, exchange, _, dels := peerQueue(t, "peer", ev, true)
 	o := opts("gateway", "g1")
 	o.MessageTimeout = 90 * time.Second
 	b := openBroker(t, Config{Options: o, Exchange: exchange, Expire: true})
@@ -155,9 +146,7 @@ func TestWireExpire(t *testing.T) {
 
 func TestWirePeerCallsUs(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
+	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
 	ev := "REQUEST"
 	track(spectaclesQueues(exchange, "", ev)...)
 
@@ -170,10 +159,7 @@ func TestWirePeerCallsUs(t *testing.T) {
 		_ = m.Ack(ctx)
 	})
 
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
+	peer := peerChannel(t, adm, exchange)
 	cb, err := peer.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -201,24 +187,8 @@ func TestWirePeerCallsUs(t *testing.T) {
 
 func TestWireWeCallPeer(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-wire")
 	ev := "REQUEST"
-	queue := QueueName(exchange, "", ev)
-	track(queue)
-
-	peer := adm.newChannel()
-	if err := peerDeclareExchange(peer, exchange); err != nil {
-		t.Fatal(err)
-	}
-	if err := peerDeclareQueue(peer, exchange, queue, ev); err != nil {
-		t.Fatal(err)
-	}
-	dels, err := peer.Consume(queue, "", false, false, false, false, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	adm, exchange, peer, dels := peerQueue(t, "", ev, false)
 	pch := adm.newChannel()
 	peerDone := make(chan struct{})
 	go func() {
@@ -259,8 +229,7 @@ func TestWireWeCallPeer(t *testing.T) {
 // that neither changed them.
 func TestWireDeclarationsCompatible(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
-	adm := newAdmin(t, url)
+	adm := newAdmin(t, serverURL(t))
 
 	t.Run("PeerAfterUs", func(t *testing.T) {
 		exchange, track := adm.exchange("spectacles-wire")
@@ -306,10 +275,7 @@ func TestWireDeclarationsCompatible(t *testing.T) {
 		ev := "MESSAGE_CREATE"
 		queues := spectaclesQueues(exchange, "", ev)
 		track(queues...)
-		peer := adm.newChannel()
-		if err := peerDeclareExchange(peer, exchange); err != nil {
-			t.Fatal(err)
-		}
+		peer := peerChannel(t, adm, exchange)
 		if err := peerDeclareQueue(peer, exchange, queues[0], ev); err != nil {
 			t.Fatal(err)
 		}
@@ -332,10 +298,7 @@ func TestWireDeclarationsCompatible(t *testing.T) {
 		ev := "MESSAGE_CREATE"
 		queues := spectaclesQueues(exchange, "", ev)
 		track(queues...)
-		ch := adm.newChannel()
-		if err := peerDeclareExchange(ch, exchange); err != nil {
-			t.Fatal(err)
-		}
+		ch := peerChannel(t, adm, exchange)
 		if _, err := ch.QueueDeclare(queues[0], true, false, false, false, amqp091.Table{"x-max-length": int32(10)}); err != nil {
 			t.Fatal(err)
 		}

@@ -1,11 +1,9 @@
 package ipc
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"os"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -77,23 +75,7 @@ func BenchmarkPublish(b *testing.B) {
 				close(drained)
 			}()
 			br := newBroker(b, strings.NewReader(""), w, Config{Options: benchOptions(b, "bench"), Format: format})
-			payload := benchPayloadFor(b, format)
-			ctx := context.Background()
-			b.SetBytes(benchPayload)
-			b.ReportAllocs()
-			b.SetParallelism(max(1, benchPublishers/runtime.GOMAXPROCS(0)))
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if _, err := br.Publish(ctx, "E", payload); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
-			b.StopTimer()
+			conformance.BenchPublish(b, br, "E", benchPayloadFor(b, format), benchPublishers)
 			_ = br.Close()
 			_ = w.Close()
 			<-drained

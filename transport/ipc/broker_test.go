@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 func TestConfig(t *testing.T) {
@@ -384,14 +385,7 @@ func TestHandlerCallDuringEOF(t *testing.T) {
 	}
 	writeString(t, in, `{"event":"E","data":1}`+"\n")
 	_ = in.Close()
-	select {
-	case err := <-got:
-		if !errors.Is(err, ErrInputEnded) {
-			t.Errorf("call: %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("handler stuck")
-	}
+	brokertest.WaitErr(t, got, "the handler's call", ErrInputEnded)
 	<-b.Done()
 }
 

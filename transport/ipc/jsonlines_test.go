@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestJSONLinesWritten checks the exact lines Publish and PublishBatch
@@ -355,14 +356,7 @@ func TestEndOfInput(t *testing.T) {
 	if !errors.Is(b.Err(), io.EOF) {
 		t.Errorf("Err = %v, want EOF", b.Err())
 	}
-	select {
-	case err := <-callErr:
-		if !errors.Is(err, ErrInputEnded) {
-			t.Errorf("waiting call: %v, want ErrInputEnded", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("the waiting call did not end with the input")
-	}
+	brokertest.WaitErr(t, callErr, "the waiting call", ErrInputEnded)
 	if _, err := b.Call(context.Background(), "REQUEST", 1); !errors.Is(err, ErrInputEnded) {
 		t.Errorf("call after EOF: %v, want ErrInputEnded", err)
 	}

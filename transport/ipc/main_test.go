@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // peerEnv names the role the test binary plays when a test starts it as a
@@ -31,16 +32,7 @@ func TestMain(m *testing.M) {
 }
 
 // testLogger sends the driver's logs to the test log, shown on failure.
-func testLogger(t testing.TB, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
+func testLogger(t testing.TB, level slog.Level) *slog.Logger { return brokertest.Logger(t, level) }
 
 // logCapture records log messages, for tests that assert what was logged.
 type logCapture struct {
@@ -148,11 +140,7 @@ func pipeBroker(t testing.TB, w io.Writer, cfg Config) (*Broker, *io.PipeWriter)
 	return newBroker(t, pr, w, cfg), pw
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t testing.TB) context.Context { return brokertest.Context(t) }
 
 // collect returns a handler that sends each message on a channel.
 func collect() (core.Handler, chan *core.Message) {
@@ -165,22 +153,12 @@ func collect() (core.Handler, chan *core.Message) {
 
 func next(t testing.TB, ch <-chan *core.Message) *core.Message {
 	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no message arrived")
-		return nil
-	}
+	return brokertest.Next(t, ch)
 }
 
 func none(t testing.TB, ch <-chan *core.Message, d time.Duration) {
 	t.Helper()
-	select {
-	case m := <-ch:
-		t.Fatalf("unexpected message: event %s id %s raw %q", m.Event, m.ID, m.Raw)
-	case <-time.After(d):
-	}
+	brokertest.None(t, ch, d)
 }
 
 func writeString(t testing.TB, w io.Writer, s string) {

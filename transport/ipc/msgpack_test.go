@@ -16,15 +16,12 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 func mustMsgpack(t testing.TB, v any) []byte {
 	t.Helper()
-	b, err := msgpack.Marshal(v)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
+	return brokertest.Msgpack(t, v)
 }
 
 // TestMsgpackLen checks the value scanner against values the msgpack

@@ -1,8 +1,6 @@
 package redis
 
 import (
-	"context"
-	"runtime"
 	"testing"
 	"time"
 
@@ -31,22 +29,7 @@ func BenchmarkPublish(b *testing.B) {
 	raw := rawClient(b, url)
 	ev := testEvent(b, raw)
 	br := benchBroker(b, url, core.Options{})
-	payload := core.Raw(make([]byte, benchPayload))
-	ctx := context.Background()
-	b.SetBytes(benchPayload)
-	b.ReportAllocs()
-	b.SetParallelism(benchPublishers / max(1, testingProcs()))
-	b.ResetTimer()
-	start := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			if _, err := br.Publish(ctx, ev, payload); err != nil {
-				b.Error(err)
-				return
-			}
-		}
-	})
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "msgs/s")
+	conformance.BenchPublish(b, br, ev, core.Raw(make([]byte, benchPayload)), benchPublishers)
 }
 
 // BenchmarkEndToEnd publishes b.N messages from concurrent publishers and
@@ -60,5 +43,3 @@ func BenchmarkEndToEnd(b *testing.B) {
 
 	conformance.BenchEndToEnd(b, pub, con, ev, core.Raw(make([]byte, benchPayload)), benchPublishers, 60*time.Second)
 }
-
-func testingProcs() int { return runtime.GOMAXPROCS(0) }

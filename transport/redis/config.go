@@ -3,7 +3,6 @@ package redis
 import (
 	"errors"
 	"fmt"
-	"net/url"
 	"strings"
 	"time"
 
@@ -179,17 +178,7 @@ func parseOne(s string) (*goredis.Options, error) {
 // holds: the password, the whole user info and query values are removed
 // from both the URL and the parser's message (url.Parse quotes the URL).
 func scrubURLError(raw string, err error) error {
-	msg := err.Error()
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		msg = ue.Err.Error()
-	}
-	for _, secret := range redact.Secrets(raw) {
-		if len(secret) > 0 {
-			msg = strings.ReplaceAll(msg, secret, "xxxxx")
-		}
-	}
-	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redact.URL(raw), msg)
+	return fmt.Errorf("%w %q: %s", ErrInvalidURL, redact.URL(raw), redact.ParseError(raw, err))
 }
 
 // describeAddrs names the servers of a client for messages, without

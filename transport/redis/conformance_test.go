@@ -6,6 +6,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/conformance"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // setupFor connects the conformance suite to the server at url.
@@ -49,7 +50,7 @@ func TestConformanceRedisRestart(t *testing.T) {
 	t.Parallel()
 	child, ok := startChildRedis(t)
 	if !ok {
-		if inCI() {
+		if brokertest.InCI() {
 			t.Fatal("CI=true and redis-server is not installed")
 		}
 		t.Log("redis-server not installed; running against an embedded server")

@@ -40,9 +40,7 @@ func TestSlowHandlerIsNotReclaimedBySelf(t *testing.T) {
 }
 
 func testSlowHandler(t *testing.T, n int, timeout, sleep time.Duration) {
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
 	var want []string
 	for i := range n {
@@ -108,9 +106,7 @@ func testSlowHandler(t *testing.T, n int, timeout, sleep time.Duration) {
 // not raised.
 func TestHandlerLongerThanTimeoutKeepsItsMessage(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, _, ev := testStream(t)
 	grp := unique("g")
 	opts := func(client string) Config {
 		return Config{Options: core.Options{
@@ -222,9 +218,7 @@ func TestManyConsumeCallsLeaveThePool(t *testing.T) {
 // fails and leaves it pending.
 func TestDeadLetterStreamIsNeverDeadLettered(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	dlq := core.DeadLetterEvent(ev)
 	deleteKeys(t, raw, core.DeadLetterEvent(dlq))
 
@@ -288,9 +282,7 @@ func TestDeadLetterStreamIsNeverDeadLettered(t *testing.T) {
 // again and its delivery count is put back.
 func TestReclaimSkipsHeldMessages(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	grp := unique("g")
 	b := openBroker(t, url, Config{Options: core.Options{
 		Identity:       core.Identity{Group: grp, Client: "c"},

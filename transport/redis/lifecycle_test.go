@@ -8,9 +8,9 @@ import (
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
-	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestCloseLeavesNoGoroutines: after Close nothing of the broker runs
@@ -19,8 +19,7 @@ import (
 // parallel, so that goleak sees only this test's goroutines.
 func TestCloseLeavesNoGoroutines(t *testing.T) {
 	// Registered first, so that it runs after every other cleanup.
-	ignore := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, ignore) })
+	brokertest.NoLeaks(t)
 	url, real := serverURL(t)
 	raw := rawClient(t, url)
 	ev, silent := testEvent(t, raw), testEvent(t, raw)
@@ -35,36 +34,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Consume(context.Background(), []string{ev}, func(ctx context.Context, m *core.Message) {
-		_ = m.Reply(ctx, "pong")
-		_ = m.Ack(ctx)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Consume(context.Background(), []string{silent}, func(context.Context, *core.Message) {}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.Call(ctxT(t), ev, "ping"); err != nil {
-		t.Fatal(err)
-	}
-	pending := make(chan error, 1)
-	go func() {
-		_, err := b.Call(context.Background(), silent, "nobody answers")
-		pending <- err
-	}()
-	time.Sleep(100 * time.Millisecond)
-	if err := b.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-pending; !errors.Is(err, core.ErrClosed) {
-		t.Errorf("pending call: err = %v, want ErrClosed", err)
-	}
-	if err := b.Close(); err != nil {
-		t.Errorf("second Close: %v", err)
-	}
-	if _, err := b.Call(ctxT(t), ev, "ping"); !errors.Is(err, core.ErrClosed) {
-		t.Errorf("call after close: %v", err)
-	}
+	brokertest.CheckClose(t, b, ev, silent, nil)
 	if err := client.Ping(ctxT(t)).Err(); err != nil {
 		t.Errorf("the caller's client was closed: %v", err)
 	}
@@ -82,9 +52,7 @@ func normalizeURL(url string) string {
 // more messages are read, and the group's next client gets them.
 func TestConsumeStopsWithItsContext(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, _, ev := testStream(t)
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "a"), Block: blockFor(real)})
 	ctx, cancel := context.WithCancel(context.Background())

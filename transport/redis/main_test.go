@@ -2,15 +2,11 @@ package redis
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
 
@@ -32,40 +29,24 @@ func TestMain(m *testing.M) {
 // server per test. Under CI (CI=true) a missing Redis is a failure.
 // SPECTACLES_REDIS_URL=embedded chooses the embedded server (as redistest,
 // which this package's tests cannot import).
-var (
-	realOnce sync.Once
-	realURL  string
-	realErr  error
-)
+// The probe is done once per test binary; it holds no test's state.
+var realProbe brokertest.Probe
 
 func realRedisURL() (string, error) {
-	realOnce.Do(func() {
-		url := os.Getenv("SPECTACLES_REDIS_URL")
-		if url == "embedded" {
-			realErr = errors.New("SPECTACLES_REDIS_URL=embedded")
-			return
-		}
-		if url == "" {
-			url = "127.0.0.1:6379"
-		}
-		c, err := NewClient(url, 0)
-		if err != nil {
-			realErr = err
-			return
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := c.Ping(ctx).Err(); err != nil {
-			realErr = fmt.Errorf("no Redis at %s: %w", url, err)
-			return
-		}
-		realURL = url
+	return realProbe.Find(func() (string, error) {
+		return brokertest.FindServer("SPECTACLES_REDIS_URL", DefaultURL, "embedded", func(ctx context.Context, url string) error {
+			c, err := NewClient(url, 0)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			if err := c.Ping(ctx).Err(); err != nil {
+				return fmt.Errorf("no Redis at %s: %w", url, err)
+			}
+			return nil
+		})
 	})
-	return realURL, realErr
 }
-
-func inCI() bool { return os.Getenv("CI") == "true" }
 
 // serverURL returns the URL of the server for t, and whether it is a real
 // Redis.
@@ -75,7 +56,7 @@ func serverURL(t testing.TB) (string, bool) {
 	if err == nil {
 		return url, true
 	}
-	if inCI() && os.Getenv("SPECTACLES_REDIS_URL") != "embedded" {
+	if brokertest.InCI() && !errors.Is(err, brokertest.ErrOff) {
 		t.Fatalf("CI=true and %v: a missing broker under CI is a failure", err)
 	}
 	t.Logf("%v; using an embedded server", err)
@@ -115,11 +96,7 @@ func deleteKeys(t testing.TB, c goredis.UniversalClient, keys ...string) {
 	})
 }
 
-func unique(prefix string) string {
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "-" + hex.EncodeToString(b[:])
-}
+func unique(prefix string) string { return brokertest.Unique(prefix) }
 
 // testEvent returns a unique event name whose stream and dead-letter
 // stream are deleted when the test ends.
@@ -129,25 +106,23 @@ func testEvent(t testing.TB, c goredis.UniversalClient) string {
 	return ev
 }
 
+// testStream is the set-up of most tests: the server for t, whether it
+// is a real Redis, a plain client on it and an event of the test's own.
+func testStream(t testing.TB) (url string, real bool, raw goredis.UniversalClient, ev string) {
+	t.Helper()
+	url, real = serverURL(t)
+	raw = rawClient(t, url)
+	return url, real, raw, testEvent(t, raw)
+}
+
 // openBroker opens a broker at url, closed when the test ends.
 func openBroker(t testing.TB, url string, cfg Config) *Broker {
 	t.Helper()
 	cfg.URL = url
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	b, err := Open(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return brokertest.Open(t, 5*time.Second, func(ctx context.Context) (*Broker, error) { return Open(ctx, cfg) })
 }
 
-func ctxT(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
+func ctxT(t testing.TB) context.Context { return brokertest.Context(t) }
 
 // childRedis is a redis-server process the test owns, so that it can be
 // restarted: no persistence, so a restart comes back empty.

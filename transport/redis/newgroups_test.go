@@ -12,9 +12,7 @@ import (
 // only what is published after it exists; one created without it gets the
 // history; an existing group keeps its position either way.
 func TestNewGroupsAtEnd(t *testing.T) {
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, _, ev := testStream(t)
 	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
 	if _, err := pub.Publish(ctxT(t), ev, "old"); err != nil {
 		t.Fatal(err)

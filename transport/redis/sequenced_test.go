@@ -10,6 +10,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // sequencedServers returns the servers PublishSequenced is tested on: the
@@ -229,7 +230,7 @@ func TestPublishSequencedCluster(t *testing.T) {
 	}
 	url, ok := startCluster(t)
 	if !ok {
-		if inCI() {
+		if brokertest.InCI() {
 			t.Fatal("CI=true and redis-server or redis-cli is missing")
 		}
 		t.Skip("redis-server or redis-cli is missing")

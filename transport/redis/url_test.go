@@ -2,12 +2,13 @@ package redis
 
 import (
 	"context"
-	"errors"
 	"strings"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 func TestNewClientURLForms(t *testing.T) {
@@ -77,8 +78,8 @@ func TestNewClientURLForms(t *testing.T) {
 
 func TestNewClientErrorsHideThePassword(t *testing.T) {
 	t.Parallel()
-	const secret = "pa55w0rdXYZ"
-	for _, url := range []string{
+	const secret = brokertest.URLSecret
+	brokertest.CheckURLErrors(t, ErrInvalidURL, []string{
 		"redis://user:" + secret + "@cache.internal:notaport",
 		"redis://user:" + secret + "@cache.internal:6379/not-a-db",
 		"redis://user:" + secret + "@cache.internal:6379/1/2",
@@ -90,35 +91,20 @@ func TestNewClientErrorsHideThePassword(t *testing.T) {
 		"redis://" + secret + "@cache.internal:x",
 		"user:" + secret + "@cache.internal:bad",
 		"a:1,redis://user:" + secret + "@b:2/5",
-	} {
+	}, func(url string) error {
 		c, err := NewClient(url, 0)
 		if err == nil {
 			c.Close()
-			t.Errorf("NewClient(%q) succeeded", url)
-			continue
 		}
-		if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "pa55") {
-			t.Errorf("error for %q shows the password: %v", url, err)
-		}
-		if !errors.Is(err, ErrInvalidURL) {
-			t.Errorf("error for %q does not wrap ErrInvalidURL: %v", url, err)
-		}
-	}
+		return err
+	})
 }
 
 func TestOpenFailsFastWithoutThePassword(t *testing.T) {
 	t.Parallel()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
 	// Port 1 on loopback: connection refused.
-	_, err := Open(ctx, Config{URL: "redis://user:s3cretpw@127.0.0.1:1"})
-	if err == nil {
-		t.Fatal("Open succeeded")
-	}
-	if strings.Contains(err.Error(), "s3cretpw") {
-		t.Errorf("error shows the password: %v", err)
-	}
-	if !strings.Contains(err.Error(), "127.0.0.1:1") {
-		t.Errorf("error does not name the server: %v", err)
-	}
+	brokertest.CheckDialError(t, "redis://user:s3cretpw@127.0.0.1:1", func(ctx context.Context, url string) error {
+		_, err := Open(ctx, Config{URL: url})
+		return err
+	})
 }

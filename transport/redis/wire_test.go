@@ -1,7 +1,6 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,19 +14,11 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // testLogger sends the driver's logs to the test log, shown on failure.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Log(string(bytes.TrimRight(p, "\n")))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return brokertest.Logger(t, slog.LevelDebug) }
 
 func opts(t testing.TB, group, client string) core.Options {
 	return core.Options{
@@ -48,44 +39,24 @@ func blockFor(real bool) time.Duration {
 
 // collect returns a handler that sends each message on a channel and acks.
 func collect(t testing.TB, ack bool) (core.Handler, chan *core.Message) {
-	ch := make(chan *core.Message, 1024)
-	return func(ctx context.Context, m *core.Message) {
-		if ack {
-			if err := m.Ack(ctx); err != nil {
-				t.Errorf("ack %s: %v", m.ID, err)
-			}
-		}
-		ch <- m
-	}, ch
+	return brokertest.Collect(t, ack)
 }
 
 func next(t testing.TB, ch chan *core.Message) *core.Message {
 	t.Helper()
-	select {
-	case m := <-ch:
-		return m
-	case <-time.After(10 * time.Second):
-		t.Fatal("no message within 10s")
-		return nil
-	}
+	return brokertest.Next(t, ch)
 }
 
 func startConsume(t testing.TB, b *Broker, events []string, h core.Handler) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	if err := b.Consume(ctx, events, h); err != nil {
-		t.Fatal(err)
-	}
+	brokertest.StartConsume(t, b, events, h)
 }
 
 // TestWirePublish: XADD {event} * data {payload}, and Publish returns the
 // entry id.
 func TestWirePublish(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, "", "")})
 
 	id, err := b.Publish(ctxT(t), ev, map[string]any{"content": "hi"})
@@ -119,9 +90,7 @@ func TestWirePublish(t *testing.T) {
 // (SUBSCRIBE to the exact channel after its XADD) receives it.
 func TestWireReply(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, unique("responder"), "r"), Block: blockFor(real)})
 	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {
 		// A peer's caller subscribes only after its XADD returned: give
@@ -140,11 +109,7 @@ func TestWireReply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sub := raw.Subscribe(ctxT(t), ev+":"+id)
-	defer sub.Close()
-	if _, err := sub.Receive(ctxT(t)); err != nil { // the subscription
-		t.Fatal(err)
-	}
+	sub := subscribeReply(t, raw, ev, id)
 	msg, err := sub.ReceiveMessage(ctxT(t))
 	if err != nil {
 		t.Fatal(err)
@@ -152,10 +117,7 @@ func TestWireReply(t *testing.T) {
 	if msg.Channel != ev+":"+id {
 		t.Fatalf("reply on %q, want %q", msg.Channel, ev+":"+id)
 	}
-	var got any
-	if err := (core.Msgpack{}).Unmarshal([]byte(msg.Payload), &got); err != nil {
-		t.Fatal(err)
-	}
+	got := decodeReply(t, msg.Payload)
 	if !reflect.DeepEqual(got, map[string]any{"echo": map[string]any{"n": int64(1)}}) {
 		t.Fatalf("reply %#v", got)
 	}
@@ -165,9 +127,7 @@ func TestWireReply(t *testing.T) {
 // the header fields, and XACKs the source.
 func TestWireDeadLetter(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "c1"), Block: blockFor(real)})
 	done := make(chan error, 1)
@@ -217,9 +177,7 @@ func TestWireDeadLetter(t *testing.T) {
 // into maps; extra entry fields become headers.
 func TestInteropPayloads(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, unique("g"), "c"), Block: blockFor(real)})
 	h, ch := collect(t, true)
 	startConsume(t, b, []string{ev}, h)
@@ -326,9 +284,7 @@ func TestReclaimCursorPerStream(t *testing.T) {
 // reclaimer, with the count and reason.
 func TestMaxDeliveriesDeadLetter(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	o := opts(t, unique("g"), "c")
 	o.MaxDeliveries = 3
 	o.MessageTimeout = 100 * time.Millisecond
@@ -371,9 +327,7 @@ func TestMaxDeliveriesDeadLetter(t *testing.T) {
 // the consumer creates its group again and keeps consuming.
 func TestGroupRecreatedAfterDelete(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, unique("g"), "c"), Block: blockFor(real)})
 	h, ch := collect(t, true)
 	startConsume(t, b, []string{ev}, h)
@@ -481,9 +435,7 @@ func TestCallEventWithGlobCharacters(t *testing.T) {
 // caller's registration is kept for it.
 func TestEarlyReplyIsStashed(t *testing.T) {
 	t.Parallel()
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, _, ev := testStream(t)
 	b := openBroker(t, url, Config{Options: opts(t, "", "")})
 	r := b.replies
 	sub, err := r.acquire(ctxT(t), ev)
@@ -514,9 +466,7 @@ func TestEarlyReplyIsStashed(t *testing.T) {
 // TestAckBatching: many concurrent acks all reach Redis before Ack returns.
 func TestAckBatching(t *testing.T) {
 	t.Parallel()
-	url, real := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, real, raw, ev := testStream(t)
 	group := unique("g")
 	b := openBroker(t, url, Config{Options: opts(t, group, "c"), Block: blockFor(real)})
 	const n = 2000
@@ -562,9 +512,7 @@ func TestAckBatching(t *testing.T) {
 }
 
 func TestPublishBatchKeepsOrder(t *testing.T) {
-	url, _ := serverURL(t)
-	raw := rawClient(t, url)
-	ev := testEvent(t, raw)
+	url, _, raw, ev := testStream(t)
 	other := testEvent(t, raw)
 	b := openBroker(t, url, Config{})
 	msgs := make([]core.Outgoing, 0, 300)

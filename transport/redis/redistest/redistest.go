@@ -16,14 +16,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
-	"os"
-	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/spectacles-go/spectacles/internal/brokertest"
+	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
@@ -35,53 +36,39 @@ const (
 	Embedded = "embedded"
 )
 
-// probe is the result of looking for the real server, once per process.
-type probe struct {
-	once sync.Once
-	addr string
-	err  error
+// findServer looks for the real server: $SPECTACLES_REDIS_URL, or
+// redis.DefaultURL, when it answers PING within 2 seconds. The value
+// Embedded chooses none (an error wrapping brokertest.ErrOff).
+func findServer() (string, error) {
+	return brokertest.FindServer(EnvURL, redis.DefaultURL, Embedded, ping)
 }
 
-func (p *probe) find() (string, error) {
-	p.once.Do(func() {
-		addr := os.Getenv(EnvURL)
-		if addr == Embedded {
-			p.err = fmt.Errorf("%s=%s", EnvURL, Embedded)
-			return
-		}
-		if addr == "" {
-			addr = "127.0.0.1:6379"
-		}
-		c, err := redis.NewClient(addr, 1)
-		if err != nil {
-			p.err = err
-			return
-		}
-		defer c.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := c.Ping(ctx).Err(); err != nil {
-			p.err = fmt.Errorf("no Redis at %s: %w", addr, err)
-			return
-		}
-		p.addr = addr
-	})
-	return p.addr, p.err
+// ping checks that the Redis at addr answers PING.
+func ping(ctx context.Context, addr string) error {
+	c, err := redis.NewClient(addr, 1)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("no Redis at %s: %w", redact.URL(addr), err)
+	}
+	return nil
 }
 
 // The probe is done once per test binary; it holds no test's state.
-var shared probe
+var shared brokertest.Probe
 
 // Addr returns the server for t, in a form redis.NewClient accepts
 // ("host:port" or a URL), and whether it is a real Redis (false for an
 // embedded server, which is closed when t ends).
 func Addr(t testing.TB) (string, bool) {
 	t.Helper()
-	addr, err := shared.find()
+	addr, err := shared.Find(findServer)
 	if err == nil {
 		return addr, true
 	}
-	if os.Getenv("CI") == "true" && os.Getenv(EnvURL) != Embedded {
+	if brokertest.InCI() && !errors.Is(err, brokertest.ErrOff) {
 		t.Fatalf("CI=true and %v: a missing broker under CI is a failure", err)
 	}
 	e, err := embedded.Start()
