@@ -3,12 +3,12 @@ package tui
 import (
 	"context"
 	"errors"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
 // Backend is everything the console needs from the node it runs on. Every
@@ -218,7 +218,7 @@ func (n *Node) redactLocked(text string) string {
 	for _, list := range [][]string{n.Secrets, n.secrets} {
 		for _, s := range list {
 			if len(s) >= 3 {
-				text = strings.ReplaceAll(text, s, "xxxxx")
+				text = redact.Strings(text, s)
 			}
 		}
 	}

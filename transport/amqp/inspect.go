@@ -83,16 +83,8 @@ func (b *Broker) scrub(err error) error {
 	if err == nil {
 		return nil
 	}
-	msg := err.Error()
-	changed := false
-	for _, raw := range []string{b.cfg.URL, b.cfg.ManagementURL} {
-		for _, s := range redact.Secrets(raw) {
-			if strings.Contains(msg, s) {
-				msg, changed = strings.ReplaceAll(msg, s, "xxxxx"), true
-			}
-		}
-	}
-	if !changed {
+	msg := redact.Text(err.Error(), b.cfg.URL, b.cfg.ManagementURL)
+	if msg == err.Error() {
 		return err
 	}
 	return &scrubbedError{msg: msg, err: err}
