@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/gatewaytest"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	"github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
@@ -90,29 +91,7 @@ func (e *managerEnv) run(t testing.TB, mod func(*ManagerConfig)) (*Manager, func
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case <-m.Started():
-	case err := <-done:
-		t.Fatalf("manager stopped: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("manager did not start")
-	}
-	waitFor(t, "every shard ready", func() bool {
+	stop := gatewaytest.Run(t, m, func() bool {
 		sts := m.Shards()
 		for _, st := range sts {
 			if st.State != Ready {

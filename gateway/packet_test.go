@@ -83,16 +83,7 @@ func TestManagerReadsLegacyPacketsAndRepublishesThem(t *testing.T) {
 	pub := env.open(t, "worker-"+env.group)
 	ctx := context.Background()
 	g0, g1 := guildOnShard(t, env.sim, 0, 2), guildOnShard(t, env.sim, 1, 2)
-	publish := func(event string, data any) {
-		t.Helper()
-		v, err := EncodePacket(event, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pub.Publish(ctx, event, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publish := packetPublisher(t, pub)
 	publish(SendEvent, map[string]any{"guild_id": g0, "packet": map[string]any{"op": 8, "d": map[string]any{"guild_id": g0, "query": "send", "limit": 0}}})
 	publish("0", map[string]any{"op": 8, "d": map[string]any{"guild_id": g0, "query": "direct", "limit": 0}})
 	publish(SendEvent, map[string]any{"guild_id": g1, "packet": map[string]any{"op": 8, "d": map[string]any{"guild_id": g1, "query": "elsewhere", "limit": 0}}})
@@ -116,18 +107,8 @@ func TestManagerReadsLegacyPacketsAndRepublishesThem(t *testing.T) {
 func TestNewGatewayDoesNotReplayOldPackets(t *testing.T) {
 	env := newManagerEnv(t, 1, nil)
 	pub := env.open(t, "worker-"+env.group)
-	ctx := context.Background()
 	g := guildOnShard(t, env.sim, 0, 1)
-	publish := func(event string, data any) {
-		t.Helper()
-		v, err := EncodePacket(event, data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := pub.Publish(ctx, event, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	publish := packetPublisher(t, pub)
 	chunk := func(query string) map[string]any {
 		return map[string]any{"op": 8, "d": map[string]any{"guild_id": g, "query": query, "limit": 0}}
 	}
@@ -145,5 +126,20 @@ func TestNewGatewayDoesNotReplayOldPackets(t *testing.T) {
 	}
 	if n := len(received(env.sim, 0, 8)); n != 2 {
 		t.Errorf("%d op 8 packets sent, want 2", n)
+	}
+}
+
+// packetPublisher returns a function that publishes data on event as
+// EncodePacket writes it, through pub.
+func packetPublisher(t *testing.T, pub core.Broker) func(event string, data any) {
+	return func(event string, data any) {
+		t.Helper()
+		v, err := EncodePacket(event, data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pub.Publish(context.Background(), event, v); err != nil {
+			t.Fatal(err)
+		}
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/gateway/discord"
+	"github.com/spectacles-go/spectacles/gateway/gatewaytest"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 )
 
@@ -22,26 +23,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // startSim starts a simulator with test-friendly timings.
 func startSim(t testing.TB, mod func(*simulator.Config)) *simulator.Server {
 	t.Helper()
-	cfg := simulator.Config{
-		Guilds:            12,
-		Shards:            1,
-		HeartbeatInterval: 400 * time.Millisecond,
-		IdentifyInterval:  20 * time.Millisecond,
-		ReplayBuffer:      1 << 17,
-		CloseGrace:        time.Second,
-	}
-	if mod != nil {
-		mod(&cfg)
-	}
-	sim, err := simulator.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
-	return sim
+	return gatewaytest.StartSim(t, mod)
 }
 
 // recorder keeps the dispatches a shard delivered, in order.
@@ -106,19 +88,13 @@ func runShard(t *testing.T, sim *simulator.Server, mod func(*ShardConfig)) *runn
 // waitFor polls cond until it holds.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	waitWithin(t, 15*time.Second, what, cond)
+	gatewaytest.WaitFor(t, what, cond)
 }
 
 // waitWithin polls cond until it holds, failing after limit.
 func waitWithin(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gatewaytest.WaitWithin(t, limit, what, cond)
 }
 
 func waitState(t *testing.T, s *Shard, st State) {
@@ -302,17 +278,7 @@ func TestShardFatalCloseStopsWithoutRetry(t *testing.T) {
 func contains(s, sub string) bool { return sub != "" && strings.Contains(s, sub) }
 
 // testLogger logs through t, so that logs show only for failing tests.
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return gatewaytest.Logger(t) }
 
 func TestShardNewSessionAfterInvalidSessionAndExpiry(t *testing.T) {
 	sim := startSim(t, nil)

@@ -1,12 +1,7 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,102 +10,10 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 	"github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
-
-// publishEater is a TCP proxy to a Redis server that passes everything
-// through, except that it forwards the first publishing command (XADD, or
-// the EVALSHA of a sequenced publish) and then, once Redis has had time to
-// run it, closes the client's connection instead of passing the reply on:
-// the publisher gets an error that says the publish may have happened,
-// and it did.
-type publishEater struct {
-	l      net.Listener
-	target string
-	eaten  atomic.Bool
-	wg     sync.WaitGroup
-	mu     sync.Mutex
-	conns  []net.Conn
-}
-
-func startPublishEater(t *testing.T, target string) *publishEater {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &publishEater{l: l, target: target}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *publishEater) close() {
-	_ = p.l.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *publishEater) accept() {
-	for {
-		client, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, client, server)
-		p.mu.Unlock()
-		var swallow atomic.Bool
-		p.wg.Go(func() { // server → client
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := server.Read(buf)
-				if n > 0 && !swallow.Load() {
-					if _, werr := client.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-		p.wg.Go(func() { // client → server
-			defer server.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := client.Read(buf)
-				if n > 0 {
-					low := bytes.ToLower(buf[:n])
-					if (bytes.Contains(low, []byte("xadd")) || bytes.Contains(low, []byte("evalsha"))) && p.eaten.CompareAndSwap(false, true) {
-						swallow.Store(true)
-						_, _ = server.Write(buf[:n])
-						time.Sleep(200 * time.Millisecond) // let Redis run it
-						_ = client.Close()
-						_, _ = io.Copy(io.Discard, client)
-						return
-					}
-					if _, werr := server.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-	}
-}
 
 // TestManagerUncertainPublishRetryDoesNotDuplicate: a batch of dispatches
 // reaches Redis but its reply is lost, so the publish fails with
@@ -131,8 +34,15 @@ func TestManagerUncertainPublishRetryDoesNotDuplicate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := startPublishEater(t, opts.Addr)
-	opts.Addr = p.l.Addr().String()
+	// The proxy forwards the first publishing command (XADD, or the
+	// EVALSHA of a sequenced publish) and then, once Redis has had time
+	// to run it, closes the client's connection instead of passing the
+	// reply on: the publisher gets an error that says the publish may
+	// have happened, and it did.
+	p := brokertest.StartReplyEater(t, opts.Addr, brokertest.EaterConfig{
+		Triggers: []string{"xadd", "evalsha"}, Drop: true, Once: true, Settle: 200 * time.Millisecond,
+	})
+	opts.Addr = p.Addr()
 	opts.MaxRetries = -1 // the queue retries, not the client
 	opts.ReadTimeout = time.Second
 	client := goredis.NewClient(opts)
@@ -153,7 +63,7 @@ func TestManagerUncertainPublishRetryDoesNotDuplicate(t *testing.T) {
 	m, stop := env.run(t, func(c *ManagerConfig) {
 		c.Broker, c.Events, c.Metrics = broker, []string{"MESSAGE_CREATE"}, metrics
 	})
-	waitFor(t, "a publish whose reply was lost", p.eaten.Load)
+	waitFor(t, "a publish whose reply was lost", func() bool { return p.Eaten.Load() > 0 })
 	waitFor(t, "the queue to retry and go on", func() bool {
 		return publishErrors(t, reg) >= 1 && env.raw.XLen(context.Background(), "MESSAGE_CREATE").Val() >= 200
 	})

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,32 +11,17 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/gatewaytest"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	"github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
-func testLogger(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-type tWriter struct{ t testing.TB }
-
-func (w tWriter) Write(p []byte) (int, error) {
-	w.t.Helper()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
-}
+func testLogger(t testing.TB) *slog.Logger { return gatewaytest.Logger(t) }
 
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	gatewaytest.WaitFor(t, what, cond)
 }
 
 // managerEnv is a simulator and a Redis broker for managers.
@@ -54,19 +38,12 @@ func newManagerEnv(t *testing.T, shards int, simMod func(*simulator.Config)) *ma
 	raw := redistest.Client(t, url)
 	keys := []string{gateway.SendEvent, core.DeadLetterEvent(gateway.SendEvent), "GUILD_CREATE", "READY", "RESUMED", "GUILD_MEMBERS_CHUNK"}
 	keys = append(keys, simulator.SyntheticEvents()...)
-	cfg := simulator.Config{Guilds: 4 * shards, Shards: shards, HeartbeatInterval: 400 * time.Millisecond,
-		IdentifyInterval: 20 * time.Millisecond, ReplayBuffer: 1 << 17, CloseGrace: time.Second}
-	if simMod != nil {
-		simMod(&cfg)
-	}
-	sim, err := simulator.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := sim.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = sim.Close() })
+	sim := gatewaytest.StartSim(t, func(c *simulator.Config) {
+		c.Guilds, c.Shards = 4*shards, shards
+		if simMod != nil {
+			simMod(c)
+		}
+	})
 	for i := range shards {
 		keys = append(keys, fmt.Sprint(i), core.DeadLetterEvent(fmt.Sprint(i)), gateway.PublishMarkKey(sim.Token(), i))
 	}
@@ -100,29 +77,7 @@ func (e *managerEnv) run(t *testing.T, mod func(*gateway.ManagerConfig)) (*gatew
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("manager: %v", err)
-		}
-	}
-	t.Cleanup(stop)
-	select {
-	case <-m.Started():
-	case err := <-done:
-		t.Fatalf("manager stopped: %v", err)
-	case <-time.After(15 * time.Second):
-		t.Fatal("manager did not start")
-	}
-	waitFor(t, "every shard ready", func() bool {
+	stop := gatewaytest.Run(t, m, func() bool {
 		sts := m.Shards()
 		for _, st := range sts {
 			if st.State != gateway.Ready {

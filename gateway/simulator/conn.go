@@ -240,38 +240,39 @@ func (c *conn) abort() {
 
 // drop is the abrupt-close fault: no close frame, session kept.
 func (c *conn) drop() {
+	c.markServerClose(CloseRecord{Code: websocket.CloseAbnormalClosure, Abrupt: true})
+	c.abort()
+}
+
+// markServerClose marks c as closed by the server, abruptly when
+// rec.Abrupt is set, and records rec; it reports false, changing nothing,
+// when c was already torn down or closed by the server.
+func (c *conn) markServerClose(rec CloseRecord) bool {
 	c.mu.Lock()
 	if c.torn || c.abruptByServer || c.serverClose != 0 {
 		c.mu.Unlock()
-		c.abort()
-		return
+		return false
 	}
-	c.abruptByServer = true
+	if rec.Abrupt {
+		c.abruptByServer = true
+	} else {
+		c.serverClose = rec.Code
+	}
 	c.closing.Store(true)
-	shard := c.shardID
+	rec.Conn, rec.ShardID, rec.ByServer = c.id, c.shardID, true
 	c.mu.Unlock()
 	c.s.record(func(r *records) {
-		r.closes = append(r.closes, CloseRecord{Conn: c.id, ShardID: shard, Time: time.Now(),
-			Code: websocket.CloseAbnormalClosure, ByServer: true, Abrupt: true})
+		rec.Time = time.Now()
+		r.closes = append(r.closes, rec)
 	})
-	c.abort()
+	return true
 }
 
 // closeWith sends a close frame (once) and records it.
 func (c *conn) closeWith(code int, reason string) {
-	c.mu.Lock()
-	if c.torn || c.abruptByServer || c.serverClose != 0 {
-		c.mu.Unlock()
+	if !c.markServerClose(CloseRecord{Code: code, Reason: reason}) {
 		return
 	}
-	c.serverClose = code
-	c.closing.Store(true)
-	shard := c.shardID
-	c.mu.Unlock()
-	c.s.record(func(r *records) {
-		r.closes = append(r.closes, CloseRecord{Conn: c.id, ShardID: shard, Time: time.Now(),
-			Code: code, Reason: reason, ByServer: true})
-	})
 	c.s.log.Debug("closing connection", "conn", c.id, "code", code, "reason", reason)
 	c.enqueue(outMsg{closeCode: code, reason: reason})
 }

@@ -13,20 +13,28 @@ import (
 // as the given shard id (whatever its shard count), and return an error
 // wrapping ErrNoConnection when there is none.
 
+// onNewest runs f on shard's newest connection, or returns the error
+// wrapping ErrNoConnection when there is none.
+func (s *Server) onNewest(shard int, f func(c *conn)) error {
+	c, err := s.newestConn(shard)
+	if err != nil {
+		return err
+	}
+	f(c)
+	return nil
+}
+
 // Reconnect sends op 7 to shard's connection. The session is detached at
 // once: later dispatches wait in its replay buffer for a Resume. If the
 // client keeps the connection open for Config.CloseGrace, the server closes
 // it with 4000.
 func (s *Server) Reconnect(shard int) error {
-	c, err := s.newestConn(shard)
-	if err != nil {
-		return err
-	}
-	c.detach(false)
-	c.sendOp(discord.OpReconnect, nil)
-	c.startGrace("Reconnect requested.")
-	s.log.Info("fault: op 7 reconnect", "shard", shard, "conn", c.id)
-	return nil
+	return s.onNewest(shard, func(c *conn) {
+		c.detach(false)
+		c.sendOp(discord.OpReconnect, nil)
+		c.startGrace("Reconnect requested.")
+		s.log.Info("fault: op 7 reconnect", "shard", shard, "conn", c.id)
+	})
 }
 
 // InvalidateSession sends op 9 with d = resumable to shard's connection.
@@ -34,30 +42,24 @@ func (s *Server) Reconnect(shard int) error {
 // within Config.CloseGrace, after which the server closes it with 4000).
 // With resumable false the session ends; with true it stays resumable.
 func (s *Server) InvalidateSession(shard int, resumable bool) error {
-	c, err := s.newestConn(shard)
-	if err != nil {
-		return err
-	}
-	c.detach(!resumable)
-	c.mu.Lock()
-	c.authed = false
-	c.mu.Unlock()
-	c.sendOp(discord.OpInvalidSession, resumable)
-	c.startGrace("Invalid session.")
-	s.log.Info("fault: op 9", "shard", shard, "conn", c.id, "resumable", resumable)
-	return nil
+	return s.onNewest(shard, func(c *conn) {
+		c.detach(!resumable)
+		c.mu.Lock()
+		c.authed = false
+		c.mu.Unlock()
+		c.sendOp(discord.OpInvalidSession, resumable)
+		c.startGrace("Invalid session.")
+		s.log.Info("fault: op 9", "shard", shard, "conn", c.id, "resumable", resumable)
+	})
 }
 
 // DropConnection closes shard's TCP connection without a close frame. The
 // session stays resumable.
 func (s *Server) DropConnection(shard int) error {
-	c, err := s.newestConn(shard)
-	if err != nil {
-		return err
-	}
-	s.log.Info("fault: abrupt close", "shard", shard, "conn", c.id)
-	c.drop()
-	return nil
+	return s.onNewest(shard, func(c *conn) {
+		s.log.Info("fault: abrupt close", "shard", shard, "conn", c.id)
+		c.drop()
+	})
 }
 
 // CloseConnection closes shard's connection with a close frame carrying
@@ -67,47 +69,38 @@ func (s *Server) CloseConnection(shard, code int, reason string) error {
 	if len(reason) > 123 {
 		return fmt.Errorf("simulator: close reason of %d bytes: at most 123", len(reason))
 	}
-	c, err := s.newestConn(shard)
-	if err != nil {
-		return err
-	}
-	s.log.Info("fault: close", "shard", shard, "conn", c.id, "code", code)
-	c.closeWith(code, reason)
-	return nil
+	return s.onNewest(shard, func(c *conn) {
+		s.log.Info("fault: close", "shard", shard, "conn", c.id, "code", code)
+		c.closeWith(code, reason)
+	})
 }
 
 // SetHeartbeatACKs stops (false) or restarts (true) the op 11 answers to
 // shard's heartbeats, to make the connection look like a zombie.
 func (s *Server) SetHeartbeatACKs(shard int, enabled bool) error {
-	c, err := s.newestConn(shard)
-	if err != nil {
-		return err
-	}
-	c.mu.Lock()
-	c.acks = enabled
-	c.mu.Unlock()
-	s.log.Info("fault: heartbeat ACKs", "shard", shard, "conn", c.id, "enabled", enabled)
-	return nil
+	return s.onNewest(shard, func(c *conn) {
+		c.mu.Lock()
+		c.acks = enabled
+		c.mu.Unlock()
+		s.log.Info("fault: heartbeat ACKs", "shard", shard, "conn", c.id, "enabled", enabled)
+	})
 }
 
 // RequestHeartbeat sends a server op 1 to shard's connection. The next
 // client heartbeat answers it (Snapshot.HeartbeatRequests has the delay).
 func (s *Server) RequestHeartbeat(shard int) error {
-	c, err := s.newestConn(shard)
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	var idx int
-	s.record(func(r *records) {
-		r.hbRequests = append(r.hbRequests, HeartbeatRequest{Conn: c.id, ShardID: shard, Sent: now})
-		idx = len(r.hbRequests) - 1
+	return s.onNewest(shard, func(c *conn) {
+		now := time.Now()
+		var idx int
+		s.record(func(r *records) {
+			r.hbRequests = append(r.hbRequests, HeartbeatRequest{Conn: c.id, ShardID: shard, Sent: now})
+			idx = len(r.hbRequests) - 1
+		})
+		c.mu.Lock()
+		c.pendingHB = append(c.pendingHB, idx)
+		c.mu.Unlock()
+		c.sendOp(discord.OpHeartbeat, nil)
 	})
-	c.mu.Lock()
-	c.pendingHB = append(c.pendingHB, idx)
-	c.mu.Unlock()
-	c.sendOp(discord.OpHeartbeat, nil)
-	return nil
 }
 
 // ReconnectBeforeHello makes the next new connection receive op 7 instead

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -811,24 +812,17 @@ func TestResumeRefused(t *testing.T) {
 		return p
 	}
 
-	t.Run("client close 1000", func(t *testing.T) {
-		c, _, r := startShard(t, s, "", 0, 1, testIntents)
-		c.sendClose(1000)
-		c.closeCode(5 * time.Second)
-		waitFor(t, s, "session dead", func(sn Snapshot) bool { si, _ := sn.Session(r.SessionID); return si.Dead })
-		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
-			t.Errorf("got %v", p)
-		}
-	})
-	t.Run("client close 1001", func(t *testing.T) {
-		c, _, r := startShard(t, s, "", 0, 1, testIntents)
-		c.sendClose(1001)
-		c.closeCode(5 * time.Second)
-		waitFor(t, s, "session dead", func(sn Snapshot) bool { si, _ := sn.Session(r.SessionID); return si.Dead })
-		if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
-			t.Errorf("got %v", p)
-		}
-	})
+	for _, code := range []int{1000, 1001} {
+		t.Run(fmt.Sprintf("client close %d", code), func(t *testing.T) {
+			c, _, r := startShard(t, s, "", 0, 1, testIntents)
+			c.sendClose(code)
+			c.closeCode(5 * time.Second)
+			waitFor(t, s, "session dead", func(sn Snapshot) bool { si, _ := sn.Session(r.SessionID); return si.Dead })
+			if p := resumeExpect(r.SessionID, 1); p.Op != discord.OpInvalidSession {
+				t.Errorf("got %v", p)
+			}
+		})
+	}
 	t.Run("ttl", func(t *testing.T) {
 		c, _, r := startShard(t, s, "", 0, 1, testIntents)
 		c.sendClose(4000)

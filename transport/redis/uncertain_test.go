@@ -1,13 +1,10 @@
 package redis
 
 import (
-	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,22 +12,16 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
-// replyEater is a TCP proxy to a Redis server that passes everything
-// through until a client sends XADD (or the trigger given to
-// startReplyEaterOn): it forwards that command, so that Redis
-// adds the entry, but swallows the reply and then, when drop is set,
-// closes the client's connection; otherwise it leaves the client waiting.
+// replyEater is a brokertest.ReplyEater that swallows the reply to each
+// connection's first XADD (or the trigger given to startReplyEaterOn)
+// and then, when drop is set, closes the client's connection; otherwise
+// it leaves the client waiting.
 type replyEater struct {
-	l       net.Listener
-	target  string
-	drop    bool
-	trigger []byte // lower case
-	xadds   atomic.Int32
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   []net.Conn
+	*brokertest.ReplyEater
+	xadds *atomic.Int32
 }
 
 func startReplyEater(t *testing.T, target string, drop bool) *replyEater {
@@ -42,90 +33,13 @@ func startReplyEater(t *testing.T, target string, drop bool) *replyEater {
 // first command containing trigger (lower case).
 func startReplyEaterOn(t *testing.T, target string, drop bool, trigger string) *replyEater {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &replyEater{l: l, target: target, drop: drop, trigger: []byte(trigger)}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
+	p := brokertest.StartReplyEater(t, target, brokertest.EaterConfig{
+		Triggers: []string{trigger}, Drop: drop, Settle: 100 * time.Millisecond,
+	})
+	return &replyEater{ReplyEater: p, xadds: &p.Eaten}
 }
 
-func (p *replyEater) addr() string { return p.l.Addr().String() }
-
-func (p *replyEater) track(c net.Conn) {
-	p.mu.Lock()
-	p.conns = append(p.conns, c)
-	p.mu.Unlock()
-}
-
-func (p *replyEater) close() {
-	_ = p.l.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
-
-func (p *replyEater) accept() {
-	for {
-		client, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.track(client)
-		p.track(server)
-		var swallow atomic.Bool
-		p.wg.Go(func() { // server → client, until the XADD
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := server.Read(buf)
-				if n > 0 && !swallow.Load() {
-					if _, werr := client.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-		p.wg.Go(func() { // client → server
-			defer server.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := client.Read(buf)
-				if n > 0 {
-					if bytes.Contains(bytes.ToLower(buf[:n]), p.trigger) {
-						swallow.Store(true)
-						_, _ = server.Write(buf[:n])
-						p.xadds.Add(1)
-						time.Sleep(100 * time.Millisecond) // let Redis run it
-						if p.drop {
-							_ = client.Close()
-						}
-						_, _ = io.Copy(io.Discard, client)
-						return
-					}
-					if _, werr := server.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
-					return
-				}
-			}
-		})
-	}
-}
+func (p *replyEater) addr() string { return p.Addr() }
 
 // redisAddr returns host:port of the test server.
 func redisAddr(t *testing.T) string {
