@@ -180,24 +180,21 @@ func (s *Server) Close() error {
 }
 
 // URL returns the HTTP base URL, http://127.0.0.1:PORT (empty before Start).
-func (s *Server) URL() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.host == "" {
-		return ""
-	}
-	return "http://" + s.host
-}
+func (s *Server) URL() string { return s.hostURL("http://") }
 
 // GatewayURL returns the gateway URL, ws://127.0.0.1:PORT, as GET
 // /gateway/bot reports it (empty before Start).
-func (s *Server) GatewayURL() string {
+func (s *Server) GatewayURL() string { return s.hostURL("ws://") }
+
+// hostURL returns scheme followed by the listening host:port (empty
+// before Start).
+func (s *Server) hostURL(scheme string) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.host == "" {
 		return ""
 	}
-	return "ws://" + s.host
+	return scheme + s.host
 }
 
 // ResumeURL returns the resume_gateway_url sent in READY:
