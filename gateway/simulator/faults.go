@@ -201,18 +201,9 @@ func (s *Server) Dispatch(guildID, t string, d any) error {
 	if err != nil {
 		return fmt.Errorf("simulator: dispatch guild id: %w", err)
 	}
-	if !validEventName(t) {
-		return fmt.Errorf("simulator: dispatch event name %q: want A-Z, 0-9 and _", t)
-	}
-	b, err := marshalD(d)
+	n, err := dispatchTo(s.sessionsFor(id), t, d)
 	if err != nil {
 		return err
-	}
-	n := 0
-	for _, sess := range s.sessionsFor(id) {
-		if sess.dispatch(t, b) {
-			n++
-		}
 	}
 	if n == 0 {
 		return fmt.Errorf("%w owns guild %s", ErrNoSession, guildID)
@@ -224,23 +215,39 @@ func (s *Server) Dispatch(guildID, t string, d any) error {
 // shard id (for events without a guild, such as direct messages, which go
 // to shard 0). It returns an error wrapping ErrNoSession when there is none.
 func (s *Server) DispatchShard(shard int, t string, d any) error {
-	if !validEventName(t) {
-		return fmt.Errorf("simulator: dispatch event name %q: want A-Z, 0-9 and _", t)
+	var onShard []*session
+	for _, sess := range s.liveSessions() {
+		if sess.shardID == shard {
+			onShard = append(onShard, sess)
+		}
 	}
-	b, err := marshalD(d)
+	n, err := dispatchTo(onShard, t, d)
 	if err != nil {
 		return err
-	}
-	n := 0
-	for _, sess := range s.liveSessions() {
-		if sess.shardID == shard && sess.dispatch(t, b) {
-			n++
-		}
 	}
 	if n == 0 {
 		return fmt.Errorf("%w for shard %d", ErrNoSession, shard)
 	}
 	return nil
+}
+
+// dispatchTo checks event name t and payload d and injects the dispatch
+// into each of sessions, returning how many took it.
+func dispatchTo(sessions []*session, t string, d any) (int, error) {
+	if !validEventName(t) {
+		return 0, fmt.Errorf("simulator: dispatch event name %q: want A-Z, 0-9 and _", t)
+	}
+	b, err := marshalD(d)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, sess := range sessions {
+		if sess.dispatch(t, b) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // Events returns a copy of a session's replay buffer, oldest first.

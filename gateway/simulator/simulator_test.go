@@ -271,16 +271,23 @@ func TestShardingRequired(t *testing.T) {
 	}
 }
 
+// heartbeatsACKed sends n heartbeats on c, expecting op 11 for each and
+// pausing after each.
+func heartbeatsACKed(c *testClient, n int, pause time.Duration) {
+	for range n {
+		c.heartbeat(nil)
+		c.expect(discord.OpHeartbeatACK, "")
+		time.Sleep(pause)
+	}
+}
+
 func TestSendRateLimit(t *testing.T) {
 	cfg := testConfig()
 	cfg.SendLimit, cfg.SendWindow = 5, time.Minute
 	s := newServer(t, cfg)
 	c := dial(t, s.GatewayURL(), "")
 	c.expect(discord.OpHello, "")
-	for range 5 {
-		c.heartbeat(nil)
-		c.expect(discord.OpHeartbeatACK, "")
-	}
+	heartbeatsACKed(c, 5, 0)
 	c.heartbeat(nil)
 	if got := c.closeCode(5 * time.Second); got != discord.CloseRateLimited {
 		t.Fatalf("close %d, want 4008", got)
@@ -291,11 +298,7 @@ func TestSendRateLimit(t *testing.T) {
 	s2 := newServer(t, cfg2)
 	c2 := dial(t, s2.GatewayURL(), "")
 	c2.expect(discord.OpHello, "")
-	for range 4 {
-		c2.heartbeat(nil)
-		c2.expect(discord.OpHeartbeatACK, "")
-		time.Sleep(100 * time.Millisecond)
-	}
+	heartbeatsACKed(c2, 4, 100*time.Millisecond)
 	if len(s2.Snapshot().ServerCloses()) != 0 {
 		t.Errorf("spaced sends were closed: %v", s2.Snapshot().ServerCloses())
 	}
