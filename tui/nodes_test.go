@@ -190,19 +190,9 @@ func TestRemoteNodesAreReadInCommandsOnly(t *testing.T) {
 		<-gate
 		return fakeNodes(), nil
 	})
-	m := New(node, plainOptions())
-	m.sh.tick = func(time.Duration, func(time.Time) tea.Msg) tea.Cmd { return nil }
-	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	m := idleModel(node, plainOptions())
 	v := m.views[kShards].(*shardsView)
-	first := v.refresh()
-	if first == nil {
-		t.Fatal("no load started")
-	}
-	for range 2 { // refresh has side effects: each call may start a load
-		if v.refresh() != nil {
-			t.Fatal("a second load started while one is in flight")
-		}
-	}
+	first := firstLoad(t, v.refresh)
 	for range 3 {
 		_ = m.View()
 	}
