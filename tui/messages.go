@@ -40,7 +40,8 @@ type view interface {
 	crumbs() []string
 	// setSize gives the body's size.
 	setSize(w, h int)
-	// update handles the view's own results, and keys while it is active.
+	// update handles the view's own results, and keys while it is active
+	// (unless the view is a keyer).
 	update(msg tea.Msg) tea.Cmd
 	// view renders the body.
 	view() string
@@ -53,6 +54,22 @@ type view interface {
 	keys() []key.Binding
 	// capturing reports a focused text field that takes every key.
 	capturing() bool
+}
+
+// keyer is a view that takes its keys in key rather than in update.
+type keyer interface {
+	key(msg tea.KeyMsg) tea.Cmd
+}
+
+// viewKey gives a key to the active view v: first its keys are enabled by
+// its state, then the key goes to its key method if it is a keyer, else to
+// update.
+func viewKey(v view, msg tea.KeyMsg) tea.Cmd {
+	if k, ok := v.(keyer); ok {
+		v.keys()
+		return k.key(msg)
+	}
+	return v.update(msg)
 }
 
 // navigable is the navigation the root asks of every view, the same for

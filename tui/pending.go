@@ -307,8 +307,6 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 		// A claim's consumer was typed: the marks are done with.
 		clear(v.tbl.marked)
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
@@ -366,7 +364,6 @@ func (v *pendingView) prevPage(land int) tea.Cmd {
 }
 
 func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	switch {
 	case key.Matches(msg, v.k.nav.PageDown):
 		return v.nextPage()

@@ -146,14 +146,11 @@ func (v *publishView) update(msg tea.Msg) tea.Cmd {
 			v.result, v.resultOK = fmt.Sprintf("published %s → id %s", msg.event, msg.id), true
 		}
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if v.form.key(msg) {
 		return nil
 	}

@@ -229,14 +229,11 @@ func (v *sendView) update(msg tea.Msg) tea.Cmd {
 		}
 		v.result, v.resultOK = msg.text, true
 		return status("sent")
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *sendView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if v.form.key(msg) {
 		return nil
 	}

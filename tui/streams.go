@@ -322,14 +322,11 @@ func (v *streamsView) update(msg tea.Msg) tea.Cmd {
 			return v.refresh()
 		}
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *streamsView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if _, ok := v.k.nav.move(msg, &v.tbl); ok {
 		return nil
 	}

@@ -256,14 +256,11 @@ func (v *tailView) update(msg tea.Msg) tea.Cmd {
 	case requeuedMsg:
 		v.drop(msg.dlq, msg.ids)
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *tailView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if _, ok := v.k.nav.move(msg, &v.tbl); ok {
 		v.follow = v.tbl.cursor >= len(v.tbl.rows)-1
 		return nil
