@@ -192,6 +192,18 @@ type loader struct {
 }
 
 // begin starts a load, or marks the view dirty when one is in flight.
+// beginInspect is begin for a view that reads sh's inspector once ready
+// reports it has something to read: ok false without an inspector, when
+// not ready, or while a load is in flight.
+func (l *loader) beginInspect(sh *shared, ready bool) (ins core.Inspector, seq, gen uint64, ok bool) {
+	ins = sh.backend.Inspector()
+	if ins == nil || !ready {
+		return nil, 0, 0, false
+	}
+	seq, gen, ok = l.begin()
+	return ins, seq, gen, ok
+}
+
 func (l *loader) begin() (seq, gen uint64, ok bool) {
 	if l.inflight {
 		l.dirty = true
@@ -288,4 +300,19 @@ func (s *shared) fixGroups(gs []core.GroupInfo) []core.GroupInfo {
 		}
 	}
 	return gs
+}
+
+// awaitStream is what a view of one stream shows instead of its data, with
+// wait true: that sh has no inspector, none when no stream is chosen, or
+// loading until l has loaded.
+func awaitStream(sh *shared, l *loader, stream, none, loading string) (msg string, wait bool) {
+	switch msg = inspectorMissing(sh); {
+	case msg != "":
+		return msg, true
+	case stream == "":
+		return " " + sh.st.muted.Render(none), true
+	case !l.loaded:
+		return " " + sh.st.muted.Render(loading), true
+	}
+	return "", false
 }

@@ -148,11 +148,7 @@ func (v *tailView) setFilter(text string) tea.Cmd {
 }
 
 func (v *tailView) refresh() tea.Cmd {
-	ins := v.sh.backend.Inspector()
-	if ins == nil || len(v.streams) == 0 || v.paused {
-		return nil
-	}
-	seq, gen, ok := v.load.begin()
+	ins, seq, gen, ok := v.load.beginInspect(v.sh, len(v.streams) > 0 && !v.paused)
 	if !ok {
 		return nil
 	}
