@@ -621,3 +621,28 @@ func firstLoad(t *testing.T, refresh func() tea.Cmd) tea.Cmd {
 	}
 	return first
 }
+
+// dropStale runs the load first, gated by gate, to its result of type R,
+// invalidates l (the view's parameters changed meanwhile) and fails the test
+// unless update drops that stale result (applied reports that it did not)
+// and starts the load again; it returns that load.
+func dropStale[R tea.Msg](t *testing.T, first tea.Cmd, gate chan struct{}, l *loader, update func(tea.Msg) tea.Cmd, applied func() bool) tea.Cmd {
+	t.Helper()
+	done := make(chan tea.Msg)
+	go func() { done <- first() }()
+	close(gate)
+	msg := <-done
+	res, ok := msg.(R)
+	if !ok {
+		t.Fatalf("the load returned %T", msg)
+	}
+	l.invalidate()
+	again := update(res)
+	if applied() {
+		t.Fatal("stale result applied")
+	}
+	if again == nil {
+		t.Fatal("the dirty view did not load again")
+	}
+	return again
+}

@@ -199,19 +199,8 @@ func TestRemoteNodesAreReadInCommandsOnly(t *testing.T) {
 	if reads.Load() != 0 {
 		t.Fatal("the nodes were read outside a command")
 	}
-	done := make(chan tea.Msg)
-	go func() { done <- first() }()
-	close(gate)
-	res := (<-done).(shardsResult)
 	// Stale (the view's parameters changed meanwhile): dropped, loaded again.
-	v.load.invalidate()
-	again := v.update(res)
-	if len(v.rows) != 0 {
-		t.Fatal("stale result applied")
-	}
-	if again == nil {
-		t.Fatal("the dirty view did not load again")
-	}
+	again := dropStale[shardsResult](t, first, gate, &v.load, v.update, func() bool { return len(v.rows) != 0 })
 	v.update(again())
 	if len(v.rows) != 6 || reads.Load() != 2 {
 		t.Fatalf("fresh result: %d rows, %d reads", len(v.rows), reads.Load())

@@ -188,19 +188,8 @@ func TestOneLoadInFlightAndStaleResultsDropped(t *testing.T) {
 	m := idleModel(testNode(ins, b, gw), opts)
 	v := m.views[kStreams].(*streamsView)
 	first := firstLoad(t, v.refresh)
-	done := make(chan tea.Msg)
-	go func() { done <- first() }()
-	close(ins.gate)
-	res := (<-done).(streamsResult)
 	// The view changed meanwhile: the result is stale, and the load starts again.
-	v.load.invalidate()
-	again := v.update(res)
-	if len(v.all) != 0 {
-		t.Fatal("stale result applied")
-	}
-	if again == nil {
-		t.Fatal("the dirty view did not load again")
-	}
+	again := dropStale[streamsResult](t, first, ins.gate, &v.load, v.update, func() bool { return len(v.all) != 0 })
 	fresh := again().(streamsResult)
 	v.update(fresh)
 	if len(v.all) != 4 {
