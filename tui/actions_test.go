@@ -23,9 +23,8 @@ func lastConfirm(t *testing.T, d *driver) confirmMsg {
 
 func TestActionsAreValues(t *testing.T) {
 	d, ins, _, _ := newFixtureDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter", "A")
+	d.command("pending MESSAGE_CREATE sim-bot")
+	d.keys("A")
 	want := []action{ackAction{stream: "MESSAGE_CREATE", group: "sim-bot", ids: []string{"1700000030000-0"}}}
 	if got := lastConfirm(t, d).acts; !reflect.DeepEqual(got, want) {
 		t.Fatalf("ack asks to run %#v, want %#v", got, want)

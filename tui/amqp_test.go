@@ -164,9 +164,9 @@ func TestGoldenAMQP(t *testing.T) {
 		{"overview", func(d *driver) {}},
 		{"streams", func(d *driver) { d.keys("2") }},
 		{"groups", func(d *driver) { d.keys("2", "enter") }},
-		{"pending", func(d *driver) { d.keys(":"); d.typeText("pending MESSAGE_CREATE"); d.keys("enter") }},
-		{"pending-help", func(d *driver) { d.keys(":"); d.typeText("pending MESSAGE_CREATE"); d.keys("enter", "?") }},
-		{"dead-letters", func(d *driver) { d.keys(":"); d.typeText("dlq MESSAGE_CREATE"); d.keys("enter") }},
+		{"pending", func(d *driver) { d.command("pending MESSAGE_CREATE") }},
+		{"pending-help", func(d *driver) { d.command("pending MESSAGE_CREATE"); d.keys("?") }},
+		{"dead-letters", func(d *driver) { d.command("dlq MESSAGE_CREATE") }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -224,9 +224,7 @@ func TestAMQPViews(t *testing.T) {
 
 func TestAMQPDeadLettersPayloadAndRequeue(t *testing.T) {
 	d, ins := newAMQPDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("dlq MESSAGE_CREATE")
-	d.keys("enter")
+	d.command("dlq MESSAGE_CREATE")
 	dl := slices.Clone(ins.streams["MESSAGE_CREATE:dlq"].entries)
 	d.mustContain(dl[0].ID, dl[2].ID, "["+core.ReasonMaxDeliveries[:10])
 	// The cursor follows the newest; open the middle one's payload.

@@ -38,22 +38,27 @@ func bigFixture() (*fakeInspector, *fakeBroker, *fakeGateway) {
 	return ins, b, gw
 }
 
+// bigDriver opens cmd at 120×36 over bigFixture, then reports allocations
+// and resets the benchmark's timer: what follows is measured.
+func bigDriver(b *testing.B, cmd string) *driver {
+	ins, br, gw := bigFixture()
+	d := newDriver(b, testNode(ins, br, gw), plainOptions(), 120, 36)
+	d.command(cmd)
+	b.ReportAllocs()
+	b.ResetTimer()
+	return d
+}
+
 // BenchmarkView measures rendering (View) of each view at 120×36 over a
 // 1,000,000-entry stream with 100,000 pending entries: only a page is ever
 // held, so the cost does not depend on the data's size.
 func BenchmarkView(b *testing.B) {
 	for _, v := range benchViews {
 		b.Run(v.name, func(b *testing.B) {
-			ins, br, gw := bigFixture()
-			d := newDriver(b, testNode(ins, br, gw), plainOptions(), 120, 36)
-			d.keys(":")
-			d.typeText(v.cmd)
-			d.keys("enter")
+			d := bigDriver(b, v.cmd)
 			if strings.Contains(d.view(), "loading") {
 				b.Fatalf("%s did not load:\n%s", v.name, d.view())
 			}
-			b.ReportAllocs()
-			b.ResetTimer()
 			for b.Loop() {
 				_ = d.m.View()
 			}
@@ -66,14 +71,8 @@ func BenchmarkView(b *testing.B) {
 func BenchmarkRefreshFake(b *testing.B) {
 	for _, v := range benchViews {
 		b.Run(v.name, func(b *testing.B) {
-			ins, br, gw := bigFixture()
-			d := newDriver(b, testNode(ins, br, gw), plainOptions(), 120, 36)
-			d.keys(":")
-			d.typeText(v.cmd)
-			d.keys("enter")
+			d := bigDriver(b, v.cmd)
 			view := d.m.views[d.m.active()]
-			b.ReportAllocs()
-			b.ResetTimer()
 			for b.Loop() {
 				if cmd := view.refresh(); cmd != nil {
 					d.run(cmd)
@@ -133,9 +132,7 @@ func BenchmarkRefreshRedis(b *testing.B) {
 	d := newDriver(b, node, plainOptions(), 120, 36)
 	for _, v := range views {
 		b.Run(v.name, func(b *testing.B) {
-			d.keys(":")
-			d.typeText(v.cmd)
-			d.keys("enter")
+			d.command(v.cmd)
 			view := d.m.views[d.m.active()]
 			b.ResetTimer()
 			for b.Loop() {
@@ -150,9 +147,7 @@ func BenchmarkRefreshRedis(b *testing.B) {
 		})
 	}
 	b.Run("pending-page-down", func(b *testing.B) {
-		d.keys(":")
-		d.typeText("pending " + stream + " g")
-		d.keys("enter")
+		d.command("pending " + stream + " g")
 		b.ResetTimer()
 		for b.Loop() {
 			d.send(keyMsg("pgdown"))

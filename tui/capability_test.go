@@ -21,9 +21,7 @@ func TestPendingCapabilityFromType(t *testing.T) {
 	// A broker of kind "redis" that is no core.PendingInspector.
 	ins, b, gw := fixture()
 	d := newDriver(t, testNode(amqpOnly{ins}, b, gw), plainOptions(), 100, 30)
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter")
+	d.command("pending MESSAGE_CREATE sim-bot")
 	if d.m.active() != kPending {
 		t.Fatalf("palette opened %v", d.m.active())
 	}
@@ -45,9 +43,7 @@ func TestPendingCapabilityFromType(t *testing.T) {
 	// The same data as a core.PendingInspector lists the pending entries.
 	ins, b, gw = fixture()
 	d = newDriver(t, testNode(ins, b, gw), plainOptions(), 100, 30)
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter")
+	d.command("pending MESSAGE_CREATE sim-bot")
 	d.mustContain("5 pending in sim-bot", "1700000030000-0")
 	d.mustNotContain(noPendingWhy)
 	if ins.count("Pending") == 0 {

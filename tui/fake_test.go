@@ -495,7 +495,7 @@ func newDriver(t testing.TB, b Backend, opts Options, w, h int) *driver {
 	d := &driver{t: t}
 	opts.Clipboard = func(s string) error { d.copy = append(d.copy, s); return nil }
 	d.m = New(b, opts)
-	d.m.sh.tick = func(time.Duration, func(time.Time) tea.Msg) tea.Cmd { return nil }
+	d.m.sh.tick = noTick
 	d.send(tea.WindowSizeMsg{Width: w, Height: h})
 	d.run(d.m.Init())
 	return d
@@ -585,3 +585,64 @@ func (d *driver) mustNotContain(parts ...string) {
 type testAction func() tea.Msg
 
 func (a testAction) run(context.Context, Backend) tea.Msg { return a() }
+
+// command runs cmd from the command palette: ":", the text, then enter.
+func (d *driver) command(cmd string) {
+	d.keys(":")
+	d.typeText(cmd)
+	d.keys("enter")
+}
+
+// noTick stands for the Model's tick scheduler: it never starts a tick.
+func noTick(time.Duration, func(time.Time) tea.Msg) tea.Cmd { return nil }
+
+// idleModel returns a Model of b sized 100×30 whose Init has not run and
+// whose ticks never start: no load is in flight yet.
+func idleModel(b Backend, opts Options) *Model {
+	m := New(b, opts)
+	m.sh.tick = noTick
+	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	return m
+}
+
+// firstLoad calls refresh and returns the load it starts; it fails the test
+// unless one starts and two more calls while it is in flight start none
+// (refresh has side effects: each call may start a load).
+func firstLoad(t *testing.T, refresh func() tea.Cmd) tea.Cmd {
+	t.Helper()
+	first := refresh()
+	if first == nil {
+		t.Fatal("no load started")
+	}
+	for range 2 {
+		if refresh() != nil {
+			t.Fatal("a second load started while one is in flight")
+		}
+	}
+	return first
+}
+
+// dropStale runs the load first, gated by gate, to its result of type R,
+// invalidates l (the view's parameters changed meanwhile) and fails the test
+// unless update drops that stale result (applied reports that it did not)
+// and starts the load again; it returns that load.
+func dropStale[R tea.Msg](t *testing.T, first tea.Cmd, gate chan struct{}, l *loader, update func(tea.Msg) tea.Cmd, applied func() bool) tea.Cmd {
+	t.Helper()
+	done := make(chan tea.Msg)
+	go func() { done <- first() }()
+	close(gate)
+	msg := <-done
+	res, ok := msg.(R)
+	if !ok {
+		t.Fatalf("the load returned %T", msg)
+	}
+	l.invalidate()
+	again := update(res)
+	if applied() {
+		t.Fatal("stale result applied")
+	}
+	if again == nil {
+		t.Fatal("the dirty view did not load again")
+	}
+	return again
+}

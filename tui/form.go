@@ -1,7 +1,11 @@
 package tui
 
 import (
+	"strings"
+
 	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textarea"
+	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
 )
 
@@ -73,4 +77,47 @@ func (f *formFocus) key(msg tea.KeyMsg) bool {
 		return false
 	}
 	return true
+}
+
+// update hands msg to the focused field, if any, and returns its command.
+func (f *formFocus) update(msg tea.Msg) tea.Cmd {
+	if f.cur < 0 || f.cur >= len(f.fields) {
+		return nil
+	}
+	var cmd tea.Cmd
+	switch x := f.fields[f.cur].(type) {
+	case *textinput.Model:
+		*x, cmd = x.Update(msg)
+	case *textarea.Model:
+		*x, cmd = x.Update(msg)
+	}
+	return cmd
+}
+
+// label renders field i's label: marked and highlighted when it has the focus.
+func (f *formFocus) label(st *styles, i int, s string) string {
+	if f.cur == i {
+		return st.key.Render("▸ " + s)
+	}
+	return st.muted.Render("  " + s)
+}
+
+// writeResult writes a form's last result to b, one line at a time, the
+// first styled good or bad by ok (muted while busy); nothing if it is empty.
+func writeResult(b *strings.Builder, st *styles, result string, ok, busy bool) {
+	if result == "" {
+		return
+	}
+	style := st.good
+	if !ok {
+		style = st.bad
+	}
+	if busy {
+		style = st.muted
+	}
+	lines := strings.Split(result, "\n")
+	b.WriteString(" " + style.Render(lines[0]) + "\n")
+	for _, l := range lines[1:] {
+		b.WriteString(" " + l + "\n")
+	}
 }

@@ -19,10 +19,10 @@ func TestGolden(t *testing.T) {
 		{"overview", false, func(d *driver) {}},
 		{"streams", false, func(d *driver) { d.keys("2") }},
 		{"groups", false, func(d *driver) { d.keys("2", "enter") }},
-		{"pending", false, func(d *driver) { d.keys(":"); d.typeText("pending MESSAGE_CREATE sim-bot"); d.keys("enter", "space") }},
-		{"payload", false, func(d *driver) { d.keys(":"); d.typeText("pending MESSAGE_CREATE sim-bot"); d.keys("enter", "enter") }},
-		{"confirm", false, func(d *driver) { d.keys(":"); d.typeText("pending MESSAGE_CREATE sim-bot"); d.keys("enter", "A") }},
-		{"tail", false, func(d *driver) { d.keys(":"); d.typeText("tail MESSAGE_CREATE,MESSAGE_CREATE:dlq"); d.keys("enter") }},
+		{"pending", false, func(d *driver) { d.command("pending MESSAGE_CREATE sim-bot"); d.keys("space") }},
+		{"payload", false, func(d *driver) { d.command("pending MESSAGE_CREATE sim-bot"); d.keys("enter") }},
+		{"confirm", false, func(d *driver) { d.command("pending MESSAGE_CREATE sim-bot"); d.keys("A") }},
+		{"tail", false, func(d *driver) { d.command("tail MESSAGE_CREATE,MESSAGE_CREATE:dlq") }},
 		{"publish", false, func(d *driver) {
 			d.keys("6")
 			d.typeText("MESSAGE_CREATE")
@@ -33,7 +33,7 @@ func TestGolden(t *testing.T) {
 		{"shards", false, func(d *driver) { d.keys("8") }},
 		{"help", false, func(d *driver) { d.keys("2", "?") }},
 		{"palette", false, func(d *driver) { d.keys(":"); d.typeText("pe") }},
-		{"read-only", true, func(d *driver) { d.keys(":"); d.typeText("pending MESSAGE_CREATE sim-bot"); d.keys("enter", "?") }},
+		{"read-only", true, func(d *driver) { d.command("pending MESSAGE_CREATE sim-bot"); d.keys("?") }},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -121,11 +121,7 @@ func (v *groupsView) activate() tea.Cmd { return v.refresh() }
 func (v *groupsView) capturing() bool   { return false }
 
 func (v *groupsView) refresh() tea.Cmd {
-	ins := v.sh.backend.Inspector()
-	if ins == nil || v.stream == "" {
-		return nil
-	}
-	seq, gen, ok := v.load.begin()
+	ins, seq, gen, ok := v.load.beginInspect(v.sh, v.stream != "")
 	if !ok {
 		return nil
 	}
@@ -303,14 +299,8 @@ func (v *groupsView) fillConsumers() {
 
 func (v *groupsView) view() string {
 	st := v.sh.st
-	if msg := inspectorMissing(v.sh); msg != "" {
+	if msg, wait := awaitStream(v.sh, &v.load, v.stream, "No stream chosen: pick one in Streams (2, then enter), or type :groups STREAM.", "loading groups of "+v.stream+"…"); wait {
 		return msg
-	}
-	if v.stream == "" {
-		return " " + st.muted.Render("No stream chosen: pick one in Streams (2, then enter), or type :groups STREAM.")
-	}
-	if !v.load.loaded {
-		return " " + st.muted.Render("loading groups of "+v.stream+"…")
 	}
 	var errLine string
 	if v.load.err != nil {

@@ -40,7 +40,8 @@ type view interface {
 	crumbs() []string
 	// setSize gives the body's size.
 	setSize(w, h int)
-	// update handles the view's own results, and keys while it is active.
+	// update handles the view's own results, and keys while it is active
+	// (unless the view is a keyer).
 	update(msg tea.Msg) tea.Cmd
 	// view renders the body.
 	view() string
@@ -53,6 +54,22 @@ type view interface {
 	keys() []key.Binding
 	// capturing reports a focused text field that takes every key.
 	capturing() bool
+}
+
+// keyer is a view that takes its keys in key rather than in update.
+type keyer interface {
+	key(msg tea.KeyMsg) tea.Cmd
+}
+
+// viewKey gives a key to the active view v: first its keys are enabled by
+// its state, then the key goes to its key method if it is a keyer, else to
+// update.
+func viewKey(v view, msg tea.KeyMsg) tea.Cmd {
+	if k, ok := v.(keyer); ok {
+		v.keys()
+		return k.key(msg)
+	}
+	return v.update(msg)
 }
 
 // navigable is the navigation the root asks of every view, the same for
@@ -175,6 +192,18 @@ type loader struct {
 }
 
 // begin starts a load, or marks the view dirty when one is in flight.
+// beginInspect is begin for a view that reads sh's inspector once ready
+// reports it has something to read: ok false without an inspector, when
+// not ready, or while a load is in flight.
+func (l *loader) beginInspect(sh *shared, ready bool) (ins core.Inspector, seq, gen uint64, ok bool) {
+	ins = sh.backend.Inspector()
+	if ins == nil || !ready {
+		return nil, 0, 0, false
+	}
+	seq, gen, ok = l.begin()
+	return ins, seq, gen, ok
+}
+
 func (l *loader) begin() (seq, gen uint64, ok bool) {
 	if l.inflight {
 		l.dirty = true
@@ -271,4 +300,19 @@ func (s *shared) fixGroups(gs []core.GroupInfo) []core.GroupInfo {
 		}
 	}
 	return gs
+}
+
+// awaitStream is what a view of one stream shows instead of its data, with
+// wait true: that sh has no inspector, none when no stream is chosen, or
+// loading until l has loaded.
+func awaitStream(sh *shared, l *loader, stream, none, loading string) (msg string, wait bool) {
+	switch msg = inspectorMissing(sh); {
+	case msg != "":
+		return msg, true
+	case stream == "":
+		return " " + sh.st.muted.Render(none), true
+	case !l.loaded:
+		return " " + sh.st.muted.Render(loading), true
+	}
+	return "", false
 }

@@ -329,7 +329,7 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 
 	v := m.views[m.active()]
 	if v.capturing() {
-		return v.update(msg)
+		return viewKey(v, msg)
 	}
 	switch {
 	case key.Matches(msg, m.keys.Quit):
@@ -374,7 +374,7 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 			return m.navigate(navMsg{to: k})
 		}
 	}
-	return v.update(msg)
+	return viewKey(v, msg)
 }
 
 // modalKey gives a key to the modal input and acts on what it did.

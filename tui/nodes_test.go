@@ -190,38 +190,17 @@ func TestRemoteNodesAreReadInCommandsOnly(t *testing.T) {
 		<-gate
 		return fakeNodes(), nil
 	})
-	m := New(node, plainOptions())
-	m.sh.tick = func(time.Duration, func(time.Time) tea.Msg) tea.Cmd { return nil }
-	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	m := idleModel(node, plainOptions())
 	v := m.views[kShards].(*shardsView)
-	first := v.refresh()
-	if first == nil {
-		t.Fatal("no load started")
-	}
-	for range 2 { // refresh has side effects: each call may start a load
-		if v.refresh() != nil {
-			t.Fatal("a second load started while one is in flight")
-		}
-	}
+	first := firstLoad(t, v.refresh)
 	for range 3 {
 		_ = m.View()
 	}
 	if reads.Load() != 0 {
 		t.Fatal("the nodes were read outside a command")
 	}
-	done := make(chan tea.Msg)
-	go func() { done <- first() }()
-	close(gate)
-	res := (<-done).(shardsResult)
 	// Stale (the view's parameters changed meanwhile): dropped, loaded again.
-	v.load.invalidate()
-	again := v.update(res)
-	if len(v.rows) != 0 {
-		t.Fatal("stale result applied")
-	}
-	if again == nil {
-		t.Fatal("the dirty view did not load again")
-	}
+	again := dropStale[shardsResult](t, first, gate, &v.load, v.update, func() bool { return len(v.rows) != 0 })
 	v.update(again())
 	if len(v.rows) != 6 || reads.Load() != 2 {
 		t.Fatalf("fresh result: %d rows, %d reads", len(v.rows), reads.Load())

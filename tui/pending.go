@@ -160,11 +160,7 @@ func (v *pendingView) setFilter(text string) tea.Cmd {
 }
 
 func (v *pendingView) refresh() tea.Cmd {
-	ins := v.sh.backend.Inspector()
-	if ins == nil || v.stream == "" {
-		return nil
-	}
-	seq, gen, ok := v.load.begin()
+	ins, seq, gen, ok := v.load.beginInspect(v.sh, v.stream != "")
 	if !ok {
 		return nil
 	}
@@ -307,8 +303,6 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 		// A claim's consumer was typed: the marks are done with.
 		clear(v.tbl.marked)
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
@@ -366,7 +360,6 @@ func (v *pendingView) prevPage(land int) tea.Cmd {
 }
 
 func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	switch {
 	case key.Matches(msg, v.k.nav.PageDown):
 		return v.nextPage()
@@ -469,14 +462,8 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 
 func (v *pendingView) view() string {
 	st := v.sh.st
-	if msg := inspectorMissing(v.sh); msg != "" {
+	if msg, wait := awaitStream(v.sh, &v.load, v.stream, "No group chosen: pick a stream in Streams, then a group (enter), or type :pending STREAM [GROUP].", "loading pending entries…"); wait {
 		return msg
-	}
-	if v.stream == "" {
-		return " " + st.muted.Render("No group chosen: pick a stream in Streams, then a group (enter), or type :pending STREAM [GROUP].")
-	}
-	if !v.load.loaded {
-		return " " + st.muted.Render("loading pending entries…")
 	}
 	var top string
 	if v.load.err == nil && pendingInspector(v.sh.backend) == nil {

@@ -146,14 +146,11 @@ func (v *publishView) update(msg tea.Msg) tea.Cmd {
 			v.result, v.resultOK = fmt.Sprintf("published %s → id %s", msg.event, msg.id), true
 		}
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if v.form.key(msg) {
 		return nil
 	}
@@ -175,16 +172,7 @@ func (v *publishView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 		return nil
 	}
-	var cmd tea.Cmd
-	switch v.form.cur {
-	case 0:
-		v.event, cmd = v.event.Update(msg)
-	case 1:
-		v.editor, cmd = v.editor.Update(msg)
-	case 2:
-		v.timeout, cmd = v.timeout.Update(msg)
-	}
-	return cmd
+	return v.form.update(msg)
 }
 
 func (v *publishView) send(call bool) tea.Cmd {
@@ -215,12 +203,7 @@ func (v *publishView) send(call bool) tea.Cmd {
 
 func (v *publishView) view() string {
 	st := v.sh.st
-	label := func(i int, s string) string {
-		if v.form.cur == i {
-			return st.key.Render("▸ " + s)
-		}
-		return st.muted.Render("  " + s)
-	}
+	label := func(i int, s string) string { return v.form.label(st, i, s) }
 	var b strings.Builder
 	b.WriteString(label(0, "Event   ") + " " + v.event.View() + "\n")
 	b.WriteString(label(2, "Timeout ") + " " + v.timeout.View() + st.muted.Render("   (for a call)") + "\n")
@@ -239,19 +222,6 @@ func (v *publishView) view() string {
 	case v.sh.backend.Broker() == nil:
 		b.WriteString(" " + st.warn.Render("no broker to publish to") + "\n")
 	}
-	if v.result != "" {
-		style := st.good
-		if !v.resultOK {
-			style = st.bad
-		}
-		if v.busy {
-			style = st.muted
-		}
-		lines := strings.Split(v.result, "\n")
-		b.WriteString(" " + style.Render(lines[0]) + "\n")
-		for _, l := range lines[1:] {
-			b.WriteString(" " + l + "\n")
-		}
-	}
+	writeResult(&b, st, v.result, v.resultOK, v.busy)
 	return b.String()
 }

@@ -229,14 +229,11 @@ func (v *sendView) update(msg tea.Msg) tea.Cmd {
 		}
 		v.result, v.resultOK = msg.text, true
 		return status("sent")
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *sendView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if v.form.key(msg) {
 		return nil
 	}
@@ -249,17 +246,9 @@ func (v *sendView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 		return nil
 	}
-	var cmd tea.Cmd
-	switch v.form.cur {
-	case 0:
-		v.guild, cmd = v.guild.Update(msg)
+	cmd := v.form.update(msg)
+	if v.form.cur == 0 {
 		v.retemplate()
-	case 1:
-		v.count, cmd = v.count.Update(msg)
-	case 2:
-		v.shard, cmd = v.shard.Update(msg)
-	case 3:
-		v.editor, cmd = v.editor.Update(msg)
 	}
 	return cmd
 }
@@ -284,12 +273,7 @@ func (v *sendView) send(direct bool) tea.Cmd {
 
 func (v *sendView) view() string {
 	st := v.sh.st
-	label := func(i int, s string) string {
-		if v.form.cur == i {
-			return st.key.Render("▸ " + s)
-		}
-		return st.muted.Render("  " + s)
-	}
+	label := func(i int, s string) string { return v.form.label(st, i, s) }
 	count, source := v.shardCount()
 	var b strings.Builder
 	b.WriteString(label(0, "Guild id    ") + " " + v.guild.View() + "\n")
@@ -318,12 +302,6 @@ func (v *sendView) view() string {
 	case gw.Gateway == nil:
 		b.WriteString(" " + st.muted.Render("no local gateway: a gateway process consuming SEND on this broker delivers the packet") + "\n")
 	}
-	if v.result != "" {
-		style := st.good
-		if !v.resultOK {
-			style = st.bad
-		}
-		b.WriteString(" " + style.Render(v.result) + "\n")
-	}
+	writeResult(&b, st, v.result, v.resultOK, false)
 	return b.String()
 }

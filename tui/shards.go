@@ -214,8 +214,6 @@ func (v *shardsView) update(msg tea.Msg) tea.Cmd {
 			return tea.Batch(statusErr("gateway: "+v.sh.errText(msg.err)), v.refresh())
 		}
 		return tea.Batch(status("gateway started"), v.refresh())
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
@@ -328,7 +326,6 @@ func (v *shardsView) fill() {
 }
 
 func (v *shardsView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	g := v.res.info.Gateway
 	switch {
 	case key.Matches(msg, v.k.Up):

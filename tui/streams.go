@@ -223,11 +223,7 @@ func (v *streamsView) setSize(w, h int) { v.tbl.setSize(w, h) }
 func (v *streamsView) activate() tea.Cmd { return v.refresh() }
 
 func (v *streamsView) refresh() tea.Cmd {
-	ins := v.sh.backend.Inspector()
-	if ins == nil {
-		return nil
-	}
-	seq, gen, ok := v.load.begin()
+	ins, seq, gen, ok := v.load.beginInspect(v.sh, true)
 	if !ok {
 		return nil
 	}
@@ -322,14 +318,11 @@ func (v *streamsView) update(msg tea.Msg) tea.Cmd {
 			return v.refresh()
 		}
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *streamsView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if _, ok := v.k.nav.move(msg, &v.tbl); ok {
 		return nil
 	}

@@ -148,11 +148,7 @@ func (v *tailView) setFilter(text string) tea.Cmd {
 }
 
 func (v *tailView) refresh() tea.Cmd {
-	ins := v.sh.backend.Inspector()
-	if ins == nil || len(v.streams) == 0 || v.paused {
-		return nil
-	}
-	seq, gen, ok := v.load.begin()
+	ins, seq, gen, ok := v.load.beginInspect(v.sh, len(v.streams) > 0 && !v.paused)
 	if !ok {
 		return nil
 	}
@@ -256,14 +252,11 @@ func (v *tailView) update(msg tea.Msg) tea.Cmd {
 	case requeuedMsg:
 		v.drop(msg.dlq, msg.ids)
 		return nil
-	case tea.KeyMsg:
-		return v.key(msg)
 	}
 	return nil
 }
 
 func (v *tailView) key(msg tea.KeyMsg) tea.Cmd {
-	v.keys()
 	if _, ok := v.k.nav.move(msg, &v.tbl); ok {
 		v.follow = v.tbl.cursor >= len(v.tbl.rows)-1
 		return nil

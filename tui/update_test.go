@@ -34,16 +34,12 @@ func TestNavigationByKeysPaletteAndBack(t *testing.T) {
 			d.keys("esc") // leave the editor
 		}
 	}
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter")
+	d.command("pending MESSAGE_CREATE sim-bot")
 	if d.m.active() != kPending {
 		t.Fatalf("palette: active %v", d.m.active())
 	}
 	d.mustContain("Pending › MESSAGE_CREATE › group sim-bot", "5 pending in sim-bot", "1700000030000-0")
-	d.keys(":")
-	d.typeText("sh")
-	d.keys("enter")
+	d.command("sh")
 	if d.m.active() != kShards {
 		t.Fatalf(":sh opened %v", d.m.active())
 	}
@@ -51,14 +47,10 @@ func TestNavigationByKeysPaletteAndBack(t *testing.T) {
 	if d.m.active() != kPending {
 		t.Fatalf("esc went to %v, want pending", d.m.active())
 	}
-	d.keys(":")
-	d.typeText("bogus")
-	d.keys("enter")
+	d.command("bogus")
 	d.mustContain(`unknown command "bogus"`)
 	p, _, _, _ := newFixtureDriver(t, plainOptions())
-	p.keys(":")
-	p.typeText("pending MESSAGE_CREATE")
-	p.keys("enter")
+	p.command("pending MESSAGE_CREATE")
 	p.mustContain("group sim-bot (most pending of 2)")
 }
 
@@ -92,9 +84,8 @@ func TestDrillDownStreamsGroupsPending(t *testing.T) {
 
 func TestHelpListsOnlyKeysThatWork(t *testing.T) {
 	d, _, _, _ := newFixtureDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter", "?")
+	d.command("pending MESSAGE_CREATE sim-bot")
+	d.keys("?")
 	d.mustContain("Keys that work in Pending", "ack", "claim to", "move to dead letters", "filter")
 	d.mustNotContain("requeue dead letters", "publish to")
 	d.keys("x") // any key closes
@@ -105,18 +96,16 @@ func TestHelpListsOnlyKeysThatWork(t *testing.T) {
 	ro := plainOptions()
 	ro.ReadOnly = true
 	r, _, _, _ := newFixtureDriver(t, ro)
-	r.keys(":")
-	r.typeText("pending MESSAGE_CREATE sim-bot")
-	r.keys("enter", "?")
+	r.command("pending MESSAGE_CREATE sim-bot")
+	r.keys("?")
 	r.mustContain("READ-ONLY", "payload", "copy id")
 	r.mustNotContain("A     ack", "claim to", "move to dead letters")
 }
 
 func TestAckAsksAndAnyOtherKeyCancels(t *testing.T) {
 	d, ins, _, _ := newFixtureDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter", "A")
+	d.command("pending MESSAGE_CREATE sim-bot")
+	d.keys("A")
 	d.mustContain("Acknowledge 1 entry of MESSAGE_CREATE/sim-bot?", "(y/N)")
 	d.keys("n")
 	d.mustContain("cancelled")
@@ -133,9 +122,8 @@ func TestAckAsksAndAnyOtherKeyCancels(t *testing.T) {
 
 func TestClaimMarkedEntriesToTheConsole(t *testing.T) {
 	d, ins, _, _ := newFixtureDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter", "space", "space")
+	d.command("pending MESSAGE_CREATE sim-bot")
+	d.keys("space", "space")
 	d.mustContain("2 marked")
 	d.keys("c")
 	d.mustContain("Claim 2 entries to consumer", "console-ops-box", "consumers: worker-1, worker-2")
@@ -168,9 +156,7 @@ func TestReadOnlyDisablesEveryAction(t *testing.T) {
 	opts.ReadOnly = true
 	d, ins, b, gw := newFixtureDriver(t, opts)
 	d.mustContain("READ-ONLY")
-	d.keys(":")
-	d.typeText("pending MESSAGE_CREATE sim-bot")
-	d.keys("enter")
+	d.command("pending MESSAGE_CREATE sim-bot")
 	for _, k := range []string{"A", "c", "D"} {
 		d.keys(k)
 		d.mustContain("read-only")
@@ -199,32 +185,11 @@ func TestOneLoadInFlightAndStaleResultsDropped(t *testing.T) {
 	ins, b, gw := fixture()
 	ins.gate = make(chan struct{})
 	opts := plainOptions()
-	m := New(testNode(ins, b, gw), opts)
-	m.sh.tick = func(time.Duration, func(time.Time) tea.Msg) tea.Cmd { return nil }
-	m.Update(tea.WindowSizeMsg{Width: 100, Height: 30})
+	m := idleModel(testNode(ins, b, gw), opts)
 	v := m.views[kStreams].(*streamsView)
-	first := v.refresh()
-	if first == nil {
-		t.Fatal("no load started")
-	}
-	for range 2 { // refresh has side effects: each call may start a load
-		if v.refresh() != nil {
-			t.Fatal("a second load started while one is in flight")
-		}
-	}
-	done := make(chan tea.Msg)
-	go func() { done <- first() }()
-	close(ins.gate)
-	res := (<-done).(streamsResult)
+	first := firstLoad(t, v.refresh)
 	// The view changed meanwhile: the result is stale, and the load starts again.
-	v.load.invalidate()
-	again := v.update(res)
-	if len(v.all) != 0 {
-		t.Fatal("stale result applied")
-	}
-	if again == nil {
-		t.Fatal("the dirty view did not load again")
-	}
+	again := dropStale[streamsResult](t, first, ins.gate, &v.load, v.update, func() bool { return len(v.all) != 0 })
 	fresh := again().(streamsResult)
 	v.update(fresh)
 	if len(v.all) != 4 {
@@ -245,9 +210,7 @@ func TestPendingPagesThroughAHundredThousand(t *testing.T) {
 		consumers: []core.ConsumerInfo{{Name: "worker-0"}, {Name: "worker-1"}, {Name: "worker-2"}}}}
 	ins.streams["BIG"] = big
 	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 100, 30)
-	d.keys(":")
-	d.typeText("pending BIG g")
-	d.keys("enter")
+	d.command("pending BIG g")
 	v := d.m.views[kPending].(*pendingView)
 	page := v.tbl.pageRows()
 	d.mustContain("100,000 pending in g", "page 1 · rows 1–"+fmtInt(page))
@@ -288,9 +251,7 @@ func fmtInt(n int) string { return fmtCount(int64(n)) }
 
 func TestTailFiltersPausesAndOpensPayloads(t *testing.T) {
 	d, ins, _, _ := newFixtureDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("tail MESSAGE_CREATE")
-	d.keys("enter")
+	d.command("tail MESSAGE_CREATE")
 	d.mustContain("41 entries shown", "hello 39", "(raw)")
 	v := d.m.views[kTail].(*tailView)
 	ins.mu.Lock()
@@ -329,9 +290,7 @@ func TestTailFiltersPausesAndOpensPayloads(t *testing.T) {
 
 func TestRequeueDeadLetters(t *testing.T) {
 	d, ins, _, _ := newFixtureDriver(t, plainOptions())
-	d.keys(":")
-	d.typeText("dlq MESSAGE_CREATE")
-	d.keys("enter")
+	d.command("dlq MESSAGE_CREATE")
 	d.mustContain("MESSAGE_CREATE:dlq", "[exceeded max deliveries]")
 	d.keys("R")
 	d.mustContain("Requeue 1 dead letter to their original events? (y/N)")
@@ -511,9 +470,7 @@ func TestRefreshIntervalAndPause(t *testing.T) {
 	if ins.count("Server") != before+1 {
 		t.Fatal("paused but refreshed")
 	}
-	d.keys(":")
-	d.typeText("refresh 10s")
-	d.keys("enter")
+	d.command("refresh 10s")
 	if d.m.interval != 10*time.Second || d.sh().paused {
 		t.Fatalf("interval %s paused %v", d.m.interval, d.sh().paused)
 	}
