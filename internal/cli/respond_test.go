@@ -148,9 +148,7 @@ func TestRespondAnswersCalls(t *testing.T) {
 		if code := p.wait(t, 15*time.Second); code != 0 {
 			t.Errorf("respond exit %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
 		}
-		if n := pending(t, rc, event, group); n != 0 {
-			t.Errorf("pending = %d: the answered call was not acknowledged", n)
-		}
+		wantPending(t, rc, event, group, 0, "the answered call was not acknowledged")
 	})
 
 	t.Run("fixed reply", func(t *testing.T) {
@@ -182,9 +180,7 @@ func TestRespondAnswersCalls(t *testing.T) {
 		if strings.Contains(reason, "noise line 0\n") || len(reason) > 1200 {
 			t.Errorf("reason holds more than the last 1 KiB of stderr (%d bytes)", len(reason))
 		}
-		if n := pending(t, rc, event, group); n != 0 {
-			t.Errorf("pending = %d: the rejected message is still pending", n)
-		}
+		wantPending(t, rc, event, group, 0, "the rejected message is still pending")
 	})
 
 	t.Run("output that is not JSON is dead-lettered", func(t *testing.T) {
@@ -257,9 +253,7 @@ func TestRespondAnswersCalls(t *testing.T) {
 				if code := caller.wait(t, 20*time.Second); code != 0 || strings.TrimSpace(caller.stdout.String()) != `{"late":true}` {
 					t.Errorf("call: exit %d, stdout %q, stderr %q", code, caller.stdout.String(), caller.stderr.String())
 				}
-				if n := pending(t, rc, event, group); n != 0 {
-					t.Errorf("pending = %d after a clean stop", n)
-				}
+				wantPending(t, rc, event, group, 0, "after a clean stop")
 			})
 		}
 	})
