@@ -16,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // process is a spectacles process run by a test.
@@ -281,16 +282,7 @@ func TestRespondUndecodableIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(t.TempDir(), "ran")
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan result, 1)
-	go func() {
-		done <- invocation{}.run(ctx, "respond", event, "--group", group, "--", "sh", "-c", "touch "+marker+"; cat")
-	}()
-	reason := deadLetterReason(t, event)
-	cancel()
-	if r := <-done; r.code != 0 {
-		t.Errorf("respond exit %d, stderr %q", r.code, r.stderr)
-	}
+	reason := respondUntilDeadLetter(t, event, event, "--group", group, "--", "sh", "-c", "touch "+marker+"; cat")
 	if !strings.Contains(reason, "cannot be decoded") {
 		t.Errorf("reason %q", reason)
 	}
@@ -342,7 +334,7 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 // the caller's reply_to queue, and acknowledges a published message (no
 // reply_to: not a call) without a reply, warning once.
 func TestRespondOverAMQP(t *testing.T) {
-	url := rabbitURL(t)
+	url := amqptest.URL(t)
 	group, ev := unique("cli-amqp-respond"), unique("REQ")
 	deleteAMQP(t, url, group, group+":"+ev, group+":"+ev+":dlq")
 	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group}
@@ -405,16 +397,7 @@ func TestRespondEndlessOutputIsBounded(t *testing.T) {
 	if r := cli(t, "publish", event, `{}`); r.code != 0 {
 		t.Fatalf("publish: %+v", r)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan result, 1)
-	go func() {
-		done <- invocation{}.run(ctx, "respond", event, "--group", group, "--timeout", "60s", "--", "yes")
-	}()
-	reason := deadLetterReason(t, event)
-	cancel()
-	if r := <-done; r.code != 0 {
-		t.Errorf("respond exit %d, stderr %q", r.code, r.stderr)
-	}
+	reason := respondUntilDeadLetter(t, event, event, "--group", group, "--timeout", "60s", "--", "yes")
 	if !strings.Contains(reason, "output passed 16777216 bytes") {
 		t.Errorf("reason %q", reason)
 	}
