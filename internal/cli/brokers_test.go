@@ -14,13 +14,10 @@ import (
 	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
-// rabbitURL is the machine's RabbitMQ ($SPECTACLES_AMQP_URL, else the
-// local default); a missing one fails under CI and skips the test
-// elsewhere. The AMQP tests here do not need the management API.
-func rabbitURL(t *testing.T) string {
-	t.Helper()
-	return amqptest.URL(t)
-}
+// The AMQP tests here take the machine's RabbitMQ from amqptest.URL
+// ($SPECTACLES_AMQP_URL, else the local default; a missing one fails
+// under CI and skips the test elsewhere): they do not need the management
+// API.
 
 // deleteAMQP removes the exchange and queues a test created.
 func deleteAMQP(t *testing.T, url, exchange string, queues ...string) {
@@ -42,7 +39,7 @@ func deleteAMQP(t *testing.T, url, exchange string, queues ...string) {
 }
 
 func TestBrokerTypeAMQPPublishConsumeCall(t *testing.T) {
-	url := rabbitURL(t)
+	url := amqptest.URL(t)
 	group, ev := unique("cli-amqp"), unique("EVENT")
 	deleteAMQP(t, url, group, group+":"+ev, group+":"+ev+":dlq", group+":REQ", group+":REQ:dlq", group+":NOBODY", group+":NOBODY:dlq")
 	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group}
@@ -100,7 +97,7 @@ func TestBrokerTypeAMQPPublishConsumeCall(t *testing.T) {
 // pending, ack, claim and dlq move fail (exit 1) and say why, naming the
 // broker type, before touching any message.
 func TestPendingCommandsOnAMQP(t *testing.T) {
-	url := rabbitURL(t)
+	url := amqptest.URL(t)
 	group := unique("cli-amqp-pending")
 	deleteAMQP(t, url, group)
 	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group, "AMQP_MANAGEMENT_URL": "off"}

@@ -28,11 +28,7 @@ fails with exit code 124.`,
 			if timeout <= 0 {
 				return usageErrorf("--timeout must be positive, got %s", timeout)
 			}
-			data, err := a.readData(args[1:])
-			if err != nil {
-				return err
-			}
-			b, err := a.open(cmd.Context(), a.options(a.cfg.Identity()))
+			data, b, err := a.openWithData(cmd.Context(), args[1:])
 			if err != nil {
 				return err
 			}

@@ -297,12 +297,8 @@ func TestPublishThenConsume(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("messages not printed: %v", want)
 	}
-	if r := c.stop(); r.code != 0 {
-		t.Fatalf("consume exit %d, stderr %q", r.code, r.stderr)
-	}
-	if n := pending(t, rc, event, group); n != 0 {
-		t.Errorf("%d messages left pending: consume must ack what it printed", n)
-	}
+	c.stopCleanly(t)
+	wantPending(t, rc, event, group, 0, "consume must ack what it printed")
 }
 
 func TestConsumeUndecodableIsPrintedAndNotAcked(t *testing.T) {
@@ -325,12 +321,8 @@ func TestConsumeUndecodableIsPrintedAndNotAcked(t *testing.T) {
 	if _, ok := m["data"]; ok {
 		t.Errorf("undecodable message printed data: %s", lines[0])
 	}
-	if r := c.stop(); r.code != 0 {
-		t.Fatalf("consume exit %d, stderr %q", r.code, r.stderr)
-	}
-	if n := pending(t, rc, event, group); n != 1 {
-		t.Errorf("pending = %d, want the undecodable message left unacknowledged", n)
-	}
+	c.stopCleanly(t)
+	wantPending(t, rc, event, group, 1, "the undecodable message must be left unacknowledged")
 }
 
 // TestUndecodableIsDeadLettered follows an undecodable message through its
@@ -373,9 +365,7 @@ func TestConsumeNoAck(t *testing.T) {
 		t.Errorf("line = %s", lines[0])
 	}
 	c.stop()
-	if n := pending(t, rc, event, group); n != 1 {
-		t.Errorf("pending = %d, want 1 with --no-ack", n)
-	}
+	wantPending(t, rc, event, group, 1, "--no-ack leaves it pending")
 }
 
 func TestConsumeNeedsGroupAndEvent(t *testing.T) {
@@ -690,9 +680,7 @@ func TestConsumeStopsOnSignal(t *testing.T) {
 				cmd.Process.Kill()
 				t.Fatalf("consume did not exit within 15s of %s", sig)
 			}
-			if n := pending(t, rc, event, group); n != 0 {
-				t.Errorf("pending = %d after a clean stop", n)
-			}
+			wantPending(t, rc, event, group, 0, "after a clean stop")
 		})
 	}
 }

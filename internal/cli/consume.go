@@ -42,19 +42,11 @@ are not add "headers_base64" (every key and value in base64).`,
   spectacles consume --group audit --no-ack MESSAGE_CREATE:dlq`,
 		Args: argsBetween(1, -1),
 		RunE: func(cmd *cobra.Command, events []string) (err error) {
-			id := a.cfg.Identity()
-			if id.Group == "" {
-				return usageErrorf("consume needs a group: set --group or BROKER_GROUP")
-			}
-			if concurrency < 1 {
-				return usageErrorf("--concurrency must be at least 1, got %d", concurrency)
-			}
-			opts := a.options(id)
-			opts.Concurrency = concurrency
-			b, err := a.open(cmd.Context(), opts)
+			b, err := a.openGroupMember(cmd.Context(), "consume", concurrency, nil)
 			if err != nil {
 				return err
 			}
+			id := a.cfg.Identity()
 			defer closeBroker(b, &err)
 
 			ctx, stop := context.WithCancelCause(cmd.Context())

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // conventionsBinary builds the command once per test that needs the binary.
@@ -258,7 +259,7 @@ func TestCallInterruptedExits130(t *testing.T) {
 // look: the exchange of the group they run as (a fresh name here) does not
 // exist afterwards.
 func TestAMQPInspectionDeclaresNothing(t *testing.T) {
-	url := rabbitURL(t)
+	url := amqptest.URL(t)
 	group := unique("cli-look")
 	deleteAMQP(t, url, group) // in case the bug comes back
 	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group}

@@ -117,10 +117,7 @@ func (a *app) streamsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]streamJSON, 0, len(list))
-			for _, s := range list {
-				views = append(views, newStreamJSON(s))
-			}
+			views := mapViews(list, newStreamJSON)
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "STREAM\tLENGTH\tGROUPS\tFIRST\tLAST")
 				for _, s := range list {
@@ -185,10 +182,7 @@ func (a *app) pendingCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]pendingJSON, 0, len(page))
-			for _, p := range page {
-				views = append(views, newPendingJSON(args[0], args[1], p))
-			}
+			views := mapViews(page, func(p core.PendingEntry) pendingJSON { return newPendingJSON(args[0], args[1], p) })
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "ID\tCONSUMER\tIDLE\tDELIVERIES")
 				for _, p := range page {
@@ -533,10 +527,7 @@ func (a *app) shardsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			views := make([]nodeJSON, 0, len(nodes))
-			for _, n := range nodes {
-				views = append(views, newNodeJSON(n))
-			}
+			views := mapViews(nodes, newNodeJSON)
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				if len(nodes) == 0 {
 					fmt.Fprintln(w, "no gateway node reports to this Redis")

@@ -32,11 +32,7 @@ printed.`,
   echo '{"content":"hi"}' | spectacles publish MESSAGE_CREATE`,
 		Args: argsBetween(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) (err error) {
-			data, err := a.readData(args[1:])
-			if err != nil {
-				return err
-			}
-			b, err := a.open(cmd.Context(), a.options(a.cfg.Identity()))
+			data, b, err := a.openWithData(cmd.Context(), args[1:])
 			if err != nil {
 				return err
 			}

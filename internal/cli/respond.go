@@ -97,19 +97,7 @@ get the signal), replies, and exits 0.`,
 				}
 				fixed = v
 			}
-			id := a.cfg.Identity()
-			if id.Group == "" {
-				return usageErrorf("respond needs a group: set --group or BROKER_GROUP")
-			}
-			if concurrency < 1 {
-				return usageErrorf("--concurrency must be at least 1, got %d", concurrency)
-			}
-			if timeout <= 0 {
-				return usageErrorf("--timeout must be positive, got %s", timeout)
-			}
-			opts := a.options(id)
-			opts.Concurrency = concurrency
-			b, err := a.open(cmd.Context(), opts)
+			b, err := a.openGroupMember(cmd.Context(), "respond", concurrency, &timeout)
 			if err != nil {
 				return err
 			}
@@ -120,6 +108,7 @@ get the signal), replies, and exits 0.`,
 			if err := b.Consume(ctx, events, r.handle); err != nil {
 				return fmt.Errorf("respond: %w", err)
 			}
+			id := a.cfg.Identity()
 			a.log.Info("responding", "events", events, "group", id.Group, "client", id.Client)
 			// As consume: the deferred Close waits for running handlers.
 			var inputEnded <-chan struct{}

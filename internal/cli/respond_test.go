@@ -16,6 +16,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // process is a spectacles process run by a test.
@@ -148,9 +149,7 @@ func TestRespondAnswersCalls(t *testing.T) {
 		if code := p.wait(t, 15*time.Second); code != 0 {
 			t.Errorf("respond exit %d after SIGTERM; stderr:\n%s", code, p.stderr.String())
 		}
-		if n := pending(t, rc, event, group); n != 0 {
-			t.Errorf("pending = %d: the answered call was not acknowledged", n)
-		}
+		wantPending(t, rc, event, group, 0, "the answered call was not acknowledged")
 	})
 
 	t.Run("fixed reply", func(t *testing.T) {
@@ -182,9 +181,7 @@ func TestRespondAnswersCalls(t *testing.T) {
 		if strings.Contains(reason, "noise line 0\n") || len(reason) > 1200 {
 			t.Errorf("reason holds more than the last 1 KiB of stderr (%d bytes)", len(reason))
 		}
-		if n := pending(t, rc, event, group); n != 0 {
-			t.Errorf("pending = %d: the rejected message is still pending", n)
-		}
+		wantPending(t, rc, event, group, 0, "the rejected message is still pending")
 	})
 
 	t.Run("output that is not JSON is dead-lettered", func(t *testing.T) {
@@ -257,9 +254,7 @@ func TestRespondAnswersCalls(t *testing.T) {
 				if code := caller.wait(t, 20*time.Second); code != 0 || strings.TrimSpace(caller.stdout.String()) != `{"late":true}` {
 					t.Errorf("call: exit %d, stdout %q, stderr %q", code, caller.stdout.String(), caller.stderr.String())
 				}
-				if n := pending(t, rc, event, group); n != 0 {
-					t.Errorf("pending = %d after a clean stop", n)
-				}
+				wantPending(t, rc, event, group, 0, "after a clean stop")
 			})
 		}
 	})
@@ -287,16 +282,7 @@ func TestRespondUndecodableIsDeadLettered(t *testing.T) {
 		t.Fatal(err)
 	}
 	marker := filepath.Join(t.TempDir(), "ran")
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan result, 1)
-	go func() {
-		done <- invocation{}.run(ctx, "respond", event, "--group", group, "--", "sh", "-c", "touch "+marker+"; cat")
-	}()
-	reason := deadLetterReason(t, event)
-	cancel()
-	if r := <-done; r.code != 0 {
-		t.Errorf("respond exit %d, stderr %q", r.code, r.stderr)
-	}
+	reason := respondUntilDeadLetter(t, event, event, "--group", group, "--", "sh", "-c", "touch "+marker+"; cat")
 	if !strings.Contains(reason, "cannot be decoded") {
 		t.Errorf("reason %q", reason)
 	}
@@ -348,7 +334,7 @@ func TestTailBufferKeepsTheEnd(t *testing.T) {
 // the caller's reply_to queue, and acknowledges a published message (no
 // reply_to: not a call) without a reply, warning once.
 func TestRespondOverAMQP(t *testing.T) {
-	url := rabbitURL(t)
+	url := amqptest.URL(t)
 	group, ev := unique("cli-amqp-respond"), unique("REQ")
 	deleteAMQP(t, url, group, group+":"+ev, group+":"+ev+":dlq")
 	env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group}
@@ -411,16 +397,7 @@ func TestRespondEndlessOutputIsBounded(t *testing.T) {
 	if r := cli(t, "publish", event, `{}`); r.code != 0 {
 		t.Fatalf("publish: %+v", r)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan result, 1)
-	go func() {
-		done <- invocation{}.run(ctx, "respond", event, "--group", group, "--timeout", "60s", "--", "yes")
-	}()
-	reason := deadLetterReason(t, event)
-	cancel()
-	if r := <-done; r.code != 0 {
-		t.Errorf("respond exit %d, stderr %q", r.code, r.stderr)
-	}
+	reason := respondUntilDeadLetter(t, event, event, "--group", group, "--timeout", "60s", "--", "yes")
 	if !strings.Contains(reason, "output passed 16777216 bytes") {
 		t.Errorf("reason %q", reason)
 	}

@@ -66,56 +66,56 @@ func writeEscape(b *strings.Builder, r rune, invalid bool, raw byte) {
 		b.WriteByte(hexDigits[raw&0xf])
 		return
 	}
-	switch r {
-	case '\a':
-		b.WriteString(`\a`)
-	case '\b':
-		b.WriteString(`\b`)
-	case '\f':
-		b.WriteString(`\f`)
-	case '\n':
-		b.WriteString(`\n`)
-	case '\r':
-		b.WriteString(`\r`)
-	case '\t':
-		b.WriteString(`\t`)
-	case '\v':
-		b.WriteString(`\v`)
+	// The C escapes: controls[k] is written as a backslash and letters[k].
+	const controls, letters = "\a\b\f\n\r\t\v", "abfnrtv"
+	switch k := strings.IndexRune(controls, r); {
+	case k >= 0:
+		b.WriteByte('\\')
+		b.WriteByte(letters[k])
+	case r < utf8.RuneSelf:
+		b.WriteString(`\x`)
+		b.WriteByte(hexDigits[r>>4])
+		b.WriteByte(hexDigits[r&0xf])
+	case r <= 0xffff:
+		b.WriteString(`\u`)
+		for s := 12; s >= 0; s -= 4 {
+			b.WriteByte(hexDigits[r>>uint(s)&0xf])
+		}
 	default:
-		switch {
-		case r < utf8.RuneSelf:
-			b.WriteString(`\x`)
-			b.WriteByte(hexDigits[r>>4])
-			b.WriteByte(hexDigits[r&0xf])
-		case r <= 0xffff:
-			b.WriteString(`\u`)
-			for s := 12; s >= 0; s -= 4 {
-				b.WriteByte(hexDigits[r>>uint(s)&0xf])
-			}
-		default:
-			b.WriteString(`\U`)
-			for s := 28; s >= 0; s -= 4 {
-				b.WriteByte(hexDigits[r>>uint(s)&0xf])
-			}
+		b.WriteString(`\U`)
+		for s := 28; s >= 0; s -= 4 {
+			b.WriteByte(hexDigits[r>>uint(s)&0xf])
 		}
 	}
 }
 
-// escape writes s with every unsafe rune escaped; keepNL keeps line
-// breaks; quoted also escapes the backslash, the single quote and the space
-// (inside $'...').
-func escape(s string, keepNL, quoted bool) string {
+// escapeMode says what escape keeps or escapes besides the unsafe runes.
+type escapeMode struct {
+	keepNL  bool // keep line breaks
+	quoted  bool // also escape the backslash, the single quote and the space (inside $'...')
+	keepSGR bool // keep SGR sequences (see sgrLen)
+}
+
+// escape writes s with every unsafe rune escaped, as m says.
+func escape(s string, m escapeMode) string {
 	var b strings.Builder
 	b.Grow(len(s) + 8)
 	for i := 0; i < len(s); {
+		if m.keepSGR && s[i] == 0x1b {
+			if n := sgrLen(s[i:]); n > 0 {
+				b.WriteString(s[i : i+n])
+				i += n
+				continue
+			}
+		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		switch {
-		case keepNL && r == '\n':
+		case m.keepNL && r == '\n':
 			b.WriteByte('\n')
-		case quoted && (r == '\\' || r == '\''):
+		case m.quoted && (r == '\\' || r == '\''):
 			b.WriteByte('\\')
 			b.WriteRune(r)
-		case quoted && r == ' ':
+		case m.quoted && r == ' ':
 			b.WriteString(`\x20`)
 		case unsafeRune(r, size):
 			writeEscape(&b, r, r == utf8.RuneError && size <= 1, s[i])
@@ -135,7 +135,7 @@ func Escape(s string) string {
 	if Safe(s) {
 		return s
 	}
-	return escape(s, false, false)
+	return escape(s, escapeMode{})
 }
 
 // EscapeLines is Escape that keeps line breaks ("\n"), for text shown on
@@ -144,7 +144,7 @@ func EscapeLines(s string) string {
 	if Safe(strings.ReplaceAll(s, "\n", "")) {
 		return s
 	}
-	return escape(s, true, false)
+	return escape(s, escapeMode{keepNL: true})
 }
 
 // Quote returns a name fit to print: s itself when it is safe, else s in
@@ -156,7 +156,7 @@ func Quote(s string) string {
 	if Safe(s) && !strings.Contains(s, "$'") {
 		return s
 	}
-	return "$'" + escape(s, false, true) + "'"
+	return "$'" + escape(s, escapeMode{quoted: true}) + "'"
 }
 
 // Unquote reads a word as Quote writes it: bare text and $'...' parts,
@@ -327,28 +327,7 @@ func EscapeStyled(s string) string {
 	if clean {
 		return s
 	}
-	var b strings.Builder
-	b.Grow(len(s) + 16)
-	for i := 0; i < len(s); {
-		if s[i] == 0x1b {
-			if n := sgrLen(s[i:]); n > 0 {
-				b.WriteString(s[i : i+n])
-				i += n
-				continue
-			}
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		switch {
-		case r == '\n':
-			b.WriteByte('\n')
-		case unsafeRune(r, size):
-			writeEscape(&b, r, r == utf8.RuneError && size <= 1, s[i])
-		default:
-			b.WriteString(s[i : i+size])
-		}
-		i += size
-	}
-	return b.String()
+	return escape(s, escapeMode{keepNL: true, keepSGR: true})
 }
 
 // sgrLen is the length of the SGR sequence s starts with, or 0.

@@ -93,6 +93,29 @@ func (s *dlqSetup) checkNotDeadLetteredAgain(t *testing.T) {
 	}
 }
 
+// consumeDeadLetters consumes s.dl with a client of o at url, handling
+// each delivery with h. The returned stop cancels the consumer, closes the
+// client, and checks that no dead letter was dead-lettered again and that
+// their queue still holds before (what names the consumer's doing).
+func (s *dlqSetup) consumeDeadLetters(t *testing.T, url string, o core.Options, h core.Handler, before []queuedMessage) (stop func(what string)) {
+	t.Helper()
+	reader := openBroker(t, Config{Options: o, URL: url, Exchange: s.exchange})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := reader.Consume(ctx, []string{s.dl}, h); err != nil {
+		t.Fatal(err)
+	}
+	return func(what string) {
+		t.Helper()
+		cancel()
+		if err := reader.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s.checkNotDeadLetteredAgain(t)
+		s.checkUnchanged(t, before, what)
+	}
+}
+
 // checkUnchanged fails the test when the dead-letter queue no longer
 // holds before, the same messages in the same order.
 func (s *dlqSetup) checkUnchanged(t *testing.T, before []queuedMessage, what string) {
@@ -111,7 +134,6 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
 	s := newDLQSetup(t, url, "spectacles-dlq-read", 3)
-	exchange, dl := s.exchange, s.dl
 	before := snapshot(t, s.adm, s.dlq)
 	if len(before) != 3 {
 		t.Fatalf("%d dead letters, want 3", len(before))
@@ -120,20 +142,15 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 	o := opts("svc", "inspect")
 	o.MessageTimeout = 300 * time.Millisecond
 	o.MaxDeliveries = 2
-	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
 	var (
 		mu   sync.Mutex
 		seen = map[string]int{}
 	)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := reader.Consume(ctx, []string{dl}, func(_ context.Context, m *core.Message) {
+	stop := s.consumeDeadLetters(t, url, o, func(_ context.Context, m *core.Message) {
 		mu.Lock()
 		seen[m.ID]++
 		mu.Unlock()
-	}); err != nil {
-		t.Fatal(err)
-	}
+	}, before)
 	// Each dead letter comes back after each MessageTimeout: well past
 	// MaxDeliveries, and it is still there.
 	eventually(t, 20*time.Second, func() (bool, string) {
@@ -146,12 +163,7 @@ func TestReadingDeadLettersLeavesThem(t *testing.T) {
 		}
 		return len(seen) == 3, fmt.Sprintf("seen %v", seen)
 	})
-	cancel()
-	if err := reader.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s.checkNotDeadLetteredAgain(t)
-	s.checkUnchanged(t, before, "reading")
+	stop("reading")
 }
 
 // TestRejectDeadLetter: rejecting a dead letter fails with
@@ -161,20 +173,15 @@ func TestRejectDeadLetter(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
 	s := newDLQSetup(t, url, "spectacles-dlq-reject", 1)
-	exchange, dl := s.exchange, s.dl
+	dl := s.dl
 	before := snapshot(t, s.adm, s.dlq)
 
 	o := opts("svc", "rejecter2")
 	o.MessageTimeout = 200 * time.Millisecond
-	reader := openBroker(t, Config{Options: o, URL: url, Exchange: exchange})
 	errs := make(chan error, 16)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := reader.Consume(ctx, []string{dl}, func(ctx context.Context, m *core.Message) {
+	stop := s.consumeDeadLetters(t, url, o, func(ctx context.Context, m *core.Message) {
 		errs <- m.Reject(ctx, "again")
-	}); err != nil {
-		t.Fatal(err)
-	}
+	}, before)
 	for range 2 { // the first delivery and the one after MessageTimeout
 		select {
 		case err := <-errs:
@@ -185,12 +192,7 @@ func TestRejectDeadLetter(t *testing.T) {
 			t.Fatal("the dead letter was not delivered (again)")
 		}
 	}
-	cancel()
-	if err := reader.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s.checkNotDeadLetteredAgain(t)
-	s.checkUnchanged(t, before, "rejecting")
+	stop("rejecting")
 }
 
 // TestListingDeadLettersLeavesThem: listing dead letters (Entries, what

@@ -270,10 +270,8 @@ func entryIDs(es []core.Entry) []string {
 func TestInspectEntriesPeeksDeadLetters(t *testing.T) {
 	t.Parallel()
 	url := mgmtTestURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-inspect-entries")
 	const ev = "EV"
-	track(spectaclesQueues(exchange, "", ev)...)
+	adm, exchange, _ := testExchange(t, url, "spectacles-inspect-entries", "", ev)
 	_, _, payloads, origIDs := deadLetters(t, url, exchange, "", ev, 3)
 	in := openBroker(t, Config{Options: opts("svc", "inspector"), URL: url, Exchange: exchange})
 	ctx := ctxT(t)
@@ -335,10 +333,8 @@ func TestInspectEntriesPeeksDeadLetters(t *testing.T) {
 func TestInspectRequeue(t *testing.T) {
 	t.Parallel()
 	url := mgmtTestURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-inspect-requeue")
 	const ev, sub = "EV", "s"
-	track(spectaclesQueues(exchange, sub, ev)...)
+	adm, exchange, _ := testExchange(t, url, "spectacles-inspect-requeue", sub, ev)
 	accept, got, payloads, _ := deadLetters(t, url, exchange, sub, ev, 3)
 	// Requeue needs AMQP alone: the requeueing broker has no management
 	// API; a second one lists the dead letters.
@@ -414,10 +410,8 @@ func closedPort(t *testing.T) string {
 func TestInspectWithoutManagement(t *testing.T) {
 	t.Parallel()
 	url := serverURL(t)
-	adm := newAdmin(t, url)
-	exchange, track := adm.exchange("spectacles-inspect-nomgmt")
 	const ev = "EV"
-	track(spectaclesQueues(exchange, "", ev)...)
+	_, exchange, _ := testExchange(t, url, "spectacles-inspect-nomgmt", "", ev)
 	const secret = "Zz9s3cretPW"
 	down := "http://guest:" + secret + "@" + closedPort(t)
 	b := openBroker(t, Config{Options: inspectOpts("svc", "c"), URL: url, Exchange: exchange, Prefetch: 1, ManagementURL: down})

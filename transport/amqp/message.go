@@ -49,27 +49,9 @@ func priorDeliveries(h amqp091.Table) int {
 		return 0
 	}
 	var n int64
-	switch x := v.(type) {
-	case int8:
-		n = int64(x)
-	case int16:
-		n = int64(x)
-	case int32:
-		n = int64(x)
-	case int64:
-		n = x
-	case int:
-		n = int64(x)
-	case uint8:
-		n = int64(x)
-	case uint16:
-		n = int64(x)
-	case uint32:
-		n = int64(x)
-	case string:
-		n, _ = strconv.ParseInt(x, 10, 64)
-	case []byte:
-		n, _ = strconv.ParseInt(string(x), 10, 64)
+	switch v.(type) {
+	case int8, int16, int32, int64, int, uint8, uint16, uint32, string, []byte:
+		n, _ = strconv.ParseInt(headerString(v), 10, 64)
 	}
 	if n < 0 || n > 1<<30 {
 		return 0
@@ -96,7 +78,9 @@ func stringHeaders(h amqp091.Table) map[string]string {
 	return out
 }
 
-// headerString formats one AMQP field value.
+// headerString formats one AMQP field value: bytes as text, no value as
+// "", times in RFC 3339, and the rest (booleans, numbers, arrays) as fmt
+// prints them.
 func headerString(v any) string {
 	switch x := v.(type) {
 	case string:
@@ -105,28 +89,6 @@ func headerString(v any) string {
 		return string(x)
 	case nil:
 		return ""
-	case bool:
-		return strconv.FormatBool(x)
-	case int8:
-		return strconv.FormatInt(int64(x), 10)
-	case int16:
-		return strconv.FormatInt(int64(x), 10)
-	case int32:
-		return strconv.FormatInt(int64(x), 10)
-	case int64:
-		return strconv.FormatInt(x, 10)
-	case int:
-		return strconv.Itoa(x)
-	case uint8:
-		return strconv.FormatUint(uint64(x), 10)
-	case uint16:
-		return strconv.FormatUint(uint64(x), 10)
-	case uint32:
-		return strconv.FormatUint(uint64(x), 10)
-	case float32:
-		return strconv.FormatFloat(float64(x), 'g', -1, 32)
-	case float64:
-		return strconv.FormatFloat(x, 'g', -1, 64)
 	case time.Time:
 		return x.UTC().Format(time.RFC3339Nano)
 	}

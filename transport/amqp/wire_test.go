@@ -73,9 +73,8 @@ func mustMsgpack(t testing.TB, v any) []byte {
 
 func TestWirePeerPublishesToUs(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
-	ev := "MESSAGE_CREATE"
-	track(spectaclesQueues(exchange, "", ev)...)
+	const ev = "MESSAGE_CREATE"
+	adm, exchange, _ := testExchange(t, serverURL(t), "spectacles-wire", "", ev)
 
 	b := openBroker(t, Config{Options: opts("worker", "w1"), Exchange: exchange})
 	h, got := collect(t, true)
@@ -146,9 +145,8 @@ func TestWireExpire(t *testing.T) {
 
 func TestWirePeerCallsUs(t *testing.T) {
 	t.Parallel()
-	adm, exchange, track := testExchange(t, serverURL(t), "spectacles-wire", "")
-	ev := "REQUEST"
-	track(spectaclesQueues(exchange, "", ev)...)
+	const ev = "REQUEST"
+	adm, exchange, _ := testExchange(t, serverURL(t), "spectacles-wire", "", ev)
 
 	b := openBroker(t, Config{Options: opts("rest", "r1"), Exchange: exchange})
 	startConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) {

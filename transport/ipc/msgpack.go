@@ -69,50 +69,28 @@ func (s *msgpackScan) scan(b []byte, limit int) (int, error) {
 			children = int(c & 0x0f)
 		case c <= 0xbf: // fixstr
 			size = int(c & 0x1f)
-		default:
-			switch c {
-			case 0xc0, 0xc2, 0xc3: // nil, false, true
-			case 0xc1:
-				return 0, errInvalid
-			case 0xc4, 0xd9: // bin8, str8
-				lenBytes = 1
-			case 0xc5, 0xda: // bin16, str16
-				lenBytes = 2
-			case 0xc6, 0xdb: // bin32, str32
-				lenBytes = 4
-			case 0xc7: // ext8
-				lenBytes, extra = 1, 1
-			case 0xc8: // ext16
-				lenBytes, extra = 2, 1
-			case 0xc9: // ext32
-				lenBytes, extra = 4, 1
-			case 0xca, 0xce, 0xd2: // float32, uint32, int32
-				size = 4
-			case 0xcb, 0xcf, 0xd3: // float64, uint64, int64
-				size = 8
-			case 0xcc, 0xd0: // uint8, int8
-				size = 1
-			case 0xcd, 0xd1: // uint16, int16
-				size = 2
-			case 0xd4: // fixext1
-				size = 2
-			case 0xd5: // fixext2
-				size = 3
-			case 0xd6: // fixext4
-				size = 5
-			case 0xd7: // fixext8
-				size = 9
-			case 0xd8: // fixext16
-				size = 17
-			case 0xdc: // array16
-				lenBytes, isCount = 2, true
-			case 0xdd: // array32
-				lenBytes, isCount = 4, true
-			case 0xde: // map16
-				lenBytes, isCount, perCount = 2, true, 2
-			case 0xdf: // map32
-				lenBytes, isCount, perCount = 4, true, 2
-			}
+		case c == 0xc1: // never used
+			return 0, errInvalid
+		case c >= 0xc4 && c <= 0xc6: // bin8, bin16, bin32
+			lenBytes = 1 << (c - 0xc4)
+		case c >= 0xc7 && c <= 0xc9: // ext8, ext16, ext32
+			lenBytes, extra = 1<<(c-0xc7), 1
+		case c == 0xca: // float32
+			size = 4
+		case c == 0xcb: // float64
+			size = 8
+		case c >= 0xcc && c <= 0xcf: // uint8 to uint64
+			size = 1 << (c - 0xcc)
+		case c >= 0xd0 && c <= 0xd3: // int8 to int64
+			size = 1 << (c - 0xd0)
+		case c >= 0xd4 && c <= 0xd8: // fixext1 to fixext16: a type byte and the data
+			size = 1 + 1<<(c-0xd4)
+		case c >= 0xd9 && c <= 0xdb: // str8, str16, str32
+			lenBytes = 1 << (c - 0xd9)
+		case c == 0xdc || c == 0xdd: // array16, array32
+			lenBytes, isCount = 2<<(c-0xdc), true
+		case c == 0xde || c == 0xdf: // map16, map32
+			lenBytes, isCount, perCount = 2<<(c-0xde), true, 2
 		}
 		if lenBytes > 0 {
 			if off+lenBytes > len(b) {
