@@ -61,7 +61,7 @@ message whose payload cannot be decoded, without running the command.
 
 Every Redis message can be a call (the reply goes to the channel
 EVENT:ID); a reply nobody is subscribed to is published again for up to
-500 ms, for callers that subscribe after publishing, then dropped. With
+1 s, for callers that subscribe after publishing, then dropped. With
 BROKER_TYPE=amqp, a message that is not a call (no reply_to) is
 acknowledged without a reply, after the command ran, and a warning is
 printed once.

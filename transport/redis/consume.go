@@ -635,7 +635,7 @@ func (s *settler) Ack(ctx context.Context, m *core.Message) error {
 // exact channel a little after a copy reached it has not got it.
 const (
 	// replyRepublishFor bounds how long a reply is published again.
-	replyRepublishFor = 500 * time.Millisecond
+	replyRepublishFor = time.Second
 	// replyRepublishFirst and replyRepublishMax pace the repeats of a
 	// reply that reached nobody.
 	replyRepublishFirst = 5 * time.Millisecond
