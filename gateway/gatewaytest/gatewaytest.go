@@ -51,6 +51,12 @@ func StartSim(t testing.TB, mod func(*simulator.Config)) *simulator.Server {
 	if mod != nil {
 		mod(&cfg)
 	}
+	return Serve(t, cfg)
+}
+
+// Serve starts a simulator configured exactly as cfg, closed when t ends.
+func Serve(t testing.TB, cfg simulator.Config) *simulator.Server {
+	t.Helper()
 	sim, err := simulator.New(cfg)
 	if err != nil {
 		t.Fatal(err)

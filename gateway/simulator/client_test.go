@@ -17,6 +17,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/spectacles-go/spectacles/gateway/discord"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // payload is a gateway payload as a client sees it.
@@ -366,21 +367,6 @@ func dialWS(t testing.TB, url string) *websocket.Conn {
 }
 
 // syncWriter is a goroutine-safe log sink.
-type syncWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
-}
+type syncWriter = brokertest.SyncBuffer
 
 func zlibNewReader(r io.Reader) (io.ReadCloser, error) { return zlib.NewReader(r) }

@@ -26,6 +26,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/embedded"
 )
@@ -147,22 +148,7 @@ func redisClient(t *testing.T, events ...string) goredis.UniversalClient {
 }
 
 // syncBuffer collects output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.String()
-}
+type syncBuffer = brokertest.SyncBuffer
 
 // waitLines waits until s holds at least n complete lines and returns them.
 func waitLines(t *testing.T, s fmt.Stringer, n int, timeout time.Duration) []string {

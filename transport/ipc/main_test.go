@@ -1,7 +1,6 @@
 package ipc
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -77,24 +76,7 @@ func captureLogger(t testing.TB) (*slog.Logger, *logCapture) {
 }
 
 // syncBuffer is a bytes.Buffer safe for one writer and concurrent readers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.buf.Write(p)
-}
-
-func (s *syncBuffer) Bytes() []byte {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return bytes.Clone(s.buf.Bytes())
-}
-
-func (s *syncBuffer) String() string { return string(s.Bytes()) }
+type syncBuffer = brokertest.SyncBuffer
 
 // opts are the options of the package's own tests: one handler at a time,
 // so that tests can expect messages in input order (a pool of handlers
