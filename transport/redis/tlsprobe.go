@@ -95,8 +95,8 @@ func tlsDialer(o *goredis.Options) func(ctx context.Context, network, addr strin
 	}
 }
 
-// speaksRESP reports whether the server at addr answers an inline PING in
-// plain RESP ("+PONG", or an error such as "-NOAUTH ...").
+// speaksRESP reports whether the server at addr answers a PING in plain
+// RESP ("+PONG", or an error such as "-NOAUTH ...").
 func speaksRESP(ctx context.Context, d *net.Dialer, network, addr string) bool {
 	ctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
@@ -107,7 +107,9 @@ func speaksRESP(ctx context.Context, d *net.Dialer, network, addr string) bool {
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	_ = conn.SetDeadline(deadline)
-	if _, err := io.WriteString(conn, "PING\r\n"); err != nil {
+	// A RESP array, not the inline form: the embedded server reads arrays
+	// only, and every Redis reads both.
+	if _, err := io.WriteString(conn, "*1\r\n$4\r\nPING\r\n"); err != nil {
 		return false
 	}
 	var b [1]byte
