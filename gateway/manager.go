@@ -216,8 +216,11 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 		// Start shards in order: each queues for its identify before the
 		// next one starts, so that buckets identify lowest shard first.
-		for s := m.shard(id); s != nil && s.Status().State == Idle && shardCtx.Err() == nil; {
-			time.Sleep(time.Millisecond)
+		if s := m.shard(id); s != nil {
+			select {
+			case <-s.Started():
+			case <-shardCtx.Done():
+			}
 		}
 	}
 	if !m.cfg.DisableSend {

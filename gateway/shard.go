@@ -185,6 +185,7 @@ type Shard struct {
 	guilds  map[string]bool // guild id → available
 	status  Status
 	ready   chan struct{} // closed while Ready
+	started chan struct{} // closed once the shard left Idle
 	conn    *liveConn     // current connection, nil between connections
 
 	events     atomic.Uint64
@@ -201,6 +202,7 @@ func NewShard(cfg ShardConfig) (*Shard, error) {
 		log:        cfg.Logger.With("shard", cfg.ID),
 		guilds:     map[string]bool{},
 		ready:      make(chan struct{}),
+		started:    make(chan struct{}),
 		reconnectC: make(chan struct{}, 1),
 	}
 	s.status.ID, s.status.Count = cfg.ID, cfg.Count
@@ -209,6 +211,10 @@ func NewShard(cfg ShardConfig) (*Shard, error) {
 
 // ID returns the shard id.
 func (s *Shard) ID() int { return s.cfg.ID }
+
+// Started returns a channel closed once the shard has left Idle: it is
+// waiting for its identify slot, or further on.
+func (s *Shard) Started() <-chan struct{} { return s.started }
 
 // Status returns a snapshot of the shard's health.
 func (s *Shard) Status() Status {
@@ -264,6 +270,9 @@ func (s *Shard) setStateLocked(st State) bool {
 		return false
 	}
 	s.cfg.Metrics.state(s.cfg.ID, s.state, st)
+	if s.state == Idle {
+		close(s.started)
+	}
 	if st == Ready {
 		close(s.ready)
 		s.cfg.Metrics.alive(s.cfg.ID, true)
