@@ -214,6 +214,11 @@ func normalizeNumbers(v any) any {
 	switch x := v.(type) {
 	case json.Number:
 		if i, err := x.Int64(); err == nil {
+			if i == 0 && strings.HasPrefix(string(x), "-") {
+				// "-0": an integer cannot keep the sign; a float can,
+				// and encodes back to "-0".
+				return math.Copysign(0, -1)
+			}
 			return i
 		}
 		if u, err := parseUint(string(x)); err == nil {

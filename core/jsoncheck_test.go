@@ -69,8 +69,8 @@ func TestDecodeJSONKeepsWhatFits(t *testing.T) {
 		{`9223372036854775807`, int64(math.MaxInt64)},
 		{`18446744073709551615`, uint64(math.MaxUint64)},
 		{`1.7976931348623157e308`, math.MaxFloat64},
-		{`-0`, int64(0)},
-		{`1e-400`, 0.0}, // below the smallest float64: rounds to zero, as every float rounds
+		{`-0`, math.Copysign(0, -1)}, // a float keeps the sign an integer would lose (found by FuzzDecodeJSON: "-0e0")
+		{`1e-400`, 0.0},              // below the smallest float64: rounds to zero, as every float rounds
 		{`123456789012345678901234567890.0`, 1.2345678901234568e29},
 		{`1E3`, 1000.0},
 		{`100000000000000000000`, 1e20}, // how encoding/json writes the float64 1e20
