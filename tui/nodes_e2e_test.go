@@ -21,10 +21,12 @@ import (
 // them once the node stops reporting.
 func TestEndToEndRemoteShards(t *testing.T) {
 	sys := startLiveSystem(t, 2)
-	eventually(t, "every shard ready", func() bool {
+	// Ready, and with its guilds: they arrive after READY (lazy
+	// GUILD_CREATE), and the rows below are checked for them.
+	eventually(t, "every shard ready with its guilds", func() bool {
 		sts := sys.manager.Shards()
 		for _, s := range sts {
-			if s.State != gateway.Ready {
+			if s.State != gateway.Ready || s.GuildsAvailable == 0 {
 				return false
 			}
 		}
