@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -255,11 +254,8 @@ func (f *flusher) flush(batch []*op) {
 	group := cfg.Identity.Group
 
 	var trim []any
-	switch {
-	case cfg.MaxLen > 0:
-		trim = []any{"maxlen", "~", cfg.MaxLen}
-	case cfg.MinIDAge > 0:
-		trim = []any{"minid", "~", strconv.FormatInt(time.Now().Add(-cfg.MinIDAge).UnixMilli(), 10)}
+	if kind, threshold := cfg.trim(time.Now()); kind != "" {
+		trim = []any{kind, "~", threshold}
 	}
 
 	live := 0

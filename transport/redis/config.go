@@ -3,6 +3,7 @@ package redis
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -191,4 +192,17 @@ func describeAddrs(c goredis.UniversalClient) string {
 		return strings.Join(c.Options().Addrs, ",")
 	}
 	return "redis"
+}
+
+// trim returns the XADD trimming this configuration asks for, applied
+// approximately ("~"): kind "MAXLEN" with the length, "MINID" with the
+// oldest id to keep (now less MinIDAge), or "" for none.
+func (c *Config) trim(now time.Time) (kind, threshold string) {
+	switch {
+	case c.MaxLen > 0:
+		return "MAXLEN", strconv.FormatInt(c.MaxLen, 10)
+	case c.MinIDAge > 0:
+		return "MINID", strconv.FormatInt(now.Add(-c.MinIDAge).UnixMilli(), 10)
+	}
+	return "", ""
 }

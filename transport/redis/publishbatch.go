@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -29,6 +28,7 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 	}
 	pipe := b.client.Pipeline()
 	cmds := make([]*goredis.StringCmd, len(msgs))
+	kind, threshold := b.cfg.trim(time.Now())
 	for i, m := range msgs {
 		if m.Event == "" {
 			return nil, errors.New("redis: publish: event name is empty")
@@ -37,14 +37,13 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		if err != nil {
 			return nil, fmt.Errorf("redis: publish %s: %w", m.Event, err)
 		}
-		args := &goredis.XAddArgs{Stream: m.Event, Values: []any{dataField, raw}}
-		switch {
-		case b.cfg.MaxLen > 0:
-			args.MaxLen, args.Approx = b.cfg.MaxLen, true
-		case b.cfg.MinIDAge > 0:
-			args.MinID, args.Approx = strconv.FormatInt(time.Now().Add(-b.cfg.MinIDAge).UnixMilli(), 10), true
+		args := []any{"xadd", m.Event}
+		if kind != "" {
+			args = append(args, kind, "~", threshold)
 		}
-		cmds[i] = pipe.XAdd(ctx, args)
+		cmd := goredis.NewStringCmd(ctx, append(args, "*", dataField, raw)...)
+		_ = pipe.Process(ctx, cmd)
+		cmds[i] = cmd
 	}
 	_, _ = pipe.Exec(ctx)
 	ids := make([]string, 0, len(msgs))

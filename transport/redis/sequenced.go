@@ -102,13 +102,7 @@ func (b *Broker) PublishSequenced(ctx context.Context, msgs []core.SequencedOutg
 	keys := make([]string, 0, 2*len(msgs))
 	args := make([]any, 3, 3+3*len(msgs))
 	args[0] = strconv.Itoa(int(MarkTTL / time.Second))
-	args[1], args[2] = "", ""
-	switch {
-	case b.cfg.MaxLen > 0:
-		args[1], args[2] = "MAXLEN", strconv.FormatInt(b.cfg.MaxLen, 10)
-	case b.cfg.MinIDAge > 0:
-		args[1], args[2] = "MINID", strconv.FormatInt(time.Now().Add(-b.cfg.MinIDAge).UnixMilli(), 10)
-	}
+	args[1], args[2] = b.cfg.trim(time.Now())
 	for _, m := range msgs {
 		if m.Event == "" {
 			return nil, errors.New("redis: publish: event name is empty")
