@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"compress/zlib"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +9,8 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/spectacles-go/spectacles/internal/jsonscan"
 )
 
 // Compression is a gateway transport compression.
@@ -96,7 +97,7 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 	}
 	// A compressed stream: every message feeds one decompression context,
 	// and a gateway payload may span messages. A goroutine copies messages
-	// into a pipe that the decompressor reads; a JSON decoder cuts the
+	// into a pipe that the decompressor reads; streamPayloads cuts the
 	// inflated stream into payloads.
 	pr, pw := io.Pipe()
 	go func() {
@@ -129,20 +130,9 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 		_ = pr.Close()
 		return nil, fmt.Errorf("%w %q", ErrUnknownCompression, c)
 	}
-	counted := &countingReader{r: inflated}
-	dec := json.NewDecoder(counted)
-	counted.limit = func() int64 { return dec.InputOffset() + maxPayload }
+	sp := &streamPayloads{r: inflated, max: maxPayload}
 	return &payloadReader{
-		next: func() ([]byte, error) {
-			var raw json.RawMessage
-			if err := dec.Decode(&raw); err != nil {
-				if errors.Is(err, websocket.ErrReadLimit) {
-					err = ErrPayloadTooLarge
-				}
-				return nil, err
-			}
-			return raw, nil
-		},
+		next: sp.next,
 		close: func() {
 			_ = pr.Close()
 			release()
@@ -150,26 +140,62 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 	}, nil
 }
 
-// countingReader fails with ErrPayloadTooLarge once more than limit()
-// bytes were read: the JSON decoder buffers one payload at a time, so
-// bounding what was read beyond what it consumed bounds that payload.
-type countingReader struct {
+// streamPayloads cuts an inflated stream into payloads: it reads into a
+// buffer and lets a jsonscan.Splitter find where each payload ends, looking
+// at each byte once; the shard then validates and cuts the payload once
+// (parsePayload). A payload is handed over in the buffer it was read into,
+// not copied: the next payload starts in a new buffer (with the few bytes
+// that followed, if any), sized by the last payload.
+type streamPayloads struct {
 	r     io.Reader
-	n     int64
-	limit func() int64
+	max   int64
+	buf   []byte // the bytes read past the last payload, not yet scanned
+	split jsonscan.Splitter
+	hint  int // the last payload's size
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	room := c.limit() - c.n
-	if room <= 0 {
-		return 0, ErrPayloadTooLarge
+// minPayloadBuffer is the smallest buffer a payload is read into.
+const minPayloadBuffer = 4 << 10
+
+func (s *streamPayloads) next() ([]byte, error) {
+	buf, scanned := s.buf, 0
+	s.buf = nil
+	for {
+		if scanned < len(buf) {
+			end, err := s.split.Scan(buf[scanned:])
+			if err != nil {
+				return nil, fmt.Errorf("undecodable payload stream: %w", err)
+			}
+			if end >= 0 {
+				n := scanned + end
+				s.split.Reset()
+				s.hint = n
+				if rest := buf[n:]; len(rest) > 0 {
+					s.buf = append(make([]byte, 0, max(len(rest), s.hint, minPayloadBuffer)), rest...)
+				}
+				return buf[:n:n], nil
+			}
+			scanned = len(buf)
+		}
+		if int64(len(buf)) > s.max {
+			return nil, ErrPayloadTooLarge
+		}
+		if len(buf) == cap(buf) {
+			// Grow: to the last payload's size first, then doubling; never
+			// past the bound (plus one byte, to see that it is crossed).
+			size := max(2*cap(buf), s.hint+s.hint/8, minPayloadBuffer)
+			size = int(min(int64(size), s.max+1))
+			buf = append(make([]byte, 0, size), buf...)
+		}
+		n, err := s.r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil && n == 0 {
+			if errors.Is(err, websocket.ErrReadLimit) {
+				err = ErrPayloadTooLarge
+			}
+			return nil, err
+		}
 	}
-	if int64(len(p)) > room {
-		p = p[:room]
-	}
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // lazyZlib opens the zlib reader on first read, since reading the zlib

@@ -35,8 +35,8 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 	if err != nil {
 		return ended(err, false)
 	}
-	var p discord.Payload
-	if err := json.Unmarshal(raw, &p); err != nil {
+	p, err := parsePayload(raw)
+	if err != nil {
 		lc.close(discord.CloseResumable, "undecodable payload")
 		return outcome{action: discord.Resume, reason: "undecodable first payload"}
 	}
@@ -89,8 +89,8 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 		if err != nil {
 			return ended(err, wasReady)
 		}
-		var p discord.Payload
-		if err := json.Unmarshal(raw, &p); err != nil {
+		p, err := parsePayload(raw)
+		if err != nil {
 			s.log.Warn("undecodable gateway payload", "err", err, "bytes", len(raw))
 			continue
 		}
@@ -173,8 +173,7 @@ func (s *Shard) handleDispatch(p *discord.Payload) (ready, accepted bool) {
 		s.events.Add(1)
 		s.session.Seq = seq
 		if p.T == "GUILD_CREATE" || p.T == "GUILD_DELETE" {
-			var g guildRef
-			if err := json.Unmarshal(p.D, &g); err == nil && g.ID != "" {
+			if g, err := parseGuildRef(p.D); err == nil && g.ID != "" {
 				switch {
 				case p.T == "GUILD_CREATE":
 					s.guilds[g.ID] = true

@@ -10,6 +10,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/jsonscan"
 )
 
 // envelope is one message on the wire, in either format.
@@ -43,7 +44,7 @@ const (
 // a JSON object or array (what the gateway publishes with the msgpack
 // codec, which core.Msgpack reads as that JSON); otherwise opaque.
 func jsonPayload(raw []byte) (data []byte, opaque bool) {
-	if jsonValid(raw) {
+	if jsonscan.Valid(raw) {
 		return compactJSON(raw), false
 	}
 	if n, err := msgpackLen(raw, len(raw)); err == nil && n == len(raw) {
@@ -70,7 +71,7 @@ func compactJSON(raw []byte) []byte {
 // or an array.
 func isJSONDocument(b []byte) bool {
 	t := bytes.TrimLeft(b, " \t\r\n")
-	return len(t) > 0 && (t[0] == '{' || t[0] == '[') && jsonValid(b)
+	return len(t) > 0 && (t[0] == '{' || t[0] == '[') && jsonscan.Valid(b)
 }
 
 func appendJSONEnvelope(dst []byte, e *envelope) []byte {

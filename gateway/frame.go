@@ -1,0 +1,115 @@
+package gateway
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/spectacles-go/spectacles/gateway/discord"
+	"github.com/spectacles-go/spectacles/internal/jsonscan"
+)
+
+// errPayloadField is wrapped by parsePayload's errors for a known field of
+// the wrong type.
+var errPayloadField = errors.New("gateway payload field")
+
+// parsePayload cuts a gateway payload into op, t, s and the raw d in one
+// validating pass over its bytes (internal/jsonscan), where json.Unmarshal
+// into a discord.Payload validated the whole text, scanned it again to
+// decode and copied d. D is a slice of raw, not a copy. Keys match exactly
+// (Discord writes them in lower case); of a repeated key the last counts;
+// null leaves op 0, s nil and t empty, as json.Unmarshal does.
+func parsePayload(raw []byte) (discord.Payload, error) {
+	var p discord.Payload
+	err := jsonscan.Object(raw, func(key []byte, escaped bool, v []byte) error {
+		name := string(key)
+		if escaped {
+			// Rare: decode the key to compare it.
+			for _, k := range [...]string{"op", "d", "s", "t"} {
+				if jsonscan.KeyIs(key, true, k) {
+					name = k
+				}
+			}
+		}
+		switch name {
+		case "op":
+			if isNull(v) {
+				return nil
+			}
+			op, err := strconv.Atoi(string(v))
+			if err != nil {
+				return fmt.Errorf("%w op: %s is not an integer", errPayloadField, clip(v))
+			}
+			p.Op = op
+		case "s":
+			if isNull(v) {
+				p.S = nil
+				return nil
+			}
+			s, err := strconv.ParseInt(string(v), 10, 64)
+			if err != nil {
+				return fmt.Errorf("%w s: %s is not an integer", errPayloadField, clip(v))
+			}
+			p.S = &s
+		case "t":
+			if isNull(v) {
+				return nil
+			}
+			if v[0] != '"' {
+				return fmt.Errorf("%w t: %s is not a string", errPayloadField, clip(v))
+			}
+			t, err := jsonscan.StringValue(v, hasBackslash(v))
+			if err != nil {
+				return fmt.Errorf("%w t: %w", errPayloadField, err)
+			}
+			p.T = t
+		case "d":
+			p.D = v
+		}
+		return nil
+	})
+	return p, err
+}
+
+// parseGuildRef reads a guild's id and availability from the d of
+// GUILD_CREATE or GUILD_DELETE in one pass.
+func parseGuildRef(d []byte) (guildRef, error) {
+	var g guildRef
+	err := jsonscan.Object(d, func(key []byte, escaped bool, v []byte) error {
+		switch {
+		case jsonscan.KeyIs(key, escaped, "id"):
+			if v[0] != '"' {
+				return fmt.Errorf("%w id: not a string", errPayloadField)
+			}
+			id, err := jsonscan.StringValue(v, hasBackslash(v))
+			if err != nil {
+				return err
+			}
+			g.ID = id
+		case jsonscan.KeyIs(key, escaped, "unavailable"):
+			switch string(v) {
+			case "true":
+				g.Unavailable = true
+			case "false", "null":
+				g.Unavailable = false
+			default:
+				return fmt.Errorf("%w unavailable: not a boolean", errPayloadField)
+			}
+		}
+		return nil
+	})
+	return g, err
+}
+
+func isNull(v []byte) bool { return string(v) == "null" }
+
+func hasBackslash(v []byte) bool { return bytes.IndexByte(v, '\\') >= 0 }
+
+// clip shortens a value for an error message.
+func clip(v []byte) string {
+	if len(v) > 32 {
+		return string(v[:32]) + "…"
+	}
+	return string(v)
+}

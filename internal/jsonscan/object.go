@@ -1,0 +1,80 @@
+package jsonscan
+
+import (
+	"errors"
+	"unicode/utf8"
+)
+
+// ErrNotObject is returned by Object for valid JSON that is not an object.
+var ErrNotObject = errors.New("not a JSON object")
+
+// ErrTrailing is returned by Object for data after the object.
+var ErrTrailing = errors.New("data after the JSON object")
+
+// Object validates b, one JSON object with optional white space around it,
+// in one pass and calls field for each member in order: key is the key's
+// JSON text without its quotes (escaped reports a backslash in it, to be
+// decoded with StringValue) and value the member's JSON text. A repeated
+// key is reported each time. An error from field stops the scan and is
+// returned.
+func Object(b []byte, field func(key []byte, escaped bool, value []byte) error) error {
+	i := Space(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		if Valid(b) {
+			return ErrNotObject
+		}
+		return ErrSyntax
+	}
+	i = Space(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			if i >= len(b) || b[i] != '"' {
+				return ErrSyntax
+			}
+			kEnd, kEsc, err := String(b, i)
+			if err != nil {
+				return err
+			}
+			key := b[i+1 : kEnd-1]
+			i = Space(b, kEnd)
+			if i >= len(b) || b[i] != ':' {
+				return ErrSyntax
+			}
+			vStart := Space(b, i+1)
+			vEnd, err := Value(b, vStart)
+			if err != nil {
+				return err
+			}
+			if err := field(key, kEsc, b[vStart:vEnd]); err != nil {
+				return err
+			}
+			i = Space(b, vEnd)
+			if i < len(b) && b[i] == ',' {
+				i = Space(b, i+1)
+				continue
+			}
+			if i < len(b) && b[i] == '}' {
+				i++
+				break
+			}
+			return ErrSyntax
+		}
+	}
+	if Space(b, i) != len(b) {
+		return ErrTrailing
+	}
+	return nil
+}
+
+// KeyIs reports whether the key Object passed, with its escaped flag, is
+// name as encoding/json decodes it: compared as bytes when it is valid
+// UTF-8 without escapes, decoded otherwise.
+func KeyIs(key []byte, escaped bool, name string) bool {
+	if !escaped && utf8.Valid(key) {
+		return string(key) == name
+	}
+	s, err := StringValue(append(append([]byte{'"'}, key...), '"'), true)
+	return err == nil && s == name
+}
