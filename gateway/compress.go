@@ -155,7 +155,7 @@ type streamPayloads struct {
 }
 
 // minPayloadBuffer is the smallest buffer a payload is read into.
-const minPayloadBuffer = 4 << 10
+const minPayloadBuffer = 512
 
 func (s *streamPayloads) next() ([]byte, error) {
 	buf, scanned := s.buf, 0
