@@ -62,10 +62,45 @@ type Config struct {
 	// StallTimeout fails the run when no message arrives for this long
 	// while messages are still missing.
 	StallTimeout time.Duration
+	// Phase is what the run times: both sides at once (PhaseEndToEnd, the
+	// default), publishing alone, or consuming alone.
+	Phase Phase
+	// ServerCPU, when set, reads the CPU time a broker server has used
+	// (Redis's INFO cpu): Run reads it when the timed part starts and ends,
+	// and reports the difference per message. An error leaves the figure
+	// out.
+	ServerCPU func(ctx context.Context) (time.Duration, error)
 }
 
-// Result is what a run measured. Its JSON form is the bench command's
-// output line.
+// Phase selects what a run times.
+type Phase string
+
+// The phases a run can time.
+const (
+	// PhaseEndToEnd publishes while the consumers consume, and times both
+	// rates and the latency from each Publish call to its handler.
+	PhaseEndToEnd Phase = ""
+	// PhasePublish only publishes: no consumer runs, nothing is received.
+	PhasePublish Phase = "publish"
+	// PhaseConsume publishes every message first, untimed, while the
+	// consumers hold back; then it times the consumers draining them.
+	PhaseConsume Phase = "consume"
+)
+
+// ParsePhase reads a phase name: "end-to-end" (or ""), "publish" or
+// "consume".
+func ParsePhase(s string) (Phase, error) {
+	switch s {
+	case "", "end-to-end":
+		return PhaseEndToEnd, nil
+	case string(PhasePublish), string(PhaseConsume):
+		return Phase(s), nil
+	}
+	return "", fmt.Errorf("unknown phase %q (want end-to-end, publish or consume)", s)
+}
+
+// Result is what a run measured. Its JSON form holds the rates and the
+// latency; the bench command prints its own line (internal/cli's schema).
 type Result struct {
 	// Broker names the broker measured. Run leaves it empty: the caller,
 	// who chose the broker, fills it in.
@@ -84,9 +119,26 @@ type Result struct {
 	// EndToEndPerSec is Messages divided by the time from the first Publish
 	// call to the acknowledgement of the last message received.
 	EndToEndPerSec float64 `json:"end_to_end_per_s"`
+	// ConsumePerSec is Messages divided by the time from the consumers'
+	// start to the acknowledgement of the last message (PhaseConsume only).
+	ConsumePerSec float64 `json:"consume_per_s"`
 	// Latency summarises, in milliseconds, the time from each Publish call
-	// to the moment a handler received the message.
+	// to the moment a handler received the message (PhaseEndToEnd only).
 	Latency Latency `json:"latency_ms"`
+	// CPUPerMessage is the CPU time (user and system) this process spent
+	// in the timed part of the run, divided by Messages; zero where the
+	// platform does not report it. An embedded broker's share is included;
+	// a broker server's is not.
+	CPUPerMessage time.Duration `json:"-"`
+
+	// ServerCPUPerMessage is the broker server's CPU time in the timed
+	// part, divided by Messages, when Config.ServerCPU could read it.
+	ServerCPUPerMessage time.Duration `json:"-"`
+	// ServerCPUKnown reports that ServerCPUPerMessage was measured.
+	ServerCPUKnown bool `json:"-"`
+
+	// Phase is the phase the run timed.
+	Phase Phase `json:"-"`
 
 	// Event is the event the run published to; the caller may delete it.
 	Event string `json:"-"`
@@ -95,8 +147,11 @@ type Result struct {
 	// Redeliveries counts deliveries of messages already received (the
 	// broker delivered them again); they are not counted twice.
 	Redeliveries int64 `json:"-"`
-	// PublishDuration is the publishing phase's length.
+	// PublishDuration is the publishing phase's length (zero in
+	// PhaseConsume, where publishing is not timed).
 	PublishDuration time.Duration `json:"-"`
+	// ConsumeDuration is the consuming phase's length in PhaseConsume.
+	ConsumeDuration time.Duration `json:"-"`
 	// EndToEndDuration is the time from the first Publish call to the last
 	// acknowledgement.
 	EndToEndDuration time.Duration `json:"-"`
@@ -141,6 +196,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("publishers must be positive, got %d", c.Publishers)
 	case c.StallTimeout < 0:
 		return c, fmt.Errorf("stall timeout must be positive, got %s", c.StallTimeout)
+	case c.Phase != PhaseEndToEnd && c.Phase != PhasePublish && c.Phase != PhaseConsume:
+		return c, fmt.Errorf("unknown phase %q", c.Phase)
 	}
 	if c.Event == "" || c.Group == "" {
 		suffix, err := uniqueSuffix()
@@ -179,6 +236,9 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 	defer fail(nil)
 
 	rec := newRecorder(cfg.Messages, fail)
+	if cfg.Phase == PhaseConsume {
+		rec.gate = make(chan struct{})
+	}
 
 	var brokers []core.Broker
 	defer func() {
@@ -195,7 +255,11 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 	// the consumers and Close (above) waits for their handlers.
 	consumeCtx, stopConsuming := context.WithCancel(ctx)
 	defer stopConsuming()
-	for i := range cfg.Consumers {
+	consumers := cfg.Consumers
+	if cfg.Phase == PhasePublish {
+		consumers = 0
+	}
+	for i := range consumers {
 		b, err := newBroker(core.Identity{Group: cfg.Group, Client: fmt.Sprintf("bench-consumer-%d", i)})
 		if err != nil {
 			return Result{}, fmt.Errorf("bench: open consumer %d: %w", i, err)
@@ -211,15 +275,19 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 	}
 	brokers = append(brokers, pub)
 
-	// Warm up: one message proves the group exists and a consumer reads.
-	if _, err := pub.Publish(ctx, cfg.Event, core.Raw(rec.payload(warmupIndex, cfg.PayloadBytes))); err != nil {
-		return Result{}, fmt.Errorf("bench: publish warm-up message: %w", err)
-	}
-	if err := waitFor(ctx, rec.warm, cfg.StallTimeout, "the warm-up message"); err != nil {
-		return Result{}, fmt.Errorf("bench: %w", err)
+	if consumers > 0 {
+		// Warm up: one message proves the group exists and a consumer reads.
+		if _, err := pub.Publish(ctx, cfg.Event, core.Raw(rec.payload(warmupIndex, cfg.PayloadBytes))); err != nil {
+			return Result{}, fmt.Errorf("bench: publish warm-up message: %w", err)
+		}
+		if err := waitFor(ctx, rec.warm, cfg.StallTimeout, "the warm-up message"); err != nil {
+			return Result{}, fmt.Errorf("bench: %w", err)
+		}
 	}
 
-	start := rec.now()
+	server := serverClock{read: cfg.ServerCPU}
+	server.start(ctx)
+	start, cpu0 := rec.now(), processCPU()
 	var next atomic.Int64
 	var publishers sync.WaitGroup
 	for range cfg.Publishers {
@@ -242,26 +310,81 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 		return Result{}, fmt.Errorf("bench: %w", context.Cause(ctx))
 	}
 
+	res = Result{
+		Phase:        cfg.Phase,
+		Messages:     cfg.Messages,
+		PayloadBytes: cfg.PayloadBytes,
+		Consumers:    consumers,
+		Publishers:   cfg.Publishers,
+		Event:        cfg.Event,
+		Group:        cfg.Group,
+	}
+	switch cfg.Phase {
+	case PhasePublish:
+		res.PublishDuration = published - start
+		res.PublishPerSec = rate(cfg.Messages, res.PublishDuration)
+		res.CPUPerMessage = perMessage(processCPU()-cpu0, cfg.Messages)
+		res.ServerCPUPerMessage, res.ServerCPUKnown = server.perMessage(ctx, cfg.Messages)
+		return res, nil
+	case PhaseConsume:
+		// Everything is published; the consumers start now.
+		server.start(ctx)
+		start, cpu0 = rec.now(), processCPU()
+		close(rec.gate)
+	}
+
 	if err := rec.waitAll(ctx, cfg.StallTimeout); err != nil {
 		return Result{}, fmt.Errorf("bench: %w", err)
 	}
 	finished := time.Duration(rec.finished.Load())
-
-	res = Result{
-		Messages:         cfg.Messages,
-		PayloadBytes:     cfg.PayloadBytes,
-		Consumers:        cfg.Consumers,
-		Publishers:       cfg.Publishers,
-		Event:            cfg.Event,
-		Group:            cfg.Group,
-		Redeliveries:     rec.duplicates.Load(),
-		PublishDuration:  published - start,
-		EndToEndDuration: finished - start,
-		Latency:          summarize(rec.latencies),
+	res.CPUPerMessage = perMessage(processCPU()-cpu0, cfg.Messages)
+	res.ServerCPUPerMessage, res.ServerCPUKnown = server.perMessage(ctx, cfg.Messages)
+	res.Redeliveries = rec.duplicates.Load()
+	if cfg.Phase == PhaseConsume {
+		res.ConsumeDuration = finished - start
+		res.ConsumePerSec = rate(cfg.Messages, res.ConsumeDuration)
+		return res, nil
 	}
+	res.PublishDuration = published - start
+	res.EndToEndDuration = finished - start
+	res.Latency = summarize(rec.latencies)
 	res.PublishPerSec = rate(cfg.Messages, res.PublishDuration)
 	res.EndToEndPerSec = rate(cfg.Messages, res.EndToEndDuration)
 	return res, nil
+}
+
+// serverClock samples Config.ServerCPU around the timed part.
+type serverClock struct {
+	read  func(ctx context.Context) (time.Duration, error)
+	at    time.Duration
+	known bool
+}
+
+func (c *serverClock) start(ctx context.Context) {
+	if c.read == nil {
+		return
+	}
+	at, err := c.read(ctx)
+	c.at, c.known = at, err == nil
+}
+
+func (c *serverClock) perMessage(ctx context.Context, n int) (time.Duration, bool) {
+	if !c.known {
+		return 0, false
+	}
+	now, err := c.read(ctx)
+	if err != nil {
+		return 0, false
+	}
+	return perMessage(now-c.at, n), true
+}
+
+// perMessage divides a CPU time among n messages.
+func perMessage(cpu time.Duration, n int) time.Duration {
+	if cpu <= 0 || n <= 0 {
+		return 0
+	}
+	return cpu / time.Duration(n)
 }
 
 // waitFor waits until ch is closed, ctx ends or timeout passes.
@@ -291,6 +414,9 @@ type recorder struct {
 	done       chan struct{}
 	warm       chan struct{}
 	warmOnce   sync.Once
+	// gate, when set, holds every handler of a message other than the
+	// warm-up one until it is closed (PhaseConsume).
+	gate chan struct{}
 }
 
 func newRecorder(n int, fail context.CancelCauseFunc) *recorder {
@@ -322,6 +448,13 @@ func (r *recorder) handle(ctx context.Context, m *core.Message) {
 	}
 	i := binary.BigEndian.Uint64(m.Raw)
 	sent := time.Duration(binary.BigEndian.Uint64(m.Raw[8:]))
+	if r.gate != nil && i != warmupIndex {
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+			return
+		}
+	}
 	if err := m.Ack(ctx); err != nil {
 		if ctx.Err() == nil {
 			r.fail(fmt.Errorf("ack message %s: %w", m.ID, err))

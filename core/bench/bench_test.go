@@ -192,12 +192,12 @@ func TestRunJSONShape(t *testing.T) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"broker", "messages", "payload_bytes", "consumers", "publishers", "publish_per_s", "end_to_end_per_s", "latency_ms"} {
+	for _, k := range []string{"broker", "messages", "payload_bytes", "consumers", "publishers", "publish_per_s", "end_to_end_per_s", "consume_per_s", "latency_ms"} {
 		if _, ok := m[k]; !ok {
 			t.Errorf("JSON %s lacks %q", b, k)
 		}
 	}
-	if len(m) != 8 {
+	if len(m) != 9 {
 		t.Errorf("JSON %s has extra keys", b)
 	}
 	lat, _ := m["latency_ms"].(map[string]any)
@@ -335,3 +335,82 @@ func TestPercentile(t *testing.T) {
 }
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestRunPublishPhaseStartsNoConsumer(t *testing.T) {
+	h := newHub()
+	res, err := Run(t.Context(), h.newBroker, Config{Messages: 200, PayloadBytes: 32, Consumers: 3, Phase: PhasePublish})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Consumers != 0 || h.acks.Load() != 0 || len(h.groups[res.Event]) != 0 {
+		t.Errorf("publish phase consumed: %d consumers reported, %d acks, %d groups", res.Consumers, h.acks.Load(), len(h.groups[res.Event]))
+	}
+	if got := len(h.log[res.Event]); got != 200 { // no warm-up message either
+		t.Errorf("%d messages published, want 200", got)
+	}
+	if res.PublishPerSec <= 0 || res.EndToEndPerSec != 0 || res.ConsumePerSec != 0 || res.Latency != (Latency{}) {
+		t.Errorf("publish phase reports more than publishing: %+v", res)
+	}
+}
+
+// In the consume phase nothing is acknowledged before every message is
+// published: the consumers hold back until then.
+func TestRunConsumePhaseConsumesAfterPublishing(t *testing.T) {
+	h := newHub()
+	var ackedWhilePublishing atomic.Int64
+	publishing := atomic.Bool{}
+	newBroker := func(id core.Identity) (core.Broker, error) {
+		b, _ := h.newBroker(id)
+		return &watchedPublisher{Broker: b, before: func() {
+			if publishing.CompareAndSwap(false, true) {
+				return
+			}
+			ackedWhilePublishing.Store(h.acks.Load())
+		}}, nil
+	}
+	res, err := Run(t.Context(), newBroker, Config{Messages: 300, PayloadBytes: 32, Consumers: 2, Publishers: 3, Phase: PhaseConsume})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ackedWhilePublishing.Load(); got > 1 { // the warm-up message only
+		t.Errorf("%d acks while publishing, want at most the warm-up's", got)
+	}
+	if got := h.acks.Load(); got != 301 {
+		t.Errorf("acks = %d, want 301", got)
+	}
+	if res.ConsumePerSec <= 0 || res.PublishPerSec != 0 || res.EndToEndPerSec != 0 || res.Phase != PhaseConsume {
+		t.Errorf("consume phase rates: %+v", res)
+	}
+}
+
+// watchedPublisher calls before ahead of every Publish.
+type watchedPublisher struct {
+	core.Broker
+	before func()
+}
+
+func (w *watchedPublisher) Publish(ctx context.Context, event string, data any) (string, error) {
+	w.before()
+	return w.Broker.Publish(ctx, event, data)
+}
+
+func TestRunReportsCPU(t *testing.T) {
+	res, err := Run(t.Context(), newHub().newBroker, Config{Messages: 2000, PayloadBytes: 1024})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.CPUPerMessage <= 0 {
+		t.Errorf("CPU per message %s, want a positive figure on this platform", res.CPUPerMessage)
+	}
+}
+
+func TestParsePhase(t *testing.T) {
+	for in, want := range map[string]Phase{"": PhaseEndToEnd, "end-to-end": PhaseEndToEnd, "publish": PhasePublish, "consume": PhaseConsume} {
+		if got, err := ParsePhase(in); err != nil || got != want {
+			t.Errorf("ParsePhase(%q) = %q, %v", in, got, err)
+		}
+	}
+	if _, err := ParsePhase("both"); err == nil {
+		t.Error("ParsePhase(both) accepted")
+	}
+}

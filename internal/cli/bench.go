@@ -6,7 +6,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"math"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,7 +22,10 @@ import (
 )
 
 func (a *app) benchCommand() *cobra.Command {
-	var cfg bench.Config
+	var (
+		cfg                      bench.Config
+		publishOnly, consumeOnly bool
+	)
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Measure publish -> consume -> ack throughput and latency; print one JSON line",
@@ -26,20 +33,37 @@ func (a *app) benchCommand() *cobra.Command {
 new event, consume them with --consumers clients of a new group that
 acknowledge each, and print one JSON line:
 
-  {"broker", "message_count", "payload_bytes", "consumer_count",
-   "publisher_count", "publish_per_s", "end_to_end_per_s", "publish_ms",
-   "end_to_end_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms",
-   "latency_max_ms"}
+  {"broker", "phase", "message_count", "payload_bytes", "consumer_count",
+   "publisher_count", "publish_per_s", "consume_per_s", "end_to_end_per_s",
+   "publish_ms", "consume_ms", "end_to_end_ms", "latency_p50_ms",
+   "latency_p90_ms", "latency_p99_ms", "latency_max_ms", "cpu_us_per_msg",
+   "server_cpu_us_per_msg"}
 
 Latency runs from each Publish call to the handler receiving the message.
+--publish-only times publishing alone (no consumer runs); --consume-only
+publishes every message first, untimed, then times the consumers draining
+them. A figure the phase does not measure is left out. cpu_us_per_msg is
+this process's CPU time (user and system) in the timed part per message, an
+embedded server's included; server_cpu_us_per_msg is the Redis server's
+(INFO cpu), left out when it cannot be read.
 The event is named spectacles-bench-<random>; its stream is deleted at the
 end. Without REDIS_URL it measures the local node when one runs, else a
 private embedded server of its own (not advertised, gone at the end).`,
-		Example: `  spectacles bench --messages 200000 --size 1024`,
-		Args:    argsBetween(0, 0),
+		Example: `  spectacles bench --messages 200000 --size 1024
+  spectacles bench --messages 200000 --publish-only
+  spectacles bench --messages 200000 --consume-only`,
+		Args: argsBetween(0, 0),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := benchFlagsError(cfg); err != nil {
 				return err
+			}
+			switch {
+			case publishOnly && consumeOnly:
+				return usageErrorf("--publish-only and --consume-only exclude each other: leave both out to time both sides at once")
+			case publishOnly:
+				cfg.Phase = bench.PhasePublish
+			case consumeOnly:
+				cfg.Phase = bench.PhaseConsume
 			}
 			var suffix [6]byte
 			if _, err := rand.Read(suffix[:]); err != nil {
@@ -56,6 +80,9 @@ private embedded server of its own (not advertised, gone at the end).`,
 					a.deleteEvents(ctx, cfg.Event, core.DeadLetterEvent(cfg.Event))
 				}
 			}()
+			cpu := &serverCPU{a: a}
+			defer cpu.close()
+			cfg.ServerCPU = cpu.read
 			res, err := bench.Run(ctx, func(id core.Identity) (core.Broker, error) {
 				b, err := a.open(ctx, a.options(id))
 				if err != nil {
@@ -80,7 +107,72 @@ private embedded server of its own (not advertised, gone at the end).`,
 	f.IntVar(&cfg.Consumers, "consumers", bench.DefaultConsumers, "consuming clients, each with its own connection pool")
 	f.IntVar(&cfg.Publishers, "publishers", bench.DefaultPublishers, "concurrent publishing goroutines sharing one client")
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", bench.DefaultStallTimeout, "fail when no message arrives for this long")
+	f.BoolVar(&publishOnly, "publish-only", false, "time publishing alone: no consumer runs")
+	f.BoolVar(&consumeOnly, "consume-only", false, "publish first, untimed, then time the consumers alone")
 	return cmd
+}
+
+// errNoServerCPU: the broker's server CPU cannot be read (not a Redis
+// server of its own).
+var errNoServerCPU = errors.New("no server CPU figure for this broker")
+
+// serverCPU reads a Redis server's CPU time (INFO cpu) through a client of
+// its own, opened on first use once the bench knows which server it runs
+// on.
+type serverCPU struct {
+	a      *app
+	broker core.Broker
+}
+
+func (s *serverCPU) read(ctx context.Context) (time.Duration, error) {
+	if s.broker == nil {
+		if s.a.cfg.BrokerType != "redis" || s.a.brokerName() != "redis" {
+			return 0, errNoServerCPU
+		}
+		b, err := s.a.open(ctx, s.a.options(s.a.cfg.Identity()))
+		if err != nil {
+			return 0, err
+		}
+		s.broker = b
+	}
+	rc, ok := s.broker.(redisClienter)
+	if !ok {
+		return 0, errNoServerCPU
+	}
+	info, err := rc.Client().Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	return parseRedisCPU(info)
+}
+
+func (s *serverCPU) close() {
+	if s.broker != nil {
+		_ = s.broker.Close()
+	}
+}
+
+// parseRedisCPU adds used_cpu_sys and used_cpu_user (seconds) of an INFO
+// cpu reply.
+func parseRedisCPU(info string) (time.Duration, error) {
+	var total float64
+	found := 0
+	for line := range strings.Lines(info) {
+		key, value, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (key != "used_cpu_sys" && key != "used_cpu_user") {
+			continue
+		}
+		secs, err := strconv.ParseFloat(value, 64)
+		if err != nil || secs < 0 || math.IsInf(secs, 0) || math.IsNaN(secs) {
+			return 0, fmt.Errorf("INFO cpu: %s is not a number of seconds", key)
+		}
+		total += secs
+		found++
+	}
+	if found != 2 {
+		return 0, errNoServerCPU
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }
 
 // deleteEvents removes the streams of events from a Redis server this

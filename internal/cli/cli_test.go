@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -510,6 +511,81 @@ func TestBenchPrintsOneJSONLine(t *testing.T) {
 	rc := redisClient(t)
 	if n, err := rc.Exists(t.Context(), event).Result(); err != nil || n != 0 {
 		t.Errorf("EXISTS %s = %d, %v: the bench stream was left behind", event, n, err)
+	}
+}
+
+// --publish-only and --consume-only time one side: the other side's
+// figures are left out, and the CPU figures (the process's, and the Redis
+// server's, read from INFO cpu) are there.
+func TestBenchPhases(t *testing.T) {
+	for flag, measured := range map[string][]string{
+		"--publish-only": {"publish_per_s", "publish_ms"},
+		"--consume-only": {"consume_per_s", "consume_ms"},
+		"":               {"publish_per_s", "publish_ms", "end_to_end_per_s", "end_to_end_ms", "latency_p50_ms"},
+	} {
+		name := strings.TrimPrefix(flag, "--")
+		if name == "" {
+			name = "end-to-end"
+		}
+		t.Run(name, func(t *testing.T) {
+			args := []string{"bench", "--messages", "400", "--size", "64"}
+			if flag != "" {
+				args = append(args, flag)
+			}
+			r := cli(t, args...)
+			if r.code != 0 {
+				t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+			}
+			m := decodeLine(t, r.stdout)
+			wantPhase := map[string]string{"--publish-only": "publish", "--consume-only": "consume", "": "end-to-end"}[flag]
+			if m["phase"] != wantPhase {
+				t.Errorf("phase %v, want %s", m["phase"], wantPhase)
+			}
+			all := []string{"publish_per_s", "publish_ms", "consume_per_s", "consume_ms", "end_to_end_per_s", "end_to_end_ms",
+				"latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms"}
+			for _, k := range all {
+				v, present := m[k]
+				switch {
+				case slices.Contains(measured, k):
+					if f, _ := v.(float64); f <= 0 {
+						t.Errorf("%s = %v, want a positive figure in %s", k, v, r.stdout)
+					}
+				case flag == "" && strings.HasPrefix(k, "latency_"):
+					if _, ok := v.(float64); !ok {
+						t.Errorf("%s = %v, want a number in %s", k, v, r.stdout)
+					}
+				case present:
+					t.Errorf("%s = %v, want it left out for %q", k, v, flag)
+				}
+			}
+			if f, _ := m["cpu_us_per_msg"].(float64); f <= 0 {
+				t.Errorf("cpu_us_per_msg = %v, want a positive figure", m["cpu_us_per_msg"])
+			}
+			if m["broker"] == "redis" {
+				if f, ok := m["server_cpu_us_per_msg"].(float64); !ok || f < 0 {
+					t.Errorf("server_cpu_us_per_msg = %v on a Redis server", m["server_cpu_us_per_msg"])
+				}
+			} else if _, present := m["server_cpu_us_per_msg"]; present {
+				t.Errorf("server_cpu_us_per_msg = %v on %v", m["server_cpu_us_per_msg"], m["broker"])
+			}
+		})
+	}
+	r := cli(t, "bench", "--publish-only", "--consume-only")
+	if r.code != exitUsage {
+		t.Errorf("both phases: exit %d, want %d", r.code, exitUsage)
+	}
+	wantOneErrorLine(t, r, "exclude each other")
+}
+
+func TestParseRedisCPU(t *testing.T) {
+	got, err := parseRedisCPU("# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.25\r\nused_cpu_sys_children:9\r\n")
+	if err != nil || got != 1750*time.Millisecond {
+		t.Errorf("parseRedisCPU = %s, %v; want 1.75s", got, err)
+	}
+	for _, bad := range []string{"", "# CPU\r\nused_cpu_sys:1\r\n", "used_cpu_sys:x\r\nused_cpu_user:1\r\n", "used_cpu_sys:-1\r\nused_cpu_user:1\r\n"} {
+		if _, err := parseRedisCPU(bad); err == nil {
+			t.Errorf("parseRedisCPU(%q) accepted", bad)
+		}
 	}
 }
 

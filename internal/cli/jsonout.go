@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/base64"
+	"math"
 	"strconv"
 	"time"
 
@@ -238,26 +239,58 @@ func newNodeJSON(n gateway.NodeStatus) nodeJSON {
 }
 
 // benchJSON is the line bench prints. Latencies run from each Publish call
-// to the handler receiving the message.
+// to the handler receiving the message. A figure the run's phase does not
+// measure is left out: rates and latencies of the other phases, and the
+// server's CPU where it cannot be read (an embedded or non-Redis broker).
 type benchJSON struct {
-	Broker         string  `json:"broker"`
-	MessageCount   int     `json:"message_count"`
-	PayloadBytes   int     `json:"payload_bytes"`
-	ConsumerCount  int     `json:"consumer_count"`
-	PublisherCount int     `json:"publisher_count"`
-	PublishPerSec  float64 `json:"publish_per_s"`
-	EndToEndPerSec float64 `json:"end_to_end_per_s"`
-	PublishMs      millis  `json:"publish_ms"`
-	EndToEndMs     millis  `json:"end_to_end_ms"`
-	LatencyP50Ms   float64 `json:"latency_p50_ms"`
-	LatencyP90Ms   float64 `json:"latency_p90_ms"`
-	LatencyP99Ms   float64 `json:"latency_p99_ms"`
-	LatencyMaxMs   float64 `json:"latency_max_ms"`
+	Broker            string   `json:"broker"`
+	Phase             string   `json:"phase"`
+	MessageCount      int      `json:"message_count"`
+	PayloadBytes      int      `json:"payload_bytes"`
+	ConsumerCount     int      `json:"consumer_count"`
+	PublisherCount    int      `json:"publisher_count"`
+	PublishPerSec     *float64 `json:"publish_per_s,omitempty"`
+	ConsumePerSec     *float64 `json:"consume_per_s,omitempty"`
+	EndToEndPerSec    *float64 `json:"end_to_end_per_s,omitempty"`
+	PublishMs         *millis  `json:"publish_ms,omitempty"`
+	ConsumeMs         *millis  `json:"consume_ms,omitempty"`
+	EndToEndMs        *millis  `json:"end_to_end_ms,omitempty"`
+	LatencyP50Ms      *float64 `json:"latency_p50_ms,omitempty"`
+	LatencyP90Ms      *float64 `json:"latency_p90_ms,omitempty"`
+	LatencyP99Ms      *float64 `json:"latency_p99_ms,omitempty"`
+	LatencyMaxMs      *float64 `json:"latency_max_ms,omitempty"`
+	CPUMicrosPerMsg   *float64 `json:"cpu_us_per_msg,omitempty"`
+	ServerCPUPerMsgUs *float64 `json:"server_cpu_us_per_msg,omitempty"`
 }
 
 func newBenchJSON(r bench.Result) benchJSON {
-	return benchJSON{Broker: r.Broker, MessageCount: r.Messages, PayloadBytes: r.PayloadBytes, ConsumerCount: r.Consumers,
-		PublisherCount: r.Publishers, PublishPerSec: r.PublishPerSec, EndToEndPerSec: r.EndToEndPerSec,
-		PublishMs: millis(r.PublishDuration), EndToEndMs: millis(r.EndToEndDuration),
-		LatencyP50Ms: r.Latency.P50, LatencyP90Ms: r.Latency.P90, LatencyP99Ms: r.Latency.P99, LatencyMaxMs: r.Latency.Max}
+	out := benchJSON{Broker: r.Broker, Phase: "end-to-end", MessageCount: r.Messages, PayloadBytes: r.PayloadBytes,
+		ConsumerCount: r.Consumers, PublisherCount: r.Publishers}
+	if r.Phase != bench.PhaseEndToEnd {
+		out.Phase = string(r.Phase)
+	}
+	ms := func(d time.Duration) *millis { m := millis(d); return &m }
+	if r.Phase != bench.PhaseConsume {
+		out.PublishPerSec, out.PublishMs = &r.PublishPerSec, ms(r.PublishDuration)
+	}
+	switch r.Phase {
+	case bench.PhaseConsume:
+		out.ConsumePerSec, out.ConsumeMs = &r.ConsumePerSec, ms(r.ConsumeDuration)
+	case bench.PhaseEndToEnd:
+		out.EndToEndPerSec, out.EndToEndMs = &r.EndToEndPerSec, ms(r.EndToEndDuration)
+		out.LatencyP50Ms, out.LatencyP90Ms, out.LatencyP99Ms, out.LatencyMaxMs = &r.Latency.P50, &r.Latency.P90, &r.Latency.P99, &r.Latency.Max
+	}
+	if r.CPUPerMessage > 0 {
+		out.CPUMicrosPerMsg = micros(r.CPUPerMessage)
+	}
+	if r.ServerCPUKnown {
+		out.ServerCPUPerMsgUs = micros(r.ServerCPUPerMessage)
+	}
+	return out
+}
+
+// micros is d in microseconds, to a hundredth.
+func micros(d time.Duration) *float64 {
+	us := math.Round(float64(d)/float64(time.Microsecond)*100) / 100
+	return &us
 }

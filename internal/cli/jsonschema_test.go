@@ -285,8 +285,9 @@ func TestJSONSchema(t *testing.T) {
 
 	// bench
 	bench := s.doc("bench", cli(t, "bench", "--messages", "50", "--size", "64"))
-	s.has("bench", bench, "broker", "message_count", "payload_bytes", "consumer_count", "publisher_count", "publish_per_s",
-		"end_to_end_per_s", "publish_ms", "end_to_end_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms")
+	s.has("bench", bench, "broker", "phase", "message_count", "payload_bytes", "consumer_count", "publisher_count", "publish_per_s",
+		"end_to_end_per_s", "publish_ms", "end_to_end_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
+		"cpu_us_per_msg")
 
 	// The same concept, the same key: checked above by each command's
 	// required keys (stream, group, consumer, id, deliveries, idle_ms, …)
