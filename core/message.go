@@ -78,7 +78,17 @@ type Message struct {
 
 // NewMessage assembles a message for a driver.
 func NewMessage(event, id string, raw []byte, deliveries int, codec Codec, settler Settler) *Message {
-	return &Message{Payload: NewPayload(raw, codec), Event: event, ID: id, Deliveries: deliveries, settler: settler}
+	if codec == nil {
+		codec = Msgpack{}
+	}
+	// One allocation for the message and its payload: a consumer makes one
+	// per message.
+	both := &struct {
+		m Message
+		p Payload
+	}{p: Payload{Raw: raw, codec: codec}}
+	both.m = Message{Payload: &both.p, Event: event, ID: id, Deliveries: deliveries, settler: settler}
+	return &both.m
 }
 
 // Ack acknowledges the message: it leaves the group's pending list and is

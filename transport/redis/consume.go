@@ -796,7 +796,7 @@ func (b *Broker) deadLetter(ctx context.Context, event, id string, raw []byte, g
 // itself, and keeps their idle time low (consumer.refreshLoop).
 type heldSet struct {
 	mu sync.Mutex
-	m  map[heldKey]*heldEntry
+	m  map[heldKey]heldEntry // by value: holding a message allocates nothing beyond the map
 }
 
 type heldKey struct{ stream, id string }
@@ -807,7 +807,7 @@ type heldEntry struct {
 	refreshed  time.Time // when it was delivered or last refreshed
 }
 
-func newHeldSet() *heldSet { return &heldSet{m: make(map[heldKey]*heldEntry)} }
+func newHeldSet() *heldSet { return &heldSet{m: make(map[heldKey]heldEntry)} }
 
 // add holds id for c; false when it is held already.
 func (h *heldSet) add(stream, id string, c *consumer, deliveries int) bool {
@@ -817,7 +817,7 @@ func (h *heldSet) add(stream, id string, c *consumer, deliveries int) bool {
 	if _, ok := h.m[k]; ok {
 		return false
 	}
-	h.m[k] = &heldEntry{c: c, deliveries: deliveries, refreshed: time.Now()}
+	h.m[k] = heldEntry{c: c, deliveries: deliveries, refreshed: time.Now()}
 	return true
 }
 
@@ -856,6 +856,7 @@ func (h *heldSet) stale(c *consumer, before time.Time) map[heldKey][]string {
 		gk := heldKey{k.stream, strconv.Itoa(e.deliveries)}
 		out[gk] = append(out[gk], k.id)
 		e.refreshed = now
+		h.m[k] = e
 	}
 	return out
 }
