@@ -34,11 +34,14 @@ const (
 // is never cancelled, so that a draining handler can still settle its
 // message; Close waits for them. Consume needs a valid Options.Identity.
 //
-// It holds no more than 2×Concurrency messages, Concurrency running and
-// as many queued behind them (reads ask for no more than that leaves room
-// for, spread over the streams), so that a message waits in the client for
-// about one handler's time at most, and stream order holds with
-// Concurrency 1. A message this client holds, waiting for a handler or
+// It holds no more than 2×Concurrency unacknowledged messages,
+// Concurrency running and as many queued behind them (reads ask for no
+// more than that leaves room for, spread over the streams), so that a
+// message waits in the client for about one handler's time at most, and
+// stream order holds with Concurrency 1. Acks ride on the reads: those
+// queued while the reader does not block go in one XACK per stream,
+// pipelined before its next XREADGROUP (readack.go), and Ack returns once
+// Redis confirmed. A message this client holds, waiting for a handler or
 // being handled, is never taken over by this client itself nor counted as
 // a new delivery; its idle time is refreshed every MessageTimeout/4
 // (XCLAIM ... RETRYCOUNT n JUSTID, which keeps its delivery count), so that
@@ -92,6 +95,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		work:    make(chan *core.Message, 2*b.cfg.Concurrency),
 		settler: &settler{b: b},
 	}
+	c.settler.c = c
 	c.start(ctx)
 	return nil
 }
@@ -128,6 +132,9 @@ type consumer struct {
 	runCtx  context.Context // ends when Consume's ctx ends or the broker closes
 	work    chan *core.Message
 	settler *settler
+	// acks is, by stream, the ack queue of the reader that reads it
+	// (readack.go); set before the readers start, read-only after.
+	acks map[string]*ackQueue
 
 	mu       sync.Mutex
 	inflight int           // messages taken and not yet finished: queued or running
@@ -146,9 +153,10 @@ func (c *consumer) room() int {
 	return 2*c.b.cfg.Concurrency - c.inflight
 }
 
-// waitRoom waits until no more than Concurrency messages are held and
-// returns how many more the consumer may take.
-func (c *consumer) waitRoom(ctx context.Context) (int, bool) {
+// waitRoom waits until no more than Concurrency messages are held, or
+// until acks are queued on q, and returns how many more messages the
+// consumer may take (not counting the queued acks' messages).
+func (c *consumer) waitRoom(ctx context.Context, q *ackQueue) (int, bool) {
 	conc := c.b.cfg.Concurrency
 	for {
 		c.mu.Lock()
@@ -161,9 +169,12 @@ func (c *consumer) waitRoom(ctx context.Context) (int, bool) {
 			c.freed = make(chan struct{})
 		}
 		freed := c.freed
+		n := 2*conc - c.inflight
 		c.mu.Unlock()
 		select {
 		case <-freed:
+		case <-q.wake:
+			return n, true
 		case <-ctx.Done():
 			return 0, false
 		}
@@ -200,6 +211,21 @@ func (c *consumer) start(ctx context.Context) {
 	stopOnClose := context.AfterFunc(c.b.closeCtx, cancel)
 	c.runCtx = runCtx
 
+	var readers []*reader
+	if c.b.cluster {
+		// Streams may live on different nodes: one reader each.
+		for _, s := range c.streams {
+			readers = append(readers, newReader(c, []string{s}))
+		}
+	} else {
+		readers = append(readers, newReader(c, c.streams))
+	}
+	c.acks = make(map[string]*ackQueue, len(c.streams))
+	for _, r := range readers {
+		for _, st := range r.args.Streams[:len(r.args.Streams)/2] {
+			c.acks[st] = r.acks
+		}
+	}
 	var workers sync.WaitGroup
 	for range c.b.cfg.Concurrency {
 		workers.Go(func() {
@@ -212,15 +238,6 @@ func (c *consumer) start(ctx context.Context) {
 		})
 	}
 
-	var readers []*reader
-	if c.b.cluster {
-		// Streams may live on different nodes: one reader each.
-		for _, s := range c.streams {
-			readers = append(readers, newReader(c, []string{s}))
-		}
-	} else {
-		readers = append(readers, newReader(c, c.streams))
-	}
 	var loops sync.WaitGroup
 	for _, r := range readers {
 		loops.Go(r.run)
@@ -253,6 +270,10 @@ func (c *consumer) start(ctx context.Context) {
 type reader struct {
 	c    *consumer
 	args goredis.XReadGroupArgs
+	// now is args without BLOCK: a read that returns at once, pipelined
+	// after the queued acks.
+	now  goredis.XReadGroupArgs
+	acks *ackQueue
 	done chan struct{}
 
 	mu     sync.Mutex
@@ -265,7 +286,7 @@ func newReader(c *consumer, streams []string) *reader {
 	for range streams {
 		ids = append(ids, ">")
 	}
-	return &reader{
+	r := &reader{
 		c: c,
 		args: goredis.XReadGroupArgs{
 			Group:    c.b.cfg.Identity.Group,
@@ -273,14 +294,19 @@ func newReader(c *consumer, streams []string) *reader {
 			Streams:  ids,
 			Block:    c.b.cfg.Block,
 		},
+		acks: newAckQueue(),
 		done: make(chan struct{}),
 	}
+	r.now = r.args
+	r.now.Block = -1 // no BLOCK argument
+	return r
 }
 
 // streamReader is what XREADGROUP runs on: a dedicated connection or a
 // client.
 type streamReader interface {
 	XReadGroup(ctx context.Context, a *goredis.XReadGroupArgs) *goredis.XStreamSliceCmd
+	Pipeline() goredis.Pipeliner
 }
 
 // readCount is the COUNT of a read when the consumer has room for room
@@ -302,6 +328,12 @@ func (r *reader) run() {
 		conn *goredis.Conn
 	)
 	defer func() {
+		// Acks queued from now on go through the batcher; those queued
+		// already are sent here, through the broker's client.
+		r.acks.setDirect(true)
+		sctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		sendAcks(sctx, c.b.client, r.args.Group, r.acks.take(false))
+		cancel()
 		if conn != nil {
 			_ = conn.Close()
 		}
@@ -309,8 +341,9 @@ func (r *reader) run() {
 			_ = client.Close()
 		}
 	}()
+	conc := c.b.cfg.Concurrency
 	for ctx.Err() == nil {
-		room, ok := c.waitRoom(ctx)
+		room, ok := c.waitRoom(ctx, r.acks)
 		if !ok {
 			return
 		}
@@ -323,8 +356,46 @@ func (r *reader) run() {
 			}
 			rd = conn
 		}
-		r.args.Count = r.readCount(room)
-		res, err := rd.XReadGroup(ctx, &r.args).Result()
+		acks := r.acks.take(false)
+		if len(acks) == 0 {
+			if 2*conc-room > conc {
+				continue // woken by acks that an earlier pass took
+			}
+			// Nothing queued: block in XREADGROUP, with acks going through
+			// the batcher meanwhile.
+			acks = r.acks.take(true)
+		}
+		var (
+			res []goredis.XStream
+			err error
+		)
+		if len(acks) == 0 {
+			r.args.Count = r.readCount(room)
+			res, err = rd.XReadGroup(ctx, &r.args).Result()
+			r.acks.setDirect(false)
+		} else {
+			// The queued acks, and a read that does not block when the
+			// consumer has room once their messages are done (Redis runs
+			// the XACK before the read).
+			room += len(acks)
+			pipe := rd.Pipeline()
+			cmds := ackCmds(ctx, pipe, r.args.Group, acks)
+			var read *goredis.XStreamSliceCmd
+			if 2*conc-room <= conc {
+				r.now.Count = r.readCount(room)
+				read = pipe.XReadGroup(ctx, &r.now)
+			}
+			_, perr := pipe.Exec(context.WithoutCancel(ctx))
+			settleAcks(acks, cmds, perr)
+			switch {
+			case read != nil:
+				res, err = read.Result()
+			case perr != nil && !errors.Is(perr, goredis.Nil):
+				err = perr
+			default:
+				continue
+			}
+		}
 		switch {
 		case err == nil:
 			bo.Reset()
@@ -338,7 +409,7 @@ func (r *reader) run() {
 				}
 			}
 		case errors.Is(err, goredis.Nil):
-			bo.Reset() // BLOCK ran out, or CLIENT UNBLOCK
+			bo.Reset() // BLOCK ran out, CLIENT UNBLOCK, or nothing to read now
 		case ctx.Err() != nil:
 			return
 		case isNoGroup(err):
@@ -611,12 +682,26 @@ func nextStreamID(id string) (string, bool) {
 }
 
 // settler settles the messages of a broker's consumers.
-type settler struct{ b *Broker }
+type settler struct {
+	b *Broker
+	c *consumer // the consumer whose messages these are; nil in tests
+}
 
-// Ack XACKs the message (batched with concurrent acks); it returns once
-// Redis confirmed.
+// Ack XACKs the message, pipelined with the next read of the reader of its
+// stream, or batched with concurrent acks while that reader blocks
+// (readack.go); it returns once Redis confirmed.
 func (s *settler) Ack(ctx context.Context, m *core.Message) error {
-	if err := s.b.batch.ack(ctx, m.Event, m.ID); err != nil {
+	err := error(nil)
+	handled := false
+	if s.c != nil && s.c.acks != nil {
+		if q := s.c.acks[m.Event]; q != nil {
+			handled, err = q.ack(ctx, s.b.batch, m.Event, m.ID)
+		}
+	}
+	if !handled {
+		err = s.b.batch.ack(ctx, m.Event, m.ID)
+	}
+	if err != nil {
 		if errors.Is(err, core.ErrClosed) {
 			return core.ErrClosed
 		}
