@@ -65,12 +65,21 @@ type Config struct {
 	// Phase is what the run times: both sides at once (PhaseEndToEnd, the
 	// default), publishing alone, or consuming alone.
 	Phase Phase
+	// Batch, when above 0, makes each publisher publish Batch messages at a
+	// time with core.BatchPublisher.PublishBatch (as the gateway does),
+	// instead of one Publish call per message. Run fails with
+	// ErrNoBatchPublisher when the broker cannot.
+	Batch int
 	// ServerCPU, when set, reads the CPU time a broker server has used
 	// (Redis's INFO cpu): Run reads it when the timed part starts and ends,
 	// and reports the difference per message. An error leaves the figure
 	// out.
 	ServerCPU func(ctx context.Context) (time.Duration, error)
 }
+
+// ErrNoBatchPublisher is returned by Run for a Config.Batch above 0 when
+// the broker does not implement core.BatchPublisher.
+var ErrNoBatchPublisher = errors.New("the broker does not publish in batches (core.BatchPublisher)")
 
 // Phase selects what a run times.
 type Phase string
@@ -113,6 +122,9 @@ type Result struct {
 	Consumers int `json:"consumers"`
 	// Publishers is how many publishing goroutines ran.
 	Publishers int `json:"publishers"`
+	// Batch is how many messages each PublishBatch call carried; 0 when
+	// every message had its own Publish call.
+	Batch int `json:"-"`
 	// PublishPerSec is Messages divided by the time from the first Publish
 	// call to the return of the last.
 	PublishPerSec float64 `json:"publish_per_s"`
@@ -196,6 +208,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("publishers must be positive, got %d", c.Publishers)
 	case c.StallTimeout < 0:
 		return c, fmt.Errorf("stall timeout must be positive, got %s", c.StallTimeout)
+	case c.Batch < 0:
+		return c, fmt.Errorf("batch must be positive, got %d", c.Batch)
 	case c.Phase != PhaseEndToEnd && c.Phase != PhasePublish && c.Phase != PhaseConsume:
 		return c, fmt.Errorf("unknown phase %q", c.Phase)
 	}
@@ -274,6 +288,13 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 		return Result{}, fmt.Errorf("bench: open publisher: %w", err)
 	}
 	brokers = append(brokers, pub)
+	var batcher core.BatchPublisher
+	if cfg.Batch > 0 {
+		var ok bool
+		if batcher, ok = pub.(core.BatchPublisher); !ok {
+			return Result{}, fmt.Errorf("bench: %w", ErrNoBatchPublisher)
+		}
+	}
 
 	if consumers > 0 {
 		// Warm up: one message proves the group exists and a consumer reads.
@@ -290,15 +311,28 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 	start, cpu0 := rec.now(), processCPU()
 	var next atomic.Int64
 	var publishers sync.WaitGroup
+	step := int64(max(cfg.Batch, 1))
 	for range cfg.Publishers {
 		publishers.Go(func() {
+			var msgs []core.Outgoing
 			for {
-				i := next.Add(1) - 1
-				if i >= int64(cfg.Messages) || ctx.Err() != nil {
+				first := next.Add(step) - step
+				if first >= int64(cfg.Messages) || ctx.Err() != nil {
 					return
 				}
-				if _, err := pub.Publish(ctx, cfg.Event, core.Raw(rec.payload(uint64(i), cfg.PayloadBytes))); err != nil {
-					fail(fmt.Errorf("publish message %d: %w", i, err))
+				if batcher == nil {
+					if _, err := pub.Publish(ctx, cfg.Event, core.Raw(rec.payload(uint64(first), cfg.PayloadBytes))); err != nil {
+						fail(fmt.Errorf("publish message %d: %w", first, err))
+						return
+					}
+					continue
+				}
+				msgs = msgs[:0]
+				for i := first; i < min(first+step, int64(cfg.Messages)); i++ {
+					msgs = append(msgs, core.Outgoing{Event: cfg.Event, Data: core.Raw(rec.payload(uint64(i), cfg.PayloadBytes))})
+				}
+				if _, err := batcher.PublishBatch(ctx, msgs); err != nil {
+					fail(fmt.Errorf("publish messages %d to %d: %w", first, first+int64(len(msgs))-1, err))
 					return
 				}
 			}
@@ -316,6 +350,7 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 		PayloadBytes: cfg.PayloadBytes,
 		Consumers:    consumers,
 		Publishers:   cfg.Publishers,
+		Batch:        cfg.Batch,
 		Event:        cfg.Event,
 		Group:        cfg.Group,
 	}

@@ -414,3 +414,51 @@ func TestParsePhase(t *testing.T) {
 		t.Error("ParsePhase(both) accepted")
 	}
 }
+
+// batchFake publishes batches through the hub, counting the calls.
+type batchFake struct {
+	*fake
+	calls atomic.Int64
+}
+
+func (f *batchFake) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]string, error) {
+	f.calls.Add(1)
+	ids := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		id, err := f.Publish(ctx, m.Event, m.Data)
+		if err != nil {
+			return ids, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+func TestRunPublishesInBatches(t *testing.T) {
+	h := newHub()
+	var pub *batchFake
+	newBroker := func(id core.Identity) (core.Broker, error) {
+		if id.Client == "bench-publisher" {
+			pub = &batchFake{fake: &fake{hub: h, id: id}}
+			return pub, nil
+		}
+		return h.newBroker(id)
+	}
+	res, err := Run(t.Context(), newBroker, Config{Messages: 1000, PayloadBytes: 32, Publishers: 3, Batch: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := pub.calls.Load(), int64((1000+63)/64); got != want {
+		t.Errorf("%d PublishBatch calls, want %d", got, want)
+	}
+	if res.Batch != 64 || h.acks.Load() != 1001 {
+		t.Errorf("batch %d, acks %d; want 64 and 1001", res.Batch, h.acks.Load())
+	}
+}
+
+func TestRunBatchNeedsABatchPublisher(t *testing.T) {
+	_, err := Run(t.Context(), newHub().newBroker, Config{Messages: 10, Batch: 8})
+	if !errors.Is(err, ErrNoBatchPublisher) {
+		t.Errorf("Run with Batch on a broker without PublishBatch: %v, want ErrNoBatchPublisher", err)
+	}
+}

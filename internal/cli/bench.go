@@ -34,12 +34,14 @@ new event, consume them with --consumers clients of a new group that
 acknowledge each, and print one JSON line:
 
   {"broker", "phase", "message_count", "payload_bytes", "consumer_count",
-   "publisher_count", "publish_per_s", "consume_per_s", "end_to_end_per_s",
+   "publisher_count", "batch_size", "publish_per_s", "consume_per_s", "end_to_end_per_s",
    "publish_ms", "consume_ms", "end_to_end_ms", "latency_p50_ms",
    "latency_p90_ms", "latency_p99_ms", "latency_max_ms", "cpu_us_per_msg",
    "server_cpu_us_per_msg"}
 
 Latency runs from each Publish call to the handler receiving the message.
+--batch N makes each publisher publish N messages per PublishBatch call,
+the way the gateway publishes (Redis pipelines them; AMQP and IPC too).
 --publish-only times publishing alone (no consumer runs); --consume-only
 publishes every message first, untimed, then times the consumers draining
 them. A figure the phase does not measure is left out. cpu_us_per_msg is
@@ -50,6 +52,7 @@ The event is named spectacles-bench-<random>; its stream is deleted at the
 end. Without REDIS_URL it measures the local node when one runs, else a
 private embedded server of its own (not advertised, gone at the end).`,
 		Example: `  spectacles bench --messages 200000 --size 1024
+  spectacles bench --messages 200000 --publishers 4 --batch 256
   spectacles bench --messages 200000 --publish-only
   spectacles bench --messages 200000 --consume-only`,
 		Args: argsBetween(0, 0),
@@ -107,6 +110,7 @@ private embedded server of its own (not advertised, gone at the end).`,
 	f.IntVar(&cfg.Consumers, "consumers", bench.DefaultConsumers, "consuming clients, each with its own connection pool")
 	f.IntVar(&cfg.Publishers, "publishers", bench.DefaultPublishers, "concurrent publishing goroutines sharing one client")
 	f.DurationVar(&cfg.StallTimeout, "stall-timeout", bench.DefaultStallTimeout, "fail when no message arrives for this long")
+	f.IntVar(&cfg.Batch, "batch", 0, "publish this many messages per PublishBatch call, as the gateway does (0: one Publish call per message)")
 	f.BoolVar(&publishOnly, "publish-only", false, "time publishing alone: no consumer runs")
 	f.BoolVar(&consumeOnly, "consume-only", false, "publish first, untimed, then time the consumers alone")
 	return cmd

@@ -577,6 +577,21 @@ func TestBenchPhases(t *testing.T) {
 	wantOneErrorLine(t, r, "exclude each other")
 }
 
+// --batch publishes through PublishBatch; the output says the batch size.
+func TestBenchBatch(t *testing.T) {
+	r := cli(t, "bench", "--messages", "500", "--size", "64", "--publishers", "2", "--batch", "64")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	m := decodeLine(t, r.stdout)
+	if m["batch_size"] != 64.0 || m["message_count"] != 500.0 {
+		t.Errorf("batch_size %v, message_count %v in %s", m["batch_size"], m["message_count"], r.stdout)
+	}
+	if r := cli(t, "bench", "--batch", "-1"); r.code != exitUsage {
+		t.Errorf("--batch -1: exit %d, want %d", r.code, exitUsage)
+	}
+}
+
 func TestParseRedisCPU(t *testing.T) {
 	got, err := parseRedisCPU("# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.25\r\nused_cpu_sys_children:9\r\n")
 	if err != nil || got != 1750*time.Millisecond {

@@ -253,6 +253,8 @@ func benchFlagsError(cfg bench.Config) error {
 		return usageErrorf("--publishers must be at least 1, got %d", cfg.Publishers)
 	case cfg.StallTimeout <= 0:
 		return usageErrorf("--stall-timeout must be positive, got %s", cfg.StallTimeout)
+	case cfg.Batch < 0:
+		return usageErrorf("--batch must be 0 (one Publish per message) or more, got %d", cfg.Batch)
 	}
 	return nil
 }

@@ -249,6 +249,7 @@ type benchJSON struct {
 	PayloadBytes      int      `json:"payload_bytes"`
 	ConsumerCount     int      `json:"consumer_count"`
 	PublisherCount    int      `json:"publisher_count"`
+	BatchSize         int      `json:"batch_size"`
 	PublishPerSec     *float64 `json:"publish_per_s,omitempty"`
 	ConsumePerSec     *float64 `json:"consume_per_s,omitempty"`
 	EndToEndPerSec    *float64 `json:"end_to_end_per_s,omitempty"`
@@ -265,7 +266,7 @@ type benchJSON struct {
 
 func newBenchJSON(r bench.Result) benchJSON {
 	out := benchJSON{Broker: r.Broker, Phase: "end-to-end", MessageCount: r.Messages, PayloadBytes: r.PayloadBytes,
-		ConsumerCount: r.Consumers, PublisherCount: r.Publishers}
+		ConsumerCount: r.Consumers, PublisherCount: r.Publishers, BatchSize: r.Batch}
 	if r.Phase != bench.PhaseEndToEnd {
 		out.Phase = string(r.Phase)
 	}

@@ -285,7 +285,7 @@ func TestJSONSchema(t *testing.T) {
 
 	// bench
 	bench := s.doc("bench", cli(t, "bench", "--messages", "50", "--size", "64"))
-	s.has("bench", bench, "broker", "phase", "message_count", "payload_bytes", "consumer_count", "publisher_count", "publish_per_s",
+	s.has("bench", bench, "broker", "phase", "message_count", "payload_bytes", "consumer_count", "publisher_count", "batch_size", "publish_per_s",
 		"end_to_end_per_s", "publish_ms", "end_to_end_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_max_ms",
 		"cpu_us_per_msg")
 
