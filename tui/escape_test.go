@@ -117,7 +117,7 @@ func TestHostileNamesAreEscapedOnScreen(t *testing.T) {
 		t.Errorf("ack did not reach the broker with the raw names: %v", ins.acked)
 	}
 	d.keys("c")
-	check("claim prompt", "consumers: ")
+	check("claim prompt", "tab completes · ")
 	d.send(tea.KeyMsg{Type: tea.KeyCtrlU})
 	d.typeText(termtext.Quote(consumer))
 	d.keys("enter")
