@@ -43,7 +43,7 @@ func TestActionsAreValues(t *testing.T) {
 	}
 	// An action runs on its own, with one result message.
 	msg := claim.run(context.Background(), d.m.sh.backend)
-	if a, ok := msg.(actionMsg); !ok || a.err != nil || a.from != kPending {
+	if a, ok := msg.(claimedMsg); !ok || a.err != nil || a.from != kPending || a.undo == nil {
 		t.Fatalf("claim returned %#v", msg)
 	}
 	if got := ins.claimed["worker-2"]; len(got) != 1 {

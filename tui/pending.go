@@ -71,7 +71,7 @@ func newPending(sh *shared) *pendingView {
 		column{title: "PUBLISHED", width: 19},
 	)
 	v.k.nav = newNavKeys()
-	v.k.nav.Bottom = bindAs("end/G", "last row (G, or end again: last page)", "end", "G")
+	v.k.nav.Bottom = bindAs("end/G", "last (G: last page)", "end", "G")
 	v.k.Payload = bind("payload", "enter")
 	v.k.Mark = bindAs("space", "mark", " ")
 	v.k.MarkPage = bind("mark page", "a")
@@ -80,11 +80,11 @@ func newPending(sh *shared) *pendingView {
 	v.k.Dead = bind("move to dead letters", "D")
 	v.k.Requeue = bind("requeue dead letters", "R")
 	v.k.Copy = bind("copy id", "y")
-	v.k.Bulk = bind("bulk: ack/claim/dead-letter every entry the filter matches (B, then A, c or D)", "B")
-	v.k.Undo = bind("undo the last claim (back to the previous owners)", "u")
-	v.k.Sort = bind("sort the page by idle, deliveries, consumer, id", "s")
-	v.k.SortDir = bind("reverse the sort", "S")
-	v.k.FilterHelp = bindAs("/", "filter: TEXT (consumer contains) consumer=NAME idle>5m deliveries>=3", "/")
+	v.k.Bulk = bind("bulk on the filter's matches (then A, c, D)", "B")
+	v.k.Undo = bind("undo claim", "u")
+	v.k.Sort = bind("sort page", "s")
+	v.k.SortDir = bind("reverse sort", "S")
+	v.k.FilterHelp = bindAs("/", "filter w1 consumer=X idle>5m dlv>=3", "/")
 	return v
 }
 
@@ -254,7 +254,7 @@ func (v *pendingView) isDLQ() bool {
 func (v *pendingView) keys() []key.Binding {
 	has := len(v.rows) > 0
 	write := has && !v.sh.readOnly
-	for _, b := range []*key.Binding{&v.k.Payload, &v.k.Mark, &v.k.MarkPage, &v.k.Copy, &v.k.Sort, &v.k.SortDir} {
+	for _, b := range []*key.Binding{&v.k.Payload, &v.k.Mark, &v.k.MarkPage, &v.k.Copy, &v.k.Sort, &v.k.SortDir, &v.k.nav.Top, &v.k.nav.Bottom} {
 		b.SetEnabled(has)
 	}
 	for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim} {
@@ -264,8 +264,9 @@ func (v *pendingView) keys() []key.Binding {
 	v.k.Requeue.SetEnabled(write && v.isDLQ())
 	v.k.Bulk.SetEnabled(write && bulkInspector(v.sh.backend) != nil)
 	v.k.Undo.SetEnabled(!v.sh.readOnly && v.undo != nil && bulkInspector(v.sh.backend) != nil)
+	v.k.FilterHelp.SetEnabled(true)
 	if pendingInspector(v.sh.backend) == nil {
-		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue, &v.k.Bulk, &v.k.Undo} {
+		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue, &v.k.Bulk, &v.k.Undo, &v.k.FilterHelp} {
 			b.SetEnabled(false)
 		}
 	}
