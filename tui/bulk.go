@@ -127,7 +127,7 @@ func countBulk(sh *shared, op bulkOp, plan bulkPlan) tea.Cmd {
 // rule, and what cannot be undone.
 func (p bulkPlan) question(op bulkOp) string {
 	ask, _, _ := op.verbs()
-	what := fmt.Sprintf("%s %s matching %s in %s/%s", ask, plural(int(p.count), "pending entry"), p.rule, p.stream, p.group)
+	what := fmt.Sprintf("%s %s matching %s", ask, plural(int(p.count), "pending entry"), p.rule)
 	switch op {
 	case bulkClaim:
 		return newConsumerWarning(p.consumers, p.to, p.group) + fmt.Sprintf("%s to %q?", what, p.to)
@@ -278,13 +278,13 @@ func (j *bulkJob) stop() {
 // summary is the status line after the job ended.
 func (j *bulkJob) summary(res core.BulkResult, err error) (string, bool) {
 	_, _, done := j.op.verbs()
-	what := fmt.Sprintf("%s %s of %s/%s (%s)", done, plural(res.Count, "entry"), j.plan.stream, j.plan.group, j.plan.rule)
+	what := fmt.Sprintf("%s %s (%s)", done, plural(res.Count, "entry"), j.plan.rule)
 	if j.op == bulkClaim {
-		what = fmt.Sprintf("%q now owns %s of %s/%s (%s)", j.plan.to, plural(res.Count, "entry"), j.plan.stream, j.plan.group, j.plan.rule)
+		what = fmt.Sprintf("%q now owns %s (%s)", j.plan.to, plural(res.Count, "entry"), j.plan.rule)
 	}
 	switch {
 	case j.cancelled && errors.Is(err, context.Canceled):
-		return "cancelled: " + what + " before stopping", false
+		return "cancelled: " + what, false
 	case err != nil:
 		return fmt.Sprintf("%s, then failed: %v", what, err), true
 	}

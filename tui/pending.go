@@ -149,17 +149,17 @@ func (v *pendingView) filterText() string { return v.filter }
 func (v *pendingView) setFilter(text string) tea.Cmd {
 	v.filter = text
 	rule, bad := parsePendingFilter(text)
+	var cmd tea.Cmd
+	if bad != "" {
+		cmd = statusErr("filter: " + bad)
+	}
 	if rule.Consumer == v.rule.Consumer && rule.ConsumerContains == v.rule.ConsumerContains &&
 		rule.MinIdle == v.rule.MinIdle && rule.MinDeliveries == v.rule.MinDeliveries {
-		return nil
+		return cmd
 	}
 	v.rule = rule
 	v.reset()
-	cmd := v.refresh()
-	if bad != "" {
-		return tea.Batch(cmd, statusErr("filter: "+bad))
-	}
-	return cmd
+	return tea.Batch(cmd, v.refresh())
 }
 
 // parsePendingFilter reads a Pending filter: "TEXT" matches the consumers
@@ -588,10 +588,13 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 			v.sort.desc = !v.sort.desc
 		}
 		v.setPage(v.byID)
+		if v.sort.col == pendSortID && !v.sort.desc {
+			return status("page in id order, as the broker pages")
+		}
 		return status(fmt.Sprintf("page sorted by %s %s (the broker pages by id)", pendingSortNames[v.sort.col], v.sort.arrow()))
 	case key.Matches(msg, v.k.Bulk):
 		v.armed = true
-		return status(fmt.Sprintf("bulk on every entry of %s matching %s: A ack · c claim · D dead letters · any other key cancels", target, v.rule))
+		return status(fmt.Sprintf("bulk on %s: A ack · c claim · D dead letters · other keys cancel", v.rule))
 	case key.Matches(msg, v.k.Undo):
 		u := v.undo
 		return emit(confirmMsg{
@@ -634,6 +637,9 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		}
 		if pressed(msg, v.k.Bulk) && len(v.rows) > 0 {
 			return statusErr("bulk actions need a broker that settles pending entries by rule")
+		}
+		if pressed(msg, v.k.Bulk) {
+			return status("bulk: nothing pending matches " + v.rule.String())
 		}
 	}
 	return nil
