@@ -638,6 +638,9 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		if pressed(msg, v.k.Bulk) && len(v.rows) > 0 {
 			return statusErr("bulk actions need a broker that settles pending entries by rule")
 		}
+		if pressed(msg, v.k.Bulk) && !v.load.loaded {
+			return status("bulk: the pending entries are still loading")
+		}
 		if pressed(msg, v.k.Bulk) {
 			return status("bulk: nothing pending matches " + v.rule.String())
 		}

@@ -277,3 +277,49 @@ func TestBulkStopsWhenCancelled(t *testing.T) {
 		t.Fatal("an id that is no stream id was accepted")
 	}
 }
+
+// BenchmarkClaimPending100k claims 100,000 pending entries of one
+// consumer to another with ClaimPending (pages of bulkPage, a script per
+// page) and back, on the test server: claimed/s and the time of one
+// 100,000-entry claim.
+func BenchmarkClaimPending100k(b *testing.B) {
+	const n = 100_000
+	url, real := serverURL(b)
+	if !real {
+		b.Log("embedded server: figures are not Redis's")
+	}
+	raw := rawClient(b, url)
+	ev := testEvent(b, raw)
+	group := unique("g")
+	br := openBroker(b, url, Config{Options: core.Options{Identity: core.Identity{Group: group, Client: "console"}}})
+	ctx := context.Background()
+	for i := 0; i < n; i += 10_000 {
+		pipe := raw.Pipeline()
+		for j := range 10_000 {
+			pipe.XAdd(ctx, &goredis.XAddArgs{Stream: ev, Values: []any{dataField, strconv.Itoa(i + j)}})
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := raw.XGroupCreate(ctx, ev, group, "0").Err(); err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < n; i += 10_000 {
+		if err := raw.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: group, Consumer: "from", Streams: []string{ev, ">"}, Count: 10_000}).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	from, to := "from", "to"
+	claimed := 0
+	b.ResetTimer()
+	for b.Loop() {
+		res, err := br.ClaimPending(ctx, ev, group, to, core.PendingRule{Consumer: from}, nil)
+		if err != nil || res.Count != n {
+			b.Fatalf("claimed %d, %v", res.Count, err)
+		}
+		claimed += res.Count
+		from, to = to, from
+	}
+	b.ReportMetric(float64(claimed)/b.Elapsed().Seconds(), "claimed/s")
+}
