@@ -222,7 +222,11 @@ func (a startGatewayAction) withInput(text string) (action, string, error) {
 	if a.token == "" && !a.envToken {
 		return nil, "", errors.New("a token is required (DISCORD_TOKEN is not set)")
 	}
-	return a, "", nil
+	which := "the token typed"
+	if a.token == "" {
+		which = "DISCORD_TOKEN from the environment"
+	}
+	return a, "Start a local gateway with " + which + "? Its shards connect and publish their events to this broker.", nil
 }
 
 // timeout is none: the gateway lives as long as the console's context.

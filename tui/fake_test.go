@@ -151,7 +151,7 @@ func (f *fakeInspector) Groups(ctx context.Context, stream string) ([]core.Group
 	defer f.mu.Unlock()
 	s, err := f.stream(stream)
 	if err != nil {
-		return nil, err
+		return nil, nil // as Redis: a stream that does not exist has no groups
 	}
 	var out []core.GroupInfo
 	for _, g := range s.groups {

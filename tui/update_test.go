@@ -383,6 +383,8 @@ func TestPublishViewSendsPacketsAsGatewaysReadThem(t *testing.T) {
 	d.typeText(`{"guild_id": "81384788765712384", "packet": {"op": 8, "d": {"guild_id": "81384788765712384", "query": "", "limit": 0}}}`)
 	d.mustContain("✓ valid")
 	d.keys("ctrl+s")
+	d.mustContain("Publish to SEND? group gateway consumes it: each handles it.", "(y/N)")
+	d.keys("y")
 	d.mustContain("published SEND")
 	raw, err := core.Msgpack{}.Marshal(b.published[0].Data)
 	if err != nil || raw[0] != 0xda || !json.Valid(raw[3:]) {
@@ -420,6 +422,9 @@ func TestStartGatewayTokenNeverShown(t *testing.T) {
 	d.mustNotContain(testToken, "secret")
 	d.mustContain("•••")
 	d.keys("enter")
+	d.mustContain("Start a local gateway with the token typed?", "(y/N)")
+	d.mustNotContain(testToken)
+	d.keys("y")
 	if got != testToken {
 		t.Fatalf("started with %q", got)
 	}
