@@ -30,9 +30,10 @@ func TestActionsAreValues(t *testing.T) {
 		t.Fatalf("ack asks to run %#v, want %#v", got, want)
 	}
 	d.keys("n", "c", "enter")
-	// The default target is the most recently active consumer other than
-	// the entry's owner (worker-1), not the console.
-	claim := claimAction{stream: "MESSAGE_CREATE", group: "sim-bot", ids: []string{"1700000030000-0"}, to: "worker-2",
+	// The default target is a live consumer other than the entry's owner
+	// (worker-1); worker-2 is stale (idle 7m, more than StaleAfter), so it
+	// is the console.
+	claim := claimAction{stream: "MESSAGE_CREATE", group: "sim-bot", ids: []string{"1700000030000-0"}, to: "console-ops-box",
 		consumers: []string{"worker-1", "worker-2"}}
 	if got := lastConfirm(t, d).acts; !reflect.DeepEqual(got, []action{claim}) {
 		t.Fatalf("claim asks to run %#v, want %#v", got, claim)
@@ -46,7 +47,7 @@ func TestActionsAreValues(t *testing.T) {
 	if a, ok := msg.(claimedMsg); !ok || a.err != nil || a.from != kPending || a.undo == nil {
 		t.Fatalf("claim returned %#v", msg)
 	}
-	if got := ins.claimed["worker-2"]; len(got) != 1 {
+	if got := ins.claimed["console-ops-box"]; len(got) != 1 {
 		t.Fatalf("claimed %v", ins.claimed)
 	}
 	// The prompt refuses an empty consumer, and runs nothing.

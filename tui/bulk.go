@@ -355,6 +355,9 @@ func (u *undoClaim) names() []string {
 // claim's target still holds.
 type undoAction struct{ u *undoClaim }
 
+// timeout lets an undo of a large claim take its batches' time.
+func (undoAction) timeout() time.Duration { return 5 * time.Minute }
+
 func (a undoAction) run(ctx context.Context, b Backend) tea.Msg {
 	bi := bulkInspector(b)
 	if bi == nil {
@@ -393,12 +396,15 @@ func claimTargets(consumers []core.ConsumerInfo) []string {
 }
 
 // defaultTarget is the consumer a claim offers first: the most recently
-// active consumer of the group that does not already own everything
-// claimed (owner, "" when several do), else fallback.
-func defaultTarget(consumers []core.ConsumerInfo, owner, fallback string) string {
-	for _, name := range claimTargets(consumers) {
-		if name != owner {
-			return name
+// active consumer of the group that is live (idle less than staleAfter,
+// when set) and does not already own everything claimed (owner, "" when
+// several do); else fallback (the console's name).
+func defaultTarget(consumers []core.ConsumerInfo, owner string, staleAfter time.Duration, fallback string) string {
+	cs := slices.Clone(consumers)
+	slices.SortStableFunc(cs, func(a, b core.ConsumerInfo) int { return cmp.Compare(a.Idle, b.Idle) })
+	for _, c := range cs {
+		if c.Name != owner && (staleAfter <= 0 || c.Idle < staleAfter) {
+			return c.Name
 		}
 	}
 	return fallback

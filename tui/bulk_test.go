@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
@@ -292,5 +293,26 @@ func TestBulkKeysNeedARuleBroker(t *testing.T) {
 	d.keys("A")
 	if len(ins.acked) != 0 || strings.Contains(d.view(), "(y/N)") {
 		t.Fatal("a read-only console asked to acknowledge")
+	}
+}
+
+func TestDefaultClaimTargetIsALiveConsumer(t *testing.T) {
+	cs := []core.ConsumerInfo{{Name: "old", Idle: time.Hour}, {Name: "busy", Idle: time.Second}, {Name: "recent", Idle: 10 * time.Millisecond}}
+	for _, c := range []struct {
+		owner, want string
+		stale       time.Duration
+	}{
+		{"", "recent", time.Minute},
+		{"recent", "busy", time.Minute},
+		{"busy", "recent", time.Minute},
+		{"recent", "busy", 0},
+		{"recent", "console", 500 * time.Millisecond}, // busy and old are stale
+	} {
+		if got := defaultTarget(cs, c.owner, c.stale, "console"); got != c.want {
+			t.Errorf("owner %q, stale after %s: %q, want %q", c.owner, c.stale, got, c.want)
+		}
+	}
+	if got := claimTargets(cs); !slices.Equal(got, []string{"recent", "busy", "old"}) {
+		t.Errorf("completions %v, most recently active first", got)
 	}
 }

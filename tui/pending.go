@@ -422,7 +422,7 @@ func (v *pendingView) bulkCounted(msg bulkCountMsg) tea.Cmd {
 	}
 	if msg.op == bulkClaim {
 		return emit(promptMsg{label: fmt.Sprintf("Claim %s (%s) to consumer", plural(int(plan.count), "entry"), plan.rule),
-			value: defaultTarget(v.consumers, plan.rule.Consumer, v.sh.node.Client), hint: claimHint(plan.consumers),
+			value: defaultTarget(v.consumers, plan.rule.Consumer, v.sh.node.StaleAfter, v.sh.node.Client), hint: claimHint(plan.consumers),
 			suggestions: plan.consumers, from: kPending, act: bulkClaimInput{plan: plan}})
 	}
 	return emit(confirmMsg{prompt: plan.question(msg.op), acts: []action{bulkAction{op: msg.op, plan: plan}}})
@@ -609,7 +609,7 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	case key.Matches(msg, v.k.Claim) && ins != nil:
 		names := claimTargets(v.consumers)
 		return emit(promptMsg{label: fmt.Sprintf("Claim %s to consumer", plural(len(ids), "entry")),
-			value: defaultTarget(v.consumers, v.ownerOf(ids), sh.node.Client), hint: claimHint(names), suggestions: names,
+			value: defaultTarget(v.consumers, v.ownerOf(ids), sh.node.StaleAfter, sh.node.Client), hint: claimHint(names), suggestions: names,
 			from: kPending, act: claimAction{stream: stream, group: group, ids: ids, consumers: names}})
 	case key.Matches(msg, v.k.Dead) && ins != nil:
 		return emit(confirmMsg{
