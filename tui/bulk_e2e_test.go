@@ -125,18 +125,7 @@ func BenchmarkBulkClaimRedis(b *testing.B) {
 		d.keys("/")
 		d.typeText("consumer=dead")
 		d.keys("enter", "B", "c", "enter")
-		_, cmd := d.m.Update(keyMsg("y"))
-		var start tea.Cmd
-		for _, m := range expand(cmd) {
-			if s, ok := m.(bulkStartMsg); ok {
-				_, start = d.m.Update(s)
-			} else if m != nil {
-				d.send(m)
-			}
-		}
-		if start == nil {
-			b.Fatalf("no job started:\n%s", d.view())
-		}
+		start := confirmBulk(b, d)
 		b.StartTimer()
 		began := time.Now()
 		got := make(chan tea.Msg, 1)

@@ -171,11 +171,7 @@ func TestPendingFilterDeliveriesAndSort(t *testing.T) {
 }
 
 func TestPendingJumpsToTheLastPage(t *testing.T) {
-	ins, b, gw := fixture()
-	big := &fakeStream{name: "BIG", virtual: 1_000_000}
-	big.groups = []*fakeGroup{{info: core.GroupInfo{Name: "g"}, virtual: 100_000,
-		consumers: []core.ConsumerInfo{{Name: "worker-0"}, {Name: "worker-1"}, {Name: "worker-2"}}}}
-	ins.streams["BIG"] = big
+	ins, b, gw := bigFixture()
 	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 100, 30)
 	d.command("pending BIG g")
 	v := d.m.views[kPending].(*pendingView)
@@ -220,18 +216,7 @@ func TestBulkProgressIsMessagesAndEscCancels(t *testing.T) {
 
 	// y: the confirmation's command hands the view the job, whose start
 	// is the one command that does not return at once.
-	_, cmd := d.m.Update(keyMsg("y"))
-	var start tea.Cmd
-	for _, m := range expand(cmd) {
-		if s, ok := m.(bulkStartMsg); ok {
-			_, start = d.m.Update(s)
-		} else if m != nil {
-			d.send(m)
-		}
-	}
-	if start == nil {
-		t.Fatal("no job started")
-	}
+	start := confirmBulk(t, d)
 	got := make(chan tea.Msg)
 	go func() { got <- start() }()
 	msg := <-got // the count, before the first batch
@@ -265,6 +250,25 @@ func TestBulkProgressIsMessagesAndEscCancels(t *testing.T) {
 	if v := d.m.views[kPending]; v.capturing() {
 		t.Fatal("the view still captures keys after the job ended")
 	}
+}
+
+// confirmBulk answers y to a bulk action's confirmation and returns the
+// command that starts its job, without running it.
+func confirmBulk(t testing.TB, d *driver) tea.Cmd {
+	t.Helper()
+	_, cmd := d.m.Update(keyMsg("y"))
+	var start tea.Cmd
+	for _, m := range expand(cmd) {
+		if s, ok := m.(bulkStartMsg); ok {
+			_, start = d.m.Update(s)
+		} else if m != nil {
+			d.send(m)
+		}
+	}
+	if start == nil {
+		t.Fatalf("no job started:\n%s", d.view())
+	}
+	return start
 }
 
 // expand runs cmd and the batches it returns, and lists the messages.

@@ -216,17 +216,8 @@ func (b *Broker) walkPending(ctx context.Context, stream, group string, rule cor
 		if err != nil {
 			return fmt.Errorf("redis: xpending %s %s: %w", stream, group, err)
 		}
-		page := make([]core.PendingEntry, 0, len(ps))
-		for _, x := range ps {
-			e := core.PendingEntry{ID: x.ID, Consumer: x.Consumer, Idle: x.Idle, Deliveries: x.RetryCount}
-			if rule.Matches(e) {
-				page = append(page, e)
-			}
-		}
-		if len(page) > 0 {
-			if err := fn(page); err != nil {
-				return err
-			}
+		if err := matching(rule, ps, fn); err != nil {
+			return err
 		}
 		if len(ps) < bulkPage {
 			return nil
@@ -255,22 +246,30 @@ func (b *Broker) walkIDs(ctx context.Context, stream, group string, rule core.Pe
 		if _, err := pipe.Exec(ctx); err != nil {
 			return fmt.Errorf("redis: xpending %s %s: %w", stream, group, err)
 		}
-		page := make([]core.PendingEntry, 0, len(ids))
+		var ps []goredis.XPendingExt
 		for _, c := range cmds {
-			for _, x := range c.Val() {
-				e := core.PendingEntry{ID: x.ID, Consumer: x.Consumer, Idle: x.Idle, Deliveries: x.RetryCount}
-				if rule.Matches(e) {
-					page = append(page, e)
-				}
-			}
+			ps = append(ps, c.Val()...)
 		}
-		if len(page) > 0 {
-			if err := fn(page); err != nil {
-				return err
-			}
+		if err := matching(rule, ps, fn); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// matching gives fn the entries of ps that match rule, if any.
+func matching(rule core.PendingRule, ps []goredis.XPendingExt, fn func(page []core.PendingEntry) error) error {
+	page := make([]core.PendingEntry, 0, len(ps))
+	for _, x := range ps {
+		e := core.PendingEntry{ID: x.ID, Consumer: x.Consumer, Idle: x.Idle, Deliveries: x.RetryCount}
+		if rule.Matches(e) {
+			page = append(page, e)
+		}
+	}
+	if len(page) == 0 {
+		return nil
+	}
+	return fn(page)
 }
 
 // settle runs settleScript on ids and returns the entries it settled, as
