@@ -206,7 +206,7 @@ func (a *app) ackCommand() *cobra.Command {
 		bulk   bulkFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "ack STREAM GROUP (ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N])",
+		Use:   "ack STREAM GROUP ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N]",
 		Short: "Acknowledge pending messages of a group by hand",
 		Args:  bulk.args,
 		RunE: a.withPending("ack", func(ctx context.Context, in core.PendingInspector, args []string) error {
@@ -235,7 +235,7 @@ func (a *app) claimCommand() *cobra.Command {
 		bulk    bulkFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "claim STREAM GROUP (ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N] --to T)",
+		Use:   "claim STREAM GROUP ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N] --to T",
 		Short: "Give pending messages of a group to another consumer",
 		Long: `claim moves pending messages to --to (default: this client's name). The
 delivery count does not change. The new owner, or whichever client of the
@@ -338,7 +338,7 @@ func (a *app) dlqCommand() *cobra.Command {
 	}
 	requeue.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	move := &cobra.Command{
-		Use:   "move STREAM GROUP (ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N])",
+		Use:   "move STREAM GROUP ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N]",
 		Short: "Move pending messages of a group to the dead letters, with a reason",
 		Args:  bulk.args,
 		RunE: a.withPending("dlq move", func(ctx context.Context, in core.PendingInspector, args []string) error {
