@@ -57,13 +57,21 @@ func (f *bulkFlags) args(cmd *cobra.Command, args []string) error {
 }
 
 // runBulk runs do on in as a core.BulkPendingInspector (op names the
-// command for errors).
-func runBulk(op string, in core.PendingInspector, do func(core.BulkPendingInspector) (core.BulkResult, error)) (core.BulkResult, error) {
+// command for errors), with a progress line on stderr when it is a
+// terminal.
+func (a *app) runBulk(op string, in core.PendingInspector, do func(core.BulkPendingInspector, func(core.BulkProgress)) (core.BulkResult, error)) (core.BulkResult, error) {
 	b, ok := in.(core.BulkPendingInspector)
 	if !ok {
 		return core.BulkResult{}, fmt.Errorf("%s --all: %w: this broker cannot settle pending messages by rule", op, core.ErrUnsupported)
 	}
-	return do(b)
+	if !isTerminalWriter(a.stderr) {
+		return do(b, nil)
+	}
+	res, err := do(b, func(p core.BulkProgress) {
+		fmt.Fprintf(a.stderr, "\r%s: %d of %d…\x1b[K", op, p.Done, p.Total)
+	})
+	fmt.Fprint(a.stderr, "\r\x1b[K")
+	return res, err
 }
 
 // bulkDone prints what a bulk command did, then returns its error: what
@@ -81,8 +89,8 @@ func (a *app) bulkDone(asJSON bool, v any, n int, text string, err error) error 
 // ackAll acknowledges every pending message of args' group that f's rule
 // matches.
 func (a *app) ackAll(ctx context.Context, in core.PendingInspector, args []string, f bulkFlags, asJSON bool) error {
-	res, err := runBulk("ack", in, func(b core.BulkPendingInspector) (core.BulkResult, error) {
-		return b.AckPending(ctx, args[0], args[1], f.rule, nil)
+	res, err := a.runBulk("ack", in, func(b core.BulkPendingInspector, progress func(core.BulkProgress)) (core.BulkResult, error) {
+		return b.AckPending(ctx, args[0], args[1], f.rule, progress)
 	})
 	return a.bulkDone(asJSON, ackJSON{target: newTarget(args[0], args[1]), AckedCount: res.Count}, res.Count,
 		fmt.Sprintf("acknowledged %d (%s)", res.Count, termtext.Escape(f.rule.String())), err)
@@ -91,8 +99,8 @@ func (a *app) ackAll(ctx context.Context, in core.PendingInspector, args []strin
 // claimAll gives every pending message of args' group that f's rule
 // matches to to.
 func (a *app) claimAll(ctx context.Context, in core.PendingInspector, args []string, f bulkFlags, to string, asJSON bool) error {
-	res, err := runBulk("claim", in, func(b core.BulkPendingInspector) (core.BulkResult, error) {
-		return b.ClaimPending(ctx, args[0], args[1], to, f.rule, nil)
+	res, err := a.runBulk("claim", in, func(b core.BulkPendingInspector, progress func(core.BulkProgress)) (core.BulkResult, error) {
+		return b.ClaimPending(ctx, args[0], args[1], to, f.rule, progress)
 	})
 	v := claimAllJSON{target: newTarget(args[0], args[1]), Consumer: to, ConsumerBase64: base64IfInvalid(to), ClaimedCount: res.Count}
 	return a.bulkDone(asJSON, v, res.Count, fmt.Sprintf("claimed %d for %s (%s)", res.Count, quote(to), termtext.Escape(f.rule.String())), err)
@@ -101,8 +109,8 @@ func (a *app) claimAll(ctx context.Context, in core.PendingInspector, args []str
 // moveAll moves every pending message of args' group that f's rule
 // matches to the dead letters.
 func (a *app) moveAll(ctx context.Context, in core.PendingInspector, args []string, f bulkFlags, reason string, asJSON bool) error {
-	res, err := runBulk("dlq move", in, func(b core.BulkPendingInspector) (core.BulkResult, error) {
-		return b.DeadLetterPending(ctx, args[0], args[1], reason, f.rule, nil)
+	res, err := a.runBulk("dlq move", in, func(b core.BulkPendingInspector, progress func(core.BulkProgress)) (core.BulkResult, error) {
+		return b.DeadLetterPending(ctx, args[0], args[1], reason, f.rule, progress)
 	})
 	dl := core.DeadLetterEvent(args[0])
 	v := moveJSON{target: newTarget(args[0], args[1]), MovedCount: res.Count, Event: dl, EventBase64: base64IfInvalid(dl)}
