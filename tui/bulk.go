@@ -181,14 +181,13 @@ type bulkJob struct {
 	cancel context.CancelFunc
 	signal chan struct{} // capacity 1: progress is waiting
 	done   chan struct{} // closed when the worker ends
+	// cancelled: esc was pressed (the UI goroutine's only).
+	cancelled bool
 
-	mu         sync.Mutex
-	progress   core.BulkProgress
-	res        core.BulkResult
-	err        error
-	cancelled  bool
-	started    time.Time
-	finishedIn time.Duration
+	mu       sync.Mutex // guards what the worker writes
+	progress core.BulkProgress
+	res      core.BulkResult
+	err      error
 }
 
 // bulkProgressMsg is a job's latest progress.
@@ -208,10 +207,10 @@ type bulkDoneMsg struct {
 
 func (bulkDoneMsg) target() kind { return kPending }
 
-func newBulkJob(base context.Context, a bulkAction, now time.Time) *bulkJob {
+func newBulkJob(base context.Context, a bulkAction) *bulkJob {
 	ctx, cancel := context.WithCancel(base)
 	return &bulkJob{op: a.op, plan: a.plan, ctx: ctx, cancel: cancel, signal: make(chan struct{}, 1), done: make(chan struct{}),
-		progress: core.BulkProgress{Total: a.plan.count}, started: now}
+		progress: core.BulkProgress{Total: a.plan.count}}
 }
 
 // start runs the job in a goroutine and returns its first message.

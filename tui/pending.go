@@ -372,7 +372,7 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 		if v.job != nil || bi == nil {
 			return statusErr("a bulk action already runs: esc cancels it")
 		}
-		v.job = newBulkJob(v.sh.base, bulkAction(msg), v.sh.now())
+		v.job = newBulkJob(v.sh.base, bulkAction(msg))
 		v.jobProgress = core.BulkProgress{Total: msg.plan.count}
 		return v.job.start(bi)
 	case bulkProgressMsg:
