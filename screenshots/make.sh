@@ -129,6 +129,18 @@ sleep 0.4
 keys demo c Enter
 shot demo 06-claim-confirm
 keys demo n
+# Bulk recovery: every entry the stuck worker-2 holds, to the live consumer.
+keys demo /
+say demo "consumer=worker-2"
+keys demo Enter
+sleep 1
+keys demo B c
+sleep 0.8
+keys demo Enter
+shot demo 18-bulk-confirm
+keys demo y
+shot demo 19-bulk-claimed 1.5
+keys demo / Escape
 palette demo "tail MESSAGE_CREATE,TYPING_START,MESSAGE_REACTION_ADD"
 shot demo 07-tail 3
 # A simulated guild, from the payload shown earlier.
@@ -139,6 +151,8 @@ say demo "MESSAGE_CREATE"
 keys demo Tab
 say demo '{"content": "hello from the console", "channel_id": "1"}'
 keys demo C-s
+sleep 0.5
+keys demo y # groups consume MESSAGE_CREATE: the console asks
 shot demo 08-publish 1
 keys demo Escape
 sleep 0.3

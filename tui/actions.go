@@ -34,6 +34,11 @@ type inputAction interface {
 	withInput(text string) (a action, confirm string, err error)
 }
 
+// confirmedMsg tells the active view that the operator confirmed acts
+// (it clears its marks); a cancelled confirmation tells it nothing, so a
+// selection survives it.
+type confirmedMsg struct{ acts []action }
+
 // submittedMsg tells the view a prompt came from that its action was
 // accepted (it clears its marks, shows that it is starting…).
 type submittedMsg struct{ act action }
@@ -85,14 +90,17 @@ func (a ackAction) run(ctx context.Context, b Backend) tea.Msg {
 		return actionMsg{from: kPending, err: fmt.Errorf("%s: %w", noPendingWhy, core.ErrUnsupported)}
 	}
 	n, err := ins.Ack(ctx, a.stream, a.group, a.ids...)
-	return actionMsg{from: kPending, text: fmt.Sprintf("acknowledged %d of %d in %s/%s", n, len(a.ids), a.stream, a.group), err: err}
+	return actionMsg{from: kPending, text: fmt.Sprintf("acknowledged %d of %d in %s/%s · an ack cannot be undone", n, len(a.ids), a.stream, a.group), err: err}
 }
 
-// claimAction gives pending entries of a group to the consumer to.
+// claimAction gives pending entries of a group to the consumer to;
+// consumers are the group's, to warn that claiming to another name
+// creates a consumer.
 type claimAction struct {
 	stream, group string
 	ids           []string
 	to            string
+	consumers     []string
 }
 
 func (a claimAction) withInput(text string) (action, string, error) {
@@ -100,10 +108,18 @@ func (a claimAction) withInput(text string) (action, string, error) {
 	if a.to == "" {
 		return nil, "", errors.New("claim: a consumer name is required")
 	}
-	return a, fmt.Sprintf("Claim %s of %s/%s to %q?", plural(len(a.ids), "entry"), a.stream, a.group, a.to), nil
+	q := fmt.Sprintf("Claim %s of %s/%s to %q?", plural(len(a.ids), "entry"), a.stream, a.group, a.to)
+	return a, newConsumerWarning(a.consumers, a.to, a.group) + q, nil
 }
 
+// run claims by rule (only these ids) when the broker can, which tells
+// the previous owners, for an undo.
 func (a claimAction) run(ctx context.Context, b Backend) tea.Msg {
+	if bi := bulkInspector(b); bi != nil {
+		res, err := bi.ClaimPending(ctx, a.stream, a.group, a.to, core.PendingRule{IDs: a.ids}, nil)
+		return claimedMsg{actionMsg: actionMsg{from: kPending, text: fmt.Sprintf("%q now owns %d of %d entries", a.to, res.Count, len(a.ids)), err: err},
+			undo: newUndoClaim(a.stream, a.group, a.to, res.Previous)}
+	}
 	ins := pendingInspector(b)
 	if ins == nil {
 		return actionMsg{from: kPending, err: fmt.Errorf("%s: %w", noPendingWhy, core.ErrUnsupported)}
@@ -206,7 +222,11 @@ func (a startGatewayAction) withInput(text string) (action, string, error) {
 	if a.token == "" && !a.envToken {
 		return nil, "", errors.New("a token is required (DISCORD_TOKEN is not set)")
 	}
-	return a, "", nil
+	which := "the token typed"
+	if a.token == "" {
+		which = "DISCORD_TOKEN from the environment"
+	}
+	return a, "Start a local gateway with " + which + "? Its shards connect and publish their events to this broker.", nil
 }
 
 // timeout is none: the gateway lives as long as the console's context.

@@ -30,7 +30,11 @@ func TestActionsAreValues(t *testing.T) {
 		t.Fatalf("ack asks to run %#v, want %#v", got, want)
 	}
 	d.keys("n", "c", "enter")
-	claim := claimAction{stream: "MESSAGE_CREATE", group: "sim-bot", ids: []string{"1700000030000-0"}, to: "console-ops-box"}
+	// The default target is a live consumer other than the entry's owner
+	// (worker-1); worker-2 is stale (idle 7m, more than StaleAfter), so it
+	// is the console.
+	claim := claimAction{stream: "MESSAGE_CREATE", group: "sim-bot", ids: []string{"1700000030000-0"}, to: "console-ops-box",
+		consumers: []string{"worker-1", "worker-2"}}
 	if got := lastConfirm(t, d).acts; !reflect.DeepEqual(got, []action{claim}) {
 		t.Fatalf("claim asks to run %#v, want %#v", got, claim)
 	}
@@ -40,7 +44,7 @@ func TestActionsAreValues(t *testing.T) {
 	}
 	// An action runs on its own, with one result message.
 	msg := claim.run(context.Background(), d.m.sh.backend)
-	if a, ok := msg.(actionMsg); !ok || a.err != nil || a.from != kPending {
+	if a, ok := msg.(claimedMsg); !ok || a.err != nil || a.from != kPending || a.undo == nil {
 		t.Fatalf("claim returned %#v", msg)
 	}
 	if got := ins.claimed["console-ops-box"]; len(got) != 1 {

@@ -225,6 +225,9 @@ func TestEndToEndClaimAckSend(t *testing.T) {
 	typeKeys(tm, "tab")
 	tm.Type(`{"op": 8, "d": {"guild_id": "` + sys.sim.GuildsForShard(0, 2)[0] + `", "query": "pv", "limit": 0}}`)
 	typeKeys(tm, "ctrl+s")
+	// The gateway's group consumes shard 0's event: the console asks.
+	waitOutput(t, tm, "Publish to 0? group", "consumes it", "(y/N)")
+	typeKeys(tm, "y")
 	waitOutput(t, tm, "published 0")
 	eventually(t, "op 8 at simulated shard 0", func() bool {
 		for _, r := range sys.sim.Snapshot().Received {

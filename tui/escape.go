@@ -91,7 +91,11 @@ func (s shownBackend) Inspector() core.Inspector {
 		return nil
 	}
 	if p, ok := ins.(core.PendingInspector); ok {
-		return shownPendingInspector{shownInspector{ins}, p}
+		sp := shownPendingInspector{shownInspector{ins}, p}
+		if bp, ok := ins.(core.BulkPendingInspector); ok {
+			return shownBulkPendingInspector{sp, bp}
+		}
+		return sp
 	}
 	return shownInspector{ins}
 }

@@ -117,7 +117,7 @@ func TestHostileNamesAreEscapedOnScreen(t *testing.T) {
 		t.Errorf("ack did not reach the broker with the raw names: %v", ins.acked)
 	}
 	d.keys("c")
-	check("claim prompt", "consumers: ")
+	check("claim prompt", "tab completes · ")
 	d.send(tea.KeyMsg{Type: tea.KeyCtrlU})
 	d.typeText(termtext.Quote(consumer))
 	d.keys("enter")
@@ -153,6 +153,8 @@ func TestHostileNamesAreEscapedOnScreen(t *testing.T) {
 	d.keys("tab")
 	d.typeText(`{"x": "\u001b[2J\u202e"}`)
 	d.keys("ctrl+s")
+	check("confirm publish", "Publish to "+termtext.Quote(ev)+"?")
+	d.keys("y")
 	check("publish", "published "+termtext.Quote(ev))
 	if len(b.published) != 1 || b.published[0].Event != ev {
 		t.Errorf("publish did not reach the broker under the raw name: %+v", b.published)

@@ -60,6 +60,10 @@ type fakeInspector struct {
 	gate    chan struct{} // when set, every call waits for it
 	// maxCount is the largest page asked of Pending or Entries.
 	maxCount int
+	// bulkPage is the batch of the bulk methods (default 2); bulkGate,
+	// when set, is waited on before each batch (fakebulk_test.go).
+	bulkPage int
+	bulkGate chan struct{}
 }
 
 var (
@@ -147,7 +151,7 @@ func (f *fakeInspector) Groups(ctx context.Context, stream string) ([]core.Group
 	defer f.mu.Unlock()
 	s, err := f.stream(stream)
 	if err != nil {
-		return nil, err
+		return nil, nil // as Redis: a stream that does not exist has no groups
 	}
 	var out []core.GroupInfo
 	for _, g := range s.groups {

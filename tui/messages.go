@@ -122,9 +122,11 @@ type confirmMsg struct {
 // (it hears submittedMsg when the text is accepted).
 type promptMsg struct {
 	label, value, hint string
-	masked             bool
-	from               kind
-	act                inputAction
+	// suggestions complete the text typed (Tab).
+	suggestions []string
+	masked      bool
+	from        kind
+	act         inputAction
 }
 
 // navMsg opens a view.

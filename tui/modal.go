@@ -59,6 +59,8 @@ func (d *modal) openInput(k modalKind, value, placeholder string, masked bool) t
 		d.input.EchoCharacter = '•'
 	}
 	d.input.Placeholder = placeholder
+	d.input.ShowSuggestions = false
+	d.input.SetSuggestions(nil)
 	return d.input.Focus()
 }
 
@@ -70,7 +72,13 @@ func (d *modal) openFilter(text string) tea.Cmd { return d.openInput(modalFilter
 
 func (d *modal) openPrompt(p promptMsg) tea.Cmd {
 	d.prompt = p
-	return d.openInput(modalPrompt, p.value, "", p.masked)
+	cmd := d.openInput(modalPrompt, p.value, "", p.masked)
+	if len(p.suggestions) > 0 && !p.masked {
+		// Tab completes, ctrl+n / ctrl+p choose among several.
+		d.input.ShowSuggestions = true
+		d.input.SetSuggestions(p.suggestions)
+	}
+	return cmd
 }
 
 func (d *modal) openConfirm(c confirmMsg) {
@@ -115,7 +123,9 @@ func (d *modal) view(width int) string {
 	st := d.st
 	switch d.kind {
 	case modalConfirm:
-		return truncate(" "+st.warn.Render(d.confirm.prompt+" (y/N)"), width)
+		// A long question is cut, never its (y/N).
+		const yn = " (y/N)"
+		return st.warn.Render(truncate(" "+d.confirm.prompt, max(width-len(yn), 1)) + yn)
 	case modalPrompt:
 		line := " " + st.key.Render(d.prompt.label+": ") + d.input.View()
 		if d.prompt.hint != "" {

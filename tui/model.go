@@ -391,7 +391,8 @@ func (m *Model) modalKey(msg tea.KeyMsg) tea.Cmd {
 			return nil
 		}
 		m.setStatus("working…", false)
-		return m.sh.startAll(m.modal.confirm.acts)
+		acts := m.modal.confirm.acts
+		return tea.Batch(v.update(confirmedMsg{acts: acts}), m.sh.startAll(acts))
 	case modalPrompt:
 		if !ev.closed {
 			return cmd

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -44,12 +45,19 @@ type pendingView struct {
 	rows          []core.PendingEntry
 	landAt        int // -1: keep; 0: top; 1: bottom
 	filter        string
-	consumer      string
-	minIdle       time.Duration
+	rule          core.PendingRule // what the filter selects
+	sort          pendingSort
+	armed         bool     // B was pressed: the next key picks a bulk action
+	job           *bulkJob // the bulk action running, if any
+	jobProgress   core.BulkProgress
+	undo          *undoClaim          // the last claim, to claim back
+	byID          []core.PendingEntry // the page in id order (rows may be sorted)
+	pageLast      string              // the page's last id, where the next starts
 	tbl           table
 	k             struct {
 		nav                                                      navKeys
 		Payload, Mark, MarkPage, Ack, Claim, Dead, Requeue, Copy key.Binding
+		Bulk, Undo, Sort, SortDir, FilterHelp                    key.Binding
 	}
 }
 
@@ -63,6 +71,7 @@ func newPending(sh *shared) *pendingView {
 		column{title: "PUBLISHED", width: 19},
 	)
 	v.k.nav = newNavKeys()
+	v.k.nav.Bottom = bindAs("end/G", "last (G: last page)", "end", "G")
 	v.k.Payload = bind("payload", "enter")
 	v.k.Mark = bindAs("space", "mark", " ")
 	v.k.MarkPage = bind("mark page", "a")
@@ -71,6 +80,11 @@ func newPending(sh *shared) *pendingView {
 	v.k.Dead = bind("move to dead letters", "D")
 	v.k.Requeue = bind("requeue dead letters", "R")
 	v.k.Copy = bind("copy id", "y")
+	v.k.Bulk = bind("bulk on the filter's matches (then A, c, D)", "B")
+	v.k.Undo = bind("undo claim", "u")
+	v.k.Sort = bind("sort page", "s")
+	v.k.SortDir = bind("reverse sort", "S")
+	v.k.FilterHelp = bindAs("/", "filter w1 consumer=X idle>5m dlv>=3", "/")
 	return v
 }
 
@@ -95,6 +109,7 @@ func (v *pendingView) reset() {
 	clear(v.tbl.marked)
 	v.tbl.setRows(nil, nil)
 	v.load.invalidate()
+	v.armed = false
 }
 
 func (v *pendingView) crumbs() []string {
@@ -125,38 +140,64 @@ func (v *pendingView) setSize(w, h int) {
 }
 
 func (v *pendingView) activate() tea.Cmd { return v.refresh() }
-func (v *pendingView) capturing() bool   { return false }
+func (v *pendingView) capturing() bool   { return v.armed || v.job != nil }
 
 func (v *pendingView) canFilter() bool    { return true }
 func (v *pendingView) filterText() string { return v.filter }
 
-// setFilter reads "NAME" (a consumer) and "idle>DURATION" terms.
+// setFilter reads the filter's terms (parsePendingFilter).
 func (v *pendingView) setFilter(text string) tea.Cmd {
 	v.filter = text
-	consumer, minIdle := "", time.Duration(0)
-	var bad string
+	rule, bad := parsePendingFilter(text)
+	var cmd tea.Cmd
+	if bad != "" {
+		cmd = statusErr("filter: " + bad)
+	}
+	if rule.Consumer == v.rule.Consumer && rule.ConsumerContains == v.rule.ConsumerContains &&
+		rule.MinIdle == v.rule.MinIdle && rule.MinDeliveries == v.rule.MinDeliveries {
+		return cmd
+	}
+	v.rule = rule
+	v.reset()
+	return tea.Batch(cmd, v.refresh())
+}
+
+// parsePendingFilter reads a Pending filter: "TEXT" matches the consumers
+// whose name contains it, "consumer=NAME" one consumer exactly,
+// "idle>DURATION" entries idle at least that long, "deliveries>=N" (or
+// "dlv>=N"; ">" for more than N) entries delivered at least N times. bad
+// says what was not understood.
+func parsePendingFilter(text string) (rule core.PendingRule, bad string) {
 	for f := range strings.FieldsSeq(text) {
-		if rest, ok := strings.CutPrefix(f, "idle>"); ok {
+		lower := strings.ToLower(f)
+		switch {
+		case strings.HasPrefix(lower, "idle>"):
+			rest := strings.TrimPrefix(strings.TrimPrefix(lower, "idle>"), "=")
 			d, err := time.ParseDuration(rest)
-			if err != nil {
-				bad = rest
+			if err != nil || d < 0 {
+				bad = fmt.Sprintf("%q is not a duration (idle>30s)", rest)
 				continue
 			}
-			minIdle = d
-			continue
+			rule.MinIdle = d
+		case strings.HasPrefix(lower, "deliveries>"), strings.HasPrefix(lower, "dlv>"):
+			_, rest, _ := strings.Cut(lower, ">")
+			more := !strings.HasPrefix(rest, "=")
+			n, err := strconv.ParseInt(strings.TrimPrefix(rest, "="), 10, 64)
+			if err != nil || n < 0 {
+				bad = fmt.Sprintf("%q is not a count (deliveries>=3)", rest)
+				continue
+			}
+			if more {
+				n++
+			}
+			rule.MinDeliveries = n
+		case strings.HasPrefix(lower, "consumer="):
+			rule.Consumer, rule.ConsumerContains = f[len("consumer="):], ""
+		default:
+			rule.ConsumerContains, rule.Consumer = f, ""
 		}
-		consumer = f
 	}
-	if consumer == v.consumer && minIdle == v.minIdle {
-		return nil
-	}
-	v.consumer, v.minIdle = consumer, minIdle
-	v.reset()
-	cmd := v.refresh()
-	if bad != "" {
-		return tea.Batch(cmd, statusErr(fmt.Sprintf("filter: %q is not a duration (idle>30s)", bad)))
-	}
-	return cmd
+	return rule, bad
 }
 
 func (v *pendingView) refresh() tea.Cmd {
@@ -166,7 +207,7 @@ func (v *pendingView) refresh() tea.Cmd {
 	}
 	sh, stream, group := v.sh, v.stream, v.group
 	pi := pendingInspector(sh.backend)
-	q := core.PendingQuery{After: v.starts[len(v.starts)-1], Count: v.tbl.pageRows(), Consumer: v.consumer, MinIdle: v.minIdle}
+	rule, after, count := v.rule, v.starts[len(v.starts)-1], v.tbl.pageRows()
 	return func() tea.Msg {
 		r := pendingResult{seq: seq, gen: gen, group: group}
 		ctx, cancel := sh.ctx()
@@ -199,7 +240,7 @@ func (v *pendingView) refresh() tea.Cmd {
 		}
 		r.consumers, _ = ins.Consumers(ctx, stream, r.group)
 		if pi != nil {
-			r.page, r.err = pi.Pending(ctx, stream, r.group, q)
+			r.page, r.err = pendingPage(ctx, pi, stream, r.group, rule, r.consumers, after, count)
 		}
 		return r
 	}
@@ -213,7 +254,7 @@ func (v *pendingView) isDLQ() bool {
 func (v *pendingView) keys() []key.Binding {
 	has := len(v.rows) > 0
 	write := has && !v.sh.readOnly
-	for _, b := range []*key.Binding{&v.k.Payload, &v.k.Mark, &v.k.MarkPage, &v.k.Copy} {
+	for _, b := range []*key.Binding{&v.k.Payload, &v.k.Mark, &v.k.MarkPage, &v.k.Copy, &v.k.Sort, &v.k.SortDir, &v.k.nav.Top, &v.k.nav.Bottom} {
 		b.SetEnabled(has)
 	}
 	for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim} {
@@ -221,12 +262,16 @@ func (v *pendingView) keys() []key.Binding {
 	}
 	v.k.Dead.SetEnabled(write && !v.isDLQ())
 	v.k.Requeue.SetEnabled(write && v.isDLQ())
+	v.k.Bulk.SetEnabled(write && bulkInspector(v.sh.backend) != nil)
+	v.k.Undo.SetEnabled(!v.sh.readOnly && v.undo != nil && bulkInspector(v.sh.backend) != nil)
+	v.k.FilterHelp.SetEnabled(true)
 	if pendingInspector(v.sh.backend) == nil {
-		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue} {
+		for _, b := range []*key.Binding{&v.k.Ack, &v.k.Claim, &v.k.Dead, &v.k.Requeue, &v.k.Bulk, &v.k.Undo, &v.k.FilterHelp} {
 			b.SetEnabled(false)
 		}
 	}
-	return append(v.k.nav.list()[:4], v.k.Payload, v.k.Mark, v.k.MarkPage, v.k.Ack, v.k.Claim, v.k.Dead, v.k.Requeue, v.k.Copy)
+	return append(v.k.nav.list()[:4], v.k.Payload, v.k.Mark, v.k.MarkPage, v.k.Ack, v.k.Claim, v.k.Dead, v.k.Requeue, v.k.Copy,
+		v.k.Bulk, v.k.Undo, v.k.Sort, v.k.SortDir, v.k.nav.Top, v.k.nav.Bottom, v.k.FilterHelp)
 }
 
 // Why RabbitMQ cannot do the Pending view's actions.
@@ -299,12 +344,96 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 			return v.refresh()
 		}
 		return nil
-	case submittedMsg:
-		// A claim's consumer was typed: the marks are done with.
+	case confirmedMsg:
+		// An action on the marks was confirmed: they are done with. (A
+		// cancelled confirmation keeps them.)
 		clear(v.tbl.marked)
+		if len(msg.acts) == 1 {
+			if _, ok := msg.acts[0].(undoAction); ok {
+				v.undo = nil
+			}
+		}
 		return nil
+	case lastPageMsg:
+		if msg.gen != v.load.gen {
+			return nil
+		}
+		if msg.err != nil {
+			return statusErr("last page: " + v.sh.errText(msg.err))
+		}
+		v.starts, v.offsets, v.landAt = msg.starts, msg.offsets, 1
+		v.load.invalidate()
+		v.load.loaded = true
+		return v.refresh()
+	case bulkCountMsg:
+		return v.bulkCounted(msg)
+	case bulkStartMsg:
+		bi := bulkInspector(v.sh.backend)
+		if v.job != nil || bi == nil {
+			return statusErr("a bulk action already runs: esc cancels it")
+		}
+		v.job = newBulkJob(v.sh.base, bulkAction(msg))
+		v.jobProgress = core.BulkProgress{Total: msg.plan.count}
+		return v.job.start(bi)
+	case bulkProgressMsg:
+		if msg.job != v.job {
+			return nil
+		}
+		v.jobProgress = msg.p
+		return msg.job.next()
+	case bulkDoneMsg:
+		if msg.job == v.job {
+			v.job = nil
+		}
+		text, isErr := msg.job.summary(msg.res, msg.err)
+		switch msg.job.op {
+		case bulkClaim:
+			if u := newUndoClaim(msg.job.plan.stream, msg.job.plan.group, msg.job.plan.to, msg.res.Previous); u != nil {
+				v.undo = u
+				text += " · u undoes (back to " + strings.Join(u.names(), ", ") + ")"
+			}
+		case bulkAck:
+			text += " · an ack cannot be undone"
+		}
+		if isErr {
+			return emit(actionMsg{from: kPending, err: errors.New(text)})
+		}
+		return emit(actionMsg{from: kPending, text: text})
+	case claimedMsg:
+		if msg.err == nil && msg.undo != nil {
+			v.undo = msg.undo
+			msg.text += " · u undoes (back to " + strings.Join(msg.undo.names(), ", ") + ")"
+		}
+		return emit(msg.actionMsg)
 	}
 	return nil
+}
+
+// bulkCounted asks to confirm a counted bulk action, or for a claim's
+// target first.
+func (v *pendingView) bulkCounted(msg bulkCountMsg) tea.Cmd {
+	if msg.err != nil {
+		return statusErr("bulk: " + v.sh.errText(msg.err))
+	}
+	plan := msg.plan
+	plan.count = msg.count
+	if plan.count == 0 {
+		return status("nothing pending in " + plan.stream + "/" + plan.group + " matches " + plan.rule.String())
+	}
+	if msg.op == bulkClaim {
+		return emit(promptMsg{label: fmt.Sprintf("Claim %s (%s) to consumer", plural(int(plan.count), "entry"), plan.rule),
+			value: defaultTarget(v.consumers, plan.rule.Consumer, v.sh.node.StaleAfter, v.sh.node.Client), hint: claimHint(plan.consumers),
+			suggestions: plan.consumers, from: kPending, act: bulkClaimInput{plan: plan}})
+	}
+	return emit(confirmMsg{prompt: plan.question(msg.op), acts: []action{bulkAction{op: msg.op, plan: plan}}})
+}
+
+// claimHint is a claim prompt's hint: how to complete the target.
+func claimHint(consumers []string) string {
+	if len(consumers) == 0 {
+		return "the group has no consumers yet: the name typed becomes one"
+	}
+	return "tab completes · " + strings.Join(consumers, ", ")
 }
 
 func (v *pendingView) setPage(page []core.PendingEntry) {
@@ -314,6 +443,15 @@ func (v *pendingView) setPage(page []core.PendingEntry) {
 		v.load.dirty = true
 		return
 	}
+	v.pageLast = ""
+	if len(page) > 0 {
+		v.pageLast = page[len(page)-1].ID
+	}
+	v.byID = page
+	if v.sort.col != pendSortID || v.sort.desc {
+		page = v.sort.apply(page)
+	}
+	v.sort.titles(v.tbl.cols)
 	v.rows = page
 	rows := make([][]string, len(page))
 	keys := make([]string, len(page))
@@ -340,7 +478,7 @@ func (v *pendingView) nextPage() tea.Cmd {
 	if len(v.rows) < v.tbl.pageRows() {
 		return nil // last page
 	}
-	v.starts = append(v.starts, v.rows[len(v.rows)-1].ID)
+	v.starts = append(v.starts, v.pageLast)
 	v.offsets = append(v.offsets, v.offsets[len(v.offsets)-1]+len(v.rows))
 	v.landAt = 0
 	v.load.invalidate()
@@ -360,6 +498,16 @@ func (v *pendingView) prevPage(land int) tea.Cmd {
 }
 
 func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
+	if v.job != nil && msg.Type == tea.KeyEsc {
+		if v.job.cancelled {
+			return nil
+		}
+		v.job.stop()
+		return status("cancelling: the bulk action stops after the batch in flight")
+	}
+	if v.armed {
+		return v.bulkKey(msg)
+	}
 	switch {
 	case key.Matches(msg, v.k.nav.PageDown):
 		return v.nextPage()
@@ -376,6 +524,18 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 		v.tbl.cursor = 0
 		v.tbl.clamp()
 		return nil
+	case key.Matches(msg, v.k.nav.Bottom):
+		// end: the page's last row, then (again) the list's; G: the
+		// list's last row, on its last page.
+		if last := len(v.rows) - 1; len(v.rows) < v.tbl.pageRows() || (msg.String() == "end" && v.tbl.cursor != last) {
+			v.tbl.cursor = last
+			v.tbl.clamp()
+			return nil
+		}
+		if pendingInspector(v.sh.backend) == nil {
+			return nil
+		}
+		return tea.Batch(status("finding the last page…"), lastPage(v.sh, v.stream, v.group, v.rule, v.tbl.pageRows(), v.load.gen))
 	}
 	if edge, ok := v.k.nav.move(msg, &v.tbl); ok {
 		switch edge {
@@ -385,6 +545,9 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 			return v.prevPage(1)
 		}
 		return nil
+	}
+	if v.job != nil {
+		return status("a bulk action runs: esc cancels it; the list keeps scrolling and refreshing")
 	}
 	if cmd := pressedUnavailable(msg, v.unavailable()); cmd != nil {
 		return cmd
@@ -396,8 +559,8 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	switch {
 	case key.Matches(msg, v.k.Payload):
 		id, prev := v.tbl.selectedKey(), ""
-		if i := v.tbl.cursor; i > 0 && i < len(v.rows) {
-			prev = v.rows[i-1].ID
+		if i := slices.IndexFunc(v.byID, func(p core.PendingEntry) bool { return p.ID == id }); i > 0 {
+			prev = v.byID[i-1].ID
 		}
 		return fetchEntry(sh, stream, id, prev)
 	case key.Matches(msg, v.k.Mark):
@@ -418,46 +581,104 @@ func (v *pendingView) key(msg tea.KeyMsg) tea.Cmd {
 	case key.Matches(msg, v.k.Copy):
 		id := v.tbl.selectedKey()
 		return emit(copyMsg{what: "id " + id, text: id})
+	case key.Matches(msg, v.k.Sort), key.Matches(msg, v.k.SortDir):
+		if key.Matches(msg, v.k.Sort) {
+			v.sort = v.sort.next()
+		} else {
+			v.sort.desc = !v.sort.desc
+		}
+		v.setPage(v.byID)
+		if v.sort.col == pendSortID && !v.sort.desc {
+			return status("page in id order, as the broker pages")
+		}
+		return status(fmt.Sprintf("page sorted by %s %s (the broker pages by id)", pendingSortNames[v.sort.col], v.sort.arrow()))
+	case key.Matches(msg, v.k.Bulk):
+		v.armed = true
+		return status(fmt.Sprintf("bulk on %s: A ack · c claim · D dead letters · other keys cancel", v.rule))
+	case key.Matches(msg, v.k.Undo):
+		u := v.undo
+		return emit(confirmMsg{
+			prompt: fmt.Sprintf("Claim back %s that %q still holds to %s?", plural(u.count, "entry"), u.to, strings.Join(u.names(), ", ")),
+			acts:   []action{undoAction{u: u}},
+		})
 	case key.Matches(msg, v.k.Ack) && ins != nil:
-		clear(v.tbl.marked)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Acknowledge %s of %s? They leave the pending list for good.", plural(len(ids), "entry"), target),
 			acts:   []action{ackAction{stream: stream, group: group, ids: ids}},
 		})
 	case key.Matches(msg, v.k.Claim) && ins != nil:
-		names := make([]string, 0, len(v.consumers))
-		for _, c := range v.consumers {
-			names = append(names, c.Name)
-		}
-		hint := "(default: this console)"
-		if len(names) > 0 {
-			hint = "consumers: " + strings.Join(names, ", ")
-		}
-		return emit(promptMsg{label: fmt.Sprintf("Claim %s to consumer", plural(len(ids), "entry")), value: sh.node.Client, hint: hint,
-			from: kPending, act: claimAction{stream: stream, group: group, ids: ids}})
+		names := claimTargets(v.consumers)
+		return emit(promptMsg{label: fmt.Sprintf("Claim %s to consumer", plural(len(ids), "entry")),
+			value: defaultTarget(v.consumers, v.ownerOf(ids), sh.node.StaleAfter, sh.node.Client), hint: claimHint(names), suggestions: names,
+			from: kPending, act: claimAction{stream: stream, group: group, ids: ids, consumers: names}})
 	case key.Matches(msg, v.k.Dead) && ins != nil:
-		clear(v.tbl.marked)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Move %s of %s to %s (acknowledging them here)?", plural(len(ids), "entry"), target, dlqOf(stream)),
 			acts: []action{deadLetterAction{stream: stream, group: group, ids: ids,
 				reason: "moved by an operator from the spectacles console on " + sh.node.Name}},
 		})
 	case key.Matches(msg, v.k.Requeue):
-		clear(v.tbl.marked)
 		source, _ := dlqSource(stream)
 		return emit(confirmMsg{
 			prompt: fmt.Sprintf("Requeue %s from %s to %s?", plural(len(ids), "dead letter"), stream, source),
 			acts:   []action{requeueAction{from: kPending, source: source, group: group, ids: ids}},
 		})
-	case pressed(msg, v.k.Ack), pressed(msg, v.k.Claim), pressed(msg, v.k.Dead), pressed(msg, v.k.Requeue):
+	case pressed(msg, v.k.Undo):
+		if v.sh.readOnly {
+			return statusErr("read-only: undo is disabled")
+		}
+		return status("nothing to undo: only a claim can be undone (an ack or a move to dead letters cannot)")
+	case pressed(msg, v.k.Ack), pressed(msg, v.k.Claim), pressed(msg, v.k.Dead), pressed(msg, v.k.Requeue), pressed(msg, v.k.Bulk):
 		if v.sh.readOnly {
 			return statusErr("read-only: ack, claim, dead-letter and requeue are disabled")
 		}
 		if pressed(msg, v.k.Requeue) && !v.isDLQ() {
 			return statusErr("requeue works on dead letters: open the pending entries of " + dlqOf(v.stream) + ", or :dlq " + v.stream)
 		}
+		if pressed(msg, v.k.Bulk) && len(v.rows) > 0 {
+			return statusErr("bulk actions need a broker that settles pending entries by rule")
+		}
+		if pressed(msg, v.k.Bulk) && !v.load.loaded {
+			return status("bulk: the pending entries are still loading")
+		}
+		if pressed(msg, v.k.Bulk) {
+			return status("bulk: nothing pending matches " + v.rule.String())
+		}
 	}
 	return nil
+}
+
+// bulkKey takes the key after B: the bulk action to count and confirm.
+func (v *pendingView) bulkKey(msg tea.KeyMsg) tea.Cmd {
+	v.armed = false
+	op := bulkAck
+	switch {
+	case key.Matches(msg, v.k.Ack):
+	case key.Matches(msg, v.k.Claim):
+		op = bulkClaim
+	case key.Matches(msg, v.k.Dead) && !v.isDLQ():
+		op = bulkDead
+	default:
+		return status("bulk action cancelled")
+	}
+	plan := bulkPlan{stream: v.stream, group: v.group, rule: v.rule, consumers: claimTargets(v.consumers),
+		reason: "moved in bulk by an operator from the spectacles console on " + v.sh.node.Name}
+	return tea.Batch(status("counting the entries that match "+v.rule.String()+"…"), countBulk(v.sh, op, plan))
+}
+
+// ownerOf is the one consumer that owns every id on this page, or "".
+func (v *pendingView) ownerOf(ids []string) string {
+	owner := ""
+	for _, p := range v.rows {
+		if !slices.Contains(ids, p.ID) {
+			continue
+		}
+		if owner != "" && p.Consumer != owner {
+			return ""
+		}
+		owner = p.Consumer
+	}
+	return owner
 }
 
 func (v *pendingView) view() string {
@@ -473,27 +694,31 @@ func (v *pendingView) view() string {
 		return " " + st.warn.Render(noPendingWhy) + "\n " +
 			st.muted.Render(fmt.Sprintf("%s pending in %s · %s consumers", fmtKnown(v.info.Pending), v.group, fmt.Sprint(v.info.Consumers)))
 	}
-	if v.load.err != nil {
+	filtered := !v.rule.IsAll()
+	switch {
+	case v.job != nil:
+		top = v.job.progressLine(st, v.jobProgress, v.tbl.width)
+	case v.load.err != nil:
 		if errors.Is(v.load.err, core.ErrUnsupported) {
 			top = " " + st.warn.Render("this broker cannot list pending entries: "+v.sh.errText(v.load.err))
 		} else {
 			top = " " + st.bad.Render("✗ "+v.sh.errText(v.load.err))
 		}
-	} else {
+	default:
 		off := v.offsets[len(v.offsets)-1]
 		pos := fmt.Sprintf("page %d · rows %s–%s", len(v.starts), fmtCount(int64(min(off+1, off+len(v.rows)))), fmtCount(int64(off+len(v.rows))))
 		top = fmt.Sprintf(" %s pending in %s · %s · %s consumers", fmtCount(v.info.Pending), v.group, pos, fmt.Sprint(v.info.Consumers))
 		if n := len(v.tbl.marked); n > 0 {
 			top += st.marked.Render(fmt.Sprintf(" · %d marked", n))
 		}
-		if v.consumer != "" || v.minIdle > 0 {
-			top += st.accent.Render(" · filtered")
+		if filtered {
+			top += st.accent.Render(" · filtered: " + v.rule.String())
 		}
-		top = st.muted.Render(top)
+		top = truncate(st.muted.Render(top), v.tbl.width)
 	}
 	v.tbl.empty = "nothing pending"
-	if v.consumer != "" || v.minIdle > 0 {
-		v.tbl.empty = "nothing pending matches the filter"
+	if filtered {
+		v.tbl.empty = "nothing pending matches " + v.rule.String()
 	}
 	return top + "\n" + v.tbl.view()
 }

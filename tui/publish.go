@@ -101,7 +101,8 @@ func (v *publishView) capturing() bool   { return v.form.editing() }
 func (v *publishView) canWrite() bool { return !v.sh.readOnly && v.sh.backend.Broker() != nil }
 
 func (v *publishView) keys() []key.Binding {
-	w := v.canWrite()
+	// With no field focused, ctrl+s and ctrl+o do nothing.
+	w := v.canWrite() && v.form.editing()
 	v.k.Publish.SetEnabled(w && !v.busy)
 	v.k.Call.SetEnabled(w && !v.busy)
 	v.k.Format.SetEnabled(true)
@@ -125,11 +126,29 @@ func (v *publishView) validate() (event string, data any, err error) {
 	if err != nil {
 		return event, nil, fmt.Errorf("invalid JSON: %v", err)
 	}
+	if err := checkPacketEvent(event, data, knownShardCount(v.sh)); err != nil {
+		return event, nil, err
+	}
 	return event, data, nil
 }
 
 func (v *publishView) update(msg tea.Msg) tea.Cmd {
 	switch msg := msg.(type) {
+	case publishCheckMsg:
+		if msg.act.seq != v.seq {
+			return nil
+		}
+		if q := msg.question(); q != "" {
+			return emit(confirmMsg{prompt: q, acts: []action{msg.act}})
+		}
+		return v.start(msg.act)
+	case confirmedMsg:
+		if len(msg.acts) == 1 {
+			if a, ok := msg.acts[0].(publishAction); ok && a.seq == v.seq {
+				v.started(a) // the root runs it
+			}
+		}
+		return nil
 	case publishResult:
 		if msg.seq != v.seq {
 			return nil
@@ -193,12 +212,23 @@ func (v *publishView) send(call bool) tea.Cmd {
 		timeout = d
 	}
 	v.seq++
+	a := publishAction{seq: v.seq, call: call, event: event, data: data, wait: timeout}
+	return tea.Batch(status("looking up who consumes "+event+"…"), checkConsumers(v.sh, a))
+}
+
+// start runs a, which nobody needs to confirm.
+func (v *publishView) start(a publishAction) tea.Cmd {
+	v.started(a)
+	return v.sh.start(a)
+}
+
+// started shows that a runs.
+func (v *publishView) started(a publishAction) {
 	v.busy = true
 	v.result = ""
-	if call {
-		v.result = fmt.Sprintf("calling %s, waiting up to %s for a reply…", event, timeout)
+	if a.call {
+		v.result = fmt.Sprintf("calling %s, waiting up to %s for a reply…", a.event, a.wait)
 	}
-	return v.sh.start(publishAction{seq: v.seq, call: call, event: event, data: data, wait: timeout})
 }
 
 func (v *publishView) view() string {

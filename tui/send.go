@@ -124,7 +124,8 @@ func (v *sendView) refresh() tea.Cmd {
 func (v *sendView) capturing() bool { return v.form.editing() }
 
 func (v *sendView) keys() []key.Binding {
-	w := !v.sh.readOnly && v.sh.backend.Broker() != nil
+	// With no field focused, ctrl+s and ctrl+d do nothing.
+	w := !v.sh.readOnly && v.sh.backend.Broker() != nil && v.form.editing()
 	v.k.Send.SetEnabled(w)
 	v.k.Direct.SetEnabled(w)
 	return append([]key.Binding{v.k.Send, v.k.Direct}, v.form.keys()...)

@@ -204,10 +204,14 @@ func (v *shardsView) update(msg tea.Msg) tea.Cmd {
 		if again {
 			return v.refresh()
 		}
-	case submittedMsg:
-		// The token was typed: the gateway is starting.
-		v.starting = true
-		return status("starting a gateway…")
+	case confirmedMsg:
+		// The start was confirmed: the gateway is starting.
+		if len(msg.acts) == 1 {
+			if _, ok := msg.acts[0].(startGatewayAction); ok {
+				v.starting = true
+				return status("starting a gateway…")
+			}
+		}
 	case gatewayStartedMsg:
 		v.starting = false
 		if msg.err != nil {

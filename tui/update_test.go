@@ -125,23 +125,26 @@ func TestClaimMarkedEntriesToTheConsole(t *testing.T) {
 	d.command("pending MESSAGE_CREATE sim-bot")
 	d.keys("space", "space")
 	d.mustContain("2 marked")
+	// The default target is the group's most recently active consumer;
+	// Tab completes from its consumers.
 	d.keys("c")
-	d.mustContain("Claim 2 entries to consumer", "console-ops-box", "consumers: worker-1, worker-2")
+	d.mustContain("Claim 2 entries to consumer", "worker-1", "tab completes · worker-1, worker-2")
 	d.keys("enter")
-	d.mustContain(`Claim 2 entries of MESSAGE_CREATE/sim-bot to "console-ops-box"?`)
+	d.mustContain(`Claim 2 entries of MESSAGE_CREATE/sim-bot to "worker-1"?`)
+	d.mustNotContain("claiming creates it")
 	d.keys("y")
-	if got := ins.claimed["console-ops-box"]; len(got) != 2 {
+	if got := ins.claimed["worker-1"]; len(got) != 2 {
 		t.Fatalf("claimed %v", ins.claimed)
 	}
-	d.mustContain(`"console-ops-box" now owns 2 of 2 entries`)
-	// Claim to a chosen consumer, then move one to the dead letters.
+	d.mustContain(`"worker-1" now owns 2 of 2 entries`)
+	// Claim to a name that is no consumer: the confirmation says so.
 	d.keys("c")
-	for range len("console-ops-box") {
-		d.keys("backspace")
-	}
-	d.typeText("worker-1")
-	d.keys("enter", "y")
-	if len(ins.claimed["worker-1"]) != 1 {
+	d.send(tea.KeyMsg{Type: tea.KeyCtrlU})
+	d.typeText("console-ops-box")
+	d.keys("enter")
+	d.mustContain(`"console-ops-box" is not a consumer of sim-bot: claiming creates it. Claim 1 entry`, "(y/N)")
+	d.keys("y")
+	if len(ins.claimed["console-ops-box"]) != 1 {
 		t.Fatalf("claimed %v", ins.claimed)
 	}
 	d.keys("D", "y")
@@ -380,6 +383,8 @@ func TestPublishViewSendsPacketsAsGatewaysReadThem(t *testing.T) {
 	d.typeText(`{"guild_id": "81384788765712384", "packet": {"op": 8, "d": {"guild_id": "81384788765712384", "query": "", "limit": 0}}}`)
 	d.mustContain("✓ valid")
 	d.keys("ctrl+s")
+	d.mustContain("Publish to SEND? group gateway consumes it: each handles it.", "(y/N)")
+	d.keys("y")
 	d.mustContain("published SEND")
 	raw, err := core.Msgpack{}.Marshal(b.published[0].Data)
 	if err != nil || raw[0] != 0xda || !json.Valid(raw[3:]) {
@@ -417,6 +422,9 @@ func TestStartGatewayTokenNeverShown(t *testing.T) {
 	d.mustNotContain(testToken, "secret")
 	d.mustContain("•••")
 	d.keys("enter")
+	d.mustContain("Start a local gateway with the token typed?", "(y/N)")
+	d.mustNotContain(testToken)
+	d.keys("y")
 	if got != testToken {
 		t.Fatalf("started with %q", got)
 	}

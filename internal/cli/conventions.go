@@ -97,8 +97,9 @@ func fallbackExamples() map[string]string {
 		"spectacles groups":   `  spectacles groups MESSAGE_CREATE`,
 		"spectacles pending": `  spectacles pending MESSAGE_CREATE audit --min-idle 1m
   spectacles pending MESSAGE_CREATE audit --after 1700000000000-0 --count 50`,
-		"spectacles ack":         `  spectacles ack MESSAGE_CREATE audit 1700000000000-0 1700000000001-0`,
-		"spectacles claim":       `  spectacles claim MESSAGE_CREATE audit 1700000000000-0 --to w2`,
+		"spectacles ack": `  spectacles ack MESSAGE_CREATE audit 1700000000000-0 1700000000001-0`,
+		"spectacles claim": `  spectacles claim MESSAGE_CREATE audit 1700000000000-0 --to w2
+  spectacles claim MESSAGE_CREATE audit --all --consumer w1 --min-idle 5m --to w2`,
 		"spectacles dlq":         `  spectacles dlq list MESSAGE_CREATE`,
 		"spectacles dlq list":    `  spectacles dlq list MESSAGE_CREATE --json`,
 		"spectacles dlq requeue": `  spectacles dlq requeue MESSAGE_CREATE 1700000000000-0`,

@@ -201,12 +201,18 @@ func (a *app) pendingCommand() *cobra.Command {
 }
 
 func (a *app) ackCommand() *cobra.Command {
-	var asJSON bool
+	var (
+		asJSON bool
+		bulk   bulkFlags
+	)
 	cmd := &cobra.Command{
-		Use:   "ack STREAM GROUP ID...",
+		Use:   "ack STREAM GROUP ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N]",
 		Short: "Acknowledge pending messages of a group by hand",
-		Args:  cobra.MinimumNArgs(3),
+		Args:  bulk.args,
 		RunE: a.withPending("ack", func(ctx context.Context, in core.PendingInspector, args []string) error {
+			if bulk.all {
+				return a.ackAll(ctx, in, args, bulk, asJSON)
+			}
 			n, err := in.Ack(ctx, args[0], args[1], args[2:]...)
 			if err != nil {
 				return err
@@ -217,6 +223,7 @@ func (a *app) ackCommand() *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	bulk.add(cmd.Flags(), true)
 	return cmd
 }
 
@@ -225,15 +232,25 @@ func (a *app) claimCommand() *cobra.Command {
 		asJSON  bool
 		to      string
 		minIdle time.Duration
+		bulk    bulkFlags
 	)
 	cmd := &cobra.Command{
-		Use:   "claim STREAM GROUP ID...",
+		Use:   "claim STREAM GROUP ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N] --to T",
 		Short: "Give pending messages of a group to another consumer",
 		Long: `claim moves pending messages to --to (default: this client's name). The
 delivery count does not change. The new owner, or whichever client of the
-group reclaims idle messages, takes them up after the message timeout.`,
-		Args: cobra.MinimumNArgs(3),
+group reclaims idle messages, takes them up after the message timeout.
+With --all it claims every pending message that matches the rule, and
+needs --to.`,
+		Args: bulk.args,
 		RunE: a.withPending("claim", func(ctx context.Context, in core.PendingInspector, args []string) error {
+			if bulk.all {
+				if to == "" {
+					return usageErrorf("claim --all needs --to CONSUMER (spectacles groups STREAM lists the consumers)")
+				}
+				bulk.rule.MinIdle = minIdle
+				return a.claimAll(ctx, in, args, bulk, to, asJSON)
+			}
 			if to == "" {
 				to = cliClient()
 			}
@@ -254,6 +271,7 @@ group reclaims idle messages, takes them up after the message timeout.`,
 	f.BoolVar(&asJSON, "json", false, "print JSON")
 	f.StringVar(&to, "to", "", "consumer that takes the messages (default: spectacles-cli@HOST)")
 	f.DurationVar(&minIdle, "min-idle", 0, "only claim messages idle at least this long")
+	bulk.add(f, false)
 	return cmd
 }
 
@@ -268,6 +286,7 @@ func (a *app) dlqCommand() *cobra.Command {
 		asJSON bool
 		q      core.RangeQuery
 		reason string
+		bulk   bulkFlags
 	)
 	list := &cobra.Command{
 		Use:   "list EVENT",
@@ -319,10 +338,13 @@ func (a *app) dlqCommand() *cobra.Command {
 	}
 	requeue.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	move := &cobra.Command{
-		Use:   "move STREAM GROUP ID...",
+		Use:   "move STREAM GROUP ID... | --all [--consumer C] [--min-idle D] [--min-deliveries N]",
 		Short: "Move pending messages of a group to the dead letters, with a reason",
-		Args:  cobra.MinimumNArgs(3),
+		Args:  bulk.args,
 		RunE: a.withPending("dlq move", func(ctx context.Context, in core.PendingInspector, args []string) error {
+			if bulk.all {
+				return a.moveAll(ctx, in, args, bulk, reason, asJSON)
+			}
 			n, err := in.DeadLetter(ctx, args[0], args[1], reason, args[2:]...)
 			if err != nil {
 				return err
@@ -336,6 +358,7 @@ func (a *app) dlqCommand() *cobra.Command {
 	}
 	move.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	move.Flags().StringVar(&reason, "reason", "moved by hand", "why, kept with each dead letter")
+	bulk.add(move.Flags(), true)
 	cmd.AddCommand(list, requeue, move)
 	return cmd
 }

@@ -129,6 +129,15 @@ type claimJSON struct {
 	ClaimedIDs     []string `json:"claimed_ids"`
 }
 
+// claimAllJSON is what `claim --all --json` prints: how many messages
+// went to Consumer (their ids could be a hundred thousand).
+type claimAllJSON struct {
+	target
+	Consumer       string `json:"consumer"`
+	ConsumerBase64 string `json:"consumer_base64,omitempty"`
+	ClaimedCount   int    `json:"claimed_count"`
+}
+
 // moveJSON is what `dlq move --json` prints: Event is the dead-letter
 // event the messages went to.
 type moveJSON struct {

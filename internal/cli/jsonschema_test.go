@@ -193,6 +193,13 @@ func TestJSONSchema(t *testing.T) {
 		t.Errorf("claim: %v", m)
 	}
 
+	// claim --all, back to worker
+	claimAll := s.doc("claim --all", cli(t, "claim", ev, group, "--all", "--consumer", "rescuer", "--to", "worker", "--json"))
+	s.has("claim --all", claimAll, "stream", "group", "consumer", "claimed_count")
+	if m := asMap(claimAll); m["consumer"] != "worker" || m["claimed_count"] != 1.0 {
+		t.Errorf("claim --all: %v", m)
+	}
+
 	// ack
 	ack := s.doc("ack", cli(t, "ack", ev, group, ids[0], "--json"))
 	s.has("ack", ack, "stream", "group", "acked_count")
