@@ -3,8 +3,8 @@ package hub
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"encoding/json"
+	"fmt"
 	"net"
 	"strings"
 	"testing"

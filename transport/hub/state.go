@@ -21,8 +21,8 @@ type state struct {
 
 	seq       uint64 // message ids and delivery tags
 	sessions  uint64
-	groups    map[string]map[*conn]struct{}  // registered instances by group
-	queues    map[string]map[string]*queue   // by event, then group
+	groups    map[string]map[*conn]struct{} // registered instances by group
+	queues    map[string]map[string]*queue  // by event, then group
 	published uint64
 	unhandled uint64
 	stopped   bool
