@@ -75,14 +75,15 @@ type Instance struct {
 	// heartbeat (or, on the hub, its latest command).
 	StartedAt time.Time `json:"started_at" msgpack:"started_at"`
 	LastSeen  time.Time `json:"last_seen" msgpack:"last_seen"`
-	// TTL is how long after LastSeen it counts as gone.
-	TTL time.Duration `json:"ttl_ms" msgpack:"ttl_ms"`
+	// TTLMs is how long after LastSeen it counts as gone, in
+	// milliseconds (0: DefaultPresenceTTL).
+	TTLMs int64 `json:"ttl_ms" msgpack:"ttl_ms"`
 }
 
 // Stale reports whether the instance was not heard from within its TTL at
 // now (DefaultPresenceTTL when it has none).
 func (i Instance) Stale(now time.Time) bool {
-	ttl := i.TTL
+	ttl := time.Duration(i.TTLMs) * time.Millisecond
 	if ttl <= 0 {
 		ttl = DefaultPresenceTTL
 	}

@@ -200,6 +200,7 @@ string KEY that is not valid UTF-8.`,
 	root.AddCommand(a.respondCommand())
 	root.AddCommand(a.healthcheckCommand())
 	root.AddCommand(a.hubCommand())
+	root.AddCommand(a.servicesCommand())
 	a.applyConventions(root)
 	return root
 }

@@ -61,6 +61,7 @@ func (c Config) Options(id core.Identity, log *slog.Logger) core.Options {
 		MessageTimeout: c.MessageTimeout,
 		MaxDeliveries:  c.MaxDeliveries,
 		Logger:         log,
+		Announce:       core.Announcement{Version: announceVersion()},
 	}
 }
 

@@ -76,7 +76,7 @@ type helpGroup struct {
 func commandGroups() []helpGroup {
 	return []helpGroup{
 		{"broker", "Broker commands:", []string{"publish", "call", "consume", "respond", "bench", "hub"}},
-		{"inspect", "Inspection commands:", []string{"streams", "groups", "pending", "ack", "claim", "dlq", "tail", "send", "shards"}},
+		{"inspect", "Inspection commands:", []string{"streams", "groups", "pending", "ack", "claim", "dlq", "tail", "send", "shards", "services"}},
 		{"gateway", "Gateway commands:", []string{"gateway", "simulate", "healthcheck"}},
 		{"console", "Console:", []string{"console"}},
 	}

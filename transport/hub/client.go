@@ -353,6 +353,9 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 		return nil, fmt.Errorf("hub: presence: %w", err)
 	}
 	var out []core.Instance
+	if len(r.Body) == 0 {
+		return out, nil
+	}
 	if err := json.Unmarshal(r.Body, &out); err != nil {
 		return nil, fmt.Errorf("hub: presence: %w", err)
 	}

@@ -262,7 +262,6 @@ func (c *conn) registerLocked(cmd *Command) {
 		}
 		subID = id
 	}
-	c.st.joinLocked(c)
 	c.respond(cmd.Key, map[string]any{"session": c.session, "sub": subID, "max_message_size": c.s.cfg.MaxMessageSize})
 }
 
@@ -292,6 +291,7 @@ func (c *conn) subscribeLocked(s Subscription) (string, error) {
 	}
 	c.subs[sb.id] = sb
 	c.st.subscribeLocked(sb)
+	c.st.joinLocked(c) // announced from its first subscription on
 	return sb.id, nil
 }
 
@@ -373,8 +373,9 @@ func (c *conn) publishLocked(cmd *Command) {
 
 // instanceLocked describes c for presence.
 func (c *conn) instanceLocked() core.Instance {
-	in := core.Instance{Session: c.session, Host: c.f.Remote(), StartedAt: c.startedAt, LastSeen: c.lastSeen,
-		TTL: wsPongWait}
+	// Connected is alive: LastSeen is now (a quiet consumer sends nothing).
+	in := core.Instance{Session: c.session, Host: c.f.Remote(), StartedAt: c.startedAt, LastSeen: time.Now().UTC(),
+		TTLMs: wsPongWait.Milliseconds()}
 	if c.reg != nil {
 		in.Group, in.Client, in.Version = c.reg.Group, c.reg.Client, c.reg.Version
 	}

@@ -62,9 +62,11 @@
 //
 // # Presence
 //
-// The hub announces its registered instances natively: it publishes
+// The hub announces its instances natively: a client is an instance of
+// its group from its first subscription on (one that only sends is not
+// announced, as the gist's consumers). It publishes
 // core.EventInstanceConnected and core.EventInstanceDisconnected for every
-// instance with a group, and core.EventGroupOnline and
+// instance, and core.EventGroupOnline and
 // core.EventGroupOffline for the first and last of a group, as ordinary
 // events (JSON core.PresenceEvent). A client killed with -9 is seen gone
 // as soon as its operating system closes the socket; a websocket peer

@@ -356,13 +356,17 @@ func (st *state) presenceLocked(event string, c *conn, reason string) {
 	st.publishLocked(&entry{event: event, id: st.newID(), payload: raw, isJSON: true})
 }
 
-// joinLocked records c, just registered, as an instance of its group.
+// joinLocked records c, which subscribed, as an instance of its group
+// (once): a client that only sends is not announced.
 func (st *state) joinLocked(c *conn) {
 	g := c.group()
 	if g == "" {
 		return
 	}
 	members := st.groups[g]
+	if _, ok := members[c]; ok {
+		return
+	}
 	first := len(members) == 0
 	if members == nil {
 		members = make(map[*conn]struct{})
@@ -398,7 +402,7 @@ func (st *state) leaveLocked(c *conn, reason string) {
 
 // instancesLocked lists the registered instances that have a group.
 func (st *state) instancesLocked() []core.Instance {
-	var out []core.Instance
+	out := []core.Instance{}
 	for _, members := range st.groups {
 		for c := range members {
 			out = append(out, c.instanceLocked())

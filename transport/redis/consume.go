@@ -93,6 +93,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		settler: &settler{b: b},
 	}
 	c.start(ctx)
+	b.presence.consumed(ctx, streams)
 	return nil
 }
 
