@@ -30,22 +30,32 @@ type framer interface {
 	Remote() string
 }
 
-// tcpFramer speaks newline-delimited JSON on a stream.
+// tcpFramer speaks newline-delimited JSON on a stream. Concurrent writers
+// commit together: while one writes, the others append to the next batch,
+// which one of them then writes, so that many publishers share syscalls.
 type tcpFramer struct {
 	c   net.Conn
 	r   *bufio.Reader
 	max int
 	buf []byte
 
-	wmu sync.Mutex
-	w   *bufio.Writer
+	wmu      sync.Mutex
+	wcond    *sync.Cond
+	pending  []byte // the next batch
+	spare    []byte
+	appended uint64 // frames appended to batches
+	written  uint64 // frames of batches written
+	writing  bool
+	werr     error
 }
 
 func newTCPFramer(c net.Conn, r *bufio.Reader, max int) *tcpFramer {
 	if r == nil {
 		r = bufio.NewReaderSize(c, 64<<10)
 	}
-	return &tcpFramer{c: c, r: r, max: max, w: bufio.NewWriterSize(c, 64<<10)}
+	f := &tcpFramer{c: c, r: r, max: max}
+	f.wcond = sync.NewCond(&f.wmu)
+	return f
 }
 
 func (f *tcpFramer) ReadFrame() ([]byte, error) {
@@ -86,14 +96,33 @@ func (f *tcpFramer) WriteFrames(frames [][]byte) error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
 	for _, fr := range frames {
-		if _, err := f.w.Write(fr); err != nil {
-			return err
-		}
-		if err := f.w.WriteByte('\n'); err != nil {
-			return err
-		}
+		f.pending = append(f.pending, fr...)
+		f.pending = append(f.pending, '\n')
 	}
-	return f.w.Flush()
+	f.appended += uint64(len(frames))
+	mine := f.appended
+	for f.written < mine && f.werr == nil {
+		if f.writing {
+			f.wcond.Wait()
+			continue
+		}
+		batch, upTo := f.pending, f.appended
+		f.pending, f.spare = f.spare[:0], nil
+		f.writing = true
+		f.wmu.Unlock()
+		_, err := f.c.Write(batch)
+		f.wmu.Lock()
+		f.writing = false
+		if cap(batch) <= 1<<20 {
+			f.spare = batch[:0]
+		}
+		if err != nil {
+			f.werr = err
+		}
+		f.written = upTo
+		f.wcond.Broadcast()
+	}
+	return f.werr
 }
 
 func (f *tcpFramer) Close() error   { return f.c.Close() }
