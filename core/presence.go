@@ -47,8 +47,8 @@ func IsPresenceEvent(event string) bool {
 // DefaultHeartbeat, and one not heard from for DefaultPresenceTTL is
 // offline (a process killed with -9 is seen gone within it).
 const (
-	DefaultHeartbeat   = 5 * time.Second
-	DefaultPresenceTTL = 15 * time.Second
+	DefaultHeartbeat   = 4 * time.Second
+	DefaultPresenceTTL = 12 * time.Second
 )
 
 // ErrUnhandled is wrapped by the error of a Call that no online instance

@@ -72,7 +72,7 @@ func (a *app) servicesCommand() *cobra.Command {
 		Long: `List every service instance that announces itself through the broker: its
 group, client, version, the events it consumes and the calls it answers,
 and when it was last heard from. An instance whose heartbeat is older
-than its TTL (15s by default) is "stale": it died without a word (kill -9)
+than its TTL (12s by default) is "stale": it died without a word (kill -9)
 and will be reported offline. A group is online while one of its
 instances is.
 

@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // buildBinary builds the spectacles command into a temporary directory.
@@ -71,15 +73,15 @@ func waitServices(t *testing.T, env map[string]string, group string, within time
 // TestServicesShowsKilledInstance: a consume process announces itself
 // (group, client, version, events) and, killed with -9, is shown stale or
 // gone: on the hub at once (its socket closes), on Redis once its
-// heartbeat is older than the TTL (15 s by default).
+// heartbeat is older than the TTL (12 s by default), on RabbitMQ once the
+// management API no longer lists its connection.
 func TestServicesShowsKilledInstance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
 	bin := buildBinary(t)
 
-	check := func(t *testing.T, procEnv []string, inProc map[string]string) {
-		group := unique("svc")
+	check := func(t *testing.T, procEnv []string, inProc map[string]string, group string) {
 		consumer := startNode(t, bin, append(procEnv, "BROKER_GROUP="+group, "BROKER_CLIENT=worker-1"),
 			"consume", "MESSAGE_CREATE", "GUILD_CREATE")
 		waitServices(t, inProc, group, 30*time.Second, func(list []serviceLine) bool {
@@ -116,12 +118,19 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 			}
 		}
 		env := []string{"BROKER_TYPE=hub", "HUB_URL=tcp://" + addr}
-		check(t, append(processEnv(t), env...), map[string]string{"BROKER_TYPE": "hub", "HUB_URL": "ws://" + addr, "REDIS_URL": ""})
+		check(t, append(processEnv(t), env...), map[string]string{"BROKER_TYPE": "hub", "HUB_URL": "ws://" + addr, "REDIS_URL": ""}, unique("svc"))
 		if err := hub.stop(t, syscall.SIGTERM); err != nil {
 			t.Errorf("hub after SIGTERM: %v; stderr:\n%s", err, hub.stderr.String())
 		}
 	})
 	t.Run("Redis", func(t *testing.T) {
-		check(t, append(processEnv(t), "REDIS_URL="+testRedisURL), map[string]string{})
+		check(t, append(processEnv(t), "REDIS_URL="+testRedisURL), map[string]string{}, unique("svc"))
+	})
+	t.Run("AMQP", func(t *testing.T) {
+		url := amqptest.URL(t)
+		group := unique("svc")
+		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq")
+		check(t, append(processEnv(t), "BROKER_TYPE=amqp", "AMQP_URL="+url),
+			map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "REDIS_URL": ""}, group)
 	})
 }

@@ -22,8 +22,8 @@ import (
 // slot so that they work on Redis Cluster:
 //
 //   - PresenceKeyPrefix + "instance:" + SESSION: the instance's JSON
-//     core.Instance, SET with a TTL (Announce.TTL, default 15 s) and
-//     refreshed every heartbeat (default 5 s): it exists while the
+//     core.Instance, SET with a TTL (Announce.TTL, default 12 s) and
+//     refreshed every heartbeat (default 4 s): it exists while the
 //     instance lives;
 //   - PresenceKeyPrefix + "instances": a hash of every instance announced
 //     and not yet found gone, SESSION → JSON core.Instance;
