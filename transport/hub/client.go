@@ -30,8 +30,9 @@ const DefaultURL = "ws://" + DefaultAddress
 // with drs.exception or drs.error.
 var ErrHandlerFailed = errors.New("the handler failed")
 
-// ErrConnectionLost is wrapped by errors after the connection to the hub
-// broke. The client does not reconnect: a new one must be opened.
+// ErrConnectionLost is wrapped by the errors of what was sent, or waited
+// for, when the connection to the hub broke, and of what is sent while the
+// client reconnects.
 var ErrConnectionLost = errors.New("connection to the hub lost")
 
 // ErrInvalidConfig is returned by Open for a configuration it cannot use.
@@ -53,7 +54,9 @@ type Config struct {
 type Broker struct {
 	cfg Config
 	log *slog.Logger
-	f   framer
+
+	fmu sync.RWMutex
+	f   framer // nil while reconnecting
 
 	session  string
 	idPrefix string
@@ -129,7 +132,9 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		Session string `json:"session"`
 	}
 	_ = json.Unmarshal(resp.Body, &r)
+	b.mu.Lock()
 	b.session = r.Session
+	b.mu.Unlock()
 	return b, nil
 }
 
@@ -165,7 +170,11 @@ func dial(ctx context.Context, raw string, max int) (framer, error) {
 }
 
 // Session is the name the hub gave this connection.
-func (b *Broker) Session() string { return b.session }
+func (b *Broker) Session() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.session
+}
 
 // Unhandled counts the messages this client published that no group
 // consumes (the hub answered them with drs.error "unhandled").
@@ -177,12 +186,28 @@ func (b *Broker) newID() string {
 
 func (b *Broker) newKey() string { return "k" + strconv.FormatUint(b.keySeq.Add(1), 36) }
 
+func (b *Broker) conn() framer {
+	b.fmu.RLock()
+	defer b.fmu.RUnlock()
+	return b.f
+}
+
+func (b *Broker) setConn(f framer) {
+	b.fmu.Lock()
+	b.f = f
+	b.fmu.Unlock()
+}
+
 // write sends one command.
 func (b *Broker) write(cmd *Command) error {
 	if err := b.lost(); err != nil {
 		return err
 	}
-	if err := b.f.WriteFrames([][]byte{cmd.Encode()}); err != nil {
+	f := b.conn()
+	if f == nil {
+		return fmt.Errorf("%w: reconnecting", ErrConnectionLost)
+	}
+	if err := f.WriteFrames([][]byte{cmd.Encode()}); err != nil {
 		return fmt.Errorf("%w: %w", ErrConnectionLost, err)
 	}
 	return nil
@@ -362,32 +387,44 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 	return out, nil
 }
 
-// read handles what the hub sends until the connection ends.
+// read handles what the hub sends; when the connection breaks it
+// reconnects (see reconnect), until Close.
 func (b *Broker) read() {
 	defer close(b.readerDone)
 	for {
-		frame, err := b.f.ReadFrame()
+		err := b.readFrom(b.conn())
+		if !b.closed.Load() {
+			b.log.Warn("connection to the hub lost; reconnecting", "url", b.cfg.URL, "err", err)
+			b.setConn(nil)
+			b.failPending(err)
+			if b.reconnect() {
+				continue
+			}
+		}
+		b.mu.Lock()
+		b.lostErr = core.ErrClosed
+		consumers := make([]*consumer, 0, len(b.consumers))
+		for _, c := range b.consumers {
+			consumers = append(consumers, c)
+		}
+		b.mu.Unlock()
+		for _, c := range consumers {
+			c.cancel()
+		}
+		return
+	}
+}
+
+// readFrom handles what f sends until it fails.
+func (b *Broker) readFrom(f framer) error {
+	for {
+		frame, err := f.ReadFrame()
 		if err != nil {
 			if errors.Is(err, ErrTooLarge) {
 				b.log.Warn("dropped a command from the hub", "err", err)
 				continue
 			}
-			b.mu.Lock()
-			if b.closed.Load() {
-				b.lostErr = core.ErrClosed
-			} else {
-				b.lostErr = fmt.Errorf("%w: %w", ErrConnectionLost, err)
-				b.log.Error("connection to the hub lost; this client stops (open a new one)", "url", b.cfg.URL, "err", err)
-			}
-			consumers := make([]*consumer, 0, len(b.consumers))
-			for _, c := range b.consumers {
-				consumers = append(consumers, c)
-			}
-			b.mu.Unlock()
-			for _, c := range consumers {
-				c.cancel()
-			}
-			return
+			return err
 		}
 		cmd, err := DecodeCommand(frame, b.cfg.MaxMessageSize)
 		if err != nil {
@@ -396,6 +433,105 @@ func (b *Broker) read() {
 		}
 		b.dispatch(&cmd)
 	}
+}
+
+// failPending answers every waiting request with drs.error: the
+// connection broke, so no answer will come.
+func (b *Broker) failPending(cause error) {
+	b.mu.Lock()
+	pending := b.pending
+	b.pending = make(map[string]*request)
+	b.mu.Unlock()
+	body := bodyOf(ErrorBody{Reason: fmt.Sprintf("%v: %v", ErrConnectionLost, cause), Code: "connection_lost"})
+	for key, req := range pending {
+		req.reply <- Command{Action: ActionError, Key: key, Body: body}
+	}
+}
+
+// reconnect dials the hub again (backing off up to 5 s) until it answers,
+// registers and subscribes every running consumer again, and reports
+// false when Close came first. Deliveries that were in flight went back
+// to the hub (or were lost with it, if it restarted): their acks fail.
+func (b *Broker) reconnect() bool {
+	delay := 100 * time.Millisecond
+	for {
+		select {
+		case <-b.closeCtx.Done():
+			return false
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 5*time.Second)
+		f, err := dial(b.closeCtx, b.cfg.URL, b.cfg.MaxMessageSize)
+		if err != nil {
+			b.log.Debug("reconnecting to the hub", "err", err)
+			continue
+		}
+		if err := b.handshake(f); err != nil {
+			_ = f.Close()
+			b.log.Debug("reconnecting to the hub", "err", err)
+			continue
+		}
+		b.setConn(f)
+		b.log.Info("reconnected to the hub", "url", b.cfg.URL, "session", b.session)
+		return true
+	}
+}
+
+// handshake registers on f and subscribes the consumers again, handling
+// what arrives meanwhile.
+func (b *Broker) handshake(f framer) error {
+	ask := func(action string, body any) (Command, error) {
+		key := b.newKey()
+		cmd := Command{Action: action, Key: key, Body: bodyOf(body)}
+		if err := f.WriteFrames([][]byte{cmd.Encode()}); err != nil {
+			return Command{}, err
+		}
+		for {
+			frame, err := f.ReadFrame()
+			if err != nil {
+				return Command{}, err
+			}
+			r, err := DecodeCommand(frame, b.cfg.MaxMessageSize)
+			if err != nil {
+				continue
+			}
+			if r.Key == key && IsReserved(r.Action) {
+				if r.Action != ActionResponse {
+					return r, answerError(r)
+				}
+				return r, nil
+			}
+			b.dispatch(&r)
+		}
+	}
+	id := b.cfg.Identity
+	r, err := ask(ActionRegister, Registration{Group: id.Group, Client: id.Client, Version: b.cfg.Announce.Version, Calls: b.cfg.Announce.Calls})
+	if err != nil {
+		return err
+	}
+	var reg struct {
+		Session string `json:"session"`
+	}
+	_ = json.Unmarshal(r.Body, &reg)
+	b.mu.Lock()
+	b.session = reg.Session
+	consumers := make([]*consumer, 0, len(b.consumers))
+	for _, c := range b.consumers {
+		consumers = append(consumers, c)
+	}
+	b.mu.Unlock()
+	for _, c := range consumers {
+		r, err := ask(ActionSubscribe, c.subscription)
+		if err != nil {
+			return err
+		}
+		b.mu.Lock()
+		delete(b.consumers, c.sub)
+		c.sub = subID(r)
+		b.consumers[c.sub] = c
+		b.mu.Unlock()
+	}
+	return nil
 }
 
 func (b *Broker) dispatch(cmd *Command) {
@@ -484,7 +620,9 @@ func (b *Broker) Close() error {
 		b.closed.Store(true)
 		b.closeCancel()
 		b.handlers.Wait()
-		_ = b.f.Close()
+		if f := b.conn(); f != nil {
+			_ = f.Close()
+		}
 		<-b.readerDone
 	})
 	return nil

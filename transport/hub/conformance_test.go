@@ -11,7 +11,8 @@ import (
 // features are what the hub gives: groups, redelivery (after
 // MessageTimeout, and at once when an instance disconnects), dead letters.
 // Not Restart: the hub keeps its queues in memory, so a restart loses
-// them, and a client does not reconnect.
+// them (and what is published before a consumer has subscribed again);
+// clients do reconnect (TestReconnect).
 var features = conformance.Features{Groups: true, Redelivery: true, DeadLetter: true}
 
 // setup connects the suite to one hub per test, through scheme ("ws" or

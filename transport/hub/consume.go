@@ -13,14 +13,15 @@ import (
 
 // consumer is one Consume call: a subscription on the hub and its workers.
 type consumer struct {
-	b      *Broker
-	sub    string
-	events []string
-	h      core.Handler
-	queue  chan *core.Message
-	hctx   context.Context
-	runCtx context.Context
-	cancel context.CancelFunc
+	b            *Broker
+	sub          string       // guarded by Broker.mu
+	subscription Subscription // sent again after a reconnection
+	events       []string
+	h            core.Handler
+	queue        chan *core.Message
+	hctx         context.Context
+	runCtx       context.Context
+	cancel       context.CancelFunc
 }
 
 // Consume subscribes this client's group to events with a prefetch of
@@ -55,6 +56,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	}
 	sub := Subscription{Actions: evs, Prefetch: n, MessageTimeoutMs: b.cfg.MessageTimeout.Milliseconds(),
 		MaxDeliveries: b.cfg.MaxDeliveries, Calls: calls}
+	c.subscription = sub
 	b.handlers.Add(1)
 	// The consumer is registered on the reading goroutine as soon as the
 	// hub confirms, before the deliveries that follow are read.
@@ -63,8 +65,8 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 			return
 		}
 		id := subID(r)
-		c.sub = id
 		b.mu.Lock()
+		c.sub = id
 		b.consumers[id] = c
 		b.mu.Unlock()
 	})
@@ -86,10 +88,11 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		workers.Wait()
 		stop()
 		b.mu.Lock()
-		delete(b.consumers, c.sub)
+		sub := c.sub
+		delete(b.consumers, sub)
 		b.mu.Unlock()
 		if !b.closed.Load() {
-			_ = b.write(&Command{Action: ActionUnsubscribe, Body: bodyOf(map[string]string{"sub": c.sub})})
+			_ = b.write(&Command{Action: ActionUnsubscribe, Body: bodyOf(map[string]string{"sub": sub})})
 		}
 	}()
 	return nil

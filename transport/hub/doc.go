@@ -75,7 +75,11 @@
 //
 // # Limits
 //
-// Everything lives in the hub's memory: a restart loses what was queued,
-// and clients do not reconnect by themselves. Each (event, group) queue
+// Everything lives in the hub's memory: a restart loses what was queued
+// and what was in flight. Go clients (Broker) reconnect by themselves,
+// register and subscribe again; what they publish while reconnecting
+// fails with ErrConnectionLost, and acks of deliveries from the old
+// connection are refused (those messages went back to their queue, or
+// were lost with the hub). Each (event, group) queue
 // keeps at most ServerConfig.MaxQueueLength waiting messages.
 package hub
