@@ -12,6 +12,7 @@ import (
 func (a *app) hubCommand() *cobra.Command {
 	var address string
 	var maxMessage int
+	var origins []string
 	cmd := &cobra.Command{
 		Use:   "hub",
 		Short: "Run a hub: the direct transport (websocket and TCP) that BROKER_TYPE=hub connects to",
@@ -27,6 +28,10 @@ drs.error or drs.exception with the same key) and handles deliveries.
 Every message goes to one instance of each group that handles it; a
 delivery not acknowledged in time, or left by an instance that
 disconnects, goes to another instance of its group.
+
+Web pages may connect from this machine (localhost) only, unless
+--allow-origin names their site: any site a user visits could otherwise
+reach the services on the user's machine.
 
 Everything is kept in memory: a restart loses what was queued. Other
 spectacles commands use the hub with BROKER_TYPE=hub and HUB_URL.`,
@@ -54,7 +59,7 @@ spectacles commands use the hub with BROKER_TYPE=hub and HUB_URL.`,
 			addr := ln.Addr().String()
 			fmt.Fprintf(a.stderr, "spectacles: hub listening on %s: websocket clients at ws://%s, TCP clients at tcp://%s\n", addr, addr, addr)
 			fmt.Fprintf(a.stderr, "spectacles: other commands use it with BROKER_TYPE=hub HUB_URL=ws://%s\n", addr)
-			s := hub.NewServer(hub.ServerConfig{MaxMessageSize: maxMessage, Logger: a.log})
+			s := hub.NewServer(hub.ServerConfig{MaxMessageSize: maxMessage, Logger: a.log, AllowOrigins: origins})
 			if err := s.Serve(ctx, ln); err != nil {
 				return err
 			}
@@ -65,5 +70,7 @@ spectacles commands use the hub with BROKER_TYPE=hub and HUB_URL.`,
 	}
 	cmd.Flags().StringVar(&address, "address", hub.DefaultAddress, "host:port to listen on (env HUB_ADDRESS)")
 	cmd.Flags().IntVar(&maxMessage, "max-message-size", hub.DefaultMaxMessageSize, "largest command accepted, in bytes")
+	cmd.Flags().StringSliceVar(&origins, "allow-origin", nil,
+		"web origin (https://example.com) whose pages may connect, besides this machine's; * allows every site")
 	return cmd
 }

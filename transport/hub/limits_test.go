@@ -3,6 +3,7 @@ package hub
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -28,5 +29,21 @@ func TestTooLargeKeepsConnection(t *testing.T) {
 		}
 		p.send(`{"action":"drs.register","key":"r2","body":{"client":"small"}}`)
 		p.expect(ActionResponse, "r2")
+	}
+}
+
+// TestOrigin: a page of another site cannot open a websocket; programs
+// (no Origin), pages of this machine and allowed sites can.
+func TestOrigin(t *testing.T) {
+	s := NewServer(ServerConfig{AllowOrigins: []string{"https://ok.example"}, Logger: brokertest.Logger(t, slog.LevelInfo)})
+	for origin, want := range map[string]bool{"": true, "http://localhost:8080": true, "http://127.0.0.1": true,
+		"https://ok.example": true, "https://evil.example": false, "null": false} {
+		r, _ := http.NewRequest(http.MethodGet, "http://127.0.0.1:7700/", nil)
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		if got := s.checkOrigin(r); got != want {
+			t.Errorf("origin %q: allowed %v, want %v", origin, got, want)
+		}
 	}
 }

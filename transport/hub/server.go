@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +36,12 @@ type ServerConfig struct {
 	MaxQueueLength int
 	// Logger receives the hub's diagnostics. Default slog.Default().
 	Logger *slog.Logger
+	// AllowOrigins are the web origins (scheme://host[:port]) whose pages
+	// may open a websocket, besides pages of this machine (localhost,
+	// 127.0.0.1, [::1]) and clients that send no Origin (programs); "*"
+	// allows every page. A page of any other site is refused, so that a
+	// site a user visits cannot reach the services on their machine.
+	AllowOrigins []string
 }
 
 func (c ServerConfig) withDefaults() ServerConfig {
@@ -83,11 +91,9 @@ func NewServer(cfg ServerConfig) *Server {
 		upg: websocket.Upgrader{
 			ReadBufferSize:  16 << 10,
 			WriteBufferSize: 16 << 10,
-			// Browsers on any page may connect: the hub is meant for
-			// local deployments and has no credentials to protect.
-			CheckOrigin: func(*http.Request) bool { return true },
 		},
 	}
+	s.upg.CheckOrigin = s.checkOrigin
 	s.st.init(s)
 	return s
 }
@@ -193,6 +199,30 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	}()
 	s.run(f)
 	close(done)
+}
+
+// checkOrigin accepts programs (no Origin), pages of this machine and
+// ServerConfig.AllowOrigins.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	for _, o := range s.cfg.AllowOrigins {
+		if o == "*" || strings.EqualFold(strings.TrimSuffix(o, "/"), origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	switch host := u.Hostname(); host {
+	case "localhost", "127.0.0.1", "::1":
+		return true
+	}
+	s.log.Warn("refused a websocket from a web page of another site (allow it with --allow-origin)", "origin", origin)
+	return false
 }
 
 // run serves one connection until it ends.
