@@ -2,8 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -12,16 +10,6 @@ import (
 
 	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
-
-// buildBinary builds the spectacles command into a temporary directory.
-func buildBinary(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "spectacles")
-	if out, err := exec.Command("go", "build", "-o", bin, moduleRoot).CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // serviceLine is what the test reads of a `services --json` item.
 type serviceLine struct {
@@ -79,7 +67,7 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := buildBinary(t)
+	bin := buildSpectacles(t)
 
 	check := func(t *testing.T, procEnv []string, inProc map[string]string, group string) {
 		consumer := startNode(t, bin, append(procEnv, "BROKER_GROUP="+group, "BROKER_CLIENT=worker-1"),

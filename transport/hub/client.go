@@ -122,8 +122,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
 	go b.read()
-	reg := Registration{Group: cfg.Identity.Group, Client: client, Version: cfg.Announce.Version, Calls: cfg.Announce.Calls}
-	resp, err := b.request(ctx, ActionRegister, reg, nil)
+	resp, err := b.request(ctx, ActionRegister, b.registration(), nil)
 	if err != nil {
 		_ = b.Close()
 		return nil, fmt.Errorf("hub: register at %s: %w", cfg.URL, err)
@@ -403,10 +402,7 @@ func (b *Broker) read() {
 		}
 		b.mu.Lock()
 		b.lostErr = core.ErrClosed
-		consumers := make([]*consumer, 0, len(b.consumers))
-		for _, c := range b.consumers {
-			consumers = append(consumers, c)
-		}
+		consumers := b.consumersLocked()
 		b.mu.Unlock()
 		for _, c := range consumers {
 			c.cancel()
@@ -433,6 +429,21 @@ func (b *Broker) readFrom(f framer) error {
 		}
 		b.dispatch(&cmd)
 	}
+}
+
+// consumersLocked lists the running consumers; the caller holds b.mu.
+func (b *Broker) consumersLocked() []*consumer {
+	out := make([]*consumer, 0, len(b.consumers))
+	for _, c := range b.consumers {
+		out = append(out, c)
+	}
+	return out
+}
+
+// registration is what the client registers as.
+func (b *Broker) registration() Registration {
+	id := b.cfg.Identity
+	return Registration{Group: id.Group, Client: id.Client, Version: b.cfg.Announce.Version, Calls: b.cfg.Announce.Calls}
 }
 
 // failPending answers every waiting request with drs.error: the
@@ -504,8 +515,7 @@ func (b *Broker) handshake(f framer) error {
 			b.dispatch(&r)
 		}
 	}
-	id := b.cfg.Identity
-	r, err := ask(ActionRegister, Registration{Group: id.Group, Client: id.Client, Version: b.cfg.Announce.Version, Calls: b.cfg.Announce.Calls})
+	r, err := ask(ActionRegister, b.registration())
 	if err != nil {
 		return err
 	}
@@ -515,10 +525,7 @@ func (b *Broker) handshake(f framer) error {
 	_ = json.Unmarshal(r.Body, &reg)
 	b.mu.Lock()
 	b.session = reg.Session
-	consumers := make([]*consumer, 0, len(b.consumers))
-	for _, c := range b.consumers {
-		consumers = append(consumers, c)
-	}
+	consumers := b.consumersLocked()
 	b.mu.Unlock()
 	for _, c := range consumers {
 		r, err := ask(ActionSubscribe, c.subscription)
