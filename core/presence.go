@@ -127,3 +127,11 @@ type PresenceReader interface {
 	// telling how fresh each is.
 	Instances(ctx context.Context) ([]Instance, error)
 }
+
+// PresenceHistory is implemented by brokers that remember recent presence
+// events.
+type PresenceHistory interface {
+	// PresenceHistory returns up to n of the latest presence events (of
+	// every kind but EventUnhandled), newest first.
+	PresenceHistory(ctx context.Context, n int) ([]PresenceEvent, error)
+}

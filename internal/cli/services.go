@@ -64,8 +64,29 @@ func nonNil(s []string) []string {
 	return s
 }
 
+// presenceEventJSON is one item of `services --history N --json`.
+type presenceEventJSON struct {
+	Event        string `json:"event"`
+	Group        string `json:"group"`
+	GroupBase64  string `json:"group_base64,omitempty"`
+	Client       string `json:"client"`
+	ClientBase64 string `json:"client_base64,omitempty"`
+	Version      string `json:"version"`
+	Session      string `json:"session,omitempty"`
+	Reason       string `json:"reason,omitempty"`
+	At           string `json:"at"`
+}
+
+func newPresenceEventJSON(pe core.PresenceEvent) presenceEventJSON {
+	in := pe.Instance
+	return presenceEventJSON{Event: pe.Event, Group: in.Group, GroupBase64: base64IfInvalid(in.Group), Client: in.Client,
+		ClientBase64: base64IfInvalid(in.Client), Version: in.Version, Session: in.Session, Reason: pe.Reason,
+		At: pe.At.UTC().Format(time.RFC3339Nano)}
+}
+
 func (a *app) servicesCommand() *cobra.Command {
 	var asJSON bool
+	var history int
 	cmd := &cobra.Command{
 		Use:   "services",
 		Short: "List the services and instances that announce themselves (presence)",
@@ -77,9 +98,13 @@ and will be reported offline. A group is online while one of its
 instances is.
 
 Every library client and every spectacles command that consumes
-announces itself, on Redis (keys with a TTL), RabbitMQ and the hub.`,
+announces itself, on Redis (keys with a TTL), RabbitMQ and the hub.
+--history N prints the latest presence events instead (Redis and the
+hub): who connected, disconnected (closed, lost, expired), and which
+groups came online or went offline.`,
 		Example: `  spectacles services
-  spectacles services --json`,
+  spectacles services --json
+  spectacles services --history 20`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
@@ -94,6 +119,9 @@ announces itself, on Redis (keys with a TTL), RabbitMQ and the hub.`,
 				return err
 			}
 			defer closeBroker(b, &err)
+			if history > 0 {
+				return a.presenceHistory(ctx, b, history, asJSON)
+			}
 			pr, ok := b.(core.PresenceReader)
 			if !ok {
 				return fmt.Errorf("services: %w (BROKER_TYPE=%s keeps no presence)", core.ErrUnsupported, a.cfg.BrokerType)
@@ -111,7 +139,32 @@ announces itself, on Redis (keys with a TTL), RabbitMQ and the hub.`,
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().IntVar(&history, "history", 0, "print the latest N presence events (connected, disconnected, online, offline) instead")
 	return cmd
+}
+
+// presenceHistory prints the latest n presence events, newest first.
+func (a *app) presenceHistory(ctx context.Context, b core.Broker, n int, asJSON bool) error {
+	ph, ok := b.(core.PresenceHistory)
+	if !ok {
+		return fmt.Errorf("services --history: %w (BROKER_TYPE=%s keeps no presence history; consume the spectacles.* presence events instead)",
+			core.ErrUnsupported, a.cfg.BrokerType)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	list, err := ph.PresenceHistory(ctx, n)
+	if err != nil {
+		return fmt.Errorf("services: %w", err)
+	}
+	views := mapViews(list, newPresenceEventJSON)
+	return a.output(asJSON, views, func(w *tabwriter.Writer) {
+		fmt.Fprintln(w, "AT\tEVENT\tGROUP\tCLIENT\tVERSION\tREASON")
+		for _, v := range views {
+			at, _ := time.Parse(time.RFC3339Nano, v.At)
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", at.Local().Format("15:04:05.000"), strings.TrimPrefix(v.Event, "spectacles."),
+				quote(v.Group), quote(v.Client), quote(v.Version), quote(v.Reason))
+		}
+	})
 }
 
 func instances(ctx context.Context, pr core.PresenceReader) ([]core.Instance, error) {

@@ -2,7 +2,9 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -69,7 +71,9 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 	}
 	bin := buildSpectacles(t)
 
-	check := func(t *testing.T, procEnv []string, inProc map[string]string, group string) {
+	// check runs the consumer, kills it and, when reason is set, wants the
+	// presence history to say it disconnected so.
+	check := func(t *testing.T, procEnv []string, inProc map[string]string, group, reason string) {
 		consumer := startNode(t, bin, append(procEnv, "BROKER_GROUP="+group, "BROKER_CLIENT=worker-1"),
 			"consume", "MESSAGE_CREATE", "GUILD_CREATE")
 		waitServices(t, inProc, group, 30*time.Second, func(list []serviceLine) bool {
@@ -92,6 +96,31 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 			return len(list) == 0 || list[0].Status == "stale"
 		})
 		t.Logf("shown stale or gone %s after kill -9", time.Since(killed).Round(100*time.Millisecond))
+		if reason == "" {
+			return
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			r := invocation{env: inProc}.run(t.Context(), "services", "--history", "100", "--json")
+			var events []map[string]any
+			if err := json.Unmarshal([]byte(r.stdout), &events); r.code != 0 || err != nil {
+				t.Fatalf("services --history: %+v (%v)", r, err)
+			}
+			var got []string
+			for _, e := range events {
+				if e["group"] == group {
+					got = append(got, fmt.Sprint(e["event"], " ", e["reason"]))
+				}
+			}
+			if slices.Contains(got, "spectacles.instance.disconnected "+reason) && slices.Contains(got, "spectacles.group.offline "+reason) &&
+				slices.Contains(got, "spectacles.instance.connected <nil>") {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("presence history of %s: %v, want it disconnected and offline (%s)", group, got, reason)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 
 	t.Run("Hub", func(t *testing.T) {
@@ -106,19 +135,19 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 			}
 		}
 		env := []string{"BROKER_TYPE=hub", "HUB_URL=tcp://" + addr}
-		check(t, append(processEnv(t), env...), map[string]string{"BROKER_TYPE": "hub", "HUB_URL": "ws://" + addr, "REDIS_URL": ""}, unique("svc"))
+		check(t, append(processEnv(t), env...), map[string]string{"BROKER_TYPE": "hub", "HUB_URL": "ws://" + addr, "REDIS_URL": ""}, unique("svc"), "closed")
 		if err := hub.stop(t, syscall.SIGTERM); err != nil {
 			t.Errorf("hub after SIGTERM: %v; stderr:\n%s", err, hub.stderr.String())
 		}
 	})
 	t.Run("Redis", func(t *testing.T) {
-		check(t, append(processEnv(t), "REDIS_URL="+testRedisURL), map[string]string{}, unique("svc"))
+		check(t, append(processEnv(t), "REDIS_URL="+testRedisURL), map[string]string{}, unique("svc"), "expired")
 	})
 	t.Run("AMQP", func(t *testing.T) {
 		url := amqptest.URL(t)
 		group := unique("svc")
 		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq")
 		check(t, append(processEnv(t), "BROKER_TYPE=amqp", "AMQP_URL="+url),
-			map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "REDIS_URL": ""}, group)
+			map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "REDIS_URL": ""}, group, "")
 	})
 }

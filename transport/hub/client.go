@@ -386,6 +386,24 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 	return out, nil
 }
 
+// PresenceHistory asks the hub for its latest presence events, newest
+// first (the hub remembers 200).
+func (b *Broker) PresenceHistory(ctx context.Context, n int) ([]core.PresenceEvent, error) {
+	r, err := b.request(ctx, ActionHistory, map[string]int{"count": n}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("hub: presence history: %w", err)
+	}
+	out := []core.PresenceEvent{}
+	if len(r.Body) > 0 {
+		if err := json.Unmarshal(r.Body, &out); err != nil {
+			return nil, fmt.Errorf("hub: presence history: %w", err)
+		}
+	}
+	return out, nil
+}
+
+var _ core.PresenceHistory = (*Broker)(nil)
+
 // read handles what the hub sends; when the connection breaks it
 // reconnects (see reconnect), until Close.
 func (b *Broker) read() {

@@ -206,6 +206,14 @@ func (c *conn) handleLocked(cmd *Command) {
 		c.respond(cmd.Key, map[string]any{})
 	case ActionPresence:
 		c.respond(cmd.Key, c.st.instancesLocked())
+	case ActionHistory:
+		h := struct {
+			Count int `json:"count"`
+		}{Count: 50}
+		if len(cmd.Body) > 0 {
+			_ = json.Unmarshal(cmd.Body, &h)
+		}
+		c.respond(cmd.Key, c.st.historyLocked(min(max(h.Count, 1), historyLen)))
 	case ActionPing:
 		c.respond(cmd.Key, map[string]any{})
 	default:

@@ -54,7 +54,8 @@
 //   - drs.broadcast {"action":A,"body":B} sends {"action":A,"body":B} to
 //     every registered connection; nothing acknowledges it.
 //   - drs.presence answers with the registered instances (core.Instance
-//     in JSON); drs.ping answers drs.response.
+//     in JSON), drs.history {"count":n} with the latest presence events
+//     (core.PresenceEvent, newest first); drs.ping answers drs.response.
 //
 // Every command that cannot be carried out is answered with drs.error
 // whose body is an ErrorBody ({"reason", "code", "action", "id"}) and the

@@ -26,7 +26,11 @@ type state struct {
 	published uint64
 	unhandled uint64
 	stopped   bool
+	history   []core.PresenceEvent // the latest, oldest first, at most historyLen
 }
+
+// historyLen is how many presence events the hub remembers.
+const historyLen = 200
 
 func (st *state) init(s *Server) {
 	st.s = s
@@ -349,6 +353,10 @@ func (st *state) broadcastLocked(cmd Command) {
 // presenceLocked publishes a presence event about c.
 func (st *state) presenceLocked(event string, c *conn, reason string) {
 	pe := core.PresenceEvent{Event: event, Instance: c.instanceLocked(), Reason: reason, At: time.Now().UTC()}
+	if len(st.history) == historyLen {
+		st.history = append(st.history[:0], st.history[1:]...)
+	}
+	st.history = append(st.history, pe)
 	raw, err := json.Marshal(pe)
 	if err != nil {
 		return
@@ -414,6 +422,16 @@ func (st *state) instancesLocked() []core.Instance {
 		}
 		return out[i].Client < out[j].Client
 	})
+	return out
+}
+
+// historyLocked returns up to n of the latest presence events, newest
+// first.
+func (st *state) historyLocked(n int) []core.PresenceEvent {
+	out := make([]core.PresenceEvent, 0, min(n, len(st.history)))
+	for i := len(st.history) - 1; i >= 0 && len(out) < n; i-- {
+		out = append(out, st.history[i])
+	}
 	return out
 }
 

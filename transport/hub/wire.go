@@ -43,6 +43,10 @@ const (
 	// ActionPresence asks the hub for the instances it knows; the answer's
 	// body is a list of core.Instance.
 	ActionPresence = "drs.presence"
+	// ActionHistory asks the hub for its latest presence events
+	// ({"count": n}, default 50); the answer's body is a list of
+	// core.PresenceEvent, newest first.
+	ActionHistory = "drs.history"
 )
 
 // IsReserved reports whether action is one of the hub's drs.* actions

@@ -297,3 +297,32 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 }
 
 var _ core.PresenceReader = (*Broker)(nil)
+
+// PresenceHistory reads the latest entries of the presence event streams
+// (every kind but core.EventUnhandled), newest first.
+func (b *Broker) PresenceHistory(ctx context.Context, n int) ([]core.PresenceEvent, error) {
+	if b.closed.Load() {
+		return nil, core.ErrClosed
+	}
+	var out []core.PresenceEvent
+	for _, ev := range core.PresenceEvents() {
+		if ev == core.EventUnhandled {
+			continue
+		}
+		msgs, err := b.client.XRevRangeN(ctx, ev, "+", "-", int64(n)).Result()
+		if err != nil {
+			return nil, fmt.Errorf("redis: presence history: %w", err)
+		}
+		for _, m := range msgs {
+			raw, _ := m.Values["data"].(string)
+			var pe core.PresenceEvent
+			if core.NewPayload([]byte(raw), core.Msgpack{}).Decode(&pe) == nil {
+				out = append(out, pe)
+			}
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].At.After(out[j].At) })
+	return out[:min(n, len(out))], nil
+}
+
+var _ core.PresenceHistory = (*Broker)(nil)
