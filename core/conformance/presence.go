@@ -12,7 +12,8 @@ import (
 // RunPresence checks a broker's presence (core.PresenceReader and the
 // presence events): two instances of a group join and leave; each join
 // and leave is an instance event, the first join and the last leave a
-// group event, each once; Instances lists the live ones with their
+// group event, each once (a departure by Close with the reason "closed");
+// Instances lists the live ones with their
 // version, events and calls. s.New must give clients that implement
 // core.PresenceReader.
 func RunPresence(t *testing.T, s Setup) {
@@ -49,6 +50,9 @@ func RunPresence(t *testing.T, s Setup) {
 			select {
 			case pe := <-events:
 				got = append(got, pe.Event+" "+pe.Instance.Client)
+				if (pe.Event == core.EventInstanceDisconnected || pe.Event == core.EventGroupOffline) && pe.Reason != "closed" {
+					t.Errorf("%s of %s after Close: reason %q, want closed", pe.Event, pe.Instance.Client, pe.Reason)
+				}
 			case <-time.After(wait):
 				t.Fatalf("presence events %v, want %v", got, want)
 			}

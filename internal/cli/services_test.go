@@ -135,7 +135,7 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 			}
 		}
 		env := []string{"BROKER_TYPE=hub", "HUB_URL=tcp://" + addr}
-		check(t, append(processEnv(t), env...), map[string]string{"BROKER_TYPE": "hub", "HUB_URL": "ws://" + addr, "REDIS_URL": ""}, unique("svc"), "closed")
+		check(t, append(processEnv(t), env...), map[string]string{"BROKER_TYPE": "hub", "HUB_URL": "ws://" + addr, "REDIS_URL": ""}, unique("svc"), "lost")
 		if err := hub.stop(t, syscall.SIGTERM); err != nil {
 			t.Errorf("hub after SIGTERM: %v; stderr:\n%s", err, hub.stderr.String())
 		}

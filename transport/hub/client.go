@@ -646,6 +646,7 @@ func (b *Broker) Close() error {
 		b.closeCancel()
 		b.handlers.Wait()
 		if f := b.conn(); f != nil {
+			_ = b.write(&Command{Action: ActionBye})
 			_ = f.Close()
 		}
 		<-b.readerDone

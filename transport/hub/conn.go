@@ -76,7 +76,7 @@ func (c *conn) kill() {
 // serve reads and handles commands until the connection ends.
 func (c *conn) serve() {
 	go c.write()
-	reason := "closed"
+	reason := "lost"
 	for {
 		frame, err := c.f.ReadFrame()
 		if err != nil {
@@ -84,13 +84,19 @@ func (c *conn) serve() {
 				c.send(errorCommand(ActionError, "", ErrorBody{Reason: err.Error(), Code: CodeBadCommand}))
 				continue
 			}
+			if websocket.IsCloseError(err, websocket.CloseNormalClosure, websocket.CloseGoingAway) {
+				reason = "closed" // a websocket closed properly
+			}
 			if !isCleanEnd(err) {
-				reason = "lost"
 				c.s.log.Debug("connection ended", "remote", c.f.Remote(), "err", err)
 			}
 			break
 		}
 		cmd, err := DecodeCommand(frame, c.s.cfg.MaxMessageSize)
+		if err == nil && cmd.Action == ActionBye {
+			reason = "closed"
+			continue
+		}
 		c.st.mu.Lock()
 		c.lastSeen = time.Now().UTC()
 		if err != nil {

@@ -55,7 +55,9 @@
 //     every registered connection; nothing acknowledges it.
 //   - drs.presence answers with the registered instances (core.Instance
 //     in JSON), drs.history {"count":n} with the latest presence events
-//     (core.PresenceEvent, newest first); drs.ping answers drs.response.
+//     (core.PresenceEvent, newest first); drs.ping answers drs.response;
+//     drs.bye, sent before closing, makes presence report the departure
+//     as "closed" (as does a websocket close frame) rather than "lost".
 //
 // Every command that cannot be carried out is answered with drs.error
 // whose body is an ErrorBody ({"reason", "code", "action", "id"}) and the

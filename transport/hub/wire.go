@@ -43,6 +43,9 @@ const (
 	// ActionPresence asks the hub for the instances it knows; the answer's
 	// body is a list of core.Instance.
 	ActionPresence = "drs.presence"
+	// ActionBye says that the client is leaving: presence reports its
+	// disconnection as "closed" rather than "lost".
+	ActionBye = "drs.bye"
 	// ActionHistory asks the hub for its latest presence events
 	// ({"count": n}, default 50); the answer's body is a list of
 	// core.PresenceEvent, newest first.
