@@ -359,8 +359,7 @@ func (c *conn) settleLocked(cmd *Command) {
 
 // publishLocked routes a Fire (no key) or a Call (a key).
 func (c *conn) publishLocked(cmd *Command) {
-	raw, isJSON := cmd.Payload()
-	e := &entry{event: cmd.Action, id: cmd.ID, payload: raw, isJSON: isJSON}
+	e := &entry{event: cmd.Action, id: cmd.ID, body: cmd.Body, body64: cmd.BodyBase64}
 	if e.id == "" {
 		e.id = c.st.newID()
 	}
@@ -380,7 +379,7 @@ func (c *conn) publishLocked(cmd *Command) {
 		pe := core.PresenceEvent{Event: core.EventUnhandled, Instance: c.instanceLocked(), Reason: reason,
 			Unhandled: cmd.Action, At: time.Now().UTC()}
 		if raw, err := json.Marshal(pe); err == nil {
-			c.st.publishLocked(&entry{event: core.EventUnhandled, id: c.st.newID(), payload: raw, isJSON: true})
+			c.st.publishLocked(&entry{event: core.EventUnhandled, id: c.st.newID(), body: raw})
 		}
 	}
 }

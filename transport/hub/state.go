@@ -40,10 +40,12 @@ func (st *state) init(s *Server) {
 
 // entry is one message waiting for, or out for, delivery to one group.
 type entry struct {
-	event      string
-	id         string
-	payload    []byte
-	isJSON     bool
+	event string
+	id    string
+	// body and body64 are the payload as the publisher sent it (see
+	// Command), passed on unchanged.
+	body       json.RawMessage
+	body64     string
 	headers    map[string]string
 	deliveries int
 	lastClient string
@@ -200,16 +202,8 @@ func (st *state) dispatchLocked(q *queue) {
 		d.timer = time.AfterFunc(target.timeout, func() { st.expire(d) })
 		cmd := Command{Action: e.event, Key: d.tag, ID: e.id, Sub: target.id, Deliveries: e.deliveries,
 			Call: e.caller != nil, Headers: e.headers}
-		setPayload(&cmd, e.payload, e.isJSON)
+		cmd.Body, cmd.BodyBase64 = e.body, e.body64
 		target.c.send(cmd)
-	}
-}
-
-func setPayload(c *Command, raw []byte, isJSON bool) {
-	if isJSON {
-		c.Body = raw
-	} else if len(raw) > 0 {
-		c.SetPayload(raw)
 	}
 }
 
@@ -279,10 +273,10 @@ func tagLess(a, b string) bool {
 // the core.Header* metadata.
 func (st *state) deadLetterLocked(e *entry, group, client, reason string) {
 	dl := &entry{
-		event:   core.DeadLetterEvent(e.event),
-		id:      st.newID(),
-		payload: e.payload,
-		isJSON:  e.isJSON,
+		event:  core.DeadLetterEvent(e.event),
+		id:     st.newID(),
+		body:   e.body,
+		body64: e.body64,
 		headers: map[string]string{
 			core.HeaderEvent:      e.event,
 			core.HeaderID:         e.id,
@@ -361,7 +355,7 @@ func (st *state) presenceLocked(event string, c *conn, reason string) {
 	if err != nil {
 		return
 	}
-	st.publishLocked(&entry{event: event, id: st.newID(), payload: raw, isJSON: true})
+	st.publishLocked(&entry{event: event, id: st.newID(), body: raw})
 }
 
 // joinLocked records c, which subscribed, as an instance of its group

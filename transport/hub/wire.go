@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -234,17 +236,107 @@ func compact(raw []byte) json.RawMessage {
 	return buf.Bytes()
 }
 
-// Encode returns c as one line of JSON, without the newline.
+// Encode returns c as one line of JSON, without the newline. Body must be
+// valid JSON (DecodeCommand and SetPayload make sure of it): it is copied
+// as it is, without being parsed again.
 func (c *Command) Encode() []byte {
-	b, err := json.Marshal(c)
-	if err != nil {
-		// Body is valid JSON by construction (DecodeCommand, SetPayload):
-		// keep the command, without it, rather than fail.
-		c2 := *c
-		c2.Body = nil
-		b, _ = json.Marshal(&c2)
+	n := 64 + len(c.Action) + len(c.Body) + len(c.BodyBase64) + len(c.Key) + len(c.ID) + len(c.Sub)
+	b := make([]byte, 0, n)
+	b = append(b, `{"action":`...)
+	b = appendString(b, c.Action)
+	if len(c.Body) > 0 {
+		b = append(b, `,"body":`...)
+		b = append(b, c.Body...)
 	}
-	return b
+	field := func(name, v string) {
+		if v != "" {
+			b = append(b, `,"`...)
+			b = append(b, name...)
+			b = append(b, `":`...)
+			b = appendString(b, v)
+		}
+	}
+	field("body_base64", c.BodyBase64)
+	field("key", c.Key)
+	field("id", c.ID)
+	field("sub", c.Sub)
+	if c.Deliveries != 0 {
+		b = append(b, `,"deliveries":`...)
+		b = strconv.AppendInt(b, int64(c.Deliveries), 10)
+	}
+	if c.Call {
+		b = append(b, `,"call":true`...)
+	}
+	if len(c.Headers) > 0 {
+		keys := make([]string, 0, len(c.Headers))
+		for k := range c.Headers {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		b = append(b, `,"headers":{`...)
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, k)
+			b = append(b, ':')
+			b = appendString(b, c.Headers[k])
+		}
+		b = append(b, '}')
+	}
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string, as encoding/json writes it
+// (invalid UTF-8 as U+FFFD, U+2028 and U+2029 escaped) but without
+// escaping <, > and &.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // errorCommand builds a drs.error (or drs.exception) answering key.

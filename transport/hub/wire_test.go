@@ -3,7 +3,9 @@ package hub
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -89,4 +91,27 @@ func TestDecodeCommandErrors(t *testing.T) {
 	if _, err := DecodeCommand([]byte(`{"action":"`+strings.Repeat("x", 200)+`"}`), 100); !errors.Is(err, ErrTooLarge) {
 		t.Errorf("large: %v", err)
 	}
+}
+
+// FuzzEncode: Encode writes what encoding/json would: the same value once
+// parsed, for any strings in any field.
+func FuzzEncode(f *testing.F) {
+	f.Add("PING", "k\n\"\\", "id\x00", "h\u2028", "\xff\xfe", 3)
+	f.Fuzz(func(t *testing.T, action, key, id, hk, hv string, deliveries int) {
+		c := Command{Action: action, Key: key, ID: id, Sub: hv, BodyBase64: hk, Deliveries: deliveries, Call: deliveries%2 == 0,
+			Headers: map[string]string{hk: hv, "b": key}, Body: json.RawMessage(`{"a":[1,"x"]}`)}
+		want, err := json.Marshal(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := c.Encode()
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("Encode wrote invalid JSON %q: %v", got, err)
+		}
+		_ = json.Unmarshal(want, &w)
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("Encode %q, encoding/json %q", got, want)
+		}
+	})
 }
