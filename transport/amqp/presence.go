@@ -238,16 +238,22 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 		Queue struct {
 			Name string `json:"name"`
 		} `json:"queue"`
-		ChannelDetails struct {
-			ConnectionName string `json:"connection_name"`
-		} `json:"channel_details"`
+		// An object, or [] for a consumer whose channel the API no longer
+		// knows (it is closing).
+		ChannelDetails json.RawMessage `json:"channel_details"`
 	}
 	if err := m.do(ctx, http.MethodGet, m.path("consumers", m.vhost), nil, nil, &consumers); err != nil {
 		return nil, fmt.Errorf("amqp: presence: %w", err)
 	}
 	now := time.Now().UTC()
 	for _, c := range consumers {
-		pp, ok := props[c.ChannelDetails.ConnectionName]
+		var details struct {
+			ConnectionName string `json:"connection_name"`
+		}
+		if json.Unmarshal(c.ChannelDetails, &details) != nil {
+			continue
+		}
+		pp, ok := props[details.ConnectionName]
 		if !ok {
 			continue
 		}
@@ -259,11 +265,11 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 		if !ok {
 			continue
 		}
-		in := byConn[c.ChannelDetails.ConnectionName]
+		in := byConn[details.ConnectionName]
 		if in == nil {
 			in = &core.Instance{Group: pp.Group, Client: pp.Client, Version: pp.Version, Session: pp.Session,
 				Host: pp.Host, PID: pp.PID, StartedAt: pp.StartedAt, LastSeen: now, TTLMs: core.DefaultPresenceTTL.Milliseconds()}
-			byConn[c.ChannelDetails.ConnectionName] = in
+			byConn[details.ConnectionName] = in
 		}
 		if !slices.Contains(in.Events, ev) {
 			in.Events = append(in.Events, ev)

@@ -153,10 +153,7 @@ func dial(ctx context.Context, raw string, max int) (framer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hub: connect to %s: %w", raw, err)
 		}
-		f := newWSFramer(c, max)
-		_ = c.SetReadDeadline(time.Time{})
-		c.SetPongHandler(nil)
-		return f, nil
+		return newWSFramer(c, max), nil
 	case "tcp":
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", u.Host)

@@ -147,10 +147,22 @@ const (
 	writeWait   = 10 * time.Second
 )
 
+// newWSFramer wraps c. A peer silent for wsPongWait (no message, no ping
+// or pong: the hub pings every wsPingEvery, and its clients answer) is
+// taken as gone.
 func newWSFramer(c *websocket.Conn, max int) *wsFramer {
 	f := &wsFramer{c: c, max: max}
-	_ = c.SetReadDeadline(time.Now().Add(wsPongWait))
-	c.SetPongHandler(func(string) error { return c.SetReadDeadline(time.Now().Add(wsPongWait)) })
+	alive := func() error { return c.SetReadDeadline(time.Now().Add(wsPongWait)) }
+	_ = alive()
+	c.SetPongHandler(func(string) error { return alive() })
+	c.SetPingHandler(func(data string) error {
+		_ = alive()
+		err := c.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(writeWait))
+		if errors.Is(err, websocket.ErrCloseSent) {
+			return nil
+		}
+		return err
+	})
 	return f
 }
 

@@ -84,3 +84,24 @@ func TestReconnect(t *testing.T) {
 		})
 	}
 }
+
+// TestIdleClientStaysConnected: a websocket client that receives nothing
+// for longer than the liveness timeout keeps its connection: the hub's
+// pings, which it answers, keep both sides alive.
+func TestIdleClientStaysConnected(t *testing.T) {
+	t.Parallel()
+	_, addr := startHub(t)
+	con := openClient(t, "ws://"+addr, core.Options{Identity: core.Identity{Group: brokertest.Unique("g"), Client: "idle"}})
+	h, got := brokertest.Collect(t, true)
+	brokertest.StartConsume(t, con, []string{"EV"}, h)
+	session := con.Session()
+	time.Sleep(wsPongWait + 2*wsPingEvery)
+	pub := openClient(t, "ws://"+addr, core.Options{Identity: core.Identity{Client: "p"}})
+	if _, err := pub.Publish(brokertest.Context(t), "EV", 1); err != nil {
+		t.Fatal(err)
+	}
+	brokertest.Next(t, got)
+	if s := con.Session(); s != session {
+		t.Errorf("the idle client reconnected: session %s, then %s", session, s)
+	}
+}
