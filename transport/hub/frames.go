@@ -24,8 +24,6 @@ type framer interface {
 	WriteFrames(frames [][]byte) error
 	// Close closes the connection.
 	Close() error
-	// Kind is "ws" or "tcp".
-	Kind() string
 	// Remote is the peer's address.
 	Remote() string
 }
@@ -126,7 +124,6 @@ func (f *tcpFramer) WriteFrames(frames [][]byte) error {
 }
 
 func (f *tcpFramer) Close() error   { return f.c.Close() }
-func (f *tcpFramer) Kind() string   { return "tcp" }
 func (f *tcpFramer) Remote() string { return f.c.RemoteAddr().String() }
 
 // wsFramer speaks one command per websocket message (text or binary).
@@ -210,7 +207,7 @@ func (f *wsFramer) ping() error {
 	return f.c.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeWait))
 }
 
-// closeWith sends a close frame with code and text, then closes.
+// Close sends a normal close frame, then closes the connection.
 func (f *wsFramer) Close() error {
 	f.wmu.Lock()
 	_ = f.c.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
@@ -218,7 +215,6 @@ func (f *wsFramer) Close() error {
 	return f.c.Close()
 }
 
-func (f *wsFramer) Kind() string   { return "ws" }
 func (f *wsFramer) Remote() string { return f.c.RemoteAddr().String() }
 
 // outbox queues what is to be written to one connection, so that the hub
