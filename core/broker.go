@@ -67,6 +67,9 @@ type Options struct {
 	Concurrency int
 	// Logger receives the driver's diagnostics. Default: slog.Default().
 	Logger *slog.Logger
+	// Announce is what a consuming client says about itself besides its
+	// identity, for presence (see PresenceEvent).
+	Announce Announcement
 }
 
 // Defaults for Options.

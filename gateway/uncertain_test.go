@@ -50,6 +50,9 @@ func TestManagerUncertainPublishRetryDoesNotDuplicate(t *testing.T) {
 	broker, err := redis.NewWithClient(client, redis.Config{Options: core.Options{
 		Identity: core.Identity{Group: env.group, Client: "test"}, MessageTimeout: 500 * time.Millisecond, MaxDeliveries: 3,
 		Logger: testLogger(t),
+		// No presence: its XADD of spectacles.instance.connected would be
+		// the publish the proxy eats.
+		Announce: core.Announcement{Disabled: true},
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -514,9 +514,13 @@ func testUndecodable(t *testing.T, s *suite) {
 	k := newSink()
 	var reject atomic.Bool
 	consume(t, s.client(t, group("g"), "a"), []string{ev}, func(ctx context.Context, m *core.Message) {
+		// Read before recording: a first delivery whose handler is slow
+		// to go on after record must not see the flag set meanwhile (and
+		// reject the message before any redelivery).
+		rejecting := reject.Load()
 		k.record("a", m)
 		if _, err := m.Data(); err != nil {
-			if reject.Load() {
+			if rejecting {
 				_ = m.Reject(ctx, "undecodable: "+err.Error())
 			}
 			return // left pending: not lost

@@ -188,6 +188,9 @@ func (a *app) deleteEvents(ctx context.Context, events ...string) {
 		a.deleteAMQPBench(events[0])
 		return
 	}
+	if a.cfg.BrokerType == "hub" {
+		return // the hub keeps its queues in memory, with nothing left to delete once read
+	}
 	if a.privateEmbedded() {
 		return
 	}

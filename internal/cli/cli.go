@@ -23,6 +23,7 @@ import (
 	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/hub"
 	"github.com/spectacles-go/spectacles/transport/ipc"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/embedded"
@@ -105,7 +106,7 @@ func SignalCause(sig os.Signal) error { return &signalError{sig: sig} }
 // Errors are printed to stderr as one line, "spectacles: <message>".
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer, env lookupFunc) (code int) {
 	a := &app{stdin: stdin, stdout: stdout, stderr: stderr, env: env, log: slog.New(slog.NewTextHandler(stderr, nil))}
-	for _, name := range []string{"REDIS_URL", "AMQP_URL", "AMQP_MANAGEMENT_URL"} {
+	for _, name := range []string{"REDIS_URL", "AMQP_URL", "AMQP_MANAGEMENT_URL", "HUB_URL"} {
 		if v, ok := env(name); ok {
 			a.rawURLs = append(a.rawURLs, v)
 		}
@@ -198,6 +199,8 @@ string KEY that is not valid UTF-8.`,
 		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
 	root.AddCommand(a.respondCommand())
 	root.AddCommand(a.healthcheckCommand())
+	root.AddCommand(a.hubCommand())
+	root.AddCommand(a.servicesCommand())
 	a.applyConventions(root)
 	return root
 }
@@ -211,7 +214,7 @@ func (a *app) configure(root *cobra.Command) error {
 		}
 		return f.Value.String(), true
 	}
-	for _, name := range []string{"redis-url", "amqp-url", "amqp-management-url"} {
+	for _, name := range []string{"redis-url", "amqp-url", "amqp-management-url", "hub-url"} {
 		if v, ok := flags(name); ok {
 			a.rawURLs = append(a.rawURLs, v)
 		}
@@ -319,6 +322,13 @@ func (a *app) openBroker(ctx context.Context, opts core.Options, passive bool) (
 		if err != nil {
 			return nil, fmt.Errorf("ipc broker: %w", err)
 		}
+		return b, nil
+	case "hub":
+		b, err := hub.Open(ctx, hub.Config{Options: opts, URL: a.cfg.HubURL})
+		if err != nil {
+			return nil, err // "hub: connect to URL: ..."
+		}
+		a.log.Debug("connected", "hub", redact.URL(a.cfg.HubURL), "group", opts.Identity.Group, "client", opts.Identity.Client)
 		return b, nil
 	}
 	return a.openRedis(ctx, opts)

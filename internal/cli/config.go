@@ -10,14 +10,18 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/internal/redact"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/hub"
 	"github.com/spectacles-go/spectacles/transport/ipc"
 )
 
 // Config is the global configuration of the spectacles command, read from
 // flags and environment variables (flags win).
 type Config struct {
-	// BrokerType is the broker kind: "redis", "amqp" or "ipc".
+	// BrokerType is the broker kind: "redis", "amqp", "ipc" or "hub".
 	BrokerType string
+	// HubURL is the hub of BROKER_TYPE=hub (HUB_URL): ws://host:port or
+	// tcp://host:port.
+	HubURL string
 	// AMQPURL is the RabbitMQ server (AMQP_URL).
 	AMQPURL string
 	// Subgroup is the AMQP subgroup of consumed queues (AMQP_SUBGROUP).
@@ -57,6 +61,7 @@ func (c Config) Options(id core.Identity, log *slog.Logger) core.Options {
 		MessageTimeout: c.MessageTimeout,
 		MaxDeliveries:  c.MaxDeliveries,
 		Logger:         log,
+		Announce:       core.Announcement{Version: announceVersion()},
 	}
 }
 
@@ -86,15 +91,26 @@ func settings() []setting[Config] {
 	return []setting[Config]{
 		{
 			env: "BROKER_TYPE", flag: "broker-type", typ: "string", def: "redis",
-			usage: "broker kind: redis (Redis streams), amqp (RabbitMQ) or ipc (JSON lines on stdin and stdout)",
+			usage: "broker kind: redis (Redis streams), amqp (RabbitMQ), ipc (JSON lines on stdin and stdout) or hub (a spectacles hub: HUB_URL)",
 			parse: func(c *Config, v string) error {
 				switch t := strings.ToLower(v); t {
-				case "redis", "amqp", "ipc":
+				case "redis", "amqp", "ipc", "hub":
 					c.BrokerType = t
 					return nil
 				default:
-					return fmt.Errorf("%q is not a broker type (want redis, amqp or ipc)", v)
+					return fmt.Errorf("%q is not a broker type (want redis, amqp, ipc or hub)", v)
 				}
+			},
+		},
+		{
+			env: "HUB_URL", flag: "hub-url", typ: "url", def: hub.DefaultURL,
+			usage: "the spectacles hub of BROKER_TYPE=hub: ws://host:port (websocket) or tcp://host:port (JSON lines)",
+			parse: func(c *Config, v string) error {
+				if !strings.HasPrefix(v, "ws://") && !strings.HasPrefix(v, "wss://") && !strings.HasPrefix(v, "tcp://") {
+					return fmt.Errorf("%q is not a ws://, wss:// or tcp:// URL", redact.Text(v, v))
+				}
+				c.HubURL = v
+				return nil
 			},
 		},
 		{

@@ -27,6 +27,7 @@ func TestLoadConfigDefaults(t *testing.T) {
 	want := Config{
 		BrokerType:     "redis",
 		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
+		HubURL:         "ws://127.0.0.1:7700",
 		Client:         core.DefaultClient(),
 		MessageTimeout: 2 * time.Minute,
 		MaxDeliveries:  5,
@@ -57,6 +58,7 @@ func TestLoadConfigFromEnvironment(t *testing.T) {
 	want := Config{
 		BrokerType:     "redis",
 		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
+		HubURL:         "ws://127.0.0.1:7700",
 		Group:          "gateway",
 		Client:         "gateway-0",
 		MessageTimeout: 90 * time.Second,
@@ -100,6 +102,7 @@ func TestLoadConfigFlagsOverrideEnvironment(t *testing.T) {
 	}
 	want := Config{
 		AMQPURL:        "amqp://guest:guest@127.0.0.1:5672/",
+		HubURL:         "ws://127.0.0.1:7700",
 		BrokerType:     "redis",
 		Group:          "flag-group",
 		Client:         "flag-client",
@@ -143,8 +146,9 @@ func TestLoadConfigMalformedNamesTheSource(t *testing.T) {
 		{flag: map[string]string{"message-timeout": "soon"}, want: `--message-timeout: "soon" is not a duration (examples: 30s, 2m, 1h)`},
 		{env: map[string]string{"BROKER_MAX_DELIVERIES": "many"}, want: `BROKER_MAX_DELIVERIES: "many" is not an integer`},
 		{env: map[string]string{"BROKER_MAX_DELIVERIES": "0"}, want: `BROKER_MAX_DELIVERIES: "0": use a positive number, or a negative one to disable dead-lettering`},
-		{env: map[string]string{"BROKER_TYPE": "kafka"}, want: `BROKER_TYPE: "kafka" is not a broker type (want redis, amqp or ipc)`},
-		{flag: map[string]string{"broker-type": "nats"}, want: `--broker-type: "nats" is not a broker type (want redis, amqp or ipc)`},
+		{env: map[string]string{"BROKER_TYPE": "kafka"}, want: `BROKER_TYPE: "kafka" is not a broker type (want redis, amqp, ipc or hub)`},
+		{flag: map[string]string{"broker-type": "nats"}, want: `--broker-type: "nats" is not a broker type (want redis, amqp, ipc or hub)`},
+		{env: map[string]string{"HUB_URL": "http://127.0.0.1:7700"}, want: `HUB_URL: "http://127.0.0.1:7700" is not a ws://, wss:// or tcp:// URL`},
 		{env: map[string]string{"AMQP_URL": "http://user:secret@host/"}, want: `AMQP_URL: "http://xxxxx@host/" is not an amqp:// or amqps:// URL`},
 		{env: map[string]string{"IPC_FORMAT": "xml"}, want: `IPC_FORMAT: invalid ipc broker config: unknown format "xml" (want json or msgpack)`},
 		{env: map[string]string{"BROKER_CODEC": "xml"}, want: `BROKER_CODEC: unknown codec "xml" (want msgpack or json)`},

@@ -155,6 +155,8 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 	switch a.cfg.BrokerType {
 	case "amqp":
 		url = a.cfg.AMQPURL
+	case "hub":
+		url = a.cfg.HubURL
 	case "redis":
 		url, _ = a.redisURL()
 	}

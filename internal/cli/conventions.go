@@ -75,8 +75,8 @@ type helpGroup struct {
 // commands in each.
 func commandGroups() []helpGroup {
 	return []helpGroup{
-		{"broker", "Broker commands:", []string{"publish", "call", "consume", "respond", "bench"}},
-		{"inspect", "Inspection commands:", []string{"streams", "groups", "pending", "ack", "claim", "dlq", "tail", "send", "shards"}},
+		{"broker", "Broker commands:", []string{"publish", "call", "consume", "respond", "bench", "hub"}},
+		{"inspect", "Inspection commands:", []string{"streams", "groups", "pending", "ack", "claim", "dlq", "tail", "send", "shards", "services"}},
 		{"gateway", "Gateway commands:", []string{"gateway", "simulate", "healthcheck"}},
 		{"console", "Console:", []string{"console"}},
 	}

@@ -97,7 +97,7 @@ get the signal), replies, and exits 0.`,
 				}
 				fixed = v
 			}
-			b, err := a.openGroupMember(cmd.Context(), "respond", concurrency, &timeout)
+			b, err := a.openGroupMember(cmd.Context(), "respond", concurrency, &timeout, events...)
 			if err != nil {
 				return err
 			}

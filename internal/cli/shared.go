@@ -35,8 +35,8 @@ func (a *app) openWithData(ctx context.Context, args []string) (any, core.Broker
 // openGroupMember checks the flags of a command that joins a consumer group
 // (consume, respond: a group, a positive --concurrency, then, when timeout
 // is checked, a positive --timeout) and opens its broker client. The caller
-// closes the broker.
-func (a *app) openGroupMember(ctx context.Context, command string, concurrency int, timeout *time.Duration) (core.Broker, error) {
+// closes the broker. calls are the events it answers, for presence.
+func (a *app) openGroupMember(ctx context.Context, command string, concurrency int, timeout *time.Duration, calls ...string) (core.Broker, error) {
 	id := a.cfg.Identity()
 	if id.Group == "" {
 		return nil, usageErrorf("%s needs a group: set --group or BROKER_GROUP", command)
@@ -49,5 +49,6 @@ func (a *app) openGroupMember(ctx context.Context, command string, concurrency i
 	}
 	opts := a.options(id)
 	opts.Concurrency = concurrency
+	opts.Announce.Calls = calls
 	return a.open(ctx, opts)
 }

@@ -243,6 +243,8 @@ type Broker struct {
 	pub     *publisher
 	replies *replies
 	insp    inspectState // the Inspector's management API client and declared events
+	// presence announces the client once it consumes (presence.go).
+	presence *presence
 
 	// closeCtx is cancelled when Close starts: consumers stop, calls end,
 	// publishes waiting for a connection give up.
@@ -276,8 +278,10 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 		contentType: contentType(cfg.Codec.Name()),
 	}
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
+	b.presence = newPresence(b)
 	b.pubLink = newLink(&b.cfg, b.log, "publish")
 	b.subLink = newLink(&b.cfg, b.log, "consume")
+	b.subLink.presence = b.presence.property()
 	b.pub = newPublisher(b)
 	b.replies = newReplies(b)
 	if b.insp.m, err = newMgmt(&b.cfg, b.log); err != nil {
@@ -328,6 +332,7 @@ func (b *Broker) QueueName(event string) string {
 // Close waits for the handler.
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
+		b.presence.leave()
 		b.mu.Lock()
 		b.closed.Store(true)
 		b.mu.Unlock()

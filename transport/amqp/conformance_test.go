@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -51,6 +52,37 @@ func TestConformance(t *testing.T) {
 			var queues []string
 			for _, sub := range subs {
 				queues = append(queues, spectaclesQueues(exchange, sub, events...)...)
+			}
+			adm.deleteQueues(queues...)
+		},
+	})
+}
+
+// TestPresence runs the presence checks with the suite's mapping (one
+// exchange, each group a subgroup): the presence events go through that
+// exchange.
+func TestPresence(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-presence", "")
+	var (
+		mu        sync.Mutex
+		subgroups []string
+	)
+	conformance.RunPresence(t, conformance.Setup{
+		New: func(t *testing.T, opts core.Options) core.Broker {
+			mu.Lock()
+			subgroups = append(subgroups, opts.Identity.Group)
+			mu.Unlock()
+			return openBroker(t, Config{Options: opts, URL: url, Exchange: exchange, Subgroup: opts.Identity.Group})
+		},
+		Cleanup: func(t *testing.T, events []string) {
+			mu.Lock()
+			subs := slices.Clone(subgroups)
+			mu.Unlock()
+			var queues []string
+			for _, sub := range subs {
+				queues = append(queues, spectaclesQueues(exchange, sub, append(events, core.PresenceEvents()...)...)...)
 			}
 			adm.deleteQueues(queues...)
 		},

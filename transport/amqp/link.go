@@ -35,6 +35,9 @@ type link struct {
 	cfg  *Config
 	log  *slog.Logger
 	role string // "publish" or "consume"
+	// presence is the PresenceProperty value the connection carries ("":
+	// none).
+	presence string
 
 	ctx    context.Context // ends when the link is stopped
 	cancel context.CancelFunc
@@ -82,6 +85,9 @@ func (l *link) dial(ctx context.Context) (*amqp091.Connection, error) {
 	)
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName(l.connectionName())
+	if l.presence != "" {
+		props[PresenceProperty] = l.presence
+	}
 	cfg := amqp091.Config{
 		Heartbeat:  l.cfg.Heartbeat,
 		Properties: props,

@@ -61,6 +61,8 @@ type Broker struct {
 	batch   *batcher
 	replies *replies
 	held    *heldSet
+	// presence announces the broker once it consumes (presence.go).
+	presence *presence
 
 	closeOnce sync.Once
 	closeErr  error
@@ -117,6 +119,7 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 	b.batch = newBatcher(b)
 	b.replies = newReplies(b)
 	b.held = newHeldSet()
+	b.presence = newPresence(b)
 	return b, nil
 }
 
@@ -202,6 +205,7 @@ func (b *Broker) Close() error {
 		b.closeCancel()
 		b.consumers.Wait()
 		b.finished.Store(true)
+		b.presence.leave()
 		b.batch.stop()
 		b.replies.close()
 		if b.ownsClient {

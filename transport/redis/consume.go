@@ -97,6 +97,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 	}
 	c.settler.c = c
 	c.start(ctx)
+	b.presence.consumed(ctx, streams)
 	return nil
 }
 
