@@ -40,6 +40,10 @@ type Features struct {
 	// Restart: Setup.Restart restarts the broker server, and the driver
 	// recovers by itself.
 	Restart bool
+	// UnhandledCalls: a call that nobody can ever read (no group consumes
+	// its event) fails at once with an error wrapping core.ErrUnhandled,
+	// instead of at its timeout.
+	UnhandledCalls bool
 }
 
 // Setup connects the suite to the broker under test.

@@ -41,6 +41,7 @@ var cases = []testCase{
 	{"CallFastReplies", always, testFastReplies, false},
 	{"CallConcurrent", always, testConcurrentCalls, false},
 	{"CallTimeout", always, testCallTimeout, false},
+	{"CallUnhandledFailsFast", func(f Features) bool { return f.UnhandledCalls }, testCallUnhandled, true},
 	{"CloseDrainsInFlight", always, testCloseDrains, false},
 	{"UndecodablePayloadIsNotLost", always, testUndecodable, false},
 	{"HandlerPanicIsContained", always, testHandlerPanic, false},
@@ -452,6 +453,21 @@ func testCallTimeout(t *testing.T, s *suite) {
 	cancel()
 	if _, err = c.Call(ctx, ev, map[string]any{"n": 3}); err == nil || errors.Is(err, core.ErrTimeout) {
 		t.Errorf("cancelled call: err = %v, want a cancellation error", err)
+	}
+}
+
+// testCallUnhandled: with no consumer of the event at all, a call fails
+// with core.ErrUnhandled long before its timeout (a minute here: the test
+// would hang past go test's deadline, not pass, if it waited).
+func testCallUnhandled(t *testing.T, s *suite) {
+	ev := s.event(t)
+	c := s.client(t, group("caller"), "c", func(o *core.Options) { o.CallTimeout = time.Minute })
+	_, err := c.Call(context.Background(), ev, map[string]any{"n": 1})
+	if !errors.Is(err, core.ErrUnhandled) {
+		t.Fatalf("call nobody can read: err = %v, want core.ErrUnhandled", err)
+	}
+	if errors.Is(err, core.ErrTimeout) {
+		t.Errorf("call nobody can read: err = %v is a timeout", err)
 	}
 }
 

@@ -219,6 +219,11 @@ func TestCallInterruptedExits130(t *testing.T) {
 	bin := conventionsBinary(t)
 	event := unique("cli-interrupt")
 	rc := redisClient(t, event)
+	// A group that never answers, so that the call waits (with no group at
+	// all it would fail at once: nobody could ever read it).
+	if err := rc.XGroupCreateMkStream(t.Context(), event, "mute", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "call", event, `{"wait":true}`, "--timeout", "60s")
 	cmd.Env = append(os.Environ(), "REDIS_URL="+testRedisURL)
 	var stderr syncBuffer
@@ -356,4 +361,16 @@ func TestErrorsSayItOnce(t *testing.T) {
 	if took > 15*time.Second { // a bound on a hang (it took 25 s), not a speed measure
 		t.Errorf("rediss:// to plaintext took %s to fail", took)
 	}
+}
+
+// A call that nobody can ever read (no group consumes its event) fails at
+// once with the reason, instead of waiting for its timeout.
+func TestCallNobodyConsumesFailsFast(t *testing.T) {
+	event := unique("cli-unhandled")
+	redisClient(t, event)
+	r := cli(t, "call", event, `{"n":1}`, "--timeout", "10m")
+	if r.code != 1 {
+		t.Errorf("exit %d, want 1; stderr %q", r.code, r.stderr)
+	}
+	wantOneErrorLine(t, r, "no consumer group reads its stream")
 }

@@ -13,7 +13,7 @@ import (
 // Not Restart: the hub keeps its queues in memory, so a restart loses
 // them (and what is published before a consumer has subscribed again);
 // clients do reconnect (TestReconnect).
-var features = conformance.Features{Groups: true, Redelivery: true, DeadLetter: true}
+var features = conformance.Features{Groups: true, Redelivery: true, DeadLetter: true, UnhandledCalls: true}
 
 // setup connects the suite to one hub per test, through scheme ("ws" or
 // "tcp").

@@ -135,10 +135,13 @@ func (b *Broker) Call(ctx context.Context, event string, data any) (*core.Payloa
 	ch := r.register(sub, replyChannel(event, id))
 	registered = true
 	defer r.unregister(replyChannel(event, id), ch)
+	unhandled := b.checkConsumed(ctx, event)
 
 	select {
 	case payload := <-ch:
 		return core.NewPayload(payload, b.cfg.Codec), nil
+	case err := <-unhandled:
+		return nil, fmt.Errorf("redis: call %s: %w", event, err)
 	case <-ctx.Done():
 		return nil, core.TimeoutError(event, ctx, started)
 	case <-b.closeCtx.Done():
@@ -437,4 +440,21 @@ func (r *replies) close() {
 	_ = ps.Close()
 	<-loopDone
 	<-maintDone
+}
+
+// checkConsumed looks, while a call waits for its reply, for a group on
+// the call's stream: with none, nobody can ever read the call, and the
+// channel yields an error wrapping core.ErrUnhandled, so that the call
+// fails at once instead of at its timeout. A group whose consumers are all
+// gone still counts (its service reads the call when it comes back), and a
+// server that cannot tell (an error) lets the call wait.
+func (b *Broker) checkConsumed(ctx context.Context, event string) <-chan error {
+	out := make(chan error, 1)
+	go func() {
+		groups, err := b.client.XInfoGroups(ctx, event).Result()
+		if err == nil && len(groups) == 0 {
+			out <- fmt.Errorf("%w (no consumer group reads its stream)", core.ErrUnhandled)
+		}
+	}()
+	return out
 }

@@ -27,7 +27,7 @@ func setupFor(t *testing.T, url string, block time.Duration, features conformanc
 	}
 }
 
-var allFeatures = conformance.Features{Groups: true, Redelivery: true, DeadLetter: true, Restart: true}
+var allFeatures = conformance.Features{Groups: true, Redelivery: true, DeadLetter: true, Restart: true, UnhandledCalls: true}
 
 // TestConformanceRedis runs the suite against the shared real Redis (or,
 // outside CI, an embedded server when there is none). A shared server
