@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,6 +357,12 @@ func (r *reader) run() {
 				conn = r.dial(ctx, node)
 			}
 			rd = conn
+		}
+		if r.acks.queued() > 0 {
+			// Acks are queued: let the other handlers that are about to ack
+			// run once, so that this round trip carries theirs too (as the
+			// batcher lets its callers run before it flushes).
+			runtime.Gosched()
 		}
 		acks := r.acks.take(false)
 		if len(acks) == 0 {

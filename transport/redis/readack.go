@@ -81,6 +81,13 @@ func (q *ackQueue) take(block bool) []*op {
 	return ops
 }
 
+// queued reports how many acks wait for the reader.
+func (q *ackQueue) queued() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.pending)
+}
+
 // setDirect sets whether acks bypass the reader.
 func (q *ackQueue) setDirect(direct bool) {
 	q.mu.Lock()
