@@ -1,7 +1,10 @@
 package tui
 
 import (
+	"slices"
 	"strings"
+
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/charmbracelet/lipgloss"
 )
@@ -120,30 +123,50 @@ func (t *table) toggleMark() {
 	}
 }
 
-// widths computes the column widths for the table's width.
+// widths computes the column widths for the table's width. The width
+// left over by the fixed columns goes first to the flex columns whose
+// cells (of the rows held) are wider than their minimum, so that nothing
+// is cut while there is room, then evenly to every flex column.
 func (t *table) widths() []int {
 	ws := make([]int, len(t.cols))
 	avail := t.width - 2 - 2*(len(t.cols)-1) // marker, gaps
-	fixed, flex := 0, 0
+	fixed := 0
+	var flex []int
 	for i, c := range t.cols {
 		ws[i] = c.width
 		fixed += c.width
 		if c.flex {
-			flex++
+			flex = append(flex, i)
 		}
 	}
-	if extra := avail - fixed; extra > 0 && flex > 0 {
-		each := extra / flex
-		for i, c := range t.cols {
-			if c.flex {
-				ws[i] += each
-				extra -= each
-				if extra < each {
-					ws[i] += extra
-					extra = 0
-				}
+	extra := avail - fixed
+	if extra <= 0 || len(flex) == 0 {
+		return ws
+	}
+	// What each flex column lacks to show its widest cell.
+	need := make([]int, len(t.cols))
+	for _, i := range flex {
+		w := ansi.StringWidth(t.cols[i].title)
+		for _, r := range t.rows {
+			if i < len(r) {
+				w = max(w, ansi.StringWidth(r[i]))
 			}
 		}
+		need[i] = max(w-ws[i], 0)
+	}
+	// Share extra among the columns that lack width, the narrowest need
+	// first, so that one long cell does not starve the others.
+	order := slices.Clone(flex)
+	slices.SortStableFunc(order, func(a, b int) int { return need[a] - need[b] })
+	for n, i := range order {
+		give := min(need[i], extra/(len(order)-n))
+		ws[i] += give
+		extra -= give
+	}
+	for n, i := range flex {
+		give := extra / (len(flex) - n)
+		ws[i] += give
+		extra -= give
 	}
 	return ws
 }

@@ -534,9 +534,14 @@ func (a *app) shardsCommand() *cobra.Command {
 					return
 				}
 				fmt.Fprintln(w, "NODE\tSHARD\tSTATE\tLATENCY\tSEQ\tGUILDS\tRECONNECTS\tLAST CLOSE")
+				now := time.Now()
 				for _, n := range nodes {
+					stale := ""
+					if n.Stale(now) {
+						stale = "STALE " // its last report: the states may be wrong now
+					}
 					for _, s := range n.Shards {
-						fmt.Fprintf(w, "%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", quote(n.Group), quote(n.Client), s.ID, s.Count,
+						fmt.Fprintf(w, "%s%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", stale, quote(n.Group), quote(n.Client), s.ID, s.Count,
 							s.State, ms(s.Latency), s.Seq, s.GuildsAvailable, s.GuildsUnavailable, s.Reconnects, closeText(s))
 					}
 				}
