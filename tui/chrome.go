@@ -86,6 +86,9 @@ func (m *Model) crumbView() string {
 		parts = append(parts, "help")
 	}
 	s := " " + st.crumb.Render(strings.Join(parts, " › "))
+	if m.sh.stats != nil && k != kOverview && k != kStreams && k != kGroups { // those show it whole
+		s += "  " + st.bad.Render("⚠ statistics unavailable")
+	}
 	if v := m.views[k]; v.canFilter() && v.filterText() != "" && m.modal.kind != modalFilter {
 		s += st.accent.Render("  filter: " + v.filterText())
 	}

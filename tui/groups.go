@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -20,6 +21,7 @@ type groupsResult struct {
 	groups    []core.GroupInfo
 	consumers map[string][]core.ConsumerInfo
 	err       error
+	stats     error // statsOf after the load
 	at        time.Time
 }
 
@@ -145,6 +147,9 @@ func (v *groupsView) refresh() tea.Cmd {
 					break
 				}
 				c, err := ins.Consumers(ctx, stream, g.Name)
+				if errors.Is(err, core.ErrStatsUnavailable) {
+					break // the banner says why
+				}
 				if err != nil {
 					r.err = err
 					break
@@ -152,6 +157,7 @@ func (v *groupsView) refresh() tea.Cmd {
 				r.consumers[g.Name] = c
 			}
 		}
+		r.stats = statsOf(ins)
 		r.at = sh.now()
 		return r
 	}
@@ -184,6 +190,7 @@ func (v *groupsView) update(msg tea.Msg) tea.Cmd {
 		apply, again := v.load.finish(msg.seq, msg.gen)
 		if apply {
 			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
+			v.sh.stats = msg.stats
 			if msg.err == nil {
 				v.info, v.groups, v.consumers = msg.stream, msg.groups, msg.consumers
 				for _, g := range v.groups {
@@ -231,6 +238,9 @@ func (v *groupsView) fill() {
 	if amqp {
 		v.gt.cols, v.ct.cols = amqpGroupCols, amqpConsumerCols
 		v.gt.empty = "no queues bound for this event: nothing consumes it"
+		if v.sh.stats != nil {
+			v.gt.empty = "none known: " + v.sh.errText(v.sh.stats)
+		}
 	}
 	for i, g := range v.groups {
 		if amqp {
@@ -239,6 +249,9 @@ func (v *groupsView) fill() {
 				depth = g.Pending + g.Lag
 			}
 			rows[i] = []string{g.Name, fmt.Sprint(g.Consumers), fmtKnown(g.Pending), fmtKnown(g.Lag), fmtKnown(depth)}
+			if v.sh.stats != nil && g.Pending < 0 {
+				rows[i][2], rows[i][4] = blank, blank
+			}
 			keys[i] = g.Name
 			continue
 		}
@@ -320,5 +333,5 @@ func (v *groupsView) view() string {
 	if v.sh.amqp() {
 		errLine += " " + st.muted.Render("RabbitMQ queues: UNACKED delivered, not acknowledged · READY awaiting a consumer · ? not reported") + "\n"
 	}
-	return errLine + v.gt.view() + "\n\n" + title + "\n" + v.ct.view()
+	return statsBanner(v.sh) + errLine + v.gt.view() + "\n\n" + title + "\n" + v.ct.view()
 }

@@ -244,6 +244,10 @@ type shared struct {
 	maxTail  int
 	// paused stops every live refresh (P).
 	paused bool
+	// stats is why the inspector's statistics are partial (RabbitMQ's
+	// management API does not answer), nil while they are complete; the
+	// latest load that asked sets it (statsOf).
+	stats error
 	// serverKind is the broker kind the server reported (Server().Kind),
 	// once the overview asked; until then the node's BrokerKind counts.
 	serverKind string

@@ -21,6 +21,7 @@ type overviewResult struct {
 	groups    map[string][]core.GroupInfo
 	consumers map[string][]core.ConsumerInfo // by stream/group
 	listErr   error
+	stats     error // statsOf after the load
 	gw        GatewayInfo
 	shards    []gateway.Status
 	count     int
@@ -102,6 +103,7 @@ func (v *overviewView) refresh() tea.Cmd {
 					}
 				}
 				cancel()
+				r.stats = statsOf(ins)
 			}
 		}
 		r.nodes, r.nodesErr = loadNodes(sh)
@@ -117,6 +119,9 @@ func (v *overviewView) update(msg tea.Msg) tea.Cmd {
 		if apply {
 			v.load.loaded = true
 			v.res = msg
+			if msg.serverErr == nil {
+				v.sh.stats = msg.stats
+			}
 			if msg.serverErr == nil && msg.server.Kind != "" {
 				v.sh.serverKind = msg.server.Kind
 			}
@@ -177,6 +182,10 @@ func (v *overviewView) dlqs() []string {
 
 // warnings lists what an operator should look at.
 func (v *overviewView) warnings() []string {
+	if v.res.stats != nil && v.res.serverErr == nil {
+		// The figures are partial: no warning drawn from them holds.
+		return append([]string{v.sh.errText(v.res.stats) + ": queue depths, consumers and dead letters are unknown"}, v.shardWarnings()...)
+	}
 	if v.sh.amqp() {
 		return v.amqpWarnings()
 	}
@@ -287,6 +296,9 @@ func (v *overviewView) view() string {
 		broker += st.muted.Render("  round trip ") + fmtLatency(r.server.RoundTrip)
 	}
 	b.WriteString(label("Broker") + broker + "\n")
+	if r.serverErr == nil && r.stats != nil {
+		b.WriteString(" " + st.bad.Render("⚠ "+v.sh.errText(r.stats)) + "\n")
+	}
 
 	gw := st.muted.Render("none in this console")
 	switch {
@@ -325,7 +337,15 @@ func (v *overviewView) view() string {
 				pending += max(g.Pending, 0)
 			}
 		}
-		if v.sh.amqp() {
+		switch {
+		case r.stats != nil:
+			// Blank, not zero: the broker cannot tell now.
+			what := "Queues"
+			if !v.sh.amqp() {
+				what = "Messages"
+			}
+			b.WriteString(label(what) + st.muted.Render(blank+" ready · "+blank+" unacked · "+blank+" consumers · "+blank+" queues (statistics unavailable)") + "\n")
+		case v.sh.amqp():
 			var ready, unacked int64
 			var consumers int
 			for _, s := range r.streams {
@@ -337,7 +357,7 @@ func (v *overviewView) view() string {
 			}
 			b.WriteString(label("Queues") + fmt.Sprintf("%s ready · %s unacked · %s", fmtCount(ready), fmtCount(unacked), plural(consumers, "consumer")) +
 				st.muted.Render(fmt.Sprintf(" · %s · %s queues (RabbitMQ statistics)", plural(len(r.streams), "event"), fmtCount(int64(groups)))) + "\n")
-		} else {
+		default:
 			b.WriteString(label("Messages") + fmt.Sprintf("in %s · out %s", fmtRate(v.in), fmtRate(v.out)) +
 				st.muted.Render(fmt.Sprintf(" · %s · %s entries · %s · %s pending", plural(len(r.streams), "stream"), fmtCount(entries), plural(groups, "group"), fmtCount(pending))) + "\n")
 		}
@@ -350,7 +370,10 @@ func (v *overviewView) view() string {
 			}
 		}
 		dead := st.good.Render("0")
-		if dl > 0 {
+		switch {
+		case r.stats != nil:
+			dead = st.muted.Render(blank)
+		case dl > 0:
 			dead = st.warn.Render(fmtCount(dl)) + st.muted.Render(" ("+strings.Join(parts, ", ")+")  d: tail them")
 		}
 		b.WriteString(label("Dead letters") + dead + "\n")
