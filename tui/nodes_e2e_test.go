@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -208,5 +211,42 @@ func TestEndToEndKilledNodeStale(t *testing.T) {
 	v := d.m.views[kShards].(*shardsView)
 	if len(v.rows) != 2 || !v.rows[0].stale || v.rows[0].s.State != gateway.Ready {
 		t.Fatalf("rows of the killed node: %+v", v.rows)
+	}
+}
+
+// TestEndToEndShardStopResume stops and starts a local shard from the
+// Shards view, on the simulator: the stop reads "stopped by operator" (not
+// the resumable close code 4000 the shard sends), the stopped shard shows
+// no latency, and once it resumed (RESUMED replays no GUILD_CREATE) it
+// still counts its guilds.
+func TestEndToEndShardStopResume(t *testing.T) {
+	sys := startLiveSystem(t, 2)
+	want := len(sys.sim.GuildsForShard(1, 2))
+	eventually(t, "shard 1 ready with its guilds and a latency", func() bool {
+		s := sys.manager.Shards()
+		return len(s) == 2 && s[1].State == gateway.Ready && s[1].GuildsAvailable == want && s[1].Latency > 0
+	})
+	opts := plainOptions()
+	opts.Now = time.Now
+	d := newDriver(t, sys.node, opts, 120, 36)
+	d.keys("8", "down", "x")
+	d.mustContain("Stop shard 1?")
+	d.keys("y")
+	d.keys("r")
+	v := d.m.views[kShards].(*shardsView)
+	row := func() []string { return strings.Fields(v.tbl.rows[1][0] + " " + strings.Join(v.tbl.rows[1][1:], " ")) }
+	d.mustContain("stopped by operator")
+	d.mustNotContain("4000")
+	if r := row(); r[1] != "stopped" || r[2] != "-" {
+		t.Fatalf("the stopped shard's row: %q (want state stopped, latency -)", r)
+	}
+	d.keys("s")
+	eventually(t, "shard 1 resumed", func() bool { return sys.manager.Shards()[1].State == gateway.Ready })
+	d.keys("r")
+	if got := sys.manager.Shards()[1].GuildsAvailable; got != want {
+		t.Fatalf("after the resume shard 1 counts %d guilds, want %d", got, want)
+	}
+	if r := row(); r[1] != "ready" || !slices.Contains(r, strconv.Itoa(want)) {
+		t.Fatalf("the resumed shard's row: %q (want ready, %d guilds)", r, want)
 	}
 }

@@ -284,7 +284,7 @@ func (v *shardsView) fill() {
 		if s.GuildsUnavailable > 0 {
 			guilds += fmt.Sprintf("+%d?", s.GuildsUnavailable)
 		}
-		last := ""
+		last := s.LastCloseReason // "stopped by operator" has no code
 		if s.LastCloseCode != 0 {
 			last = fmt.Sprintf("%d %s", s.LastCloseCode, s.LastCloseReason)
 		}
@@ -308,7 +308,11 @@ func (v *shardsView) fill() {
 		}
 		cells = append(cells, fmt.Sprintf("%d/%d", s.ID, s.Count), s.State.String(), fmtLatency(s.Latency))
 		if trend {
-			cells = append(cells, sparkline(v.history[r.key()], latencyHistory))
+			spark := sparkline(v.history[r.key()], latencyHistory)
+			if s.Latency <= 0 {
+				spark = "" // no connection: no latency now
+			}
+			cells = append(cells, spark)
 		}
 		rows[i] = append(cells, seq, guilds, strconv.Itoa(s.Reconnects), fmtCount(int64(s.Events)), last)
 		keys[i] = r.key()

@@ -556,5 +556,8 @@ func closeText(s gateway.Status) string {
 	if s.LastCloseCode == 0 && s.LastCloseReason == "" {
 		return "-"
 	}
+	if s.LastCloseCode == 0 { // the shard's own end ("stopped by operator")
+		return termtext.Escape(s.LastCloseReason)
+	}
 	return fmt.Sprintf("%d %s", s.LastCloseCode, termtext.Escape(s.LastCloseReason))
 }
