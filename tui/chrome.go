@@ -43,9 +43,18 @@ func (m *Model) headerView() string {
 		addr += " (embedded, in-memory)"
 	}
 	left += " │ " + addr
-	refresh := "refresh " + m.interval.String()
+	refresh := "every " + m.interval.String()
 	if m.sh.paused {
 		refresh = "refresh paused"
+	}
+	if d, ok := m.views[m.active()].(dated); ok && m.mode == modeNormal {
+		if at := d.updated(); !at.IsZero() {
+			age := max(m.sh.now().Sub(at), 0)
+			refresh = "updated " + fmtAge(age) + " ago · " + refresh
+			if age > 3*m.interval+m.sh.timeout && !m.sh.paused {
+				refresh = "⚠ " + refresh // the loads do not come back
+			}
+		}
 	}
 	var badges []string
 	if n.Simulated {
@@ -56,7 +65,15 @@ func (m *Model) headerView() string {
 	}
 	right := strings.Join(badges, " ")
 	rightW := ansi.StringWidth(right) + ansi.StringWidth(refresh) + 2
-	left = pad(left, max(m.width-rightW, 0))
+	// Narrow: the title and the node's name give way before the broker.
+	room := m.width - rightW
+	for _, short := range []string{strings.Replace(left, " spectacles console", " spectacles", 1), " spectacles │ " + addr} {
+		if ansi.StringWidth(left)+2 <= room {
+			break
+		}
+		left = short
+	}
+	left = pad(left, max(room, 0))
 	return st.header.Render(left+refresh+" ") + " " + right
 }
 
@@ -102,6 +119,9 @@ func (m *Model) statusView() string {
 	}
 	if m.status == "" {
 		return ""
+	}
+	if !m.statusErr && m.sh.now().Sub(m.statusAt) > statusTTL {
+		return "" // aged out; an error stays until something replaces it
 	}
 	if m.statusErr {
 		return truncate(" "+st.bad.Render("✗ "+m.status), m.width)

@@ -119,8 +119,9 @@ func (v *groupsView) setSize(w, h int) {
 	v.ct.setSize(w, max(h-gh-2, 2))
 }
 
-func (v *groupsView) activate() tea.Cmd { return v.refresh() }
-func (v *groupsView) capturing() bool   { return false }
+func (v *groupsView) activate() tea.Cmd  { return v.refresh() }
+func (v *groupsView) updated() time.Time { return v.load.at }
+func (v *groupsView) capturing() bool    { return false }
 
 func (v *groupsView) refresh() tea.Cmd {
 	ins, seq, gen, ok := v.load.beginInspect(v.sh, v.stream != "")

@@ -56,6 +56,13 @@ type view interface {
 	capturing() bool
 }
 
+// dated is a view that knows when its data was read: the header shows
+// its age.
+type dated interface {
+	// updated is when the data shown was read; zero before the first load.
+	updated() time.Time
+}
+
 // keyer is a view that takes its keys in key rather than in update.
 type keyer interface {
 	key(msg tea.KeyMsg) tea.Cmd

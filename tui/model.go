@@ -92,6 +92,7 @@ type Model struct {
 
 	status    string
 	statusErr bool
+	statusAt  time.Time
 
 	interval time.Duration
 	tickGen  int
@@ -280,8 +281,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, m.views[m.active()].update(msg)
 }
 
+// statusTTL is how long a status message (not an error) stays shown.
+const statusTTL = 10 * time.Second
+
 func (m *Model) setStatus(text string, isErr bool) {
-	m.status, m.statusErr = oneLine(m.sh.backend.Redact(text)), isErr
+	m.status, m.statusErr, m.statusAt = oneLine(m.sh.backend.Redact(text)), isErr, m.sh.now()
 }
 
 func (m *Model) resize() {

@@ -122,8 +122,9 @@ func (v *shardsView) setSize(w, h int) {
 	v.tbl.setSize(w, h-3)
 	v.fill()
 }
-func (v *shardsView) activate() tea.Cmd { return v.refresh() }
-func (v *shardsView) capturing() bool   { return false }
+func (v *shardsView) activate() tea.Cmd  { return v.refresh() }
+func (v *shardsView) updated() time.Time { return v.res.at }
+func (v *shardsView) capturing() bool    { return false }
 
 func (v *shardsView) refresh() tea.Cmd {
 	seq, gen, ok := v.load.begin()

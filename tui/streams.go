@@ -245,6 +245,8 @@ func (v *streamsView) crumbs() []string {
 
 func (v *streamsView) setSize(w, h int) { v.tbl.setSize(w, h) }
 
+func (v *streamsView) updated() time.Time { return v.load.at }
+
 func (v *streamsView) activate() tea.Cmd { return v.refresh() }
 
 func (v *streamsView) refresh() tea.Cmd {

@@ -1,0 +1,80 @@
+package tui
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// clock is a settable Options.Now.
+type clock struct{ t time.Time }
+
+func (c *clock) now() time.Time { return c.t }
+
+// TestOverviewWarnsLagAndJumps: a group with a large lag is a warning;
+// the warnings can be selected, and enter opens the view of the selected
+// one (Groups of the stream; Pending of a stale consumer's group).
+func TestOverviewWarnsLagAndJumps(t *testing.T) {
+	ins, b, gw := fixture()
+	ins.streams["MESSAGE_CREATE"].groups[1].info.Lag = 12_345 // audit
+	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 120, 30)
+	d.mustContain("MESSAGE_CREATE/audit: lag 12,345 (entries not yet delivered to the group)", "▸ ⚠ TYPING_START")
+	// The first warning: TYPING_START has no group.
+	d.keys("enter")
+	if d.m.active() != kGroups || d.m.views[kGroups].(*groupsView).stream != "TYPING_START" {
+		t.Fatalf("enter on the first warning opened %s", kindNames[d.m.active()])
+	}
+	d.keys("esc", "down")
+	d.mustContain("▸ ⚠ MESSAGE_CREATE/sim-bot: consumer worker-2 idle")
+	d.keys("enter")
+	if p := d.m.views[kPending].(*pendingView); d.m.active() != kPending || p.stream != "MESSAGE_CREATE" || p.group != "sim-bot" {
+		t.Fatalf("enter on the stale consumer's warning opened %s", kindNames[d.m.active()])
+	}
+	d.keys("esc", "down")
+	d.mustContain("▸ ⚠ MESSAGE_CREATE/audit: lag 12,345")
+	d.keys("down", "enter") // the last stays selected
+	if d.m.active() != kGroups || d.m.views[kGroups].(*groupsView).stream != "MESSAGE_CREATE" {
+		t.Fatalf("enter on the lag warning opened %s", kindNames[d.m.active()])
+	}
+}
+
+// TestHeaderShowsDataAge: the header says how old the data shown is, and
+// marks it when the loads no longer come back.
+func TestHeaderShowsDataAge(t *testing.T) {
+	ins, b, gw := fixture()
+	c := &clock{t: fixedNow}
+	opts := plainOptions()
+	opts.Now = c.now
+	d := newDriver(t, testNode(ins, b, gw), opts, 120, 30)
+	d.mustContain("updated 0s ago · every 2s")
+	c.t = c.t.Add(4 * time.Second)
+	d.mustContain("updated 4s ago · every 2s")
+	d.mustNotContain("⚠ updated")
+	c.t = c.t.Add(time.Minute)
+	d.mustContain("⚠ updated 1m04s ago")
+	d.keys("r")
+	d.mustContain("updated 0s ago")
+}
+
+// TestStatusAgesOutErrorsStay: a status message disappears after a
+// while; an error stays until another message replaces it.
+func TestStatusAgesOutErrorsStay(t *testing.T) {
+	ins, b, gw := fixture()
+	c := &clock{t: fixedNow}
+	opts := plainOptions()
+	opts.Now = c.now
+	d := newDriver(t, testNode(ins, b, gw), opts, 120, 30)
+	d.keys("P")
+	d.mustContain("live refresh paused (P resumes)")
+	c.t = c.t.Add(statusTTL + time.Second)
+	d.mustNotContain("live refresh paused (P resumes)")
+	d.command("nosuchcommand")
+	errLine := d.m.status
+	if !d.m.statusErr || errLine == "" {
+		t.Fatalf("no error status: %q", errLine)
+	}
+	c.t = c.t.Add(time.Hour)
+	if !strings.Contains(d.view(), errLine) {
+		t.Fatalf("the error aged out: %q", errLine)
+	}
+}
