@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -255,6 +256,8 @@ type shared struct {
 	// management API does not answer), nil while they are complete; the
 	// latest load that asked sets it (statsOf).
 	stats error
+	// picking is set while pickBusiest searches (off the UI goroutine).
+	picking atomic.Bool
 	// serverKind is the broker kind the server reported (Server().Kind),
 	// once the overview asked; until then the node's BrokerKind counts.
 	serverKind string

@@ -239,6 +239,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case statusMsg:
 		m.setStatus(msg.text, msg.err)
 		return m, nil
+	case busiestMsg:
+		// Unless the user went elsewhere, or chose a group meanwhile.
+		if m.active() != kPending || m.mode != modeNormal || len(m.views[kPending].crumbs()) > 0 {
+			return m, nil
+		}
+		m.setStatus(fmt.Sprintf("no group chosen: showing %s, the group holding the most pending entries (:pending STREAM GROUP picks another)", msg.group), false)
+		return m, m.navigate(navMsg{to: kPending, stream: msg.stream, group: msg.group})
 	case actionMsg:
 		if msg.err != nil {
 			m.setStatus(m.sh.errText(msg.err), true)

@@ -160,6 +160,9 @@ func (v *pendingView) setFilter(text string) tea.Cmd {
 }
 
 func (v *pendingView) refresh() tea.Cmd {
+	if v.stream == "" {
+		return pickBusiest(v.sh) // busiest.go
+	}
 	ins, seq, gen, ok := v.load.beginInspect(v.sh, v.stream != "")
 	if !ok {
 		return nil

@@ -78,3 +78,35 @@ func TestStatusAgesOutErrorsStay(t *testing.T) {
 		t.Fatalf("the error aged out: %q", errLine)
 	}
 }
+
+// TestPendingOpensBusiestGroup: Pending opened with no group chosen shows
+// the group holding the most pending entries (it once showed an empty page
+// explaining how to pick one), and says so.
+func TestPendingOpensBusiestGroup(t *testing.T) {
+	ins, b, gw := fixture()
+	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 120, 30)
+	d.keys("4")
+	p := d.m.views[kPending].(*pendingView)
+	if p.stream != "MESSAGE_CREATE" || p.group != "sim-bot" {
+		t.Fatalf("Pending shows %q/%q, want MESSAGE_CREATE/sim-bot", p.stream, p.group)
+	}
+	d.mustContain("Pending › MESSAGE_CREATE › group sim-bot", "5 pending in sim-bot", "showing sim-bot, the group holding the most pending entries")
+	d.mustNotContain("No group chosen")
+	if len(d.m.stack) != 2 {
+		t.Fatalf("stack %v: the pick pushed another Pending", d.m.stack)
+	}
+}
+
+// TestPendingNothingPendingExplains: with nothing pending anywhere, the
+// Pending view still explains how to pick a group.
+func TestPendingNothingPendingExplains(t *testing.T) {
+	ins, b, gw := fixture()
+	for _, s := range ins.streams {
+		for _, g := range s.groups {
+			g.pending = nil
+		}
+	}
+	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 120, 30)
+	d.keys("4")
+	d.mustContain("No group chosen")
+}
