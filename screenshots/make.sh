@@ -136,7 +136,7 @@ guild=$(grep -o '"guild_id": "[0-9]*"' "$work/05-payload.ansi" | head -1 | grep 
 guild=${guild:-81384788765712384}
 keys demo 6
 say demo "MESSAGE_CREATE"
-keys demo Tab
+keys demo Tab Tab # Event → Timeout → Data
 say demo '{"content": "hello from the console", "channel_id": "1"}'
 keys demo C-s
 shot demo 08-publish 1

@@ -178,7 +178,7 @@ func TestEndToEndAMQP(t *testing.T) {
 	tm.Send(keyMsg(":"))
 	tm.Type("groups " + ev)
 	typeKeys(tm, "enter")
-	waitMatch(t, tm, `QUEUE\s+CONSUMERS\s+UNACKED\s+READY`, queue+`\s+1\s+3\s+2\s+5`, `worker\.\S* @ spectacles `+regexp.QuoteMeta(exchange)+`/worker`)
+	waitMatch(t, tm, `QUEUE\s+CONSUMERS\s+UNACKED ↓\s+READY`, queue+`\s+1\s+3\s+2\s+5`, `worker\.\S* @ spectacles `+regexp.QuoteMeta(exchange)+`/worker`)
 
 	// Pending explains; its actions say why they are unavailable.
 	tm.Send(keyMsg(":"))

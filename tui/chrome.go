@@ -79,16 +79,28 @@ func (m *Model) headerView() string {
 
 func (m *Model) tabsView() string {
 	st := m.sh.st
-	var b strings.Builder
-	for k := range numKinds {
-		label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
-		if k == m.active() {
-			b.WriteString(st.tabOn.Render("[" + label + "]"))
-		} else {
-			b.WriteString(st.tabOff.Render(" " + label + " "))
+	render := func(compact bool) string {
+		var b strings.Builder
+		for k := range numKinds {
+			label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
+			switch {
+			case k == m.active() && compact && k > 0:
+				b.WriteString(" " + st.tabOn.Render("["+label+"]"))
+			case k == m.active():
+				b.WriteString(st.tabOn.Render("[" + label + "]"))
+			case compact: // one space between tabs, so that all fit in 80 columns
+				b.WriteString(st.tabOff.Render(" " + label))
+			default:
+				b.WriteString(st.tabOff.Render(" " + label + " "))
+			}
 		}
+		return b.String()
 	}
-	return truncate(b.String(), m.width)
+	s := render(false)
+	if ansi.StringWidth(s) > m.width {
+		s = render(true)
+	}
+	return truncate(s, m.width)
 }
 
 func (m *Model) crumbView() string {
@@ -198,7 +210,13 @@ func (m *Model) helpView() string {
 			b.WriteString("\n")
 		}
 	}
-	b.WriteString(st.muted.Render("Commands (:) "+strings.Join(commandNames(), ", ")) + "\n")
+	if v := m.views[m.active()]; v.canFilter() {
+		f := ansi.Wordwrap("Filter (/) "+filterSyntax(v)+"; esc clears it, a second esc goes back", max(m.width-1, 20), "")
+		b.WriteString(st.muted.Render(f) + "\n")
+	}
+	// Every command, wrapped to the width (80 columns show them all).
+	cmds := ansi.Wordwrap("Commands (:) "+strings.Join(commandNames(), ", "), max(m.width-1, 20), "")
+	b.WriteString(st.muted.Render(cmds) + "\n")
 	if m.sh.readOnly {
 		b.WriteString(st.warn.Render("READ-ONLY: ack, claim, dead-letter, requeue, publish, call, send and shard control are disabled") + "\n")
 	}

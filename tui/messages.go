@@ -64,6 +64,21 @@ type dated interface {
 	updated() time.Time
 }
 
+// filterSyntaxer is a filtering view that describes its filter's syntax;
+// filterSyntax gives the default.
+type filterSyntaxer interface {
+	filterSyntax() string
+}
+
+// filterSyntax is how v's filter reads, for the help and the filter's
+// placeholder.
+func filterSyntax(v view) string {
+	if f, ok := v.(filterSyntaxer); ok {
+		return f.filterSyntax()
+	}
+	return "text: the rows that contain it (any case)"
+}
+
 // keyer is a view that takes its keys in key rather than in update.
 type keyer interface {
 	key(msg tea.KeyMsg) tea.Cmd

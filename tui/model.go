@@ -358,8 +358,13 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 			return nil
 		}
 		m.mode = modeModal
-		return m.modal.openFilter(v.filterText())
+		return m.modal.openFilter(v.filterText(), filterSyntax(v))
 	case key.Matches(msg, m.keys.Back):
+		if v.canFilter() && v.filterText() != "" {
+			// esc clears a filter before it goes back.
+			m.setStatus("filter cleared", false)
+			return v.setFilter("")
+		}
 		if len(m.stack) > 1 {
 			return m.switchTo(m.stack[:len(m.stack)-1])
 		}

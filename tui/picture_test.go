@@ -110,3 +110,96 @@ func TestPendingNothingPendingExplains(t *testing.T) {
 	d.keys("4")
 	d.mustContain("No group chosen")
 }
+
+// TestGroupsFilterAndSort: Groups filters groups and consumers by
+// substring, sorts by pending (default), idle and name, marks the sorted
+// column in the header, and esc clears the filter before it goes back.
+func TestGroupsFilterAndSort(t *testing.T) {
+	ins, b, gw := fixture()
+	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 120, 30)
+	d.command("groups MESSAGE_CREATE")
+	d.mustContain("sorted by pending ↓", "PENDING ↓")
+	v := d.m.views[kGroups].(*groupsView)
+	names := func(tbl table) string {
+		var out []string
+		for _, r := range tbl.rows {
+			out = append(out, r[0])
+		}
+		return strings.Join(out, ",")
+	}
+	if got := names(v.gt) + "|" + names(v.ct); got != "sim-bot,audit|worker-1,worker-2" {
+		t.Fatalf("by pending: %s", got)
+	}
+	d.keys("s")
+	d.mustContain("sorted by idle ↓", "IDLE ↓")
+	if got := names(v.ct); got != "worker-2,worker-1" {
+		t.Fatalf("consumers by idle: %s", got)
+	}
+	d.keys("s")
+	d.mustContain("sorted by name", "GROUP ↑", "CONSUMER ↑")
+	if got := names(v.gt); got != "audit,sim-bot" {
+		t.Fatalf("groups by name: %s", got)
+	}
+	d.keys("S")
+	if got := names(v.gt); got != "sim-bot,audit" {
+		t.Fatalf("groups by name, reversed: %s", got)
+	}
+	// A substring of a consumer keeps its group and that consumer.
+	d.keys("/")
+	d.mustContain("text: the groups, and consumers, whose name contains it")
+	d.typeText("KER-2")
+	d.keys("enter")
+	if got := names(v.gt) + "|" + names(v.ct); got != "sim-bot|worker-2" {
+		t.Fatalf("filtered: %s", got)
+	}
+	d.mustContain("filter: KER-2")
+	d.keys("/")
+	d.typeText("nothing-like-it")
+	d.keys("enter")
+	d.mustContain("no group or consumer matches KER-2nothing-like-it")
+	// esc clears the filter, then goes back.
+	d.keys("esc")
+	if d.m.active() != kGroups || v.filter != "" || names(v.gt) == "" {
+		t.Fatalf("esc with a filter: view %s, filter %q", kindNames[d.m.active()], v.filter)
+	}
+	d.mustContain("filter cleared")
+	d.keys("esc")
+	if d.m.active() != kOverview {
+		t.Fatalf("second esc: %s", kindNames[d.m.active()])
+	}
+}
+
+// TestShardsFilter: the Shards view filters by substring of node, id,
+// state and last close.
+func TestShardsFilter(t *testing.T) {
+	node, _, _ := remoteNode(true, fixedNodes)
+	d := newDriver(t, node, plainOptions(), 120, 30)
+	d.keys("8", "/")
+	d.typeText("FAILED")
+	d.keys("enter")
+	v := d.m.views[kShards].(*shardsView)
+	if len(v.rows) != 1 || v.rows[0].node != "gateway/host-a" || v.rows[0].s.ID != 1 {
+		t.Fatalf("rows matching failed: %+v", v.rows)
+	}
+	d.keys("esc")
+	if len(v.rows) != 6 {
+		t.Fatalf("%d rows after esc cleared the filter", len(v.rows))
+	}
+}
+
+// TestHelpListsEveryCommandAt80: at 80 columns the help shows every
+// command of the palette and the view's filter syntax, wrapped, not cut.
+func TestHelpListsEveryCommandAt80(t *testing.T) {
+	ins, b, gw := fixture()
+	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 80, 24)
+	d.keys("2", "?")
+	text := strings.Join(strings.Fields(d.view()), " ")
+	for _, c := range commandNames() {
+		if !strings.Contains(text, c) {
+			t.Errorf("help at 80 columns lacks the command %q", c)
+		}
+	}
+	if !strings.Contains(text, "Filter (/) text: the streams whose name contains it") {
+		t.Error("help lacks the filter syntax")
+	}
+}

@@ -65,6 +65,7 @@ type shardsView struct {
 	rate          float64
 	starting      bool
 	tbl           table
+	filter        string
 	width, height int
 	k             struct {
 		Up, Down, Start, Stop, Reconnect, Gateway key.Binding
@@ -122,6 +123,19 @@ func (v *shardsView) setSize(w, h int) {
 	v.tbl.setSize(w, h-3)
 	v.fill()
 }
+func (v *shardsView) canFilter() bool    { return true }
+func (v *shardsView) filterText() string { return v.filter }
+func (v *shardsView) filterSyntax() string {
+	return "text: the shards whose node, id (0/4), state or last close contains it (any case), e.g. /failed"
+}
+
+func (v *shardsView) setFilter(text string) tea.Cmd {
+	v.filter = text
+	v.rows = v.collect()
+	v.fill()
+	return nil
+}
+
 func (v *shardsView) activate() tea.Cmd  { return v.refresh() }
 func (v *shardsView) updated() time.Time { return v.res.at }
 func (v *shardsView) capturing() bool    { return false }
@@ -256,16 +270,30 @@ func stateStyle(st *styles, s gateway.State) (lipgloss.Style, bool) {
 	return st.warn, true
 }
 
-// collect lists the rows: local shards, then each gateway node's.
+// collect lists the rows the filter keeps: local shards, then each
+// gateway node's.
 func (v *shardsView) collect() []shardRow {
 	list := make([]shardRow, 0, len(v.res.shards))
+	f := strings.ToLower(v.filter)
+	keep := func(r shardRow) {
+		text := fmt.Sprintf("%s %d/%d %s %d %s %s", r.node, r.s.ID, r.s.Count, r.s.State, r.s.LastCloseCode, r.s.LastCloseReason, r.s.Err)
+		if r.stale {
+			text += " stale"
+		}
+		if r.node == "" {
+			text += " this console"
+		}
+		if f == "" || strings.Contains(strings.ToLower(text), f) {
+			list = append(list, r)
+		}
+	}
 	for _, s := range v.res.shards {
-		list = append(list, shardRow{s: s})
+		keep(shardRow{s: s})
 	}
 	for _, n := range v.res.nodes {
 		stale := nodeStale(n, v.res.at)
 		for _, s := range n.Shards {
-			list = append(list, shardRow{node: nodeName(n), stale: stale, s: s})
+			keep(shardRow{node: nodeName(n), stale: stale, s: s})
 		}
 	}
 	return list
@@ -274,7 +302,14 @@ func (v *shardsView) collect() []shardRow {
 // fill renders the rows into the table.
 func (v *shardsView) fill() {
 	list := v.rows
-	remote := len(list) > len(v.res.shards)
+	remote := false // a NODE column when gateway nodes report shards
+	for _, n := range v.res.nodes {
+		remote = remote || len(n.Shards) > 0
+	}
+	v.tbl.empty = "no shards"
+	if v.filter != "" {
+		v.tbl.empty = "no shard matches " + v.filter
+	}
 	trend := !remote || v.width >= wideShards
 	v.tbl.cols = shardColumns(remote, trend)
 	rows := make([][]string, len(list))
@@ -421,7 +456,7 @@ func (v *shardsView) view() string {
 	if v.sh.node.GatewayNodes {
 		head += "\n " + v.nodesLine()
 	}
-	if !local && len(v.rows) == 0 {
+	if !local && len(v.rows) == 0 && v.filter == "" {
 		return head
 	}
 	if !strings.Contains(head, "\n") {

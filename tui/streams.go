@@ -261,7 +261,10 @@ func (v *streamsView) refresh() tea.Cmd {
 	}
 }
 
-func (v *streamsView) capturing() bool    { return false }
+func (v *streamsView) capturing() bool { return false }
+func (v *streamsView) filterSyntax() string {
+	return "text: the streams whose name contains it (any case), e.g. /dlq"
+}
 func (v *streamsView) canFilter() bool    { return true }
 func (v *streamsView) filterText() string { return v.filter }
 

@@ -138,7 +138,10 @@ func (v *tailView) deactivate() {
 	v.tickGen++
 }
 
-func (v *tailView) canFilter() bool    { return true }
+func (v *tailView) canFilter() bool { return true }
+func (v *tailView) filterSyntax() string {
+	return "text: the entries whose payload, stream or id contains it (any case)"
+}
 func (v *tailView) filterText() string { return v.filter }
 
 func (v *tailView) setFilter(text string) tea.Cmd {
