@@ -95,8 +95,12 @@ func shardColumns(remote, trend bool) []column {
 	return cols
 }
 
-// wideShards is the width from which the NODE and TREND columns both fit.
-const wideShards = 110
+// wideShards is the width from which the NODE and TREND columns both fit;
+// below narrowShards the TREND column gives way to the counts.
+const (
+	wideShards   = 110
+	narrowShards = 100
+)
 
 func newShards(sh *shared) *shardsView {
 	v := &shardsView{sh: sh, history: map[string][]float64{}, lastACK: map[string]time.Time{}}
@@ -310,7 +314,7 @@ func (v *shardsView) fill() {
 	if v.filter != "" {
 		v.tbl.empty = "no shard matches " + v.filter
 	}
-	trend := !remote || v.width >= wideShards
+	trend := v.width >= narrowShards && (!remote || v.width >= wideShards)
 	v.tbl.cols = shardColumns(remote, trend)
 	rows := make([][]string, len(list))
 	keys := make([]string, len(list))
