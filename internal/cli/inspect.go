@@ -106,6 +106,17 @@ func (a *app) output(asJSON bool, v any, table func(w *tabwriter.Writer)) error 
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
+// warnStats says on standard error, after a listing, that the inspector's
+// statistics were unavailable (core.StatsChecker: RabbitMQ's management
+// API does not answer), so that a short list is not read as complete.
+func (a *app) warnStats(in core.Inspector) {
+	if c, ok := in.(core.StatsChecker); ok {
+		if err := c.StatsErr(); err != nil {
+			fmt.Fprintf(a.stderr, "spectacles: warning: %s: the list holds only what AMQP alone tells (the queues of this client's group)\n", termtext.Escape(err.Error()))
+		}
+	}
+}
+
 func (a *app) streamsCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -117,6 +128,7 @@ func (a *app) streamsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.warnStats(in)
 			views := mapViews(list, newStreamJSON)
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "STREAM\tLENGTH\tGROUPS\tFIRST\tLAST")
