@@ -2,14 +2,10 @@ package tui
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net"
 	"strings"
 	"testing"
 	"time"
-
-	amqp091 "github.com/rabbitmq/amqp091-go"
 
 	"github.com/spectacles-go/spectacles/core"
 	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
@@ -25,26 +21,8 @@ import (
 // blank rather than zero, and give the reason in Streams and Groups.
 func TestAMQPStatisticsUnavailable(t *testing.T) {
 	url := amqptest.URL(t)
-	var b [5]byte
-	_, _ = rand.Read(b[:])
-	exchange := "spectacles-tui-nostats-" + hex.EncodeToString(b[:])
 	const ev = "MESSAGE_CREATE"
-	admin, err := amqp091.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		defer admin.Close()
-		ch, err := admin.Channel()
-		if err != nil {
-			return
-		}
-		defer ch.Close()
-		for _, e := range []string{ev, core.DeadLetterEvent(ev)} {
-			_, _ = ch.QueueDelete(amqptransport.QueueName(exchange, "", e), false, false, false)
-		}
-		_ = ch.ExchangeDelete(exchange, false, false)
-	})
+	exchange := testExchange(t, url, "spectacles-tui-nostats-", []string{""}, ev)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -295,15 +295,20 @@ func (v *groupsView) consumersShown(group string) []core.ConsumerInfo {
 		case groupByIdle:
 			c = cmp.Compare(a.Idle, b.Idle)
 		}
-		if c == 0 {
-			c = strings.Compare(a.Name, b.Name)
-		}
-		if v.desc {
-			return -c
-		}
-		return c
+		return thenByName(c, a.Name, b.Name, v.desc)
 	})
 	return out
+}
+
+// thenByName orders by c, then by name, all reversed when desc.
+func thenByName(c int, a, b string, desc bool) int {
+	if c == 0 {
+		c = strings.Compare(a, b)
+	}
+	if desc {
+		return -c
+	}
+	return c
 }
 
 // maxIdle is the longest idle time of group's consumers.
@@ -331,13 +336,7 @@ func (v *groupsView) fill() {
 		case groupByIdle:
 			c = cmp.Compare(v.maxIdle(a.Name), v.maxIdle(b.Name))
 		}
-		if c == 0 {
-			c = strings.Compare(a.Name, b.Name)
-		}
-		if v.desc {
-			return -c
-		}
-		return c
+		return thenByName(c, a.Name, b.Name, v.desc)
 	})
 	v.gt.sortCol, v.gt.sortDesc = -1, v.desc
 	v.ct.sortCol, v.ct.sortDesc = -1, v.desc
