@@ -91,6 +91,19 @@ func testExchange(t *testing.T, url, prefix string, subgroups []string, events .
 	return exchange
 }
 
+// openAMQP opens a broker of cfg, closed when the test ends.
+func openAMQP(t *testing.T, cfg amqptransport.Config) *amqptransport.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	br, err := amqptransport.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = br.Close() })
+	return br
+}
+
 // TestEndToEndAMQP drives the console on a real RabbitMQ with its
 // management API: a consumer holds unacknowledged messages, a message is
 // dead-lettered; Streams and Groups show depth, unacked and consumers,
@@ -101,15 +114,8 @@ func TestEndToEndAMQP(t *testing.T) {
 	const ev = "MESSAGE_CREATE"
 	exchange := testExchange(t, url, "spectacles-tui-e2e-", []string{"", "r"}, ev)
 	open := func(client, subgroup string, prefetch int) *amqptransport.Broker {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		br, err := amqptransport.Open(ctx, amqptransport.Config{URL: url, Exchange: exchange, Subgroup: subgroup, Prefetch: prefetch,
+		return openAMQP(t, amqptransport.Config{URL: url, Exchange: exchange, Subgroup: subgroup, Prefetch: prefetch,
 			Options: core.Options{Identity: core.Identity{Group: exchange, Client: client}, MessageTimeout: time.Hour, MaxDeliveries: 5, Logger: quiet()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = br.Close() })
-		return br
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

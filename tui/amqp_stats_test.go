@@ -31,15 +31,8 @@ func TestAMQPStatisticsUnavailable(t *testing.T) {
 	_ = ln.Close()
 	const secret = "Mgmt5ecretPW"
 	open := func(client, mgmt string) *amqptransport.Broker {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		br, err := amqptransport.Open(ctx, amqptransport.Config{URL: url, Exchange: exchange, ManagementURL: mgmt,
+		return openAMQP(t, amqptransport.Config{URL: url, Exchange: exchange, ManagementURL: mgmt,
 			Options: core.Options{Identity: core.Identity{Group: exchange, Client: client}, MessageTimeout: time.Hour, Logger: quiet()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = br.Close() })
-		return br
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
