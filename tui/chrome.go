@@ -132,8 +132,8 @@ func (m *Model) statusView() string {
 	if m.status == "" {
 		return ""
 	}
-	if !m.statusErr && m.sh.now().Sub(m.statusAt) > statusTTL {
-		return "" // aged out; an error stays until something replaces it
+	if !m.statusErr && !strings.HasSuffix(m.status, "…") && m.sh.now().Sub(m.statusAt) > statusTTL {
+		return "" // aged out; an error, or work in progress ("working…"), stays until something replaces it
 	}
 	if m.statusErr {
 		return truncate(" "+st.bad.Render("✗ "+m.status), m.width)

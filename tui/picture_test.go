@@ -68,6 +68,9 @@ func TestStatusAgesOutErrorsStay(t *testing.T) {
 	d.mustContain("live refresh paused (P resumes)")
 	c.t = c.t.Add(statusTTL + time.Second)
 	d.mustNotContain("live refresh paused (P resumes)")
+	d.m.setStatus("working…", false)
+	c.t = c.t.Add(statusTTL + time.Second)
+	d.mustContain("working…")
 	d.command("nosuchcommand")
 	errLine := d.m.status
 	if !d.m.statusErr || errLine == "" {
