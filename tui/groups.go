@@ -294,18 +294,21 @@ func (v *groupsView) consumersShown(group string) []core.ConsumerInfo {
 			c = cmp.Compare(a.Pending, b.Pending)
 		case groupByIdle:
 			c = cmp.Compare(a.Idle, b.Idle)
+		case groupByName:
+			c = strings.Compare(a.Name, b.Name)
 		}
 		return thenByName(c, a.Name, b.Name, v.desc)
 	})
 	return out
 }
 
-// thenByName orders by c, then by name, all reversed when desc.
+// thenByName orders by c (reversed when desc), then by name: ties stay
+// in name order either way, as rows do while the figures are unknown.
 func thenByName(c int, a, b string, desc bool) int {
-	if c == 0 {
-		c = strings.Compare(a, b)
-	}
-	if desc {
+	switch {
+	case c == 0:
+		return strings.Compare(a, b)
+	case desc:
 		return -c
 	}
 	return c
@@ -335,6 +338,8 @@ func (v *groupsView) fill() {
 			c = cmp.Compare(a.Pending, b.Pending)
 		case groupByIdle:
 			c = cmp.Compare(v.maxIdle(a.Name), v.maxIdle(b.Name))
+		case groupByName:
+			c = strings.Compare(a.Name, b.Name)
 		}
 		return thenByName(c, a.Name, b.Name, v.desc)
 	})

@@ -206,3 +206,14 @@ func TestHelpListsEveryCommandAt80(t *testing.T) {
 		t.Error("help lacks the filter syntax")
 	}
 }
+
+// TestThenByNameKeepsTiesInNameOrder: reversing a sort reverses the
+// figures, not the order of rows whose figures tie (unknown ones, at first).
+func TestThenByNameKeepsTiesInNameOrder(t *testing.T) {
+	if thenByName(0, "a", "b", true) >= 0 || thenByName(0, "b", "a", false) <= 0 {
+		t.Error("ties are not in name order")
+	}
+	if thenByName(1, "a", "b", true) >= 0 || thenByName(-1, "a", "b", false) >= 0 {
+		t.Error("the figures' order is not followed")
+	}
+}
