@@ -11,6 +11,15 @@ type clock struct{ t time.Time }
 
 func (c *clock) now() time.Time { return c.t }
 
+// clockDriver drives the fixture at 120×30 on a clock the test sets.
+func clockDriver(t *testing.T) (*driver, *clock) {
+	ins, b, gw := fixture()
+	c := &clock{t: fixedNow}
+	opts := plainOptions()
+	opts.Now = c.now
+	return newDriver(t, testNode(ins, b, gw), opts, 120, 30), c
+}
+
 // TestOverviewWarnsLagAndJumps: a group with a large lag is a warning;
 // the warnings can be selected, and enter opens the view of the selected
 // one (Groups of the stream; Pending of a stale consumer's group).
@@ -41,11 +50,7 @@ func TestOverviewWarnsLagAndJumps(t *testing.T) {
 // TestHeaderShowsDataAge: the header says how old the data shown is, and
 // marks it when the loads no longer come back.
 func TestHeaderShowsDataAge(t *testing.T) {
-	ins, b, gw := fixture()
-	c := &clock{t: fixedNow}
-	opts := plainOptions()
-	opts.Now = c.now
-	d := newDriver(t, testNode(ins, b, gw), opts, 120, 30)
+	d, c := clockDriver(t)
 	d.mustContain("updated 0s ago · every 2s")
 	c.t = c.t.Add(4 * time.Second)
 	d.mustContain("updated 4s ago · every 2s")
@@ -59,11 +64,7 @@ func TestHeaderShowsDataAge(t *testing.T) {
 // TestStatusAgesOutErrorsStay: a status message disappears after a
 // while; an error stays until another message replaces it.
 func TestStatusAgesOutErrorsStay(t *testing.T) {
-	ins, b, gw := fixture()
-	c := &clock{t: fixedNow}
-	opts := plainOptions()
-	opts.Now = c.now
-	d := newDriver(t, testNode(ins, b, gw), opts, 120, 30)
+	d, c := clockDriver(t)
 	d.keys("P")
 	d.mustContain("live refresh paused (P resumes)")
 	c.t = c.t.Add(statusTTL + time.Second)
