@@ -1,9 +1,17 @@
 package tui
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
 // clock is a settable Options.Now.
@@ -216,5 +224,54 @@ func TestThenByNameKeepsTiesInNameOrder(t *testing.T) {
 	}
 	if thenByName(1, "a", "b", true) >= 0 || thenByName(-1, "a", "b", false) >= 0 {
 		t.Error("the figures' order is not followed")
+	}
+}
+
+// TestOverviewWarnsLagOnRedis: on a real Redis (7: XINFO GROUPS reports
+// lag), a group that has not been delivered lagWarnAt entries is a
+// warning, and enter on it opens the stream's groups.
+func TestOverviewWarnsLagOnRedis(t *testing.T) {
+	addr, real := redistest.Addr(t)
+	addr = redistest.LeaseDB(t, addr) // a database of its own: only its streams are listed
+	raw := redistest.Client(t, addr)
+	ctx := context.Background()
+	stream := redistest.Unique("lag")
+	redistest.DeleteKeys(t, raw, stream)
+	pipe := raw.Pipeline()
+	for i := range lagWarnAt + 5 {
+		pipe.XAdd(ctx, &goredis.XAddArgs{Stream: stream, Values: []any{"data", i}})
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XGroupCreate(ctx, stream, "slow", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := redis.Open(ctx, redis.Config{URL: addr, Options: core.Options{Identity: core.Identity{Group: "console", Client: "lag-test"}, Logger: quiet()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	// The embedded server reports no true lag: the console shows it unknown
+	// and must not warn from it.
+	node := &Node{Info: NodeInfo{Name: "lag", Client: "lag-test", BrokerKind: "redis", Embedded: !real}, Inspect: b, Publisher: b}
+	opts := plainOptions()
+	opts.Now = time.Now
+	d := newDriver(t, node, opts, 160, 48)
+	want := fmt.Sprintf("%s/slow: lag %s (entries not yet delivered to the group)", stream, fmtCount(lagWarnAt+5))
+	if !real {
+		d.mustNotContain(stream + "/slow: lag")
+		return
+	}
+	d.mustContain(want)
+	for range d.m.views[kOverview].(*overviewView).warnings() {
+		if strings.Contains(d.view(), "▸ ⚠ "+want) {
+			break
+		}
+		d.keys("down")
+	}
+	d.keys("enter")
+	if d.m.active() != kGroups || d.m.views[kGroups].(*groupsView).stream != stream {
+		t.Fatalf("enter on the lag warning opened %s", kindNames[d.m.active()])
 	}
 }
