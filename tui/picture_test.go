@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/charmbracelet/x/exp/teatest"
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -274,4 +275,30 @@ func TestOverviewWarnsLagOnRedis(t *testing.T) {
 	if d.m.active() != kGroups || d.m.views[kGroups].(*groupsView).stream != stream {
 		t.Fatalf("enter on the lag warning opened %s", kindNames[d.m.active()])
 	}
+}
+
+// TestQuitDoesNotWaitForTheBroker: q ends the console at once while a
+// load is stuck on the broker (a request that would wait out its
+// deadline): quitting waits for no round trip. The stuck request ends with
+// the context the console was given.
+func TestQuitDoesNotWaitForTheBroker(t *testing.T) {
+	ins, b, gw := fixture()
+	ins.gate = make(chan struct{}) // every broker call blocks until released
+	opts := plainOptions()
+	opts.RequestTimeout = time.Hour
+	opts.Refresh = 250 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	opts.Context = ctx
+	tm := teatest.NewTestModel(t, New(testNode(ins, b, gw), opts), teatest.WithInitialTermSize(100, 30))
+	waitOutput(t, tm, "loading…")
+	tm.Send(keyMsg("q"))
+	tm.WaitFinished(t, teatest.WithFinalTimeout(time.Minute))
+	if n := ins.count("Server"); n != 0 {
+		t.Fatalf("the broker answered %d calls: the load was not stuck when the console quit", n)
+	}
+	// Release the stuck request, and let the refresh timer fire, so that no
+	// goroutine outlives the test.
+	cancel()
+	close(ins.gate)
+	time.Sleep(opts.Refresh + 300*time.Millisecond)
 }
