@@ -21,6 +21,12 @@ var (
 	// request was written, or the broker did not say whether it routed it.
 	// A caller that retries may publish the message twice.
 	ErrPublishUncertain = errors.New("the message may still have been published")
+	// ErrStatsUnavailable marks an inspector's statistics (queue depths,
+	// consumers, bindings) that cannot be read now while the broker itself
+	// works: RabbitMQ's management API is off or does not answer. The
+	// figures an Inspector returns meanwhile are partial; a caller shows
+	// them as unknown, not as zero. See StatsChecker.
+	ErrStatsUnavailable = errors.New("statistics unavailable")
 )
 
 // Broker is what every Spectacles broker driver offers.

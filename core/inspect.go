@@ -57,6 +57,18 @@ type PendingInspector interface {
 	DeadLetter(ctx context.Context, stream, group, reason string, ids ...string) (int, error)
 }
 
+// StatsChecker is implemented, besides Inspector, by brokers whose
+// statistics come from a source that can fail while the broker works (the
+// AMQP driver's management API). StatsErr returns nil while the figures
+// are complete, else an error wrapping ErrStatsUnavailable that says why
+// (without any password): Streams and Groups then answer with what the
+// broker alone tells (the events this client consumed, no bound queues of
+// others), which must not be shown as "none". It reports the outcome of
+// the latest request: call it after Streams or Groups.
+type StatsChecker interface {
+	StatsErr() error
+}
+
 // ServerInfo describes a broker server.
 type ServerInfo struct {
 	Kind      string        // "redis", "redis-cluster", "amqp", …

@@ -121,10 +121,15 @@ type Manager struct {
 
 type managedShard struct {
 	shard  *Shard
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	done   chan struct{}
 	err    error
 }
+
+// ErrStoppedByOperator is why a shard stopped by StopShard ended: its
+// Status says "stopped by operator" as its last close, rather than the
+// resumable close code it sent.
+var ErrStoppedByOperator = errors.New("stopped by operator")
 
 // ErrUnknownShard is returned for a shard id this manager does not run.
 var ErrUnknownShard = errors.New("unknown shard")
@@ -334,9 +339,10 @@ func (m *Manager) StartShard(id int) error {
 	if id < 0 || id >= m.count {
 		return fmt.Errorf("%w %d (shard count %d)", ErrUnknownShard, id, m.count)
 	}
-	if ms := m.shards[id]; ms != nil {
+	prev := m.shards[id]
+	if prev != nil {
 		select {
-		case <-ms.done:
+		case <-prev.done:
 		default:
 			return nil // already running
 		}
@@ -354,7 +360,13 @@ func (m *Manager) StartShard(id int) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(m.ctx)
+	if prev != nil {
+		// A resumed session gets no GUILD_CREATE again: its guilds are
+		// those the stopped shard knew (a new session's READY replaces
+		// them).
+		s.inheritGuilds(prev.shard)
+	}
+	ctx, cancel := context.WithCancelCause(m.ctx)
 	ms := &managedShard{shard: s, cancel: cancel, done: make(chan struct{})}
 	m.shards[id] = ms
 	m.wg.Add(1)
@@ -380,7 +392,7 @@ func (m *Manager) StopShard(id int) error {
 	if ms == nil {
 		return fmt.Errorf("%w %d", ErrUnknownShard, id)
 	}
-	ms.cancel()
+	ms.cancel(ErrStoppedByOperator)
 	<-ms.done
 	ms.shard.saveSession()
 	return nil

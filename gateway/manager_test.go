@@ -350,11 +350,23 @@ func TestManagerIdentifyBuckets(t *testing.T) {
 func TestManagerStartStopReconnectShards(t *testing.T) {
 	env := newManagerEnv(t, 2, nil)
 	m, _ := env.run(t, nil)
+	want := len(env.sim.GuildsForShard(1, 2))
+	waitFor(t, "shard 1's guilds and a heartbeat ACK", func() bool {
+		st := m.Shards()[1]
+		return st.GuildsAvailable == want && st.Latency > 0
+	})
 	if err := m.StopShard(1); err != nil {
 		t.Fatal(err)
 	}
-	if st := m.Shards()[1].State; st != Stopped {
-		t.Fatalf("stopped shard is %s", st)
+	st := m.Shards()[1]
+	if st.State != Stopped {
+		t.Fatalf("stopped shard is %s", st.State)
+	}
+	// The operator's stop is said as such (not as the close code 4000 the
+	// shard sends to keep its session resumable), and a stopped shard has
+	// no latency.
+	if st.LastCloseCode != 0 || st.LastCloseReason != "stopped by operator" || st.Latency != 0 {
+		t.Errorf("stopped shard: close %d %q, latency %s; want 0 \"stopped by operator\", none", st.LastCloseCode, st.LastCloseReason, st.Latency)
 	}
 	if m.Shards()[0].State != Ready {
 		t.Fatal("stopping shard 1 disturbed shard 0")
@@ -363,6 +375,10 @@ func TestManagerStartStopReconnectShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "shard 1 resumed", func() bool { return m.Shards()[1].State == Ready })
+	// RESUMED replays no GUILD_CREATE: the guilds the session had count.
+	if st := m.Shards()[1]; st.GuildsAvailable != want {
+		t.Errorf("resumed shard 1: %d guilds (want %d), last close %d %q", st.GuildsAvailable, want, st.LastCloseCode, st.LastCloseReason)
+	}
 	if err := m.ReconnectShard(0); err != nil {
 		t.Fatal(err)
 	}

@@ -159,7 +159,7 @@ type Status struct {
 	State             State         `json:"state"`
 	SessionID         string        `json:"session_id,omitempty"`
 	Seq               int64         `json:"seq"`
-	Latency           time.Duration `json:"latency_ns"` // last heartbeat → ACK round trip
+	Latency           time.Duration `json:"latency_ns"` // last heartbeat → ACK round trip; 0 without a connection
 	LastHeartbeatACK  time.Time     `json:"last_heartbeat_ack,omitzero"`
 	GuildsAvailable   int           `json:"guilds_available"`
 	GuildsUnavailable int           `json:"guilds_unavailable"`
@@ -233,6 +233,9 @@ func (s *Shard) Status() Status {
 		}
 	}
 	st.Events = s.events.Load()
+	if s.conn == nil {
+		st.Latency = 0 // stopped, failed or between connections: none now
+	}
 	return st
 }
 

@@ -74,6 +74,7 @@ func (s *Shard) connect(ctx context.Context) outcome {
 	lc := &liveConn{shard: s.cfg.ID, metrics: s.cfg.Metrics, ws: ws, limiter: newSendLimiter(s.cfg.SendLimit, 3, s.cfg.SendWindow)}
 	s.mu.Lock()
 	s.conn = lc
+	s.status.Latency = 0 // this connection's is not measured yet
 	s.mu.Unlock()
 	connCtx, cancel := context.WithCancel(ctx)
 	// The connection is left only once its goroutines (heartbeat, closer)

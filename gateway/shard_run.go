@@ -2,7 +2,9 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/spectacles-go/spectacles/gateway/discord"
@@ -33,6 +35,10 @@ func (s *Shard) Run(ctx context.Context) error {
 		out := s.connect(ctx)
 		s.mu.Lock()
 		s.status.LastCloseCode, s.status.LastCloseReason = out.code, out.reason
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), ErrStoppedByOperator) {
+			// The close code was the shard's own, sent to stay resumable.
+			s.status.LastCloseCode, s.status.LastCloseReason = 0, ErrStoppedByOperator.Error()
+		}
 		s.mu.Unlock()
 		if ctx.Err() != nil {
 			return s.stop()
@@ -96,6 +102,17 @@ func (s *Shard) stop() error {
 	s.setState(Stopped)
 	s.log.Info("shard stopped; its session stays resumable")
 	return nil
+}
+
+// inheritGuilds takes the guilds prev (a stopped shard of the same id)
+// knew, for a session this shard resumes.
+func (s *Shard) inheritGuilds(prev *Shard) {
+	prev.mu.Lock()
+	guilds := maps.Clone(prev.guilds)
+	prev.mu.Unlock()
+	s.mu.Lock()
+	s.guilds = guilds
+	s.mu.Unlock()
 }
 
 func (s *Shard) resetSession() {

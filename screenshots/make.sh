@@ -66,7 +66,7 @@ start() {
 	local name=$1 args=$2
 	tmux -L "$sock" new-session -d -s "$name" -x "$cols" -y "$rows" \
 		"env -u REDIS_URL -u DISCORD_TOKEN -u NO_COLOR -u SPECTACLES_THEME TERM=xterm-256color COLORTERM=truecolor \
-		BROKER_MESSAGE_TIMEOUT=20s $work/spectacles console $args 2>$work/$name.err"
+		BROKER_MESSAGE_TIMEOUT=5s $work/spectacles console $args 2>$work/$name.err"
 }
 
 # keys SESSION KEY...: tmux key names (Enter, Escape, Down, C-s) or text.
@@ -111,7 +111,7 @@ shot() {
 
 if [[ "${ONLY:-}" != amqp ]]; then
 start demo "--sim-rate 12"
-sleep 12 # shards identify, the simulated bot leaves entries pending
+sleep 22 # shards identify, the simulated bot leaves entries pending, worker-2 stops (15 s) and goes stale (5 s)
 
 shot demo 01-overview
 keys demo 2
@@ -148,7 +148,7 @@ guild=$(grep -o '"guild_id": "[0-9]*"' "$work/05-payload.ansi" | head -1 | grep 
 guild=${guild:-81384788765712384}
 keys demo 6
 say demo "MESSAGE_CREATE"
-keys demo Tab
+keys demo Tab Tab # Event → Timeout → Data
 say demo '{"content": "hello from the console", "channel_id": "1"}'
 keys demo C-s
 sleep 0.5

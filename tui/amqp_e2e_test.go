@@ -54,20 +54,15 @@ func waitMatch(t *testing.T, tm *teatest.TestModel, patterns ...string) {
 	}, teatest.WithDuration(40*time.Second), teatest.WithCheckInterval(50*time.Millisecond))
 }
 
-// TestEndToEndAMQP drives the console on a real RabbitMQ with its
-// management API: a consumer holds unacknowledged messages, a message is
-// dead-lettered; Streams and Groups show depth, unacked and consumers,
-// Pending explains why it lists nothing, and the dead letter is shown,
-// opened and requeued from the console, and a consumer receives it.
-func TestEndToEndAMQP(t *testing.T) {
-	url := rabbitURL(t)
+// testExchange names an exchange of the test's own, and deletes it when
+// the test ends with the queues of events (and their dead letters) for
+// each of subgroups; cleanups run last in, first out, so the brokers
+// opened afterwards close first. It deletes nothing else.
+func testExchange(t *testing.T, url, prefix string, subgroups []string, events ...string) string {
+	t.Helper()
 	var b [5]byte
 	_, _ = rand.Read(b[:])
-	exchange := "spectacles-tui-e2e-" + hex.EncodeToString(b[:])
-	const ev = "MESSAGE_CREATE"
-
-	// Cleanups run last in, first out: release the handler, close the
-	// brokers, then delete what this test declared (never anything else).
+	exchange := prefix + hex.EncodeToString(b[:])
 	admin, err := amqp091.Dial(url)
 	if err != nil {
 		t.Fatal(err)
@@ -80,10 +75,12 @@ func TestEndToEndAMQP(t *testing.T) {
 			return
 		}
 		defer ch.Close()
-		for _, sub := range []string{"", "r"} {
-			for _, e := range []string{ev, core.DeadLetterEvent(ev)} {
-				if _, err := ch.QueueDelete(amqptransport.QueueName(exchange, sub, e), false, false, false); err != nil {
-					t.Logf("cleanup: %v", err)
+		for _, sub := range subgroups {
+			for _, ev := range events {
+				for _, e := range []string{ev, core.DeadLetterEvent(ev)} {
+					if _, err := ch.QueueDelete(amqptransport.QueueName(exchange, sub, e), false, false, false); err != nil {
+						t.Logf("cleanup: %v", err)
+					}
 				}
 			}
 		}
@@ -91,16 +88,34 @@ func TestEndToEndAMQP(t *testing.T) {
 			t.Logf("cleanup: %v", err)
 		}
 	})
+	return exchange
+}
+
+// openAMQP opens a broker of cfg, closed when the test ends.
+func openAMQP(t *testing.T, cfg amqptransport.Config) *amqptransport.Broker {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	br, err := amqptransport.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = br.Close() })
+	return br
+}
+
+// TestEndToEndAMQP drives the console on a real RabbitMQ with its
+// management API: a consumer holds unacknowledged messages, a message is
+// dead-lettered; Streams and Groups show depth, unacked and consumers,
+// Pending explains why it lists nothing, and the dead letter is shown,
+// opened and requeued from the console, and a consumer receives it.
+func TestEndToEndAMQP(t *testing.T) {
+	url := rabbitURL(t)
+	const ev = "MESSAGE_CREATE"
+	exchange := testExchange(t, url, "spectacles-tui-e2e-", []string{"", "r"}, ev)
 	open := func(client, subgroup string, prefetch int) *amqptransport.Broker {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		br, err := amqptransport.Open(ctx, amqptransport.Config{URL: url, Exchange: exchange, Subgroup: subgroup, Prefetch: prefetch,
+		return openAMQP(t, amqptransport.Config{URL: url, Exchange: exchange, Subgroup: subgroup, Prefetch: prefetch,
 			Options: core.Options{Identity: core.Identity{Group: exchange, Client: client}, MessageTimeout: time.Hour, MaxDeliveries: 5, Logger: quiet()}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = br.Close() })
-		return br
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -178,7 +193,7 @@ func TestEndToEndAMQP(t *testing.T) {
 	tm.Send(keyMsg(":"))
 	tm.Type("groups " + ev)
 	typeKeys(tm, "enter")
-	waitMatch(t, tm, `QUEUE\s+CONSUMERS\s+UNACKED\s+READY`, queue+`\s+1\s+3\s+2\s+5`, `worker\.\S* @ spectacles `+regexp.QuoteMeta(exchange)+`/worker`)
+	waitMatch(t, tm, `QUEUE\s+CONSUMERS\s+UNACKED ↓\s+READY`, queue+`\s+1\s+3\s+2\s+5`, `worker\.\S* @ spectacles `+regexp.QuoteMeta(exchange)+`/worker`)
 
 	// Pending explains; its actions say why they are unavailable.
 	tm.Send(keyMsg(":"))

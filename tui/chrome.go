@@ -43,9 +43,18 @@ func (m *Model) headerView() string {
 		addr += " (embedded, in-memory)"
 	}
 	left += " │ " + addr
-	refresh := "refresh " + m.interval.String()
+	refresh := "every " + m.interval.String()
 	if m.sh.paused {
 		refresh = "refresh paused"
+	}
+	if d, ok := m.views[m.active()].(dated); ok && m.mode == modeNormal {
+		if at := d.updated(); !at.IsZero() {
+			age := max(m.sh.now().Sub(at), 0)
+			refresh = "updated " + fmtAge(age) + " ago · " + refresh
+			if age > 3*m.interval+m.sh.timeout && !m.sh.paused {
+				refresh = "⚠ " + refresh // the loads do not come back
+			}
+		}
 	}
 	var badges []string
 	if n.Simulated {
@@ -56,22 +65,42 @@ func (m *Model) headerView() string {
 	}
 	right := strings.Join(badges, " ")
 	rightW := ansi.StringWidth(right) + ansi.StringWidth(refresh) + 2
-	left = pad(left, max(m.width-rightW, 0))
+	// Narrow: the title and the node's name give way before the broker.
+	room := m.width - rightW
+	for _, short := range []string{strings.Replace(left, " spectacles console", " spectacles", 1), " spectacles │ " + addr} {
+		if ansi.StringWidth(left)+2 <= room {
+			break
+		}
+		left = short
+	}
+	left = pad(left, max(room, 0))
 	return st.header.Render(left+refresh+" ") + " " + right
 }
 
 func (m *Model) tabsView() string {
 	st := m.sh.st
-	var b strings.Builder
-	for k := range numKinds {
-		label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
-		if k == m.active() {
-			b.WriteString(st.tabOn.Render("[" + label + "]"))
-		} else {
-			b.WriteString(st.tabOff.Render(" " + label + " "))
+	render := func(compact bool) string {
+		var b strings.Builder
+		for k := range numKinds {
+			label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
+			switch {
+			case k == m.active() && compact && k > 0:
+				b.WriteString(" " + st.tabOn.Render("["+label+"]"))
+			case k == m.active():
+				b.WriteString(st.tabOn.Render("[" + label + "]"))
+			case compact: // one space between tabs, so that all fit in 80 columns
+				b.WriteString(st.tabOff.Render(" " + label))
+			default:
+				b.WriteString(st.tabOff.Render(" " + label + " "))
+			}
 		}
+		return b.String()
 	}
-	return truncate(b.String(), m.width)
+	s := render(false)
+	if ansi.StringWidth(s) > m.width {
+		s = render(true)
+	}
+	return truncate(s, m.width)
 }
 
 func (m *Model) crumbView() string {
@@ -86,6 +115,9 @@ func (m *Model) crumbView() string {
 		parts = append(parts, "help")
 	}
 	s := " " + st.crumb.Render(strings.Join(parts, " › "))
+	if m.sh.stats != nil && k != kOverview && k != kStreams && k != kGroups { // those show it whole
+		s += "  " + st.bad.Render("⚠ statistics unavailable")
+	}
 	if v := m.views[k]; v.canFilter() && v.filterText() != "" && m.modal.kind != modalFilter {
 		s += st.accent.Render("  filter: " + v.filterText())
 	}
@@ -99,6 +131,9 @@ func (m *Model) statusView() string {
 	}
 	if m.status == "" {
 		return ""
+	}
+	if !m.statusErr && !strings.HasSuffix(m.status, "…") && m.sh.now().Sub(m.statusAt) > statusTTL {
+		return "" // aged out; an error, or work in progress ("working…"), stays until something replaces it
 	}
 	if m.statusErr {
 		return truncate(" "+st.bad.Render("✗ "+m.status), m.width)
@@ -175,7 +210,13 @@ func (m *Model) helpView() string {
 			b.WriteString("\n")
 		}
 	}
-	b.WriteString(st.muted.Render("Commands (:) "+strings.Join(commandNames(), ", ")) + "\n")
+	if v := m.views[m.active()]; v.canFilter() {
+		f := ansi.Wordwrap("Filter (/) "+filterSyntax(v)+"; esc clears it, a second esc goes back", max(m.width-1, 20), "")
+		b.WriteString(st.muted.Render(f) + "\n")
+	}
+	// Every command, wrapped to the width (80 columns show them all).
+	cmds := ansi.Wordwrap("Commands (:) "+strings.Join(commandNames(), ", "), max(m.width-1, 20), "")
+	b.WriteString(st.muted.Render(cmds) + "\n")
 	if m.sh.readOnly {
 		b.WriteString(st.warn.Render("READ-ONLY: ack, claim, dead-letter, requeue, publish, call, send and shard control are disabled") + "\n")
 	}

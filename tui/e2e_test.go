@@ -222,7 +222,7 @@ func TestEndToEndClaimAckSend(t *testing.T) {
 	// The Publish view, straight to shard 0.
 	typeKeys(tm, "esc", "6")
 	tm.Type("0")
-	typeKeys(tm, "tab")
+	typeKeys(tm, "tab", "tab")
 	tm.Type(`{"op": 8, "d": {"guild_id": "` + sys.sim.GuildsForShard(0, 2)[0] + `", "query": "pv", "limit": 0}}`)
 	typeKeys(tm, "ctrl+s")
 	// The gateway's group consumes shard 0's event: the console asks.

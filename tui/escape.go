@@ -180,6 +180,15 @@ func (s shownBroker) Consume(ctx context.Context, events []string, h core.Handle
 
 func (s shownBroker) Close() error { return shownErr(s.b.Close()) }
 
+// StatsErr implements core.StatsChecker: the wrapped inspector's, escaped;
+// nil when it has none.
+func (s shownInspector) StatsErr() error {
+	if c, ok := s.in.(core.StatsChecker); ok {
+		return shownErr(c.StatsErr())
+	}
+	return nil
+}
+
 // shownInspector is a core.Inspector whose names are quoted and whose
 // text is escaped.
 type shownInspector struct{ in core.Inspector }

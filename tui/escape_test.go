@@ -150,7 +150,7 @@ func TestHostileNamesAreEscapedOnScreen(t *testing.T) {
 	check("send")
 	d.keys("esc", "6")
 	d.typeText(termtext.Quote(ev))
-	d.keys("tab")
+	d.keys("tab", "tab")
 	d.typeText(`{"x": "\u001b[2J\u202e"}`)
 	d.keys("ctrl+s")
 	check("confirm publish", "Publish to "+termtext.Quote(ev)+"?")

@@ -69,6 +69,15 @@ func fmtDuration(d time.Duration) string {
 }
 
 // fmtLatency shows a round trip with sub-millisecond precision.
+// fmtAge shows how old data is: whole seconds under a minute ("2s"), then
+// as fmtDuration.
+func fmtAge(d time.Duration) string {
+	if d < time.Minute {
+		return fmt.Sprintf("%ds", int(d/time.Second))
+	}
+	return fmtDuration(d)
+}
+
 func fmtLatency(d time.Duration) string {
 	if d <= 0 {
 		return "-"

@@ -26,7 +26,7 @@ func TestGolden(t *testing.T) {
 		{"publish", false, func(d *driver) {
 			d.keys("6")
 			d.typeText("MESSAGE_CREATE")
-			d.keys("tab")
+			d.keys("tab", "tab")
 			d.typeText(`{"content": "hi"}`)
 		}},
 		{"send", false, func(d *driver) { d.keys("7"); d.typeText("81384788765712384"); d.keys("esc") }},

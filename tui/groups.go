@@ -1,7 +1,11 @@
 package tui
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -20,6 +24,7 @@ type groupsResult struct {
 	groups    []core.GroupInfo
 	consumers map[string][]core.ConsumerInfo
 	err       error
+	stats     error // statsOf after the load
 	at        time.Time
 }
 
@@ -68,11 +73,29 @@ type groupsView struct {
 	rates     rateTracker
 	outRates  map[string]float64
 	gt, ct    table
-	k         struct{ Up, Down, Open, Copy, Tail key.Binding }
+	filter    string
+	sortBy    groupSort
+	desc      bool
+	shown     []core.GroupInfo // v.groups filtered and sorted
+	k         struct{ Up, Down, Open, Copy, Tail, Sort, Reverse key.Binding }
 }
 
+// groupSort orders the Groups view: groups and their consumers by
+// pending entries (the default, most first), by idle time (groups by the
+// longest idle of their consumers), or by name.
+type groupSort int
+
+const (
+	groupByPending groupSort = iota
+	groupByIdle
+	groupByName
+	numGroupSorts
+)
+
+var groupSortNames = [numGroupSorts]string{"pending", "idle", "name"}
+
 func newGroups(sh *shared) *groupsView {
-	v := &groupsView{sh: sh, outRates: map[string]float64{}}
+	v := &groupsView{sh: sh, outRates: map[string]float64{}, desc: true}
 	v.gt = newTable(sh.st, groupCols...)
 	v.gt.empty = "no consumer groups: nothing consumes this stream"
 	v.ct = newTable(sh.st, consumerCols...)
@@ -83,7 +106,21 @@ func newGroups(sh *shared) *groupsView {
 	v.k.Open = bind("pending entries", "enter")
 	v.k.Copy = bind("copy group name", "y")
 	v.k.Tail = bind("tail stream", "t")
+	v.k.Sort = bind("sort: pending, idle, name", "s")
+	v.k.Reverse = bind("reverse order", "S")
 	return v
+}
+
+func (v *groupsView) canFilter() bool    { return true }
+func (v *groupsView) filterText() string { return v.filter }
+func (v *groupsView) filterSyntax() string {
+	return "text: the groups, and consumers, whose name contains it (any case), e.g. /worker"
+}
+
+func (v *groupsView) setFilter(text string) tea.Cmd {
+	v.filter = text
+	v.fill()
+	return nil
 }
 
 // open shows the groups of n's stream, if it names one.
@@ -108,7 +145,11 @@ func (v *groupsView) crumbs() []string {
 	if v.stream == "" {
 		return nil
 	}
-	return []string{v.stream}
+	s := "sorted by " + groupSortNames[v.sortBy]
+	if v.desc {
+		s += " ↓"
+	}
+	return []string{v.stream, s}
 }
 
 func (v *groupsView) setSize(w, h int) {
@@ -117,8 +158,9 @@ func (v *groupsView) setSize(w, h int) {
 	v.ct.setSize(w, max(h-gh-2, 2))
 }
 
-func (v *groupsView) activate() tea.Cmd { return v.refresh() }
-func (v *groupsView) capturing() bool   { return false }
+func (v *groupsView) activate() tea.Cmd  { return v.refresh() }
+func (v *groupsView) updated() time.Time { return v.load.at }
+func (v *groupsView) capturing() bool    { return false }
 
 func (v *groupsView) refresh() tea.Cmd {
 	ins, seq, gen, ok := v.load.beginInspect(v.sh, v.stream != "")
@@ -145,6 +187,9 @@ func (v *groupsView) refresh() tea.Cmd {
 					break
 				}
 				c, err := ins.Consumers(ctx, stream, g.Name)
+				if errors.Is(err, core.ErrStatsUnavailable) {
+					break // the banner says why
+				}
 				if err != nil {
 					r.err = err
 					break
@@ -152,13 +197,14 @@ func (v *groupsView) refresh() tea.Cmd {
 				r.consumers[g.Name] = c
 			}
 		}
+		r.stats = statsOf(ins)
 		r.at = sh.now()
 		return r
 	}
 }
 
 func (v *groupsView) keys() []key.Binding {
-	has := len(v.groups) > 0
+	has := len(v.shown) > 0
 	v.k.Open.SetEnabled(has)
 	v.k.Copy.SetEnabled(has)
 	v.k.Tail.SetEnabled(v.stream != "")
@@ -168,7 +214,7 @@ func (v *groupsView) keys() []key.Binding {
 		_, dlq := dlqSource(v.stream)
 		v.k.Tail.SetEnabled(dlq)
 	}
-	return []key.Binding{v.k.Up, v.k.Down, v.k.Open, v.k.Tail, v.k.Copy}
+	return []key.Binding{v.k.Up, v.k.Down, v.k.Open, v.k.Tail, v.k.Copy, v.k.Sort, v.k.Reverse}
 }
 
 func (v *groupsView) unavailable() []unavailableKey {
@@ -184,6 +230,7 @@ func (v *groupsView) update(msg tea.Msg) tea.Cmd {
 		apply, again := v.load.finish(msg.seq, msg.gen)
 		if apply {
 			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
+			v.sh.stats = msg.stats
 			if msg.err == nil {
 				v.info, v.groups, v.consumers = msg.stream, msg.groups, msg.consumers
 				for _, g := range v.groups {
@@ -218,27 +265,121 @@ func (v *groupsView) update(msg tea.Msg) tea.Cmd {
 			return emit(copyMsg{what: "group name " + g, text: g})
 		case key.Matches(msg, v.k.Tail):
 			return emit(navMsg{to: kTail, streams: []string{v.stream}})
+		case key.Matches(msg, v.k.Sort):
+			v.sortBy = (v.sortBy + 1) % numGroupSorts
+			v.desc = v.sortBy != groupByName // most first
+			v.fill()
+		case key.Matches(msg, v.k.Reverse):
+			v.desc = !v.desc
+			v.fill()
 		}
 	}
 	return nil
 }
 
+// consumersShown are the consumers of group the filter keeps (all of them
+// when the group's own name matches), sorted.
+func (v *groupsView) consumersShown(group string) []core.ConsumerInfo {
+	f := strings.ToLower(v.filter)
+	var out []core.ConsumerInfo
+	for _, c := range v.consumers[group] {
+		if f == "" || strings.Contains(strings.ToLower(group), f) || strings.Contains(strings.ToLower(c.Name), f) {
+			out = append(out, c)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b core.ConsumerInfo) int {
+		var c int
+		switch v.sortBy {
+		case groupByPending:
+			c = cmp.Compare(a.Pending, b.Pending)
+		case groupByIdle:
+			c = cmp.Compare(a.Idle, b.Idle)
+		case groupByName:
+			c = strings.Compare(a.Name, b.Name)
+		}
+		return thenByName(c, a.Name, b.Name, v.desc)
+	})
+	return out
+}
+
+// thenByName orders by c (reversed when desc), then by name: ties stay
+// in name order either way, as rows do while the figures are unknown.
+func thenByName(c int, a, b string, desc bool) int {
+	switch {
+	case c == 0:
+		return strings.Compare(a, b)
+	case desc:
+		return -c
+	}
+	return c
+}
+
+// maxIdle is the longest idle time of group's consumers.
+func (v *groupsView) maxIdle(group string) time.Duration {
+	var d time.Duration
+	for _, c := range v.consumers[group] {
+		d = max(d, c.Idle)
+	}
+	return d
+}
+
 func (v *groupsView) fill() {
-	rows := make([][]string, len(v.groups))
-	keys := make([]string, len(v.groups))
+	f := strings.ToLower(v.filter)
+	v.shown = v.shown[:0]
+	for _, g := range v.groups {
+		if f == "" || strings.Contains(strings.ToLower(g.Name), f) || len(v.consumersShown(g.Name)) > 0 {
+			v.shown = append(v.shown, g)
+		}
+	}
+	slices.SortStableFunc(v.shown, func(a, b core.GroupInfo) int {
+		var c int
+		switch v.sortBy {
+		case groupByPending:
+			c = cmp.Compare(a.Pending, b.Pending)
+		case groupByIdle:
+			c = cmp.Compare(v.maxIdle(a.Name), v.maxIdle(b.Name))
+		case groupByName:
+			c = strings.Compare(a.Name, b.Name)
+		}
+		return thenByName(c, a.Name, b.Name, v.desc)
+	})
+	v.gt.sortCol, v.gt.sortDesc = -1, v.desc
+	v.ct.sortCol, v.ct.sortDesc = -1, v.desc
+	switch v.sortBy {
+	case groupByName:
+		v.gt.sortCol, v.ct.sortCol = 0, 0
+	case groupByPending:
+		v.gt.sortCol, v.ct.sortCol = 2, 1
+	case groupByIdle:
+		if !v.sh.amqp() { // RabbitMQ gives no idle times
+			v.ct.sortCol = 2
+		}
+	}
+	rows := make([][]string, len(v.shown))
+	keys := make([]string, len(v.shown))
 	amqp := v.sh.amqp()
 	v.gt.cols, v.ct.cols = groupCols, consumerCols
+	v.gt.empty = "no consumer groups: nothing consumes this stream"
 	if amqp {
 		v.gt.cols, v.ct.cols = amqpGroupCols, amqpConsumerCols
 		v.gt.empty = "no queues bound for this event: nothing consumes it"
+		if v.sh.stats != nil {
+			v.gt.empty = "none known: " + v.sh.errText(v.sh.stats)
+		}
 	}
-	for i, g := range v.groups {
+	if v.filter != "" {
+		v.gt.empty = "no group or consumer matches " + v.filter
+	}
+	for i, g := range v.shown {
 		if amqp {
 			depth := int64(-1)
 			if g.Pending >= 0 && g.Lag >= 0 {
 				depth = g.Pending + g.Lag
 			}
 			rows[i] = []string{g.Name, fmt.Sprint(g.Consumers), fmtKnown(g.Pending), fmtKnown(g.Lag), fmtKnown(depth)}
+			if v.sh.stats != nil && g.Pending < 0 {
+				rows[i][2], rows[i][4] = blank, blank
+			}
 			keys[i] = g.Name
 			continue
 		}
@@ -259,7 +400,7 @@ func (v *groupsView) stale(c core.ConsumerInfo) bool {
 }
 
 func (v *groupsView) fillConsumers() {
-	list := v.consumers[v.gt.selectedKey()]
+	list := v.consumersShown(v.gt.selectedKey())
 	rows := make([][]string, len(list))
 	keys := make([]string, len(list))
 	amqp := v.sh.amqp()
@@ -320,5 +461,5 @@ func (v *groupsView) view() string {
 	if v.sh.amqp() {
 		errLine += " " + st.muted.Render("RabbitMQ queues: UNACKED delivered, not acknowledged · READY awaiting a consumer · ? not reported") + "\n"
 	}
-	return errLine + v.gt.view() + "\n\n" + title + "\n" + v.ct.view()
+	return statsBanner(v.sh) + errLine + v.gt.view() + "\n\n" + title + "\n" + v.ct.view()
 }

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -54,6 +55,28 @@ type view interface {
 	keys() []key.Binding
 	// capturing reports a focused text field that takes every key.
 	capturing() bool
+}
+
+// dated is a view that knows when its data was read: the header shows
+// its age.
+type dated interface {
+	// updated is when the data shown was read; zero before the first load.
+	updated() time.Time
+}
+
+// filterSyntaxer is a filtering view that describes its filter's syntax;
+// filterSyntax gives the default.
+type filterSyntaxer interface {
+	filterSyntax() string
+}
+
+// filterSyntax is how v's filter reads, for the help and the filter's
+// placeholder.
+func filterSyntax(v view) string {
+	if f, ok := v.(filterSyntaxer); ok {
+		return f.filterSyntax()
+	}
+	return "text: the rows that contain it (any case)"
 }
 
 // keyer is a view that takes its keys in key rather than in update.
@@ -246,6 +269,12 @@ type shared struct {
 	maxTail  int
 	// paused stops every live refresh (P).
 	paused bool
+	// stats is why the inspector's statistics are partial (RabbitMQ's
+	// management API does not answer), nil while they are complete; the
+	// latest load that asked sets it (statsOf).
+	stats error
+	// picking is set while pickBusiest searches (off the UI goroutine).
+	picking atomic.Bool
 	// serverKind is the broker kind the server reported (Server().Kind),
 	// once the overview asked; until then the node's BrokerKind counts.
 	serverKind string

@@ -68,7 +68,10 @@ func (d *modal) openPalette() tea.Cmd {
 	return d.openInput(modalPalette, "", "streams, pending EVENT [GROUP], tail EVENT…, shards, refresh 5s, quit", false)
 }
 
-func (d *modal) openFilter(text string) tea.Cmd { return d.openInput(modalFilter, text, "", false) }
+// openFilter opens the filter with text, syntax as its placeholder.
+func (d *modal) openFilter(text, syntax string) tea.Cmd {
+	return d.openInput(modalFilter, text, syntax, false)
+}
 
 func (d *modal) openPrompt(p promptMsg) tea.Cmd {
 	d.prompt = p

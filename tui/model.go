@@ -92,6 +92,7 @@ type Model struct {
 
 	status    string
 	statusErr bool
+	statusAt  time.Time
 
 	interval time.Duration
 	tickGen  int
@@ -238,6 +239,13 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case statusMsg:
 		m.setStatus(msg.text, msg.err)
 		return m, nil
+	case busiestMsg:
+		// Unless the user went elsewhere, or chose a group meanwhile.
+		if m.active() != kPending || m.mode != modeNormal || len(m.views[kPending].crumbs()) > 0 {
+			return m, nil
+		}
+		m.setStatus(fmt.Sprintf("no group chosen: showing %s, the group holding the most pending entries (:pending STREAM GROUP picks another)", msg.group), false)
+		return m, m.navigate(navMsg{to: kPending, stream: msg.stream, group: msg.group})
 	case actionMsg:
 		if msg.err != nil {
 			m.setStatus(m.sh.errText(msg.err), true)
@@ -280,8 +288,11 @@ func (m *Model) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	return m, m.views[m.active()].update(msg)
 }
 
+// statusTTL is how long a status message (not an error) stays shown.
+const statusTTL = 10 * time.Second
+
 func (m *Model) setStatus(text string, isErr bool) {
-	m.status, m.statusErr = oneLine(m.sh.backend.Redact(text)), isErr
+	m.status, m.statusErr, m.statusAt = oneLine(m.sh.backend.Redact(text)), isErr, m.sh.now()
 }
 
 func (m *Model) resize() {
@@ -347,8 +358,13 @@ func (m *Model) handleKey(msg tea.KeyMsg) tea.Cmd {
 			return nil
 		}
 		m.mode = modeModal
-		return m.modal.openFilter(v.filterText())
+		return m.modal.openFilter(v.filterText(), filterSyntax(v))
 	case key.Matches(msg, m.keys.Back):
+		if v.canFilter() && v.filterText() != "" {
+			// esc clears a filter before it goes back.
+			m.setStatus("filter cleared", false)
+			return v.setFilter("")
+		}
 		if len(m.stack) > 1 {
 			return m.switchTo(m.stack[:len(m.stack)-1])
 		}

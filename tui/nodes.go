@@ -11,7 +11,7 @@ import (
 
 // nodeStaleAfter is the age of a gateway node's last report after which
 // the console shows it as STALE (nodes report every 2 s).
-const nodeStaleAfter = 10 * time.Second
+const nodeStaleAfter = gateway.NodeStaleAfter
 
 // remoteWhy is why shard control does not apply to a remote node's shard.
 const remoteWhy = "runs in another process: use that node"
@@ -32,9 +32,7 @@ func nodeName(n gateway.NodeStatus) string { return n.Group + "/" + n.Client }
 
 // nodeStale reports a node whose last report is older than nodeStaleAfter
 // at time at.
-func nodeStale(n gateway.NodeStatus, at time.Time) bool {
-	return !n.UpdatedAt.IsZero() && at.Sub(n.UpdatedAt) > nodeStaleAfter
-}
+func nodeStale(n gateway.NodeStatus, at time.Time) bool { return n.Stale(at) }
 
 // shardTally counts shards by state; stale counts the shards of stale
 // nodes, whose state is no longer known.

@@ -21,6 +21,7 @@ type overviewResult struct {
 	groups    map[string][]core.GroupInfo
 	consumers map[string][]core.ConsumerInfo // by stream/group
 	listErr   error
+	stats     error // statsOf after the load
 	gw        GatewayInfo
 	shards    []gateway.Status
 	count     int
@@ -47,24 +48,32 @@ type overviewView struct {
 	lags   map[string][]int64
 	width  int
 	height int
-	k      struct{ Streams, Shards, DLQ key.Binding }
+	cursor int // the selected warning
+	k      struct{ Select, Open, Streams, Shards, DLQ key.Binding }
 }
 
 func newOverview(sh *shared) *overviewView {
 	v := &overviewView{sh: sh, lags: map[string][]int64{}, in: math.NaN(), out: math.NaN(), pub: math.NaN()}
+	v.k.Select = bindAs("↑↓", "select warning", "up", "k", "down", "j")
+	v.k.Open = bind("open its view", "enter")
 	v.k.Streams = bind("streams", "enter")
 	v.k.Shards = bind("shards", "s")
 	v.k.DLQ = bind("dead letters", "d")
 	return v
 }
 
-func (v *overviewView) crumbs() []string  { return nil }
-func (v *overviewView) setSize(w, h int)  { v.width, v.height = w, h }
-func (v *overviewView) activate() tea.Cmd { return v.refresh() }
-func (v *overviewView) capturing() bool   { return false }
+func (v *overviewView) crumbs() []string   { return nil }
+func (v *overviewView) updated() time.Time { return v.res.at }
+func (v *overviewView) setSize(w, h int)   { v.width, v.height = w, h }
+func (v *overviewView) activate() tea.Cmd  { return v.refresh() }
+func (v *overviewView) capturing() bool    { return false }
 func (v *overviewView) keys() []key.Binding {
 	v.k.DLQ.SetEnabled(len(v.dlqs()) > 0)
-	return []key.Binding{v.k.Streams, v.k.Shards, v.k.DLQ}
+	has := v.load.loaded && len(v.warnings()) > 0
+	v.k.Select.SetEnabled(has)
+	v.k.Open.SetEnabled(has)
+	v.k.Streams.SetEnabled(!has)
+	return []key.Binding{v.k.Select, v.k.Open, v.k.Streams, v.k.Shards, v.k.DLQ}
 }
 
 func (v *overviewView) refresh() tea.Cmd {
@@ -102,6 +111,7 @@ func (v *overviewView) refresh() tea.Cmd {
 					}
 				}
 				cancel()
+				r.stats = statsOf(ins)
 			}
 		}
 		r.nodes, r.nodesErr = loadNodes(sh)
@@ -117,6 +127,9 @@ func (v *overviewView) update(msg tea.Msg) tea.Cmd {
 		if apply {
 			v.load.loaded = true
 			v.res = msg
+			if msg.serverErr == nil {
+				v.sh.stats = msg.stats
+			}
 			if msg.serverErr == nil && msg.server.Kind != "" {
 				v.sh.serverKind = msg.server.Kind
 			}
@@ -154,6 +167,14 @@ func (v *overviewView) update(msg tea.Msg) tea.Cmd {
 	case tea.KeyMsg:
 		v.keys()
 		switch {
+		case key.Matches(msg, v.k.Select) && (msg.String() == "up" || msg.String() == "k"):
+			v.cursor = max(v.cursor-1, 0)
+		case key.Matches(msg, v.k.Select):
+			v.cursor = min(v.cursor+1, max(len(v.warnings())-1, 0))
+		case key.Matches(msg, v.k.Open):
+			if w := v.warnings(); v.cursor < len(w) {
+				return emit(w[v.cursor].to)
+			}
 		case key.Matches(msg, v.k.Streams):
 			return emit(navMsg{to: kStreams})
 		case key.Matches(msg, v.k.Shards):
@@ -175,28 +196,49 @@ func (v *overviewView) dlqs() []string {
 	return out
 }
 
+// lagWarnAt is the lag (entries not yet delivered to a group) from which
+// the overview warns.
+const lagWarnAt = 1000
+
+// warning is one line of the overview's warnings, and the view that shows
+// its subject (enter opens it).
+type warning struct {
+	text string
+	to   navMsg
+}
+
 // warnings lists what an operator should look at.
-func (v *overviewView) warnings() []string {
+func (v *overviewView) warnings() []warning {
+	if v.res.stats != nil && v.res.serverErr == nil {
+		// The figures are partial: no warning drawn from them holds.
+		return append([]warning{{text: v.sh.errText(v.res.stats) + ": queue depths, consumers and dead letters are unknown",
+			to: navMsg{to: kStreams}}}, v.shardWarnings()...)
+	}
 	if v.sh.amqp() {
 		return v.amqpWarnings()
 	}
-	var out []string
+	var out []warning
 	for _, s := range v.res.streams {
 		if _, dlq := dlqSource(s.Name); dlq || s.Groups > 0 || s.Length == 0 {
 			continue
 		}
-		out = append(out, fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length)))
+		out = append(out, warning{fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length)), navMsg{to: kGroups, stream: s.Name}})
 	}
 	for _, s := range v.res.streams {
 		for _, g := range v.res.groups[s.Name] {
 			id := s.Name + "/" + g.Name
 			l := v.lags[id]
-			if len(l) == 3 && l[0] >= 0 && l[0] < l[1] && l[1] < l[2] {
-				out = append(out, fmt.Sprintf("%s: lag growing (%s → %s → %s)", id, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2])))
+			groups := navMsg{to: kGroups, stream: s.Name}
+			switch {
+			case len(l) == 3 && l[0] >= 0 && l[0] < l[1] && l[1] < l[2]:
+				out = append(out, warning{fmt.Sprintf("%s: lag growing (%s → %s → %s)", id, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2])), groups})
+			case g.Lag >= lagWarnAt:
+				out = append(out, warning{fmt.Sprintf("%s: lag %s (entries not yet delivered to the group)", id, fmtCount(g.Lag)), groups})
 			}
 			for _, c := range v.res.consumers[id] {
 				if v.sh.node.StaleAfter > 0 && c.Idle >= v.sh.node.StaleAfter && c.Pending > 0 {
-					out = append(out, fmt.Sprintf("%s: consumer %s idle for %s holds %s pending (claim them in Pending)", id, c.Name, fmtDuration(c.Idle), fmtCount(c.Pending)))
+					out = append(out, warning{fmt.Sprintf("%s: consumer %s idle for %s holds %s pending (claim them in Pending)", id, c.Name, fmtDuration(c.Idle), fmtCount(c.Pending)),
+						navMsg{to: kPending, stream: s.Name, group: g.Name}})
 				}
 			}
 		}
@@ -206,24 +248,28 @@ func (v *overviewView) warnings() []string {
 
 // shardWarnings lists failed shards, here and on gateway nodes, and stale
 // gateway nodes.
-func (v *overviewView) shardWarnings() []string {
-	var out []string
+func (v *overviewView) shardWarnings() []warning {
+	var out []warning
 	for _, s := range v.res.shards {
 		if s.State == gateway.Failed {
-			out = append(out, fmt.Sprintf("shard %d failed: %s", s.ID, v.sh.backend.Redact(s.Err)))
+			out = append(out, warning{fmt.Sprintf("shard %d failed: %s", s.ID, v.sh.backend.Redact(s.Err)), navMsg{to: kShards}})
 		}
 	}
-	return append(out, nodeWarnings(v.sh, v.res.nodes, v.res.at)...)
+	for _, w := range nodeWarnings(v.sh, v.res.nodes, v.res.at) {
+		out = append(out, warning{w, navMsg{to: kShards}})
+	}
+	return out
 }
 
 // amqpWarnings lists what an operator of RabbitMQ should look at: queues
 // whose ready messages grow (with no consumer, or consumers not keeping
 // up), ready messages nobody consumes, and counts RabbitMQ did not give.
-func (v *overviewView) amqpWarnings() []string {
-	var out []string
+func (v *overviewView) amqpWarnings() []warning {
+	var out []warning
 	unknown := false
 	for _, s := range v.res.streams {
 		_, dlq := dlqSource(s.Name)
+		groups := navMsg{to: kGroups, stream: s.Name}
 		for _, g := range v.res.groups[s.Name] {
 			if g.Pending < 0 || g.Lag < 0 {
 				unknown = true
@@ -232,16 +278,18 @@ func (v *overviewView) amqpWarnings() []string {
 			growing := len(l) == 3 && l[0] >= 0 && l[0] < l[1] && l[1] < l[2]
 			switch {
 			case growing && g.Consumers == 0 && !dlq:
-				out = append(out, fmt.Sprintf("queue %s: ready messages growing (%s → %s → %s) and no consumers", g.Name, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2])))
+				out = append(out, warning{fmt.Sprintf("queue %s: ready messages growing (%s → %s → %s) and no consumers", g.Name, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2])), groups})
 			case growing && !dlq:
-				out = append(out, fmt.Sprintf("queue %s: ready messages growing (%s → %s → %s): its %s do not keep up", g.Name, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2]), plural(g.Consumers, "consumer")))
+				out = append(out, warning{fmt.Sprintf("queue %s: ready messages growing (%s → %s → %s): its %s do not keep up", g.Name, fmtCount(l[0]), fmtCount(l[1]), fmtCount(l[2]), plural(g.Consumers, "consumer")), groups})
 			case g.Consumers == 0 && g.Lag > 0 && !dlq:
-				out = append(out, fmt.Sprintf("queue %s: %s ready and no consumers", g.Name, fmtCount(g.Lag)))
+				out = append(out, warning{fmt.Sprintf("queue %s: %s ready and no consumers", g.Name, fmtCount(g.Lag)), groups})
+			case g.Lag >= lagWarnAt && !dlq:
+				out = append(out, warning{fmt.Sprintf("queue %s: %s ready (not yet delivered)", g.Name, fmtCount(g.Lag)), groups})
 			}
 		}
 	}
 	if unknown {
-		out = append(out, "some unacked or ready counts are unknown (?): RabbitMQ has not reported them yet, or its management API is unreachable")
+		out = append(out, warning{"some unacked or ready counts are unknown (?): RabbitMQ has not reported them yet, or its management API is unreachable", navMsg{to: kStreams}})
 	}
 	return append(out, v.shardWarnings()...)
 }
@@ -287,6 +335,9 @@ func (v *overviewView) view() string {
 		broker += st.muted.Render("  round trip ") + fmtLatency(r.server.RoundTrip)
 	}
 	b.WriteString(label("Broker") + broker + "\n")
+	if r.serverErr == nil && r.stats != nil {
+		b.WriteString(" " + st.bad.Render("⚠ "+v.sh.errText(r.stats)) + "\n")
+	}
 
 	gw := st.muted.Render("none in this console")
 	switch {
@@ -325,7 +376,15 @@ func (v *overviewView) view() string {
 				pending += max(g.Pending, 0)
 			}
 		}
-		if v.sh.amqp() {
+		switch {
+		case r.stats != nil:
+			// Blank, not zero: the broker cannot tell now.
+			what := "Queues"
+			if !v.sh.amqp() {
+				what = "Messages"
+			}
+			b.WriteString(label(what) + st.muted.Render(blank+" ready · "+blank+" unacked · "+blank+" consumers · "+blank+" queues (statistics unavailable)") + "\n")
+		case v.sh.amqp():
 			var ready, unacked int64
 			var consumers int
 			for _, s := range r.streams {
@@ -337,7 +396,7 @@ func (v *overviewView) view() string {
 			}
 			b.WriteString(label("Queues") + fmt.Sprintf("%s ready · %s unacked · %s", fmtCount(ready), fmtCount(unacked), plural(consumers, "consumer")) +
 				st.muted.Render(fmt.Sprintf(" · %s · %s queues (RabbitMQ statistics)", plural(len(r.streams), "event"), fmtCount(int64(groups)))) + "\n")
-		} else {
+		default:
 			b.WriteString(label("Messages") + fmt.Sprintf("in %s · out %s", fmtRate(v.in), fmtRate(v.out)) +
 				st.muted.Render(fmt.Sprintf(" · %s · %s entries · %s · %s pending", plural(len(r.streams), "stream"), fmtCount(entries), plural(groups, "group"), fmtCount(pending))) + "\n")
 		}
@@ -350,7 +409,10 @@ func (v *overviewView) view() string {
 			}
 		}
 		dead := st.good.Render("0")
-		if dl > 0 {
+		switch {
+		case r.stats != nil:
+			dead = st.muted.Render(blank)
+		case dl > 0:
 			dead = st.warn.Render(fmtCount(dl)) + st.muted.Render(" ("+strings.Join(parts, ", ")+")  d: tail them")
 		}
 		b.WriteString(label("Dead letters") + dead + "\n")
@@ -359,18 +421,32 @@ func (v *overviewView) view() string {
 		}
 	}
 
-	b.WriteString("\n" + label("Warnings") + "\n")
 	warns := v.warnings()
+	v.cursor = min(v.cursor, max(len(warns)-1, 0))
+	head := label("Warnings")
+	if len(warns) > 0 {
+		head += st.muted.Render("↑/↓ select · enter opens its view")
+	}
+	b.WriteString("\n" + head + "\n")
 	if len(warns) == 0 {
 		b.WriteString("   " + st.good.Render("none") + "\n")
 	}
-	room := max(v.height-10, 1)
-	for i, w := range warns {
-		if i == room-1 && len(warns) > room {
+	room := max(v.height-strings.Count(b.String(), "\n")-1, 1)
+	first := max(v.cursor-room+2, 0) // keep the selected one in sight
+	if len(warns) <= room {
+		first = 0
+	}
+	for i := first; i < len(warns); i++ {
+		if i-first == room-1 && len(warns)-first > room {
 			b.WriteString("   " + st.muted.Render(fmt.Sprintf("… and %d more", len(warns)-i)) + "\n")
 			break
 		}
-		b.WriteString("   " + st.warn.Render("⚠ ") + truncate(w, v.width-6) + "\n")
+		line := truncate(warns[i].text, v.width-6)
+		if i == v.cursor {
+			b.WriteString(" " + st.selected.Render("▸ ⚠ "+line) + "\n")
+			continue
+		}
+		b.WriteString("   " + st.warn.Render("⚠ ") + line + "\n")
 	}
 	return b.String()
 }

@@ -24,6 +24,7 @@ type pendingResult struct {
 	consumers []core.ConsumerInfo
 	page      []core.PendingEntry
 	err       error
+	at        time.Time // when the load finished
 }
 
 func (pendingResult) target() kind { return kPending }
@@ -144,6 +145,12 @@ func (v *pendingView) capturing() bool   { return v.armed || v.job != nil }
 
 func (v *pendingView) canFilter() bool    { return true }
 func (v *pendingView) filterText() string { return v.filter }
+func (v *pendingView) filterSyntax() string {
+	return "TEXT: consumers whose name contains it; consumer=NAME, idle>5m, deliveries>=3 (dlv>=3); terms combine, e.g. /w1 idle>5m"
+}
+
+// updated is when the page on screen was loaded, for the header's age.
+func (v *pendingView) updated() time.Time { return v.load.at }
 
 // setFilter reads the filter's terms (parsePendingFilter).
 func (v *pendingView) setFilter(text string) tea.Cmd {
@@ -201,6 +208,9 @@ func parsePendingFilter(text string) (rule core.PendingRule, bad string) {
 }
 
 func (v *pendingView) refresh() tea.Cmd {
+	if v.stream == "" {
+		return pickBusiest(v.sh) // busiest.go
+	}
 	ins, seq, gen, ok := v.load.beginInspect(v.sh, v.stream != "")
 	if !ok {
 		return nil
@@ -208,8 +218,15 @@ func (v *pendingView) refresh() tea.Cmd {
 	sh, stream, group := v.sh, v.stream, v.group
 	pi := pendingInspector(sh.backend)
 	rule, after, count := v.rule, v.starts[len(v.starts)-1], v.tbl.pageRows()
-	return func() tea.Msg {
+	return func() (msg tea.Msg) {
 		r := pendingResult{seq: seq, gen: gen, group: group}
+		defer func() {
+			// Every return hands back r: stamp it with the load's end.
+			if pr, ok := msg.(pendingResult); ok {
+				pr.at = sh.now()
+				msg = pr
+			}
+		}()
 		ctx, cancel := sh.ctx()
 		defer cancel()
 		groups, err := ins.Groups(ctx, stream)
@@ -331,7 +348,7 @@ func (v *pendingView) update(msg tea.Msg) tea.Cmd {
 	case pendingResult:
 		apply, again := v.load.finish(msg.seq, msg.gen)
 		if apply {
-			v.load.err, v.load.loaded = msg.err, true
+			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
 			if msg.group != "" {
 				v.group = msg.group
 			}

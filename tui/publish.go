@@ -56,7 +56,8 @@ func newPublish(sh *shared) *publishView {
 	v.k.Publish = bind("publish", "ctrl+s")
 	v.k.Call = bind("call (wait for a reply)", "ctrl+o")
 	v.k.Format = bind("format JSON", "ctrl+f")
-	v.form = newFormFocus(1, &v.event, &v.editor, &v.timeout)
+	// The fields in the order the screen shows them: tab follows it.
+	v.form = newFormFocus(pubData, &v.event, &v.timeout, &v.editor)
 	return v
 }
 
@@ -67,6 +68,13 @@ func (v *publishView) open(n navMsg) {
 	}
 }
 
+// The Publish form's fields, in screen (and tab) order.
+const (
+	pubEvent = iota
+	pubTimeout
+	pubData
+)
+
 func (v *publishView) prefill(event, data string) {
 	if event != "" {
 		v.event.SetValue(event)
@@ -75,7 +83,7 @@ func (v *publishView) prefill(event, data string) {
 		v.editor.SetValue(data)
 	}
 	if event != "" {
-		v.form.set(1)
+		v.form.set(pubData)
 	}
 }
 
@@ -235,9 +243,9 @@ func (v *publishView) view() string {
 	st := v.sh.st
 	label := func(i int, s string) string { return v.form.label(st, i, s) }
 	var b strings.Builder
-	b.WriteString(label(0, "Event   ") + " " + v.event.View() + "\n")
-	b.WriteString(label(2, "Timeout ") + " " + v.timeout.View() + st.muted.Render("   (for a call)") + "\n")
-	b.WriteString(label(1, "Data (JSON)") + "\n")
+	b.WriteString(label(pubEvent, "Event   ") + " " + v.event.View() + "\n")
+	b.WriteString(label(pubTimeout, "Timeout ") + " " + v.timeout.View() + st.muted.Render("   (for a call)") + "\n")
+	b.WriteString(label(pubData, "Data (JSON)") + "\n")
 	b.WriteString(v.editor.View() + "\n")
 	_, _, err := v.validate()
 	switch {

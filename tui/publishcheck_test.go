@@ -9,7 +9,7 @@ func TestPublishAndCallAskWhenGroupsConsume(t *testing.T) {
 	d, _, b, _ := newFixtureDriver(t, plainOptions())
 	d.keys("6")
 	d.typeText("MESSAGE_CREATE")
-	d.keys("tab")
+	d.keys("tab", "tab") // Event, Timeout, Data
 	d.typeText(`{"content": "hi"}`)
 	d.keys("ctrl+s")
 	d.mustContain("Publish to MESSAGE_CREATE? 2 groups consume it (sim-bot, audit): each handles it.", "(y/N)")
@@ -31,13 +31,13 @@ func TestPublishChecksPacketsAsTheSendView(t *testing.T) {
 	d, _, b, _ := newFixtureDriver(t, plainOptions())
 	d.keys("6")
 	d.typeText("SEND")
-	d.keys("tab")
+	d.keys("tab", "tab") // Event, Timeout, Data
 	d.typeText(`{"guild_id": "81384788765712384", "packet": {"op": 2, "d": {}}}`)
 	d.mustContain("✗ SEND packet: invalid packet")
 	d.keys("ctrl+s")
 	d.mustNotContain("(y/N)")
 	d.send(keyMsg("ctrl+a"))
-	d.keys("shift+tab")
+	d.keys("shift+tab", "shift+tab") // back to Event
 	for range len("SEND") {
 		d.keys("backspace")
 	}
@@ -61,7 +61,7 @@ func TestCtrlSWithNoFocusDoesNothing(t *testing.T) {
 	d, _, b, _ := newFixtureDriver(t, plainOptions())
 	d.keys("6")
 	d.typeText("echo")
-	d.keys("tab")
+	d.keys("tab", "tab") // Event, Timeout, Data: the screen's order
 	d.typeText(`{"a": 1}`)
 	d.keys("esc", "ctrl+s", "ctrl+o")
 	d.mustNotContain("(y/N)", "calling", "published echo")

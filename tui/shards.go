@@ -65,6 +65,7 @@ type shardsView struct {
 	rate          float64
 	starting      bool
 	tbl           table
+	filter        string
 	width, height int
 	k             struct {
 		Up, Down, Start, Stop, Reconnect, Gateway key.Binding
@@ -94,8 +95,12 @@ func shardColumns(remote, trend bool) []column {
 	return cols
 }
 
-// wideShards is the width from which the NODE and TREND columns both fit.
-const wideShards = 110
+// wideShards is the width from which the NODE and TREND columns both fit;
+// below narrowShards the TREND column gives way to the counts.
+const (
+	wideShards   = 110
+	narrowShards = 100
+)
 
 func newShards(sh *shared) *shardsView {
 	v := &shardsView{sh: sh, history: map[string][]float64{}, lastACK: map[string]time.Time{}}
@@ -122,8 +127,22 @@ func (v *shardsView) setSize(w, h int) {
 	v.tbl.setSize(w, h-3)
 	v.fill()
 }
-func (v *shardsView) activate() tea.Cmd { return v.refresh() }
-func (v *shardsView) capturing() bool   { return false }
+func (v *shardsView) canFilter() bool    { return true }
+func (v *shardsView) filterText() string { return v.filter }
+func (v *shardsView) filterSyntax() string {
+	return "text: the shards whose node, id (0/4), state or last close contains it (any case), e.g. /failed"
+}
+
+func (v *shardsView) setFilter(text string) tea.Cmd {
+	v.filter = text
+	v.rows = v.collect()
+	v.fill()
+	return nil
+}
+
+func (v *shardsView) activate() tea.Cmd  { return v.refresh() }
+func (v *shardsView) updated() time.Time { return v.res.at }
+func (v *shardsView) capturing() bool    { return false }
 
 func (v *shardsView) refresh() tea.Cmd {
 	seq, gen, ok := v.load.begin()
@@ -259,16 +278,30 @@ func stateStyle(st *styles, s gateway.State) (lipgloss.Style, bool) {
 	return st.warn, true
 }
 
-// collect lists the rows: local shards, then each gateway node's.
+// collect lists the rows the filter keeps: local shards, then each
+// gateway node's.
 func (v *shardsView) collect() []shardRow {
 	list := make([]shardRow, 0, len(v.res.shards))
+	f := strings.ToLower(v.filter)
+	keep := func(r shardRow) {
+		text := fmt.Sprintf("%s %d/%d %s %d %s %s", r.node, r.s.ID, r.s.Count, r.s.State, r.s.LastCloseCode, r.s.LastCloseReason, r.s.Err)
+		if r.stale {
+			text += " stale"
+		}
+		if r.node == "" {
+			text += " this console"
+		}
+		if f == "" || strings.Contains(strings.ToLower(text), f) {
+			list = append(list, r)
+		}
+	}
 	for _, s := range v.res.shards {
-		list = append(list, shardRow{s: s})
+		keep(shardRow{s: s})
 	}
 	for _, n := range v.res.nodes {
 		stale := nodeStale(n, v.res.at)
 		for _, s := range n.Shards {
-			list = append(list, shardRow{node: nodeName(n), stale: stale, s: s})
+			keep(shardRow{node: nodeName(n), stale: stale, s: s})
 		}
 	}
 	return list
@@ -277,8 +310,15 @@ func (v *shardsView) collect() []shardRow {
 // fill renders the rows into the table.
 func (v *shardsView) fill() {
 	list := v.rows
-	remote := len(list) > len(v.res.shards)
-	trend := !remote || v.width >= wideShards
+	remote := false // a NODE column when gateway nodes report shards
+	for _, n := range v.res.nodes {
+		remote = remote || len(n.Shards) > 0
+	}
+	v.tbl.empty = "no shards"
+	if v.filter != "" {
+		v.tbl.empty = "no shard matches " + v.filter
+	}
+	trend := v.width >= narrowShards && (!remote || v.width >= wideShards)
 	v.tbl.cols = shardColumns(remote, trend)
 	rows := make([][]string, len(list))
 	keys := make([]string, len(list))
@@ -288,7 +328,7 @@ func (v *shardsView) fill() {
 		if s.GuildsUnavailable > 0 {
 			guilds += fmt.Sprintf("+%d?", s.GuildsUnavailable)
 		}
-		last := ""
+		last := s.LastCloseReason // "stopped by operator" has no code
 		if s.LastCloseCode != 0 {
 			last = fmt.Sprintf("%d %s", s.LastCloseCode, s.LastCloseReason)
 		}
@@ -312,7 +352,11 @@ func (v *shardsView) fill() {
 		}
 		cells = append(cells, fmt.Sprintf("%d/%d", s.ID, s.Count), s.State.String(), fmtLatency(s.Latency))
 		if trend {
-			cells = append(cells, sparkline(v.history[r.key()], latencyHistory))
+			spark := sparkline(v.history[r.key()], latencyHistory)
+			if s.Latency <= 0 {
+				spark = "" // no connection: no latency now
+			}
+			cells = append(cells, spark)
 		}
 		rows[i] = append(cells, seq, guilds, strconv.Itoa(s.Reconnects), fmtCount(int64(s.Events)), last)
 		keys[i] = r.key()
@@ -420,7 +464,7 @@ func (v *shardsView) view() string {
 	if v.sh.node.GatewayNodes {
 		head += "\n " + v.nodesLine()
 	}
-	if !local && len(v.rows) == 0 {
+	if !local && len(v.rows) == 0 && v.filter == "" {
 		return head
 	}
 	if !strings.Contains(head, "\n") {

@@ -76,10 +76,31 @@ type streamsResult struct {
 	streams  []core.StreamInfo
 	groups   map[string][]core.GroupInfo
 	err      error
+	stats    error // statsOf after the load
 	at       time.Time
 }
 
 func (streamsResult) target() kind { return kStreams }
+
+// statsOf asks ins, after a load, whether its statistics are complete
+// (core.StatsChecker): nil when they are, else why not. Call it from a
+// command.
+func statsOf(ins core.Inspector) error {
+	if c, ok := ins.(core.StatsChecker); ok {
+		return c.StatsErr()
+	}
+	return nil
+}
+
+// statsBanner is the line views show above figures that the broker could
+// not give (blank rather than zero), "" while the statistics are complete.
+func statsBanner(sh *shared) string {
+	if sh.stats == nil {
+		return ""
+	}
+	return " " + sh.st.bad.Render("⚠ "+sh.errText(sh.stats)) + "\n " +
+		sh.st.muted.Render("Figures are blank (–) where unknown; the queues listed are only those this console itself consumes.") + "\n"
+}
 
 // loadStreams lists the streams and the groups of each.
 func loadStreams(sh *shared, ins core.Inspector) ([]core.StreamInfo, map[string][]core.GroupInfo, error) {
@@ -162,6 +183,10 @@ func queueTotals(groups []core.GroupInfo) (ready, unacked int64, consumers int) 
 	return ready, unacked, consumers
 }
 
+// blank is a figure the broker cannot give now (statistics unavailable):
+// shown as unknown, never as zero.
+const blank = "–"
+
 // fmtKnown shows a count, or "?" when it is unknown (negative).
 func fmtKnown(n int64) string {
 	if n < 0 {
@@ -220,6 +245,8 @@ func (v *streamsView) crumbs() []string {
 
 func (v *streamsView) setSize(w, h int) { v.tbl.setSize(w, h) }
 
+func (v *streamsView) updated() time.Time { return v.load.at }
+
 func (v *streamsView) activate() tea.Cmd { return v.refresh() }
 
 func (v *streamsView) refresh() tea.Cmd {
@@ -230,11 +257,14 @@ func (v *streamsView) refresh() tea.Cmd {
 	sh := v.sh
 	return func() tea.Msg {
 		list, groups, err := loadStreams(sh, ins)
-		return streamsResult{seq: seq, gen: gen, streams: list, groups: groups, err: err, at: sh.now()}
+		return streamsResult{seq: seq, gen: gen, streams: list, groups: groups, err: err, stats: statsOf(ins), at: sh.now()}
 	}
 }
 
-func (v *streamsView) capturing() bool    { return false }
+func (v *streamsView) capturing() bool { return false }
+func (v *streamsView) filterSyntax() string {
+	return "text: the streams whose name contains it (any case), e.g. /dlq"
+}
 func (v *streamsView) canFilter() bool    { return true }
 func (v *streamsView) filterText() string { return v.filter }
 
@@ -292,6 +322,7 @@ func (v *streamsView) update(msg tea.Msg) tea.Cmd {
 		apply, again := v.load.finish(msg.seq, msg.gen)
 		if apply {
 			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
+			v.sh.stats = msg.stats
 			if msg.err == nil || msg.streams != nil {
 				rows := make([]streamRow, 0, len(msg.streams))
 				amqp := v.sh.amqp()
@@ -431,6 +462,9 @@ func (v *streamsView) apply() {
 	for i, r := range v.shown {
 		if amqp {
 			rows[i] = []string{r.Name, fmtCount(r.Length), fmt.Sprint(r.Groups), fmtKnown(r.ready), fmtKnown(r.unacked), fmt.Sprint(r.consumers)}
+			if v.sh.stats != nil { // AMQP alone: the own queue's ready messages
+				rows[i] = []string{r.Name, blank, fmt.Sprint(r.Groups), fmtKnown(r.ready), blank, blank}
+			}
 		} else {
 			rows[i] = []string{r.Name, fmtCount(r.Length), fmt.Sprint(r.Groups), fmtRate(r.in), fmtRate(r.out), r.FirstID, r.LastID}
 		}
@@ -440,6 +474,8 @@ func (v *streamsView) apply() {
 	switch {
 	case v.filter != "":
 		v.tbl.empty = "no stream matches " + v.filter
+	case v.sh.stats != nil:
+		v.tbl.empty = "none known: " + v.sh.errText(v.sh.stats)
 	case amqp:
 		v.tbl.empty = "no queues bound on this exchange yet"
 	default:
@@ -454,7 +490,7 @@ func (v *streamsView) view() string {
 	if !v.load.loaded && v.load.err == nil {
 		return " " + v.sh.st.muted.Render("loading streams…")
 	}
-	out := v.tbl.view()
+	out := statsBanner(v.sh) + v.tbl.view()
 	if v.load.err != nil {
 		out = " " + v.sh.st.bad.Render("✗ "+v.sh.errText(v.load.err)) + "\n" + out
 	}

@@ -1,7 +1,10 @@
 package tui
 
 import (
+	"slices"
 	"strings"
+
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/charmbracelet/lipgloss"
 )
@@ -29,10 +32,14 @@ type table struct {
 	marked        map[string]bool
 	focused       bool
 	empty         string
+	// sortCol is the column the rows are sorted by, marked ↑ or ↓ (desc)
+	// in the header; -1 (the default) for none.
+	sortCol  int
+	sortDesc bool
 }
 
 func newTable(st *styles, cols ...column) table {
-	return table{st: st, cols: cols, marked: map[string]bool{}, focused: true}
+	return table{st: st, cols: cols, marked: map[string]bool{}, focused: true, sortCol: -1}
 }
 
 // setSize sets the size, header row included.
@@ -120,44 +127,86 @@ func (t *table) toggleMark() {
 	}
 }
 
-// widths computes the column widths for the table's width.
-func (t *table) widths() []int {
-	ws := make([]int, len(t.cols))
-	avail := t.width - 2 - 2*(len(t.cols)-1) // marker, gaps
-	fixed, flex := 0, 0
+// visible lists the columns shown: all of them when they fit the width,
+// else without the rightmost fixed ones (never the first), so that a
+// narrow terminal loses whole columns rather than seeing ids cut.
+func (t *table) visible() []int {
+	vis := make([]int, len(t.cols))
+	need := 0 // the marker (2) and the gaps (2 each): 2 per column
 	for i, c := range t.cols {
+		vis[i] = i
+		need += c.width + 2
+	}
+	for i := len(t.cols) - 1; i > 0 && need > t.width; i-- {
+		if t.cols[i].flex {
+			continue
+		}
+		need -= t.cols[i].width + 2
+		vis = slices.Delete(vis, i, i+1)
+	}
+	return vis
+}
+
+// widths computes the widths of the visible columns vis for the table's
+// width. The width left over by the fixed columns goes first to the flex
+// columns whose cells (of the rows held) are wider than their minimum, so
+// that nothing is cut while there is room, then evenly to every flex
+// column.
+func (t *table) widths(vis []int) []int {
+	ws := make([]int, len(t.cols))
+	avail := t.width - 2 - 2*(len(vis)-1) // marker, gaps
+	fixed := 0
+	var flex []int
+	for _, i := range vis {
+		c := t.cols[i]
 		ws[i] = c.width
 		fixed += c.width
 		if c.flex {
-			flex++
+			flex = append(flex, i)
 		}
 	}
-	if extra := avail - fixed; extra > 0 && flex > 0 {
-		each := extra / flex
-		for i, c := range t.cols {
-			if c.flex {
-				ws[i] += each
-				extra -= each
-				if extra < each {
-					ws[i] += extra
-					extra = 0
-				}
+	extra := avail - fixed
+	if extra <= 0 || len(flex) == 0 {
+		return ws
+	}
+	// What each flex column lacks to show its widest cell.
+	need := make([]int, len(t.cols))
+	for _, i := range flex {
+		w := ansi.StringWidth(t.cols[i].title)
+		for _, r := range t.rows {
+			if i < len(r) {
+				w = max(w, ansi.StringWidth(r[i]))
 			}
 		}
+		need[i] = max(w-ws[i], 0)
+	}
+	// Share extra among the columns that lack width, the narrowest need
+	// first, so that one long cell does not starve the others.
+	order := slices.Clone(flex)
+	slices.SortStableFunc(order, func(a, b int) int { return need[a] - need[b] })
+	for n, i := range order {
+		give := min(need[i], extra/(len(order)-n))
+		ws[i] += give
+		extra -= give
+	}
+	for n, i := range flex {
+		give := extra / (len(flex) - n)
+		ws[i] += give
+		extra -= give
 	}
 	return ws
 }
 
-func (t *table) line(cells []string, ws []int) string {
+func (t *table) line(cells []string, ws, vis []int) string {
 	var b strings.Builder
-	for i, c := range t.cols {
+	for n, i := range vis {
 		if i >= len(cells) {
 			break
 		}
-		if i > 0 {
+		if n > 0 {
 			b.WriteString("  ")
 		}
-		if c.right {
+		if t.cols[i].right {
 			b.WriteString(padLeft(cells[i], ws[i]))
 		} else {
 			b.WriteString(pad(cells[i], ws[i]))
@@ -168,13 +217,17 @@ func (t *table) line(cells []string, ws []int) string {
 
 // view renders the header and the visible rows, padded to the height.
 func (t *table) view() string {
-	ws := t.widths()
+	vis := t.visible()
+	ws := t.widths(vis)
 	titles := make([]string, len(t.cols))
 	for i, c := range t.cols {
 		titles[i] = c.title
+		if i == t.sortCol {
+			titles[i] += map[bool]string{false: " ↑", true: " ↓"}[t.sortDesc]
+		}
 	}
 	lines := make([]string, 0, t.height)
-	lines = append(lines, t.st.colHeader.Render(pad("  "+t.line(titles, ws), t.width)))
+	lines = append(lines, t.st.colHeader.Render(pad("  "+t.line(titles, ws, vis), t.width)))
 	if len(t.rows) == 0 && t.empty != "" {
 		lines = append(lines, t.st.muted.Render(pad("  "+t.empty, t.width)))
 	}
@@ -190,7 +243,7 @@ func (t *table) view() string {
 		case marked:
 			marker = " *"
 		}
-		text := pad(marker+t.line(t.rows[i], ws), t.width)
+		text := pad(marker+t.line(t.rows[i], ws, vis), t.width)
 		switch {
 		case i == t.cursor && t.focused:
 			text = t.st.selected.Render(text)

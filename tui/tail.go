@@ -35,6 +35,7 @@ type tailResult struct {
 	entries  []tailEntry
 	last     map[string]string
 	err      error
+	at       time.Time
 }
 
 func (tailResult) target() kind { return kTail }
@@ -138,7 +139,10 @@ func (v *tailView) deactivate() {
 	v.tickGen++
 }
 
-func (v *tailView) canFilter() bool    { return true }
+func (v *tailView) canFilter() bool { return true }
+func (v *tailView) filterSyntax() string {
+	return "text: the entries whose payload, stream or id contains it (any case)"
+}
 func (v *tailView) filterText() string { return v.filter }
 
 func (v *tailView) setFilter(text string) tea.Cmd {
@@ -188,8 +192,18 @@ func (v *tailView) refresh() tea.Cmd {
 			}
 		}
 		slices.SortStableFunc(r.entries, func(a, b tailEntry) int { return compareIDs(a.id, b.id) })
+		r.at = sh.now()
 		return r
 	}
+}
+
+// updated is when the tail last polled (zero while paused, when its data
+// is not meant to be live).
+func (v *tailView) updated() time.Time {
+	if v.paused {
+		return time.Time{}
+	}
+	return v.load.at
 }
 
 func (v *tailView) keys() []key.Binding {
@@ -234,7 +248,7 @@ func (v *tailView) update(msg tea.Msg) tea.Cmd {
 	case tailResult:
 		apply, again := v.load.finish(msg.seq, msg.gen)
 		if apply {
-			v.load.err, v.load.loaded = msg.err, true
+			v.load.err, v.load.loaded, v.load.at = msg.err, true, msg.at
 			v.last = msg.last
 			if len(msg.entries) > 0 {
 				v.buf = append(v.buf, msg.entries...)

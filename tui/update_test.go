@@ -167,7 +167,7 @@ func TestReadOnlyDisablesEveryAction(t *testing.T) {
 	}
 	d.keys("6")
 	d.typeText("EVENT")
-	d.keys("tab")
+	d.keys("tab", "tab")
 	d.typeText(`{"a":1}`)
 	d.keys("ctrl+s")
 	d.mustContain("read-only: publish and call are disabled")
@@ -309,6 +309,10 @@ func TestPublishValidatesAndCallShowsReplyOrTimeout(t *testing.T) {
 	d.keys("6")
 	d.typeText("echo")
 	d.keys("tab")
+	if f := d.m.views[kPublish].(*publishView).form.cur; f != pubTimeout {
+		t.Fatalf("tab from Event focused field %d, want Timeout (%d), the next on screen", f, pubTimeout)
+	}
+	d.keys("tab")
 	d.typeText(`{"content": "hi"`)
 	d.mustContain("invalid JSON")
 	d.keys("ctrl+s")
@@ -322,12 +326,12 @@ func TestPublishValidatesAndCallShowsReplyOrTimeout(t *testing.T) {
 	d.keys("ctrl+o")
 	d.mustContain("reply to echo after", `"content": "hi"`)
 	// A call nobody answers times out.
-	d.keys("shift+tab")
+	d.keys("shift+tab", "shift+tab")
 	for range 4 {
 		d.keys("backspace")
 	}
 	d.typeText("nobody")
-	d.keys("tab", "tab")
+	d.keys("tab")
 	for range 2 {
 		d.keys("backspace")
 	}
@@ -379,7 +383,7 @@ func TestPublishViewSendsPacketsAsGatewaysReadThem(t *testing.T) {
 	d, _, b, _ := newFixtureDriver(t, plainOptions())
 	d.keys("6")
 	d.typeText("SEND")
-	d.keys("tab")
+	d.keys("tab", "tab")
 	d.typeText(`{"guild_id": "81384788765712384", "packet": {"op": 8, "d": {"guild_id": "81384788765712384", "query": "", "limit": 0}}}`)
 	d.mustContain("✓ valid")
 	d.keys("ctrl+s")

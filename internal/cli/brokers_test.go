@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -147,5 +148,32 @@ func TestBrokerTypeIPC(t *testing.T) {
 	r = invocation{env: env}.run(t.Context(), "bench", "--messages", "10")
 	if r.code == 0 || !strings.Contains(r.stderr, "needs a broker server") {
 		t.Errorf("bench over ipc: %d %q", r.code, r.stderr)
+	}
+}
+
+// TestStreamsWarnsWithoutStatistics: `streams` on RabbitMQ with a
+// management API that does not answer lists what AMQP alone tells and
+// says on standard error that the statistics are unavailable, naming the
+// API's URL without its password; with the API off, too.
+func TestStreamsWarnsWithoutStatistics(t *testing.T) {
+	url := amqptest.URL(t)
+	group := unique("cli-amqp-nostats")
+	deleteAMQP(t, url, group)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	_ = ln.Close()
+	for _, mgmt := range []string{"http://guest:S3cretMgmt@" + dead, "off"} {
+		env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "BROKER_GROUP": group, "AMQP_MANAGEMENT_URL": mgmt}
+		r := invocation{env: env}.run(t.Context(), "streams")
+		want := "spectacles: warning: statistics unavailable: management API at http://" + dead + " does not answer"
+		if mgmt == "off" {
+			want = "spectacles: warning: statistics unavailable: the management API is disabled"
+		}
+		if r.code != 0 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "S3cretMgmt") {
+			t.Errorf("streams, management API %s: exit %d, stderr %q; want %q", mgmt, r.code, r.stderr, want)
+		}
 	}
 }

@@ -336,6 +336,12 @@ func (a *app) openBroker(ctx context.Context, opts core.Options, passive bool) (
 
 // openRedis connects a Redis broker client with opts.
 func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport.Broker, error) {
+	return a.openRedisTrimmed(ctx, opts, 0)
+}
+
+// openRedisTrimmed is openRedis for a client whose publishes trim each
+// stream to about maxLen entries (0: no trimming).
+func (a *app) openRedisTrimmed(ctx context.Context, opts core.Options, maxLen int64) (*redistransport.Broker, error) {
 	url, err := a.redisURL()
 	if err != nil {
 		return nil, err
@@ -345,6 +351,7 @@ func (a *app) openRedis(ctx context.Context, opts core.Options) (*redistransport
 		Options:  opts,
 		URL:      url,
 		PoolSize: a.cfg.PoolSize,
+		MaxLen:   maxLen,
 	}
 	b, err := redistransport.Open(ctx, cfg)
 	if err != nil {

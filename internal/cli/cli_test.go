@@ -42,7 +42,15 @@ const moduleRoot = "../.."
 // TestMain sets it once.
 var testRedisURL string
 
+// childEnv, set to a command line, makes this test binary run that
+// spectacles command instead of the tests: a real process that a test can
+// kill (childCommand).
+const childEnv = "SPECTACLES_CLI_TEST_CHILD"
+
 func TestMain(m *testing.M) {
+	if args := os.Getenv(childEnv); args != "" {
+		os.Exit(run(context.Background(), strings.Fields(args), strings.NewReader(""), os.Stdout, os.Stderr, os.LookupEnv))
+	}
 	code := testMain(m)
 	if code == 0 {
 		// Every command must stop what it started: brokers, gateways,

@@ -32,6 +32,12 @@ type consoleFlags struct {
 	refresh                              time.Duration
 	simRate                              float64
 	simShards                            int
+	simMaxLen                            int64
+	// simHold and simStale are the demo's timings (tests shorten them):
+	// how long worker-2 reads before it stops, and the idle time after
+	// which the console calls a consumer stale; 0 for demoHold and
+	// demoStaleAfter.
+	simHold, simStale time.Duration
 }
 
 func (a *app) consoleCommand() *cobra.Command {
@@ -81,6 +87,7 @@ func (f *consoleFlags) register(fl *pflag.FlagSet) {
 	fl.DurationVar(&f.refresh, "refresh", tui.DefaultRefresh, "live refresh interval (+ and - change it, P pauses)")
 	fl.Float64Var(&f.simRate, "sim-rate", 6, "synthetic dispatches per second of the simulator")
 	fl.IntVar(&f.simShards, "sim-shards", 2, "shards of the simulated bot")
+	fl.Int64Var(&f.simMaxLen, "sim-max-len", demoMaxLen, "entries each stream keeps while the simulator publishes to the embedded broker (XADD MAXLEN ~; 0 keeps all)")
 }
 
 // openConsole is what spectacles with no arguments does: the console on a

@@ -30,7 +30,10 @@ func TestConsoleNeedsATerminal(t *testing.T) {
 
 // TestConsoleDemo starts what "spectacles" shows on a fresh machine (the
 // embedded broker, the simulator, a gateway and the simulated bot) and
-// checks that it is live: shards ready, a group with pending entries.
+// checks that it is live: shards ready, a group with pending entries; that
+// the stuck worker-2 is seen as such (the embedded server reports its idle
+// time, past the demo's stale threshold, while it holds messages); and
+// that the streams stay trimmed (--sim-max-len) however long it runs.
 func TestConsoleDemo(t *testing.T) {
 	// The console starts the local node, here in the test's own runtime
 	// directory.
@@ -52,7 +55,9 @@ func TestConsoleDemo(t *testing.T) {
 	}
 	defer b.Close()
 	node := &tui.Node{Inspect: b, Publisher: b}
-	info, err := a.startDemo(ctx, &wg, node, consoleFlags{simRate: 200, simShards: 2}, slog.New(slog.DiscardHandler))
+	const maxLen = 40
+	f := consoleFlags{simRate: 300, simShards: 2, simMaxLen: maxLen, simHold: 300 * time.Millisecond, simStale: time.Second}
+	info, err := a.startDemo(ctx, &wg, node, f, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +86,41 @@ func TestConsoleDemo(t *testing.T) {
 			t.Fatalf("demo not live: %d shards ready, sim-bot pending %d", ready, pending)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	if node.Info.StaleAfter != f.simStale {
+		t.Fatalf("the demo's stale threshold is %s, want %s", node.Info.StaleAfter, f.simStale)
+	}
+	// worker-2 stops reading after simHold and keeps what it holds: the
+	// console shows it STALE (idle ≥ StaleAfter with pending entries).
+	var stuck core.ConsumerInfo
+	for stuck.Idle < f.simStale || stuck.Pending == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("worker-2 never seen stuck: %+v", stuck)
+		}
+		time.Sleep(50 * time.Millisecond)
+		cs, _ := b.Consumers(ctx, "MESSAGE_CREATE", "sim-bot")
+		for _, c := range cs {
+			if c.Name == "worker-2" {
+				stuck = c
+			}
+		}
+	}
+	// Trimmed: several times maxLen published, no stream much longer.
+	pc := info.Gateway.(interface{ Published() uint64 })
+	for pc.Published() < 20*maxLen {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d published", pc.Published())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	streams, err := b.Streams(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range streams {
+		if s.Length > 2*maxLen {
+			t.Errorf("stream %s holds %d entries after %d published: not trimmed to about %d", s.Name, s.Length, pc.Published(), maxLen)
+		}
 	}
 }
 

@@ -269,6 +269,9 @@ func (f consoleFlags) check(env lookupFunc) error {
 	if f.simShards < 1 {
 		return usageErrorf("--sim-shards must be at least 1, got %d", f.simShards)
 	}
+	if f.simMaxLen < 0 {
+		return usageErrorf("--sim-max-len must not be negative, got %d", f.simMaxLen)
+	}
 	if f.view != "" {
 		if err := tui.CheckView(f.view); err != nil {
 			return usageErrorf("--view: %w", err)

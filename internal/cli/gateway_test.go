@@ -18,6 +18,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/gatewaytest"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
@@ -536,4 +537,90 @@ func TestGatewayStalledBrokerShutdownLosesNothing(t *testing.T) {
 func lastLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+// TestGatewayNodeKilledShowsStale runs `spectacles gateway` as a real
+// process on the simulator, kills it with SIGKILL (it cannot remove its
+// status), and checks that `spectacles shards` still lists the node, as
+// STALE with its shards' last state, once it has been silent for longer
+// than the stale threshold: its status key once expired after 6 s, before
+// the 10 s threshold, and the node vanished instead.
+func TestGatewayNodeKilledShowsStale(t *testing.T) {
+	const token = "sekret-token-kill-9"
+	sim := startSimulator(t, simulator.Config{Token: token, Shards: 1, Guilds: 2,
+		HeartbeatInterval: time.Second, IdentifyInterval: 10 * time.Millisecond})
+	url := gatewayTestURL(t)
+	group := unique("killed")
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	child := exec.Command(bin, "-test.run=^$")
+	child.Env = append(os.Environ(), childEnv+"=gateway", "REDIS_URL="+url, "BROKER_TYPE=redis", "DISCORD_TOKEN="+token,
+		"DISCORD_API_PROTOCOL=http", "DISCORD_API_HOST="+strings.TrimPrefix(sim.URL(), "http://"), "BROKER_GROUP="+group,
+		"DISCORD_EVENTS=MESSAGE_CREATE", "PROMETHEUS_ADDRESS=", "LOG_LEVEL=error")
+	var childErr syncBuffer
+	child.Stdout, child.Stderr = io.Discard, &childErr
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- child.Wait() }()
+	t.Cleanup(func() {
+		_ = child.Process.Kill()
+		<-waited
+	})
+	type node struct {
+		Group  string `json:"group"`
+		Stale  bool   `json:"stale"`
+		Shards []struct {
+			State string `json:"state"`
+		} `json:"shards"`
+	}
+	find := func() (node, bool) {
+		r := invocation{env: map[string]string{"REDIS_URL": url}}.run(t.Context(), "shards", "--json")
+		var nodes []node
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &nodes) != nil {
+			return node{}, false
+		}
+		for _, n := range nodes {
+			if n.Group == group {
+				return n, true
+			}
+		}
+		return node{}, false
+	}
+	eventually(t, "the node's shard ready", func() bool {
+		n, ok := find()
+		return ok && !n.Stale && len(n.Shards) == 1 && n.Shards[0].State == "ready"
+	})
+	if err := child.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err == nil {
+		t.Fatalf("the gateway was not killed: %s", childErr.String())
+	}
+	waited <- nil // for the cleanup
+	// Listed all along, then STALE with its last state.
+	deadline := time.Now().Add(gateway.NodeStaleAfter + 10*time.Second)
+	for {
+		n, ok := find()
+		if !ok {
+			t.Fatal("the killed node vanished from `shards` before it was shown STALE")
+		}
+		if n.Stale {
+			if len(n.Shards) != 1 || n.Shards[0].State != "ready" {
+				t.Fatalf("the STALE node's last state: %+v", n)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the killed node was never shown STALE")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	r := invocation{env: map[string]string{"REDIS_URL": url}}.run(t.Context(), "shards")
+	if !strings.Contains(r.stdout, "STALE "+group) {
+		t.Errorf("shards does not mark the node STALE:\n%s", r.stdout)
+	}
 }

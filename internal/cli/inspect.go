@@ -106,6 +106,17 @@ func (a *app) output(asJSON bool, v any, table func(w *tabwriter.Writer)) error 
 
 func ms(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
+// warnStats says on standard error, after a listing, that the inspector's
+// statistics were unavailable (core.StatsChecker: RabbitMQ's management
+// API does not answer), so that a short list is not read as complete.
+func (a *app) warnStats(in core.Inspector) {
+	if c, ok := in.(core.StatsChecker); ok {
+		if err := c.StatsErr(); err != nil {
+			fmt.Fprintf(a.stderr, "spectacles: warning: %s: the list holds only what AMQP alone tells (the queues of this client's group)\n", termtext.Escape(err.Error()))
+		}
+	}
+}
+
 func (a *app) streamsCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
@@ -117,6 +128,7 @@ func (a *app) streamsCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			a.warnStats(in)
 			views := mapViews(list, newStreamJSON)
 			return a.output(asJSON, views, func(w *tabwriter.Writer) {
 				fmt.Fprintln(w, "STREAM\tLENGTH\tGROUPS\tFIRST\tLAST")
@@ -557,9 +569,14 @@ func (a *app) shardsCommand() *cobra.Command {
 					return
 				}
 				fmt.Fprintln(w, "NODE\tSHARD\tSTATE\tLATENCY\tSEQ\tGUILDS\tRECONNECTS\tLAST CLOSE")
+				now := time.Now()
 				for _, n := range nodes {
+					stale := ""
+					if n.Stale(now) {
+						stale = "STALE " // its last report: the states may be wrong now
+					}
 					for _, s := range n.Shards {
-						fmt.Fprintf(w, "%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", quote(n.Group), quote(n.Client), s.ID, s.Count,
+						fmt.Fprintf(w, "%s%s/%s\t%d/%d\t%s\t%s\t%d\t%d (+%d unavailable)\t%d\t%s\n", stale, quote(n.Group), quote(n.Client), s.ID, s.Count,
 							s.State, ms(s.Latency), s.Seq, s.GuildsAvailable, s.GuildsUnavailable, s.Reconnects, closeText(s))
 					}
 				}
@@ -573,6 +590,9 @@ func (a *app) shardsCommand() *cobra.Command {
 func closeText(s gateway.Status) string {
 	if s.LastCloseCode == 0 && s.LastCloseReason == "" {
 		return "-"
+	}
+	if s.LastCloseCode == 0 { // the shard's own end ("stopped by operator")
+		return termtext.Escape(s.LastCloseReason)
 	}
 	return fmt.Sprintf("%d %s", s.LastCloseCode, termtext.Escape(s.LastCloseReason))
 }

@@ -205,15 +205,18 @@ type sendJSON struct {
 
 // nodeJSON is one gateway node of `shards --json`.
 type nodeJSON struct {
-	Group          string      `json:"group"`
-	GroupBase64    string      `json:"group_base64,omitempty"`
-	Client         string      `json:"client"`
-	ClientBase64   string      `json:"client_base64,omitempty"`
-	ShardCount     int         `json:"shard_count"`
-	QueueLength    int         `json:"queue_length"`
-	PublishedCount uint64      `json:"published_count"`
-	UpdatedAt      time.Time   `json:"updated_at"`
-	Shards         []shardJSON `json:"shards"`
+	Group          string    `json:"group"`
+	GroupBase64    string    `json:"group_base64,omitempty"`
+	Client         string    `json:"client"`
+	ClientBase64   string    `json:"client_base64,omitempty"`
+	ShardCount     int       `json:"shard_count"`
+	QueueLength    int       `json:"queue_length"`
+	PublishedCount uint64    `json:"published_count"`
+	UpdatedAt      time.Time `json:"updated_at"`
+	// Stale reports a node silent for over gateway.NodeStaleAfter (killed,
+	// hung or cut off): its shards are its last report.
+	Stale  bool        `json:"stale"`
+	Shards []shardJSON `json:"shards"`
 }
 
 // shardJSON is one shard of a gateway node in `shards --json`.
@@ -237,7 +240,7 @@ type shardJSON struct {
 func newNodeJSON(n gateway.NodeStatus) nodeJSON {
 	out := nodeJSON{Group: n.Group, GroupBase64: base64IfInvalid(n.Group), Client: n.Client, ClientBase64: base64IfInvalid(n.Client),
 		ShardCount: n.ShardCount, QueueLength: n.Queue, PublishedCount: n.Published, UpdatedAt: n.UpdatedAt,
-		Shards: make([]shardJSON, 0, len(n.Shards))}
+		Stale: n.Stale(time.Now()), Shards: make([]shardJSON, 0, len(n.Shards))}
 	for _, s := range n.Shards {
 		out.Shards = append(out.Shards, shardJSON{Shard: s.ID, ShardCount: s.Count, State: s.State, SessionID: s.SessionID, Seq: s.Seq,
 			LatencyMs: millis(s.Latency), LastHeartbeatACKAt: s.LastHeartbeatACK, AvailableGuildCount: s.GuildsAvailable,

@@ -279,7 +279,7 @@ func TestJSONSchema(t *testing.T) {
 			n = asMap(e)
 		}
 	}
-	s.has("shards", n, "group", "client", "shard_count", "queue_length", "published_count", "updated_at", "shards")
+	s.has("shards", n, "group", "client", "shard_count", "queue_length", "published_count", "updated_at", "stale", "shards")
 	sh := asSlice(n["shards"])
 	if len(sh) != 1 {
 		t.Fatalf("shards: %v", n)

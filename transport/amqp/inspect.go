@@ -22,7 +22,22 @@ import (
 // delivered to another consumer, and only the channel a message was
 // delivered on can settle it.
 
-var _ core.Inspector = (*Broker)(nil)
+var (
+	_ core.Inspector    = (*Broker)(nil)
+	_ core.StatsChecker = (*Broker)(nil)
+)
+
+// StatsErr implements core.StatsChecker: nil while the management API
+// answers, else why it does not (it is off, does not answer, refuses the
+// login…), wrapping core.ErrStatsUnavailable; the URL it names has no
+// password.
+func (b *Broker) StatsErr() error {
+	err := b.insp.m.lastErr()
+	if err == nil {
+		return nil
+	}
+	return b.scrub(fmt.Errorf("%w: %w", core.ErrStatsUnavailable, err))
+}
 
 const (
 	// entriesMaxCount bounds the page size of Entries.
@@ -98,7 +113,7 @@ func unsupported(op, why string) error {
 // needsMgmt builds the error of an operation that needs the management
 // API, which is unavailable for cause.
 func needsMgmt(op string, cause error) error {
-	return fmt.Errorf("amqp: %s: %w without the RabbitMQ management API: %w", op, core.ErrUnsupported, cause)
+	return fmt.Errorf("amqp: %s: %w without the RabbitMQ management API (%w): %w", op, core.ErrUnsupported, core.ErrStatsUnavailable, cause)
 }
 
 // runBounded runs fn (AMQP calls take no context) and returns its error,

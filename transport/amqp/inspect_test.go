@@ -131,6 +131,9 @@ func TestInspectTopology(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := in.StatsErr(); err != nil {
+		t.Errorf("stats with the management API: %v", err)
+	}
 	if s, ok := findStream(streams, ev); !ok || s.Length != 15 || s.Groups != 3 || s.FirstID != "" || s.LastID != "" {
 		t.Errorf("stream %s = %+v (found %v), want length 15, 3 groups", ev, s, ok)
 	}
@@ -440,6 +443,12 @@ func TestInspectWithoutManagement(t *testing.T) {
 		want := fmt.Sprint([]core.StreamInfo{{Name: ev, Length: 2, Groups: 1}, {Name: core.DeadLetterEvent(ev), Groups: 1}})
 		return fmt.Sprint(list) == want, fmt.Sprintf("streams %+v, want %s", list, want)
 	})
+	// The figures are partial, and the broker says so and why.
+	serr := b.StatsErr()
+	noSecret("stats", serr)
+	if !errors.Is(serr, core.ErrStatsUnavailable) || !strings.Contains(serr.Error(), "statistics unavailable: management API at http://"+strings.TrimPrefix(down, "http://guest:"+secret+"@")+" does not answer") {
+		t.Errorf("stats without the API: %v, want ErrStatsUnavailable naming the URL", serr)
+	}
 	gs, err := b.Groups(ctx, ev)
 	noSecret("groups", err)
 	if err != nil || len(gs) != 1 || gs[0] != (core.GroupInfo{Name: q, Consumers: 1, Pending: -1, Lag: 2}) {
@@ -469,6 +478,9 @@ func TestInspectWithoutManagement(t *testing.T) {
 	}
 	if _, err := off.Consumers(ctx, ev, q); !errors.Is(err, core.ErrUnsupported) || !strings.Contains(err.Error(), "off") {
 		t.Errorf("consumers, API off: %v", err)
+	}
+	if err := off.StatsErr(); !errors.Is(err, core.ErrStatsUnavailable) || !strings.Contains(err.Error(), "off") {
+		t.Errorf("stats, API off: %v", err)
 	}
 }
 

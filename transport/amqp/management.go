@@ -124,6 +124,17 @@ func (m *mgmt) unavailable() error {
 	return nil
 }
 
+// lastErr is why the latest request to the API failed, or nil when it
+// answered (or was never asked).
+func (m *mgmt) lastErr() error {
+	if m == nil {
+		return errors.New("the management API is disabled (ManagementURL is \"off\")")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.downErr
+}
+
 // markDown records that the API failed; it is left alone for mgmtRetry.
 func (m *mgmt) markDown(err error) {
 	m.mu.Lock()
@@ -207,7 +218,7 @@ func (m *mgmt) do(ctx context.Context, method, path string, query url.Values, bo
 		if ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
 			return fmt.Errorf("management API %s: %w", m.shown, context.Cause(ctx)) // the caller gave up
 		}
-		err = fmt.Errorf("management API %s does not answer: %w", m.shown, errors.Unwrap(err))
+		err = fmt.Errorf("management API at %s does not answer: %w", m.shown, errors.Unwrap(err))
 		m.markDown(err)
 		return &mgmtError{err}
 	}

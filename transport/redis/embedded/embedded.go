@@ -30,8 +30,10 @@ import (
 //
 // Time runs as on Redis: TTLs (SET PX, EXPIRE) run down with the wall
 // clock and keys expire when they reach zero; stream entry ids and
-// XPENDING idle times come from the wall clock; BLOCK timeouts are real
-// time. It answers CLIENT ID and CLIENT UNBLOCK, so a stopping consumer
+// XPENDING idle times come from the wall clock, and so do XINFO
+// CONSUMERS' (miniredis sets a consumer's last-seen time on XCLAIM only;
+// here XREADGROUP sets it too, as on Redis, when it starts and when a
+// blocked one ends); BLOCK timeouts are real time. It answers CLIENT ID and CLIENT UNBLOCK, so a stopping consumer
 // does not wait out its XREADGROUP BLOCK; unlike Redis, CLIENT UNBLOCK
 // ends the blocked command by closing that client's connection (the
 // client sees a connection error instead of a nil reply).
@@ -165,10 +167,47 @@ func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
 	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "UNBLOCK"):
 		c.unblock(p, args[1:])
 		return true
+	case cmd == "XREADGROUP":
+		c.seen(args)
+		if !blocks(cmd, args) {
+			return false
+		}
+		ran := c.runBlocking(p, cmd, args)
+		c.seen(args)
+		return ran
 	case blocks(cmd, args):
 		return c.runBlocking(p, cmd, args)
 	}
 	return false
+}
+
+// seen records that the consumer of XREADGROUP args (GROUP g c … STREAMS
+// k… id…) was seen now, for XINFO CONSUMERS' idle: an XCLAIM of no
+// pending id, which miniredis counts as the consumer's activity and which
+// changes nothing else. Its reply (an error, for a missing group) is
+// dropped. The hook never runs it inside a script: XREADGROUP is not one
+// of the driver's scripts' commands.
+func (c *clients) seen(args []string) {
+	var group, consumer string
+	var keys []string
+	for i := 0; i < len(args); i++ {
+		switch {
+		case strings.EqualFold(args[i], "GROUP") && i+2 < len(args):
+			group, consumer = args[i+1], args[i+2]
+			i += 2
+		case strings.EqualFold(args[i], "STREAMS"):
+			rest := args[i+1:]
+			keys = rest[:len(rest)/2]
+			i = len(args)
+		}
+	}
+	if group == "" {
+		return
+	}
+	s := c.server()
+	for _, k := range keys {
+		s.Dispatch(server.NewPeer(bufio.NewWriter(io.Discard)), []string{"XCLAIM", k, group, consumer, "0", "0-0", "JUSTID"})
+	}
 }
 
 // id returns p's CLIENT ID, giving it one on first use.

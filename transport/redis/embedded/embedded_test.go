@@ -229,3 +229,49 @@ func TestEmbeddedCloseEndsBlockedCommands(t *testing.T) {
 	}
 	e.Close() // idempotent
 }
+
+// TestEmbeddedConsumerIdle: XINFO CONSUMERS reports how long a consumer
+// has not read (miniredis alone reports -1 for a consumer that only ran
+// XREADGROUP), as Redis does: a consumer that stops reading while it holds
+// messages is seen idle, and a read makes it active again.
+func TestEmbeddedConsumerIdle(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	c := client(t, e)
+	ctx := ctxT(t)
+	if err := c.XAdd(ctx, &goredis.XAddArgs{Stream: "s", Values: []any{"data", "x"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XGroupCreate(ctx, "s", "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "stuck", Streams: []string{"s", ">"}, Count: 1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	read := time.Now()
+	time.Sleep(150 * time.Millisecond)
+	idle := func(name string) time.Duration {
+		t.Helper()
+		cs, err := c.XInfoConsumers(ctx, "s", "g").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range cs {
+			if x.Name == name {
+				return x.Idle
+			}
+		}
+		t.Fatalf("no consumer %s in %+v", name, cs)
+		return 0
+	}
+	if d := idle("stuck"); d < 100*time.Millisecond || d > time.Since(read)+100*time.Millisecond {
+		t.Errorf("idle %s, %s since its read", d, time.Since(read))
+	}
+	// A blocked read that ends (BLOCK timeout) counts as seen at its end.
+	if err := c.XReadGroup(ctx, &goredis.XReadGroupArgs{Group: "g", Consumer: "stuck", Streams: []string{"s", ">"}, Count: 1, Block: 200 * time.Millisecond}).Err(); err != goredis.Nil {
+		t.Fatalf("blocked read: %v", err)
+	}
+	if d := idle("stuck"); d > 100*time.Millisecond {
+		t.Errorf("idle %s just after a blocked read ended", d)
+	}
+}
