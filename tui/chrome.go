@@ -79,10 +79,13 @@ func (m *Model) headerView() string {
 
 func (m *Model) tabsView() string {
 	st := m.sh.st
-	render := func(compact bool) string {
+	render := func(compact, short bool) string {
 		var b strings.Builder
 		for k := range numKinds {
 			label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
+			if short && k != m.active() {
+				label = fmt.Sprintf("%d %s", k+1, kindShort[k])
+			}
 			switch {
 			case k == m.active() && compact && k > 0:
 				b.WriteString(" " + st.tabOn.Render("["+label+"]"))
@@ -96,9 +99,12 @@ func (m *Model) tabsView() string {
 		}
 		return b.String()
 	}
-	s := render(false)
+	s := render(false, false)
 	if ansi.StringWidth(s) > m.width {
-		s = render(true)
+		s = render(true, false)
+	}
+	if ansi.StringWidth(s) > m.width {
+		s = render(true, true) // inactive tabs by short titles
 	}
 	return truncate(s, m.width)
 }

@@ -15,7 +15,7 @@ import (
 // kind names a view.
 type kind int
 
-// The views, in tab order (keys 1–8).
+// The views, in tab order (keys 1–9).
 const (
 	kOverview kind = iota
 	kStreams
@@ -25,12 +25,16 @@ const (
 	kPublish
 	kSend
 	kShards
+	kServices
 	numKinds
 )
 
-var kindNames = [numKinds]string{"overview", "streams", "groups", "pending", "tail", "publish", "send", "shards"}
+var kindNames = [numKinds]string{"overview", "streams", "groups", "pending", "tail", "publish", "send", "shards", "services"}
 
-var kindTitles = [numKinds]string{"Overview", "Streams", "Groups", "Pending", "Tail", "Publish", "Send", "Shards"}
+var kindTitles = [numKinds]string{"Overview", "Streams", "Groups", "Pending", "Tail", "Publish", "Send", "Shards", "Services"}
+
+// kindShort are the tab titles when even the compact tab row does not fit.
+var kindShort = [numKinds]string{"Over", "Strm", "Grps", "Pend", "Tail", "Pub", "Send", "Shrd", "Svcs"}
 
 // view is one screen of the console. Views are components: the root owns
 // the layout and routes messages; a view owns its data, its keys and its

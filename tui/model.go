@@ -150,6 +150,7 @@ func New(b Backend, opts Options) *Model {
 		kPublish:  newPublish(sh),
 		kSend:     newSend(sh),
 		kShards:   newShards(sh),
+		kServices: newServices(sh),
 	}
 	m.modal = newModal(opts.Renderer, &st)
 	m.payload = newPayloadPane(sh)

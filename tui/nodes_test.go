@@ -140,7 +140,7 @@ func TestOverviewCountsLocalAndRemoteShards(t *testing.T) {
 	// No source of remote statuses: no Shards line, as before.
 	ins, b, gw := fixture()
 	f := newDriver(t, testNode(ins, b, gw), plainOptions(), 120, 30)
-	f.mustNotContain("gateway nodes", "Shards  ")
+	f.mustNotContain("gateway nodes", " Shards       ")
 }
 
 func TestSendUsesARemoteNodesShardCount(t *testing.T) {

@@ -40,6 +40,7 @@ var paletteCommands = []paletteCommand{
 	{[]string{"publish", "pub", "call"}, "[EVENT]", "publish or call"},
 	{[]string{"send", "route"}, "[GUILD_ID]", "SEND-route a packet to a shard"},
 	{[]string{"shards", "sh", "gateway"}, "", "shard health and control"},
+	{[]string{"services", "svc", "presence"}, "", "service instances that announce themselves"},
 	{[]string{"refresh", "interval"}, "[DURATION]", "set the refresh interval, or pause/resume"},
 	{[]string{"help", "h"}, "", "keys of this view"},
 	{[]string{"quit", "q", "exit"}, "", "leave the console"},
@@ -157,6 +158,8 @@ func parseCommand(text string) (command, error) {
 		}
 	case "shards":
 		c.to = kShards
+	case "services":
+		c.to = kServices
 	case "refresh":
 		c.special = cmdRefresh
 		if len(args) > 0 {

@@ -435,7 +435,12 @@ func TestCallPrintsReply(t *testing.T) {
 
 func TestCallTimeout(t *testing.T) {
 	event := unique("cli-call-nobody")
-	redisClient(t, event)
+	rc := redisClient(t, event)
+	// A group that never answers: with none at all the call would fail at
+	// once (TestCallNobodyConsumesFailsFast).
+	if err := rc.XGroupCreateMkStream(t.Context(), event, "mute", "$").Err(); err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	r := cli(t, "call", event, `{}`, "--timeout", "300ms")
 	if r.code != exitTimeout {
