@@ -1,0 +1,412 @@
+package restproxy
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Ticket names what one request is limited by, for a Store.
+type Ticket struct {
+	// Identity is IdentityOf the request's Authorization.
+	Identity string
+	// Route is Route.Key.
+	Route string
+	// Major is Route.Major.
+	Major string
+	// Lease bounds how long the bucket stays held for this request if its
+	// holder disappears (a crashed process).
+	Lease time.Duration
+}
+
+// Lane is the wake-up channel of a ticket: every bucket of one identity and
+// top-level resource shares it.
+func (t Ticket) Lane() string { return t.Identity + "|" + t.Major }
+
+// routeKey is the store key of a ticket's route before its hash is known.
+func (t Ticket) routeKey() string { return t.Identity + "|" + t.Route + "|" + t.Major }
+
+// mapKey is the store key of a ticket's learned bucket hash.
+func (t Ticket) mapKey() string { return t.Identity + "|" + t.Route }
+
+// hashKey is the store key of a bucket hash for a ticket's resource.
+func (t Ticket) hashKey(hash string) string { return t.Identity + "|#" + hash + "|" + t.Major }
+
+// Update is what a response taught about a bucket, for Store.Release.
+type Update struct {
+	// Hash is X-RateLimit-Bucket, when sent.
+	Hash string
+	// HasLimits reports that Limit, Remaining and ResetAfter were sent.
+	HasLimits  bool
+	Limit      int
+	Remaining  int
+	ResetAfter time.Duration
+	// Unlimited marks a route that answered with no bucket headers: only
+	// the global limit applies to it.
+	Unlimited bool
+	// PauseFor holds the bucket for this long (a user or shared 429).
+	PauseFor time.Duration
+	// Refund gives the slot back: the request was not sent.
+	Refund bool
+}
+
+// Grant is the result of Store.Acquire.
+type Grant struct {
+	// Key is the bucket key taken, when Wait is 0.
+	Key string
+	// Wait is how long to wait before trying again (or until a wake-up on
+	// the ticket's lane); 0 when the slot was taken.
+	Wait time.Duration
+	// Held reports that the wait is for another request holding the
+	// bucket (it ends at its Release, usually well before Wait), not for
+	// the bucket's reset.
+	Held bool
+}
+
+// BucketState is one bucket as a Store holds it (for `spectacles buckets`).
+type BucketState struct {
+	// Key is the store key: identity hash, bucket (route or #hash) and
+	// top-level resource.
+	Key       string    `json:"key"`
+	Limit     int       `json:"limit"`
+	Remaining int       `json:"remaining"`
+	ResetAt   time.Time `json:"reset_at"`
+	// InFlight reports a request held the bucket.
+	InFlight  bool `json:"in_flight"`
+	Unlimited bool `json:"unlimited"`
+}
+
+// Store holds rate-limit state, in memory for one process or in Redis for
+// several. Every method is atomic with respect to the others.
+type Store interface {
+	// Acquire tries to take one request slot of the ticket's bucket (the
+	// learned hash's, else the route's).
+	Acquire(ctx context.Context, t Ticket, now time.Time) (Grant, error)
+	// Release frees the bucket key taken by Acquire, applies u (learning
+	// the route's hash) and wakes the lane's waiters.
+	Release(ctx context.Context, t Ticket, key string, u Update, now time.Time) error
+	// Wake returns a channel that receives after the next Release on lane,
+	// and a function to stop listening. Call it before Acquire so that no
+	// wake-up is lost.
+	Wake(lane string) (<-chan struct{}, func())
+	// TakeGlobal counts one request against identity's global limit of
+	// limit per window, or returns how long to wait before trying again.
+	TakeGlobal(ctx context.Context, identity string, limit int, window time.Duration, now time.Time) (time.Duration, error)
+	// PauseGlobal stops identity's requests until until (a global 429).
+	PauseGlobal(ctx context.Context, identity string, until time.Time) error
+	// AddInvalid counts one invalid request (401, 403, non-shared 429).
+	AddInvalid(ctx context.Context, now time.Time) error
+	// Invalid returns the invalid requests of the last 10 minutes and the
+	// end of a Cloudflare ban (zero when none).
+	Invalid(ctx context.Context, now time.Time) (count int, bannedUntil time.Time, err error)
+	// Ban stops every request until until (a Cloudflare ban).
+	Ban(ctx context.Context, until time.Time) error
+	// Buckets lists the buckets.
+	Buckets(ctx context.Context, now time.Time) ([]BucketState, error)
+	// Close releases the store's resources.
+	Close() error
+}
+
+// InvalidWindow is the window of Discord's invalid-request limit, and
+// invalidSlot the resolution stores count it with.
+const (
+	InvalidWindow = 10 * time.Minute
+	invalidSlot   = 10 * time.Second
+)
+
+// MemoryStore is a Store for one process.
+type MemoryStore struct {
+	mu       sync.Mutex
+	buckets  map[string]*memBucket
+	hashes   map[string]memHash
+	global   map[string]*memGlobal
+	invalid  map[int64]int // slot -> count
+	banned   time.Time
+	waiters  map[string]map[chan struct{}]struct{}
+	lastSwep time.Time
+}
+
+type memBucket struct {
+	limit, remaining int
+	resetAt          time.Time
+	lockedUntil      time.Time
+	unlimited        bool
+	used             time.Time
+}
+
+type memHash struct {
+	hash string
+	used time.Time
+}
+
+type memGlobal struct {
+	sends  []time.Time
+	paused time.Time
+}
+
+// NewMemoryStore returns an empty MemoryStore.
+func NewMemoryStore() *MemoryStore {
+	return &MemoryStore{
+		buckets: map[string]*memBucket{},
+		hashes:  map[string]memHash{},
+		global:  map[string]*memGlobal{},
+		invalid: map[int64]int{},
+		waiters: map[string]map[chan struct{}]struct{}{},
+	}
+}
+
+// Idle state is forgotten: hashes after a day unused (as discord.js),
+// buckets once reset and unused for 10 minutes.
+const (
+	hashTTL   = 24 * time.Hour
+	bucketTTL = 10 * time.Minute
+)
+
+func (s *MemoryStore) resolveLocked(t Ticket, now time.Time) string {
+	if h, ok := s.hashes[t.mapKey()]; ok {
+		h.used = now
+		s.hashes[t.mapKey()] = h
+		return t.hashKey(h.hash)
+	}
+	return t.routeKey()
+}
+
+// Acquire implements Store.
+func (s *MemoryStore) Acquire(_ context.Context, t Ticket, now time.Time) (Grant, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sweepLocked(now)
+	key := s.resolveLocked(t, now)
+	b := s.buckets[key]
+	if b == nil {
+		b = &memBucket{}
+		s.buckets[key] = b
+	}
+	b.used = now
+	g := b.take(now, t.Lease)
+	if g.Wait == 0 {
+		g.Key = key
+	}
+	return g, nil
+}
+
+// take takes a slot of b, or returns the wait.
+func (b *memBucket) take(now time.Time, lease time.Duration) Grant {
+	if b.unlimited {
+		return Grant{}
+	}
+	if now.Before(b.lockedUntil) {
+		return Grant{Wait: b.lockedUntil.Sub(now), Held: true}
+	}
+	if b.limit > 0 && !now.Before(b.resetAt) {
+		b.remaining = b.limit
+	}
+	if b.remaining <= 0 && now.Before(b.resetAt) {
+		return Grant{Wait: b.resetAt.Sub(now)}
+	}
+	if b.remaining > 0 {
+		b.remaining--
+	}
+	b.lockedUntil = now.Add(lease)
+	return Grant{}
+}
+
+// apply applies u to b.
+func (b *memBucket) apply(u Update, now time.Time) {
+	if u.HasLimits {
+		b.limit, b.remaining, b.resetAt = u.Limit, u.Remaining, now.Add(u.ResetAfter)
+		b.unlimited = false
+	} else if u.Unlimited {
+		b.unlimited = true
+	}
+	if u.PauseFor > 0 {
+		b.remaining = 0
+		b.unlimited = false
+		if end := now.Add(u.PauseFor); end.After(b.resetAt) {
+			b.resetAt = end
+		}
+	}
+}
+
+// Release implements Store.
+func (s *MemoryStore) Release(_ context.Context, t Ticket, key string, u Update, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if b := s.buckets[key]; b != nil {
+		b.lockedUntil = time.Time{}
+		if u.Refund && b.limit > 0 && now.Before(b.resetAt) && b.remaining < b.limit {
+			b.remaining++
+		}
+	}
+	target := key
+	if u.Hash != "" {
+		s.hashes[t.mapKey()] = memHash{hash: u.Hash, used: now}
+		target = t.hashKey(u.Hash)
+	}
+	if !u.Refund {
+		b := s.buckets[target]
+		if b == nil {
+			b = &memBucket{used: now}
+			s.buckets[target] = b
+		}
+		b.apply(u, now)
+	}
+	for ch := range s.waiters[t.Lane()] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// Wake implements Store.
+func (s *MemoryStore) Wake(lane string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	s.mu.Lock()
+	if s.waiters[lane] == nil {
+		s.waiters[lane] = map[chan struct{}]struct{}{}
+	}
+	s.waiters[lane][ch] = struct{}{}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		delete(s.waiters[lane], ch)
+		if len(s.waiters[lane]) == 0 {
+			delete(s.waiters, lane)
+		}
+		s.mu.Unlock()
+	}
+}
+
+// TakeGlobal implements Store with a sliding window: at most limit sends
+// in any window.
+func (s *MemoryStore) TakeGlobal(_ context.Context, identity string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.global[identity]
+	if g == nil {
+		g = &memGlobal{}
+		s.global[identity] = g
+	}
+	if now.Before(g.paused) {
+		return g.paused.Sub(now), nil
+	}
+	from := now.Add(-window)
+	i := 0
+	for i < len(g.sends) && !g.sends[i].After(from) {
+		i++
+	}
+	g.sends = g.sends[i:]
+	if len(g.sends) >= limit {
+		return g.sends[0].Add(window).Sub(now) + time.Millisecond, nil
+	}
+	g.sends = append(g.sends, now)
+	return 0, nil
+}
+
+// PauseGlobal implements Store.
+func (s *MemoryStore) PauseGlobal(_ context.Context, identity string, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.global[identity]
+	if g == nil {
+		g = &memGlobal{}
+		s.global[identity] = g
+	}
+	if until.After(g.paused) {
+		g.paused = until
+	}
+	return nil
+}
+
+// AddInvalid implements Store.
+func (s *MemoryStore) AddInvalid(_ context.Context, now time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.invalid[now.UnixNano()/int64(invalidSlot)]++
+	return nil
+}
+
+// Invalid implements Store.
+func (s *MemoryStore) Invalid(_ context.Context, now time.Time) (int, time.Time, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := now.UnixNano() / int64(invalidSlot)
+	n := 0
+	for slot, c := range s.invalid {
+		if cur-slot < int64(InvalidWindow/invalidSlot) {
+			n += c
+		} else {
+			delete(s.invalid, slot)
+		}
+	}
+	var banned time.Time
+	if now.Before(s.banned) {
+		banned = s.banned
+	}
+	return n, banned, nil
+}
+
+// Ban implements Store.
+func (s *MemoryStore) Ban(_ context.Context, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if until.After(s.banned) {
+		s.banned = until
+	}
+	return nil
+}
+
+// Buckets implements Store.
+func (s *MemoryStore) Buckets(_ context.Context, now time.Time) ([]BucketState, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]BucketState, 0, len(s.buckets))
+	for k, b := range s.buckets {
+		st := BucketState{Key: k, Limit: b.limit, Remaining: b.remaining, ResetAt: b.resetAt,
+			InFlight: now.Before(b.lockedUntil), Unlimited: b.unlimited}
+		if b.limit > 0 && !now.Before(b.resetAt) {
+			st.Remaining = b.limit
+		}
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// Close implements Store.
+func (s *MemoryStore) Close() error { return nil }
+
+// sweepLocked forgets idle buckets and hashes, at most once a minute.
+func (s *MemoryStore) sweepLocked(now time.Time) {
+	if now.Sub(s.lastSwep) < time.Minute {
+		return
+	}
+	s.lastSwep = now
+	for k, b := range s.buckets {
+		if now.Sub(b.used) > bucketTTL && !now.Before(b.resetAt) && !now.Before(b.lockedUntil) {
+			delete(s.buckets, k)
+		}
+	}
+	for k, h := range s.hashes {
+		if now.Sub(h.used) > hashTTL {
+			delete(s.hashes, k)
+		}
+	}
+	for k, g := range s.global {
+		if len(g.sends) == 0 || now.Sub(g.sends[len(g.sends)-1]) > time.Minute {
+			if !now.Before(g.paused) {
+				delete(s.global, k)
+			}
+		}
+	}
+}
+
+// identityOfKey returns the identity part of a bucket key.
+func identityOfKey(key string) string {
+	id, _, _ := strings.Cut(key, "|")
+	return id
+}
