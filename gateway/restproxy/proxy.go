@@ -253,10 +253,10 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 	t := Ticket{Identity: IdentityOf(auth), Route: route.Key(), Major: route.Major}
 
 	start := time.Now()
-	if err := p.enter(ctx, t.routeKey()); err != nil {
+	if err := p.enter(ctx, t.RouteKey()); err != nil {
 		return nil, err
 	}
-	defer p.exit(t.routeKey())
+	defer p.exit(t.RouteKey())
 
 	for attempt := 0; ; attempt++ {
 		if err := p.checkInvalid(ctx); err != nil {

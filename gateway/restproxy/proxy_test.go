@@ -112,7 +112,7 @@ func TestBurstWithinLimits(t *testing.T) {
 	var wg sync.WaitGroup
 	for c := 0; c < channels; c++ {
 		path := "/channels/" + chanID(c) + "/messages"
-		key := Ticket{Identity: IdentityOf(testBot), Route: "POST /channels/:id/messages", Major: "channels/" + chanID(c)}.routeKey()
+		key := Ticket{Identity: IdentityOf(testBot), Route: "POST /channels/:id/messages", Major: "channels/" + chanID(c)}.RouteKey()
 		for i := 0; i < perChannel; i++ {
 			wg.Add(1)
 			go func() {

@@ -3,7 +3,6 @@ package restproxy
 import (
 	"context"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 )
@@ -25,14 +24,17 @@ type Ticket struct {
 // top-level resource shares it.
 func (t Ticket) Lane() string { return t.Identity + "|" + t.Major }
 
-// routeKey is the store key of a ticket's route before its hash is known.
-func (t Ticket) routeKey() string { return t.Identity + "|" + t.Route + "|" + t.Major }
+// RouteKey is the bucket key of a ticket's route before its hash is
+// known: identity, route and top-level resource.
+func (t Ticket) RouteKey() string { return t.Identity + "|" + t.Route + "|" + t.Major }
 
-// mapKey is the store key of a ticket's learned bucket hash.
-func (t Ticket) mapKey() string { return t.Identity + "|" + t.Route }
+// MapKey is the key under which a store keeps the bucket hash learned for
+// a ticket's route: identity and route.
+func (t Ticket) MapKey() string { return t.Identity + "|" + t.Route }
 
-// hashKey is the store key of a bucket hash for a ticket's resource.
-func (t Ticket) hashKey(hash string) string { return t.Identity + "|#" + hash + "|" + t.Major }
+// HashKey is the bucket key of a bucket hash for a ticket's identity and
+// top-level resource.
+func (t Ticket) HashKey(hash string) string { return t.Identity + "|#" + hash + "|" + t.Major }
 
 // Update is what a response taught about a bucket, for Store.Release.
 type Update struct {
@@ -165,12 +167,12 @@ const (
 )
 
 func (s *MemoryStore) resolveLocked(t Ticket, now time.Time) string {
-	if h, ok := s.hashes[t.mapKey()]; ok {
+	if h, ok := s.hashes[t.MapKey()]; ok {
 		h.used = now
-		s.hashes[t.mapKey()] = h
-		return t.hashKey(h.hash)
+		s.hashes[t.MapKey()] = h
+		return t.HashKey(h.hash)
 	}
-	return t.routeKey()
+	return t.RouteKey()
 }
 
 // Acquire implements Store.
@@ -242,8 +244,8 @@ func (s *MemoryStore) Release(_ context.Context, t Ticket, key string, u Update,
 	}
 	target := key
 	if u.Hash != "" {
-		s.hashes[t.mapKey()] = memHash{hash: u.Hash, used: now}
-		target = t.hashKey(u.Hash)
+		s.hashes[t.MapKey()] = memHash{hash: u.Hash, used: now}
+		target = t.HashKey(u.Hash)
 	}
 	if !u.Refund {
 		b := s.buckets[target]
@@ -403,10 +405,4 @@ func (s *MemoryStore) sweepLocked(now time.Time) {
 			}
 		}
 	}
-}
-
-// identityOfKey returns the identity part of a bucket key.
-func identityOfKey(key string) string {
-	id, _, _ := strings.Cut(key, "|")
-	return id
 }
