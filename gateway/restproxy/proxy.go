@@ -28,9 +28,15 @@ var (
 	// ErrBanned: Discord's Cloudflare answered a ban; requests are refused
 	// until it ends.
 	ErrBanned = errors.New("restproxy: Discord's Cloudflare banned this address; the request was not sent")
-	// ErrInvalidRequest: the request cannot be built (bad method, path,
-	// query or header).
+	// ErrInvalidRequest: the request cannot be built; the errors below
+	// wrap it and say which part is wrong.
 	ErrInvalidRequest = errors.New("restproxy: invalid request")
+	// ErrInvalidMethod, ErrInvalidPath, ErrInvalidQuery and
+	// ErrInvalidHeaders wrap ErrInvalidRequest.
+	ErrInvalidMethod  = fmt.Errorf("%w: method", ErrInvalidRequest)
+	ErrInvalidPath    = fmt.Errorf("%w: path", ErrInvalidRequest)
+	ErrInvalidQuery   = fmt.Errorf("%w: query", ErrInvalidRequest)
+	ErrInvalidHeaders = fmt.Errorf("%w: headers", ErrInvalidRequest)
 )
 
 // ErrUpstream wraps a transport error talking to Discord (the request may
@@ -103,6 +109,9 @@ type Request struct {
 	Header http.Header
 	// Body is sent as it is.
 	Body []byte
+	// APIVersion, when positive, replaces the configured API version (the
+	// HTTP side keeps the caller's /api/vN).
+	APIVersion int
 }
 
 // Response is Discord's answer.
@@ -118,7 +127,7 @@ type Response struct {
 // New; it is safe for concurrent use.
 type Proxy struct {
 	cfg    Config
-	base   *url.URL
+	root   string // APIBase without its /vN
 	store  Store
 	client *http.Client
 	log    *slog.Logger
@@ -208,7 +217,13 @@ func New(cfg Config) (*Proxy, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{cfg: cfg, base: base, store: cfg.Store, client: cfg.Client, log: cfg.Logger,
+	root := cfg.APIBase
+	if i := strings.LastIndex(root, "/v"); i >= 0 {
+		if _, err := strconv.Atoi(root[i+2:]); err == nil {
+			root = root[:i]
+		}
+	}
+	return &Proxy{cfg: cfg, root: root, store: cfg.Store, client: cfg.Client, log: cfg.Logger,
 		m: cfg.Metrics, lanes: map[string]*lane{}}, nil
 }
 
@@ -302,24 +317,27 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 func (p *Proxy) build(req *Request) (*http.Request, string, error) {
 	method := strings.ToUpper(req.Method)
 	if method == "" || strings.ContainsAny(method, " \t\r\n/") {
-		return nil, "", fmt.Errorf("%w: method %q", ErrInvalidRequest, req.Method)
+		return nil, "", fmt.Errorf("%w %q", ErrInvalidMethod, req.Method)
 	}
 	if !strings.HasPrefix(req.Path, "/") || strings.ContainsAny(req.Path, "?# \t\r\n") {
-		return nil, "", fmt.Errorf("%w: path must start with / and hold no query, fragment or space", ErrInvalidRequest)
+		return nil, "", fmt.Errorf("%w: it must start with / and hold no query, fragment or space", ErrInvalidPath)
 	}
 	target := p.cfg.APIBase + req.Path
+	if req.APIVersion > 0 {
+		target = p.root + "/v" + strconv.Itoa(req.APIVersion) + req.Path
+	}
 	if req.RawQuery != "" {
 		if strings.ContainsAny(req.RawQuery, "# \t\r\n") {
-			return nil, "", fmt.Errorf("%w: query holds a space or #", ErrInvalidRequest)
+			return nil, "", fmt.Errorf("%w: it holds a space or #", ErrInvalidQuery)
 		}
 		if _, err := url.ParseQuery(req.RawQuery); err != nil {
-			return nil, "", fmt.Errorf("%w: query: %v", ErrInvalidRequest, err)
+			return nil, "", fmt.Errorf("%w: %v", ErrInvalidQuery, err)
 		}
 		target += "?" + req.RawQuery
 	}
 	u, err := url.Parse(target)
 	if err != nil {
-		return nil, "", fmt.Errorf("%w: path: %v", ErrInvalidRequest, errors.Unwrap(err))
+		return nil, "", fmt.Errorf("%w: %v", ErrInvalidPath, errors.Unwrap(err))
 	}
 	hreq := &http.Request{Method: method, URL: u, Header: http.Header{}, Host: u.Host}
 	for k, vs := range req.Header {
@@ -330,7 +348,10 @@ func (p *Proxy) build(req *Request) (*http.Request, string, error) {
 		}
 		for _, v := range vs {
 			if strings.ContainsAny(v, "\r\n\x00") {
-				return nil, "", fmt.Errorf("%w: header %q holds a line break or NUL", ErrInvalidRequest, ck)
+				return nil, "", fmt.Errorf("%w: %q holds a line break or NUL", ErrInvalidHeaders, ck)
+			}
+			if !validHeaderName(ck) {
+				return nil, "", fmt.Errorf("%w: %q is not a header name", ErrInvalidHeaders, ck)
 			}
 			hreq.Header.Add(ck, v)
 		}
@@ -369,6 +390,20 @@ func (p *Proxy) send(ctx context.Context, hreq *http.Request, body []byte, targe
 		return nil, fmt.Errorf("%w: the answer passed %d bytes", ErrUpstream, p.cfg.MaxResponseBytes)
 	}
 	return &Response{Status: res.StatusCode, Header: res.Header, URL: target, Body: b}, nil
+}
+
+// validHeaderName reports whether s is an HTTP token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // describeTransport names a transport error without its URL (which may

@@ -71,10 +71,11 @@ type Grant struct {
 type BucketState struct {
 	// Key is the store key: identity hash, bucket (route or #hash) and
 	// top-level resource.
-	Key       string    `json:"key"`
-	Limit     int       `json:"limit"`
-	Remaining int       `json:"remaining"`
-	ResetAt   time.Time `json:"reset_at"`
+	Key       string `json:"key"`
+	Limit     int    `json:"limit"`
+	Remaining int    `json:"remaining"`
+	// ResetAt is when the bucket's window ends (nil when unknown).
+	ResetAt *time.Time `json:"reset_at,omitempty"`
 	// InFlight reports a request held the bucket.
 	InFlight  bool `json:"in_flight"`
 	Unlimited bool `json:"unlimited"`
@@ -368,8 +369,12 @@ func (s *MemoryStore) Buckets(_ context.Context, now time.Time) ([]BucketState, 
 	defer s.mu.Unlock()
 	out := make([]BucketState, 0, len(s.buckets))
 	for k, b := range s.buckets {
-		st := BucketState{Key: k, Limit: b.limit, Remaining: b.remaining, ResetAt: b.resetAt,
+		st := BucketState{Key: k, Limit: b.limit, Remaining: b.remaining,
 			InFlight: now.Before(b.lockedUntil), Unlimited: b.unlimited}
+		if !b.resetAt.IsZero() {
+			r := b.resetAt.UTC()
+			st.ResetAt = &r
+		}
 		if b.limit > 0 && !now.Before(b.resetAt) {
 			st.Remaining = b.limit
 		}

@@ -316,7 +316,8 @@ func (s *Store) Buckets(ctx context.Context, now time.Time) ([]restproxy.BucketS
 		st := restproxy.BucketState{Key: strings.TrimPrefix(k, s.prefix+"b:"), Limit: int(num(0)), Remaining: int(num(1)),
 			InFlight: num(3) > ms(now), Unlimited: num(4) == 1}
 		if r := num(2); r > 0 {
-			st.ResetAt = time.UnixMilli(r)
+			at := time.UnixMilli(r).UTC()
+			st.ResetAt = &at
 			if st.Limit > 0 && r <= ms(now) {
 				st.Remaining = st.Limit
 			}
