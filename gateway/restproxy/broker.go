@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -52,30 +51,28 @@ type BrokerConfig struct {
 	// Timeout bounds a request that carries no timeout, from its receipt.
 	// Default 15 s.
 	Timeout time.Duration
-	// MaxPending bounds the requests held at once (waiting on limits or in
-	// flight); the consumer stops taking more until one ends. Default 4096.
-	MaxPending int
 	// Logger receives diagnostics (never a token, a header or a body).
 	Logger *slog.Logger
 }
 
-// BrokerServer answers Spectacles REQUEST messages with a Proxy.
+// BrokerServer answers Spectacles REQUEST messages with a Proxy. Its
+// Handle runs once per message on the broker's handler pool, so the
+// broker's Options.Concurrency bounds the requests held at once, and the
+// broker's Close waits for them to be answered.
 //
 // Ack policy (at most once): a message is acknowledged when it is
 // received, before it waits on any rate limit and before it is sent, and
-// only then is it sent. A request waiting on a limit therefore never
-// outlives the broker's MessageTimeout unacknowledged, so it is never
-// delivered again to another proxy and sent to Discord twice. The price:
-// a proxy that dies while it holds a request loses it (its caller times
-// out). A message whose acknowledgement fails is not sent (the broker
-// delivers it again). Every received request gets a reply: Discord's
-// answer (status 0, whatever the HTTP status), or status 2 to 8.
+// only then is it sent. A request waiting on a limit is therefore never
+// delivered again to another proxy after the broker's MessageTimeout and
+// sent to Discord twice. The price: a proxy that dies while it holds a
+// request loses it (its caller times out). A message whose
+// acknowledgement fails is not sent (the broker delivers it again). Every
+// acknowledged request gets a reply: Discord's answer (status 0, whatever
+// the HTTP status), or status 2 to 8.
 type BrokerServer struct {
 	p   *Proxy
 	cfg BrokerConfig
 	log *slog.Logger
-	sem chan struct{}
-	wg  sync.WaitGroup
 }
 
 // NewBrokerServer returns a BrokerServer that forwards with p.
@@ -83,23 +80,17 @@ func NewBrokerServer(p *Proxy, cfg BrokerConfig) *BrokerServer {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	if cfg.MaxPending <= 0 {
-		cfg.MaxPending = 4096
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &BrokerServer{p: p, cfg: cfg, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxPending)}
+	return &BrokerServer{p: p, cfg: cfg, log: cfg.Logger}
 }
-
-// Wait waits for every request the server holds to be answered.
-func (s *BrokerServer) Wait() { s.wg.Wait() }
 
 // replyTimeout bounds publishing one reply.
 const replyTimeout = 5 * time.Second
 
-// Handle is the core.Handler of REQUEST messages. It returns once the
-// request is acknowledged and handed to a goroutine (or answered).
+// Handle is the core.Handler of REQUEST messages: it acknowledges the
+// message, forwards the request within its timeout and replies.
 func (s *BrokerServer) Handle(ctx context.Context, m *core.Message) {
 	received := time.Now()
 	log := s.log.With("id", m.ID)
@@ -112,22 +103,13 @@ func (s *BrokerServer) Handle(ctx context.Context, m *core.Message) {
 		s.reply(ctx, m, log, Reply{Status: status, Body: err.Error()})
 		return
 	}
-	select {
-	case s.sem <- struct{}{}:
-	case <-ctx.Done():
-		s.reply(ctx, m, log, Reply{Status: StatusRequestFailure, Body: "the proxy is stopping; the request was not sent"})
-		return
-	}
 	if timeout <= 0 {
 		timeout = s.cfg.Timeout
 	}
-	s.wg.Go(func() {
-		defer func() { <-s.sem }()
-		rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), received.Add(timeout))
-		defer cancel()
-		res, err := s.p.Do(rctx, req)
-		s.reply(ctx, m, log, ReplyOf(res, err))
-	})
+	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), received.Add(timeout))
+	defer cancel()
+	res, err := s.p.Do(rctx, req)
+	s.reply(ctx, m, log, ReplyOf(res, err))
 }
 
 // reply publishes a reply, even while the proxy stops.

@@ -40,7 +40,7 @@ func startBrokerEnv(t *testing.T, fakeCfg simulator.RESTConfig, n int) *brokerEn
 	for i := 0; i < n; i++ {
 		b, err := redis.Open(context.Background(), redis.Config{URL: addr, ReclaimInterval: 50 * time.Millisecond, Options: core.Options{
 			Identity:       core.Identity{Group: e.group, Client: "proxy-" + string(rune('a'+i))},
-			MessageTimeout: 200 * time.Millisecond,
+			MessageTimeout: 200 * time.Millisecond, Concurrency: 64,
 		}})
 		if err != nil {
 			t.Fatal(err)
@@ -53,7 +53,6 @@ func startBrokerEnv(t *testing.T, fakeCfg simulator.RESTConfig, n int) *brokerEn
 		t.Cleanup(func() {
 			cancel()
 			_ = b.Close()
-			srv.Wait()
 		})
 	}
 	c, err := redis.Open(context.Background(), redis.Config{URL: addr, Options: core.Options{

@@ -1,0 +1,153 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/gateway/simulator"
+	redistransport "github.com/spectacles-go/spectacles/transport/redis"
+	"github.com/spectacles-go/spectacles/transport/redis/redistest"
+)
+
+// startProxyProcess starts `spectacles proxy` with env and waits until it
+// is ready.
+func startProxyProcess(t *testing.T, bin string, env ...string) *process {
+	t.Helper()
+	p := &process{cmd: exec.Command(bin, "proxy"), done: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	deadline := time.Now().Add(15 * time.Second)
+	for !strings.Contains(p.stderr.String(), "msg=\"proxy ready\"") {
+		select {
+		case err := <-p.done:
+			p.done <- err
+			t.Fatalf("proxy exited (%v); stderr:\n%s", err, p.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("proxy not ready; stderr:\n%s", p.stderr.String())
+		}
+	}
+	return p
+}
+
+// TestProxyProcessesShareRedisLimits runs two `spectacles proxy`
+// processes on one leased Redis database against the REST fake: broker
+// calls and HTTP requests to one bucket, spread over both, draw no 429;
+// SIGTERM stops both cleanly, and neither logged the token.
+func TestProxyProcessesShareRedisLimits(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	rest, err := simulator.NewREST(simulator.RESTConfig{TimeScale: 0.04}) // 5 per 200 ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rest)
+	defer srv.Close()
+	url, _ := redistest.ExclusiveDB(t)
+	event, prefix := unique("REQUEST"), unique("proxy")+":"
+	raw := redistest.Client(t, url)
+	redistest.DeleteKeys(t, raw, event)
+	t.Cleanup(func() {
+		keys, _ := raw.Keys(context.Background(), prefix+"*").Result()
+		if len(keys) > 0 {
+			raw.Del(context.Background(), keys...)
+		}
+	})
+	bin := buildSpectacles(t)
+	httpAddr := freeAddr(t)
+	env := []string{"REDIS_URL=" + url, "BROKER_EVENT=" + event, "PROXY_RATELIMIT_STORE=redis", "PROXY_RATELIMIT_PREFIX=" + prefix,
+		"DISCORD_API_PROTOCOL=http", "DISCORD_API_HOST=" + strings.TrimPrefix(srv.URL, "http://"), "LOG_LEVEL=debug"}
+	a := startProxyProcess(t, bin, append(env, "PROXY_HTTP_ADDRESS="+httpAddr, "BROKER_CLIENT=a")...)
+	b := startProxyProcess(t, bin, append(env, "BROKER_CLIENT=b")...)
+
+	caller, err := redistransport.Open(context.Background(), redistransport.Config{URL: url, Options: core.Options{
+		Identity: core.Identity{Group: "caller", Client: "caller"}, CallTimeout: 20 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer caller.Close()
+	const token = "Bot " + simulator.DefaultToken
+	channel := "/channels/300000000000000001/messages"
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Go(func() {
+			req, _ := msgpack.Marshal(map[string]any{"method": "POST", "path": channel, "body": fmt.Sprintf(`{"content":"%d"}`, i),
+				"headers": map[string]any{"Authorization": token, "content-type": "application/json"}})
+			p, err := caller.Call(context.Background(), event, core.Raw(req))
+			if err != nil {
+				t.Errorf("call %d: %v", i, err)
+				return
+			}
+			var reply struct {
+				Status int `msgpack:"status"`
+				Body   struct {
+					Status int `msgpack:"status"`
+				} `msgpack:"body"`
+			}
+			if err := msgpack.Unmarshal(p.Raw, &reply); err != nil || reply.Status != 0 || reply.Body.Status != 200 {
+				t.Errorf("call %d: %+v %v", i, reply, err)
+			}
+		})
+		wg.Go(func() {
+			req, _ := http.NewRequest("POST", "http://"+httpAddr+"/api/v10"+channel, strings.NewReader("{}"))
+			req.Header.Set("Authorization", token)
+			req.Header.Set("Content-Type", "application/json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Errorf("http %d: %v", i, err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, res.Body)
+			res.Body.Close()
+			if res.StatusCode != 200 {
+				t.Errorf("http %d: %d", i, res.StatusCode)
+			}
+		})
+	}
+	wg.Wait()
+	http.DefaultClient.CloseIdleConnections()
+	if s := rest.Stats(); s.ByStatus[429] != 0 || s.Requests != 40 {
+		t.Fatalf("the fake saw %+v, want 40 requests and no 429", s)
+	}
+	for name, p := range map[string]*process{"a": a, "b": b} {
+		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if code := p.wait(t, 30*time.Second); code != 0 {
+			t.Errorf("proxy %s exited %d; stderr:\n%s", name, code, p.stderr.String())
+		}
+		if strings.Contains(p.stderr.String(), simulator.DefaultToken) {
+			t.Errorf("proxy %s logged the token:\n%s", name, p.stderr.String())
+		}
+	}
+	if !strings.Contains(b.stderr.String(), "replied") {
+		t.Errorf("proxy b answered nothing: the consumer group did not spread the calls; stderr:\n%s", b.stderr.String())
+	}
+}
