@@ -125,8 +125,8 @@ func splitAPIPath(p string) (string, int, bool) {
 	return "/" + rest, version, true
 }
 
-// AdminHandler serves the proxy's state: GET /buckets is a JSON document
-// {buckets, recent_429s, invalid_count, banned_until}.
+// AdminHandler serves the proxy's state, a Snapshot as JSON: {buckets,
+// recent_429s, invalid_count, ban_ends_at}.
 func AdminHandler(p *Proxy) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		now := time.Now()
@@ -138,7 +138,8 @@ func AdminHandler(p *Proxy) http.Handler {
 		n, banned, _ := p.Store().Invalid(r.Context(), now)
 		doc := Snapshot{Buckets: buckets, Recent: p.Recent(), InvalidCount: n}
 		if !banned.IsZero() {
-			doc.BannedUntil = &banned
+			b := banned.UTC()
+			doc.BannedUntil = &b
 		}
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(doc)
@@ -150,5 +151,5 @@ type Snapshot struct {
 	Buckets      []BucketState    `json:"buckets"`
 	Recent       []RateLimitEvent `json:"recent_429s"`
 	InvalidCount int              `json:"invalid_count"`
-	BannedUntil  *time.Time       `json:"banned_until,omitempty"`
+	BannedUntil  *time.Time       `json:"ban_ends_at,omitempty"`
 }

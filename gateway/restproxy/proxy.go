@@ -149,7 +149,7 @@ type lane struct {
 
 // RateLimitEvent is a 429 the proxy got, for the recent list.
 type RateLimitEvent struct {
-	At           time.Time `json:"at"`
+	At           time.Time `json:"seen_at"`
 	Route        string    `json:"route"`
 	Scope        string    `json:"scope"`
 	RetryAfterMS float64   `json:"retry_after_ms"`

@@ -198,7 +198,7 @@ string KEY that is not valid UTF-8.`,
 		a.tailCommand(), a.sendCommand(), a.shardsCommand(), a.consoleCommand())
 	root.AddCommand(a.respondCommand())
 	root.AddCommand(a.healthcheckCommand())
-	root.AddCommand(a.proxyCommand())
+	root.AddCommand(a.proxyCommand(), a.bucketsCommand())
 	a.applyConventions(root)
 	return root
 }

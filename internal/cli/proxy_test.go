@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -81,10 +82,10 @@ func TestProxyProcessesShareRedisLimits(t *testing.T) {
 		}
 	})
 	bin := buildSpectacles(t)
-	httpAddr := freeAddr(t)
+	httpAddr, adminAddr := freeAddr(t), freeAddr(t)
 	env := []string{"REDIS_URL=" + url, "BROKER_EVENT=" + event, "PROXY_RATELIMIT_STORE=redis", "PROXY_RATELIMIT_PREFIX=" + prefix,
 		"DISCORD_API_PROTOCOL=http", "DISCORD_API_HOST=" + strings.TrimPrefix(srv.URL, "http://"), "LOG_LEVEL=debug"}
-	a := startProxyProcess(t, bin, append(env, "PROXY_HTTP_ADDRESS="+httpAddr, "BROKER_CLIENT=a")...)
+	a := startProxyProcess(t, bin, append(env, "PROXY_HTTP_ADDRESS="+httpAddr, "PROMETHEUS_ADDRESS="+adminAddr, "BROKER_CLIENT=a")...)
 	b := startProxyProcess(t, bin, append(env, "BROKER_CLIENT=b")...)
 
 	caller, err := redistransport.Open(context.Background(), redistransport.Config{URL: url, Options: core.Options{
@@ -135,6 +136,42 @@ func TestProxyProcessesShareRedisLimits(t *testing.T) {
 	http.DefaultClient.CloseIdleConnections()
 	if s := rest.Stats(); s.ByStatus[429] != 0 || s.Requests != 40 {
 		t.Fatalf("the fake saw %+v, want 40 requests and no 429", s)
+	}
+	// The CLI twin reads the shared buckets from Redis, and one proxy's
+	// (with its recent 429s) from its admin address.
+	sc := newSchema(t)
+	for _, args := range [][]string{{"buckets", "--json", "--prefix", prefix}, {"buckets", "--json", "--address", adminAddr}} {
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), "REDIS_URL="+url)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%v: %v", args, err)
+		}
+		var doc struct {
+			BucketCount int `json:"bucket_count"`
+			Buckets     []struct {
+				Identity, Bucket, Resource string
+				Limit                      int
+			} `json:"buckets"`
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatalf("%v: %q: %v", args, out, err)
+		}
+		var v any
+		_ = json.Unmarshal(out, &v)
+		sc.check("buckets", v, "buckets")
+		found := false
+		for _, bk := range doc.Buckets {
+			if bk.Resource == "channels/300000000000000001" && bk.Bucket == "#"+simulator.BucketHash("messages-write") && bk.Limit == 5 {
+				found = true
+			}
+			if strings.Contains(bk.Identity, simulator.DefaultToken) {
+				t.Fatalf("a token in %+v", bk)
+			}
+		}
+		if !found || doc.BucketCount != len(doc.Buckets) {
+			t.Fatalf("%v: %s", args, out)
+		}
 	}
 	for name, p := range map[string]*process{"a": a, "b": b} {
 		if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

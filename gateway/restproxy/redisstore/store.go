@@ -20,6 +20,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -263,13 +264,22 @@ func (s *Store) AddInvalid(ctx context.Context, now time.Time) error {
 
 // Invalid implements restproxy.Store.
 func (s *Store) Invalid(ctx context.Context, now time.Time) (int, time.Time, error) {
+	return ReadInvalid(ctx, s.c, s.prefix, now)
+}
+
+// ReadInvalid returns the invalid-request count and ban of the store at
+// prefix (DefaultPrefix when empty), without opening a Store.
+func ReadInvalid(ctx context.Context, c goredis.UniversalClient, prefix string, now time.Time) (int, time.Time, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
 	cur := now.UnixNano() / int64(invalidSlot)
 	keys := make([]string, 0, invalidSlots+1)
 	for i := 0; i < invalidSlots; i++ {
-		keys = append(keys, s.prefix+"inv:"+strconv.FormatInt(cur-int64(i), 10))
+		keys = append(keys, prefix+"inv:"+strconv.FormatInt(cur-int64(i), 10))
 	}
-	keys = append(keys, s.prefix+"ban")
-	vals, err := s.c.MGet(ctx, keys...).Result()
+	keys = append(keys, prefix+"ban")
+	vals, err := c.MGet(ctx, keys...).Result()
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("redisstore: invalid count: %w", err)
 	}
@@ -300,11 +310,20 @@ func (s *Store) Ban(ctx context.Context, until time.Time) error {
 
 // Buckets implements restproxy.Store (at most 10,000).
 func (s *Store) Buckets(ctx context.Context, now time.Time) ([]restproxy.BucketState, error) {
+	return ReadBuckets(ctx, s.c, s.prefix, now)
+}
+
+// ReadBuckets lists the buckets of the store at prefix (DefaultPrefix when
+// empty), at most 10,000, without opening a Store.
+func ReadBuckets(ctx context.Context, c goredis.UniversalClient, prefix string, now time.Time) ([]restproxy.BucketState, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
 	var out []restproxy.BucketState
-	iter := s.c.Scan(ctx, 0, s.prefix+"b:*", 500).Iterator()
+	iter := c.Scan(ctx, 0, prefix+"b:*", 500).Iterator()
 	for iter.Next(ctx) && len(out) < maxBuckets {
 		k := iter.Val()
-		v, err := s.c.HMGet(ctx, k, "limit", "remaining", "reset", "locked", "unl").Result()
+		v, err := c.HMGet(ctx, k, "limit", "remaining", "reset", "locked", "unl").Result()
 		if err != nil {
 			return nil, fmt.Errorf("redisstore: buckets: %w", err)
 		}
@@ -313,7 +332,7 @@ func (s *Store) Buckets(ctx context.Context, now time.Time) ([]restproxy.BucketS
 			n, _ := strconv.ParseInt(str, 10, 64)
 			return n
 		}
-		st := restproxy.BucketState{Key: strings.TrimPrefix(k, s.prefix+"b:"), Limit: int(num(0)), Remaining: int(num(1)),
+		st := restproxy.BucketState{Key: strings.TrimPrefix(k, prefix+"b:"), Limit: int(num(0)), Remaining: int(num(1)),
 			InFlight: num(3) > ms(now), Unlimited: num(4) == 1}
 		if r := num(2); r > 0 {
 			at := time.UnixMilli(r).UTC()
@@ -327,5 +346,6 @@ func (s *Store) Buckets(ctx context.Context, now time.Time) ([]restproxy.BucketS
 	if err := iter.Err(); err != nil {
 		return nil, fmt.Errorf("redisstore: buckets: %w", err)
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
 	return out, nil
 }
