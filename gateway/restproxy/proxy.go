@@ -137,6 +137,35 @@ type Proxy struct {
 	lanes  map[string]*lane // local FIFO per identity+route+major
 	recent []RateLimitEvent
 	joined func(key string) // tests: called under mu when a request joins a lane
+	// unlimited holds the route keys last answered without bucket headers
+	// (bounded: cleared when it passes maxUnlimited).
+	unlimited map[string]bool
+}
+
+// maxUnlimited bounds Proxy.unlimited.
+const maxUnlimited = 10000
+
+// isUnlimited reports whether a route key was last answered without
+// bucket headers.
+func (p *Proxy) isUnlimited(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.unlimited[key]
+}
+
+// setUnlimited records whether a route key has only the global limit.
+func (p *Proxy) setUnlimited(key string, unlimited bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case unlimited && !p.unlimited[key]:
+		if len(p.unlimited) >= maxUnlimited {
+			clear(p.unlimited)
+		}
+		p.unlimited[key] = true
+	case !unlimited && p.unlimited[key]:
+		delete(p.unlimited, key)
+	}
 }
 
 // lane serializes one route of one resource in this process, in arrival
@@ -224,7 +253,7 @@ func New(cfg Config) (*Proxy, error) {
 		}
 	}
 	return &Proxy{cfg: cfg, root: root, store: cfg.Store, client: cfg.Client, log: cfg.Logger,
-		m: cfg.Metrics, lanes: map[string]*lane{}}, nil
+		m: cfg.Metrics, lanes: map[string]*lane{}, unlimited: map[string]bool{}}, nil
 }
 
 // Store returns the proxy's store.
@@ -268,10 +297,14 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 	t := Ticket{Identity: IdentityOf(auth), Route: route.Key(), Major: route.Major}
 
 	start := time.Now()
-	if err := p.enter(ctx, t.RouteKey()); err != nil {
-		return nil, err
+	// A route Discord answered without bucket headers has only the global
+	// limit: its requests need not queue behind each other.
+	if !p.isUnlimited(t.RouteKey()) {
+		if err := p.enter(ctx, t.RouteKey()); err != nil {
+			return nil, err
+		}
+		defer p.exit(t.RouteKey())
 	}
-	defer p.exit(t.RouteKey())
 
 	for attempt := 0; ; attempt++ {
 		if err := p.checkInvalid(ctx); err != nil {
@@ -297,6 +330,7 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 		}
 		p.m.response(label, res.Status)
 		u, retry, wait := p.judge(ctx, route, t, res)
+		p.setUnlimited(t.RouteKey(), u.Unlimited)
 		if err := p.store.Release(context.WithoutCancel(ctx), t, key, u, time.Now()); err != nil {
 			p.log.Warn("rate-limit store release failed", "route", route.Key(), "err", err)
 		}

@@ -74,7 +74,8 @@ type RESTConfig struct {
 	ClockOffset time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
-	// MaxRecords bounds the requests kept for Requests. Default 10000.
+	// MaxRecords bounds the requests kept for Requests. Default 10000;
+	// negative keeps none.
 	MaxRecords int
 	// Logger receives diagnostics (never a token, a header or a body).
 	// Default: discarded.
@@ -124,7 +125,7 @@ func (c RESTConfig) withDefaults() (RESTConfig, error) {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.GlobalLimit < 0 || c.InvalidLimit < 0 || c.MaxRecords < 0 {
+	if c.GlobalLimit < 0 || c.InvalidLimit < 0 {
 		return c, errors.New("simulator: negative REST limit")
 	}
 	return c, nil
