@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -186,5 +187,85 @@ func TestProxyProcessesShareRedisLimits(t *testing.T) {
 	}
 	if !strings.Contains(b.stderr.String(), "replied") {
 		t.Errorf("proxy b answered nothing: the consumer group did not spread the calls; stderr:\n%s", b.stderr.String())
+	}
+}
+
+// proxyClientsResult is the line testdata/interop/proxy.js prints.
+type proxyClientsResult struct {
+	Mode   string   `json:"mode"`
+	Calls  int      `json:"calls"`
+	OK     int      `json:"ok"`
+	Errors []string `json:"errors"`
+}
+
+// TestInteropProxyClients: @spectacles/proxy's Client (over
+// @spectacles/brokers, event REQUEST) and @discordjs/rest (its api URL
+// pointed at the HTTP side), real npm packages run by node, send bursts
+// through a `spectacles proxy` process to the REST fake: every request is
+// answered, the percent-encoded emoji reaches the fake unchanged, the JS
+// client's missing User-Agent is supplied, and the fake sends no 429.
+func TestInteropProxyClients(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs node and builds the binary")
+	}
+	modules := nodeModules(t)
+	bin := buildSpectacles(t)
+	script, err := filepath.Abs(filepath.Join(interopDir, "proxy.js"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := simulator.NewREST(simulator.RESTConfig{TimeScale: 0.04}) // 5 per 200 ms
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rest)
+	defer srv.Close()
+	// @spectacles/proxy calls the fixed event REQUEST: a database of the
+	// test's own keeps it from other tests.
+	url, _ := redistest.ExclusiveDB(t)
+	raw := redistest.Client(t, url)
+	raw.Del(context.Background(), "REQUEST")
+	redistest.DeleteKeys(t, raw, "REQUEST")
+	httpAddr := freeAddr(t)
+	p := startProxyProcess(t, bin, "REDIS_URL="+url, "PROXY_HTTP_ADDRESS="+httpAddr,
+		"DISCORD_API_PROTOCOL=http", "DISCORD_API_HOST="+strings.TrimPrefix(srv.URL, "http://"))
+	channel, message := "300000000000000002", "300000000000000003"
+	for _, mode := range []string{"sjs", "djs"} {
+		ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+		node := exec.CommandContext(ctx, "node", script, mode, "12")
+		node.Env = append(os.Environ(), "NODE_PATH="+modules, "REDIS_URL="+url, "PROXY_URL=http://"+httpAddr+"/api",
+			"TOKEN="+simulator.DefaultToken, "CHANNEL="+channel, "MESSAGE="+message)
+		var stderr strings.Builder
+		node.Stderr = &stderr
+		out, err := node.Output()
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: node: %v\n%s\nproxy stderr:\n%s", mode, err, stderr.String(), p.stderr.String())
+		}
+		var r proxyClientsResult
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatalf("%s: %q: %v", mode, out, err)
+		}
+		if r.Calls != 13 || r.OK != 13 {
+			t.Errorf("%s: %+v; proxy stderr:\n%s", mode, r, p.stderr.String())
+		}
+	}
+	if s := rest.Stats(); s.ByStatus[429] != 0 || s.Requests != 26 {
+		t.Errorf("the fake saw %+v, want 26 requests and no 429", s)
+	}
+	var reactions int
+	for _, r := range rest.Requests() {
+		if strings.Contains(r.Path, "/reactions/") {
+			reactions++
+			if !strings.HasSuffix(r.Path, "/reactions/%F0%9F%91%8D/@me") {
+				t.Errorf("the emoji did not reach Discord unchanged: %q", r.Path)
+			}
+		}
+		if r.UserAgent == "" || !strings.HasPrefix(r.UserAgent, "DiscordBot (") {
+			t.Errorf("User-Agent %q", r.UserAgent)
+		}
+	}
+	if reactions != 2 {
+		t.Errorf("%d reactions reached the fake, want 2", reactions)
 	}
 }
