@@ -12,39 +12,65 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
+	"github.com/spectacles-go/spectacles/transport/amqp"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 	"github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
 
-// brokerEnv is a REST fake, proxies consuming REQUEST on Redis, and a
+// brokerEnv is a REST fake, proxies consuming REQUEST on a broker, and a
 // caller.
 type brokerEnv struct {
 	rest   *simulator.REST
 	event  string
-	group  string
-	caller *redis.Broker
-	url    string
+	caller core.Broker
 }
 
-// startBrokerEnv starts the fake and n proxy consumers with short message
-// timeouts (an unacknowledged message is reclaimed by the other quickly).
-func startBrokerEnv(t *testing.T, fakeCfg simulator.RESTConfig, n int) *brokerEnv {
-	t.Helper()
-	rest, base := fake(t, fakeCfg)
+// opener opens a broker client of the proxy's group (proxy) or of the
+// caller's (caller).
+type opener func(t *testing.T, role, client string) core.Broker
+
+// redisOpener opens Redis clients with short message timeouts, so that an
+// unacknowledged message would be reclaimed by another proxy quickly.
+func redisOpener(t *testing.T, event string) opener {
 	addr, _ := redistest.Addr(t)
-	e := &brokerEnv{rest: rest, event: redistest.Unique("REQUEST"), group: "proxy", url: addr}
 	raw := redistest.Client(t, addr)
-	redistest.DeleteKeys(t, raw, e.event, core.DeadLetterEvent(e.event))
-	store := NewMemoryStore()
-	p := newProxy(t, base, Config{Store: store})
-	for i := 0; i < n; i++ {
+	redistest.DeleteKeys(t, raw, event, core.DeadLetterEvent(event))
+	return func(t *testing.T, role, client string) core.Broker {
 		b, err := redis.Open(context.Background(), redis.Config{URL: addr, ReclaimInterval: 50 * time.Millisecond, Options: core.Options{
-			Identity:       core.Identity{Group: e.group, Client: "proxy-" + string(rune('a'+i))},
-			MessageTimeout: 200 * time.Millisecond, Concurrency: 64,
+			Identity: core.Identity{Group: role, Client: client}, MessageTimeout: 200 * time.Millisecond,
+			Concurrency: 64, CallTimeout: 10 * time.Second,
 		}})
 		if err != nil {
 			t.Fatal(err)
 		}
+		return b
+	}
+}
+
+// amqpOpener opens RabbitMQ clients: one group (the exchange) for the
+// proxy and its caller, as AMQP routes calls through the group.
+func amqpOpener(t *testing.T) opener {
+	url := amqptest.URL(t)
+	group := redistest.Unique("proxy")
+	return func(t *testing.T, _, client string) core.Broker {
+		b, err := amqp.Open(context.Background(), amqp.Config{URL: url, Options: core.Options{
+			Identity: core.Identity{Group: group, Client: client}, Concurrency: 64, CallTimeout: 10 * time.Second}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+}
+
+// startBrokerEnv starts the fake and n proxy consumers of one proxy.
+func startBrokerEnv(t *testing.T, fakeCfg simulator.RESTConfig, n int, event string, open opener) *brokerEnv {
+	t.Helper()
+	rest, base := fake(t, fakeCfg)
+	e := &brokerEnv{rest: rest, event: event}
+	p := newProxy(t, base, Config{})
+	for i := 0; i < n; i++ {
+		b := open(t, "proxy", "proxy-"+string(rune('a'+i)))
 		srv := NewBrokerServer(p, BrokerConfig{})
 		ctx, cancel := context.WithCancel(context.Background())
 		if err := b.Consume(ctx, []string{e.event}, srv.Handle); err != nil {
@@ -55,11 +81,7 @@ func startBrokerEnv(t *testing.T, fakeCfg simulator.RESTConfig, n int) *brokerEn
 			_ = b.Close()
 		})
 	}
-	c, err := redis.Open(context.Background(), redis.Config{URL: addr, Options: core.Options{
-		Identity: core.Identity{Group: "caller", Client: "caller"}, CallTimeout: 10 * time.Second}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := open(t, "caller", "caller")
 	t.Cleanup(func() { _ = c.Close() })
 	e.caller = c
 	return e
@@ -100,7 +122,16 @@ func status(r map[string]any) int64 {
 // TestBrokerWireShapes sends what @spectacles/proxy and rustacles put on
 // the wire and checks the replies.
 func TestBrokerWireShapes(t *testing.T) {
-	e := startBrokerEnv(t, simulator.RESTConfig{}, 1)
+	t.Run("redis", func(t *testing.T) {
+		event := redistest.Unique("REQUEST")
+		testBrokerWireShapes(t, startBrokerEnv(t, simulator.RESTConfig{}, 1, event, redisOpener(t, event)))
+	})
+	t.Run("amqp", func(t *testing.T) {
+		testBrokerWireShapes(t, startBrokerEnv(t, simulator.RESTConfig{}, 1, redistest.Unique("REQUEST"), amqpOpener(t)))
+	})
+}
+
+func testBrokerWireShapes(t *testing.T, e *brokerEnv) {
 	ch := chanID(1)
 	// @spectacles/proxy: body a str of JSON, query nil, no timeout, no
 	// User-Agent.
@@ -160,7 +191,8 @@ func TestBrokerWireShapes(t *testing.T) {
 // timeout never send it twice; one that cannot be sent in time gets
 // status 8 without reaching Discord.
 func TestBrokerTimeoutAndAckPolicy(t *testing.T) {
-	e := startBrokerEnv(t, simulator.RESTConfig{TimeScale: 0.2}, 2) // 5 per second
+	event := redistest.Unique("REQUEST")
+	e := startBrokerEnv(t, simulator.RESTConfig{TimeScale: 0.2}, 2, event, redisOpener(t, event)) // 5 per second
 	path := "/channels/" + chanID(1) + "/messages"
 	req := func(timeout any) map[string]any {
 		return map[string]any{"method": "POST", "path": path, "body": "{}", "timeout": timeout,
