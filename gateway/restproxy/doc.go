@@ -32,7 +32,9 @@
 //     deadline fails at once with ErrTimeout, and the request is not sent.
 //   - Invalid requests (401, 403, non-shared 429) are counted over 10
 //     minutes; past Config.InvalidBudget the proxy refuses to send
-//     (ErrInvalidBudget) instead of getting the address banned.
+//     (ErrInvalidBudget) instead of getting the address banned. A bot
+//     token Discord answered 401 is answered 401 locally for RevokedFor
+//     (webhook routes excepted, whose 401 concerns the webhook token).
 //
 // State lives in a Store: MemoryStore for one process, or
 // restproxy/redisstore, which shares buckets, learned hashes, the global

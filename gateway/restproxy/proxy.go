@@ -137,9 +137,48 @@ type Proxy struct {
 	lanes  map[string]*lane // local FIFO per identity+route+major
 	recent []RateLimitEvent
 	joined func(key string) // tests: called under mu when a request joins a lane
+	// revoked holds the identities of bot tokens Discord answered 401,
+	// until when their requests are answered locally.
+	revoked map[string]time.Time
 	// unlimited holds the route keys last answered without bucket headers
 	// (bounded: cleared when it passes maxUnlimited).
 	unlimited map[string]bool
+}
+
+// RevokedFor is how long the requests of a bot token Discord answered 401
+// are answered locally (401, marked with MarkerHeader "unauthorized")
+// instead of being sent: each would be another invalid request.
+const RevokedFor = 10 * time.Minute
+
+// maxRevoked bounds Proxy.revoked.
+const maxRevoked = 1024
+
+// revoke stops sending the requests of identity for RevokedFor.
+func (p *Proxy) revoke(identity string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.revoked) >= maxRevoked {
+		clear(p.revoked)
+	}
+	p.revoked[identity] = time.Now().Add(RevokedFor)
+	p.log.Warn("Discord answered 401 to a bot token: its requests are answered 401 without being sent", "for", RevokedFor.String())
+}
+
+// revokedAnswer is the local 401 of a revoked identity, or nil.
+func (p *Proxy) revokedAnswer(identity, target string) *Response {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	until, ok := p.revoked[identity]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(until) {
+		delete(p.revoked, identity)
+		return nil
+	}
+	h := http.Header{"Content-Type": {"application/json"}, MarkerHeader: {"unauthorized"}}
+	return &Response{Status: http.StatusUnauthorized, Header: h, URL: target,
+		Body: []byte(`{"message":"401: Unauthorized (answered by the proxy: Discord refused this token)","code":0}`)}
 }
 
 // maxUnlimited bounds Proxy.unlimited.
@@ -253,7 +292,8 @@ func New(cfg Config) (*Proxy, error) {
 		}
 	}
 	return &Proxy{cfg: cfg, root: root, store: cfg.Store, client: cfg.Client, log: cfg.Logger,
-		m: cfg.Metrics, lanes: map[string]*lane{}, unlimited: map[string]bool{}}, nil
+		m: cfg.Metrics, lanes: map[string]*lane{}, unlimited: map[string]bool{},
+		revoked: map[string]time.Time{}}, nil
 }
 
 // Store returns the proxy's store.
@@ -295,6 +335,9 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 	label := p.m.label(route.Key())
 	p.m.request(label)
 	t := Ticket{Identity: IdentityOf(auth), Route: route.Key(), Major: route.Major}
+	if res := p.revokedAnswer(t.Identity, target); res != nil {
+		return res, nil
+	}
 
 	start := time.Now()
 	// A route Discord answered without bucket headers has only the global
@@ -331,6 +374,9 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 		p.m.response(label, res.Status)
 		u, retry, wait := p.judge(ctx, route, t, res)
 		p.setUnlimited(t.RouteKey(), u.Unlimited)
+		if res.Status == http.StatusUnauthorized && strings.HasPrefix(auth, "Bot ") && !strings.HasPrefix(route.Major, "webhooks/") {
+			p.revoke(t.Identity)
+		}
 		if err := p.store.Release(context.WithoutCancel(ctx), t, key, u, time.Now()); err != nil {
 			p.log.Warn("rate-limit store release failed", "route", route.Key(), "err", err)
 		}

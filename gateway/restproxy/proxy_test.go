@@ -297,32 +297,45 @@ func TestTimeoutNotSent(t *testing.T) {
 }
 
 func TestInvalidBudgetAndBan(t *testing.T) {
+	forbidden := chanID(403)
+	get := func(p *Proxy, path, auth string) (*Response, error) {
+		return p.Do(context.Background(), &Request{Method: "GET", Path: path, Header: http.Header{"Authorization": {auth}}})
+	}
 	t.Run("budget", func(t *testing.T) {
-		rest, base := fake(t, simulator.RESTConfig{})
+		rest, base := fake(t, simulator.RESTConfig{ForbiddenChannels: []string{forbidden}})
 		p := newProxy(t, base, Config{InvalidBudget: 3})
 		for i := 0; i < 3; i++ {
-			res, err := p.Do(context.Background(), &Request{Method: "GET", Path: "/users/@me", Header: http.Header{"Authorization": {"Bot wrong"}}})
-			if err != nil || res.Status != 401 {
+			if res, err := get(p, "/channels/"+forbidden+"/messages", testBot); err != nil || res.Status != 403 {
 				t.Fatalf("%v %+v", err, res)
 			}
 		}
-		_, err := p.Do(context.Background(), &Request{Method: "GET", Path: "/users/@me", Header: http.Header{"Authorization": {testBot}}})
-		if !errors.Is(err, ErrInvalidBudget) || rest.Stats().Requests != 3 {
+		if _, err := get(p, "/users/@me", testBot); !errors.Is(err, ErrInvalidBudget) || rest.Stats().Requests != 3 {
 			t.Fatalf("got %v, fake saw %d", err, rest.Stats().Requests)
 		}
 	})
-	t.Run("cloudflare ban", func(t *testing.T) {
-		rest, base := fake(t, simulator.RESTConfig{InvalidLimit: 2})
+	t.Run("a refused bot token", func(t *testing.T) {
+		rest, base := fake(t, simulator.RESTConfig{})
 		p := newProxy(t, base, Config{})
 		for i := 0; i < 3; i++ {
-			_, _ = p.Do(context.Background(), &Request{Method: "GET", Path: "/users/@me", Header: http.Header{"Authorization": {"Bot wrong"}}})
+			if res, err := get(p, "/users/@me", "Bot wrong"); err != nil || res.Status != 401 || (i > 0) != (res.Header.Get(MarkerHeader) == "unauthorized") {
+				t.Fatalf("request %d: %v %+v", i, err, res)
+			}
+		}
+		if res, err := get(p, "/users/@me", testBot); err != nil || res.Status != 200 || rest.Stats().Requests != 2 {
+			t.Fatalf("another token: %v %+v, the fake saw %d", err, res, rest.Stats().Requests)
+		}
+	})
+	t.Run("cloudflare ban", func(t *testing.T) {
+		rest, base := fake(t, simulator.RESTConfig{InvalidLimit: 2, ForbiddenChannels: []string{forbidden}})
+		p := newProxy(t, base, Config{})
+		for i := 0; i < 3; i++ {
+			_, _ = get(p, "/channels/"+forbidden+"/messages", testBot)
 		}
 		res := do(t, p, "GET", "/users/@me", "")
 		if res.Status != 429 || rest.Stats().Banned != 1 {
 			t.Fatalf("%+v %+v", res, rest.Stats())
 		}
-		_, err := p.Do(context.Background(), &Request{Method: "GET", Path: "/users/@me", Header: http.Header{"Authorization": {testBot}}})
-		if !errors.Is(err, ErrBanned) || rest.Stats().Banned != 1 {
+		if _, err := get(p, "/users/@me", testBot); !errors.Is(err, ErrBanned) || rest.Stats().Banned != 1 {
 			t.Fatalf("after the ban: %v, fake %+v", err, rest.Stats())
 		}
 	})
