@@ -68,7 +68,9 @@ type BrokerConfig struct {
 // request loses it (its caller times out). A message whose
 // acknowledgement fails is not sent (the broker delivers it again). Every
 // acknowledged request gets a reply: Discord's answer (status 0, whatever
-// the HTTP status), or status 2 to 8.
+// the HTTP status), or status 2 to 8. A Redis message published more than
+// its timeout + 30 s before it was received (a backlog) is answered status
+// 8 without being sent.
 type BrokerServer struct {
 	p   *Proxy
 	cfg BrokerConfig
@@ -84,6 +86,28 @@ func NewBrokerServer(p *Proxy, cfg BrokerConfig) *BrokerServer {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	return &BrokerServer{p: p, cfg: cfg, log: cfg.Logger}
+}
+
+// staleSlack is how far past its timeout a Redis message may have been
+// published (by its stream id's time, the Redis server's clock) and still
+// be sent: it tolerates clock differences between Redis and the proxy,
+// while a backlog left by a proxy outage is answered status 8 unsent.
+const staleSlack = 30 * time.Second
+
+// publishedAt reads the publish time of a Redis stream id (MS-SEQ).
+func publishedAt(id string) (time.Time, bool) {
+	ms, seq, ok := strings.Cut(id, "-")
+	if !ok || ms == "" || seq == "" {
+		return time.Time{}, false
+	}
+	n, err := strconv.ParseInt(ms, 10, 64)
+	if err != nil || n <= 0 {
+		return time.Time{}, false
+	}
+	if _, err := strconv.ParseUint(seq, 10, 64); err != nil {
+		return time.Time{}, false
+	}
+	return time.UnixMilli(n), true
 }
 
 // replyTimeout bounds publishing one reply.
@@ -105,6 +129,11 @@ func (s *BrokerServer) Handle(ctx context.Context, m *core.Message) {
 	}
 	if timeout <= 0 {
 		timeout = s.cfg.Timeout
+	}
+	if at, ok := publishedAt(m.ID); ok && received.Sub(at) > timeout+staleSlack {
+		s.reply(ctx, m, log, Reply{Status: StatusRequestTimeout,
+			Body: "the request was published " + received.Sub(at).Round(time.Second).String() + " ago, past its timeout; it was not sent"})
+		return
 	}
 	rctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), received.Add(timeout))
 	defer cancel()

@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -216,5 +218,37 @@ func TestBrokerTimeoutAndAckPolicy(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // time for a wrong redelivery to show
 	if s := e.rest.Stats(); s.Requests != 6 || s.ByStatus[429] != 0 {
 		t.Fatalf("the fake saw %+v, want 6 requests and no 429", s)
+	}
+}
+
+// TestBrokerBacklogNotSent: a request published long before a proxy
+// received it (by its stream id's time) is answered status 8, unsent.
+func TestBrokerBacklogNotSent(t *testing.T) {
+	event := redistest.Unique("REQUEST")
+	open := redisOpener(t, event)
+	addr, _ := redistest.Addr(t)
+	raw := redistest.Client(t, addr)
+	old := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10) + "-0"
+	req, _ := msgpack.Marshal(map[string]any{"method": "GET", "path": "/users/@me", "headers": map[string]any{"Authorization": testBot}})
+	if err := raw.XAdd(context.Background(), &goredis.XAddArgs{Stream: event, ID: old, Values: []any{"data", req}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	sub := raw.Subscribe(context.Background(), event+":"+old)
+	defer sub.Close()
+	if _, err := sub.Receive(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	e := startBrokerEnv(t, simulator.RESTConfig{}, 1, event, open)
+	select {
+	case msg := <-sub.Channel():
+		var r map[string]any
+		if err := msgpack.Unmarshal([]byte(msg.Payload), &r); err != nil || status(r) != 8 {
+			t.Fatalf("reply %+v %v", r, err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no reply")
+	}
+	if n := e.rest.Stats().Requests; n != 0 {
+		t.Fatalf("the fake saw %d requests", n)
 	}
 }

@@ -122,9 +122,15 @@ func proxySettings() []setting[ProxyConfig] {
 			parse: func(c *ProxyConfig, v string) error { c.StorePrefix = v; return nil },
 		},
 		{
-			env: "PROXY_GLOBAL_LIMIT", flag: "global-limit", typ: "int", def: "50",
-			usage: "requests per second per token (Discord's global limit)",
-			parse: func(c *ProxyConfig, v string) error { return positive(&c.GlobalLimit)(c, v) },
+			env: "PROXY_GLOBAL_LIMIT", flag: "global-limit", typ: "string", def: "50",
+			usage: "requests per second per token (Discord's global limit), or auto: from DISCORD_TOKEN's max_concurrency (1: 50, else max(500, 25 x max_concurrency))",
+			parse: func(c *ProxyConfig, v string) error {
+				if strings.EqualFold(v, "auto") {
+					c.GlobalLimit = 0
+					return nil
+				}
+				return positive(&c.GlobalLimit)(c, v)
+			},
 		},
 		{
 			env: "PROXY_GLOBAL_MARGIN", flag: "global-margin", typ: "duration", def: "100ms",
@@ -184,6 +190,9 @@ func loadProxyConfig(env, flags lookupFunc) (ProxyConfig, error) {
 	c.API, err = load(proxyAPISettings(), env, flags)
 	if err != nil {
 		return c, err
+	}
+	if c.GlobalLimit == 0 && c.API.Token == "" {
+		return c, errors.New("PROXY_GLOBAL_LIMIT=auto needs DISCORD_TOKEN, whose max_concurrency it reads")
 	}
 	if !c.Broker && c.HTTPAddress == "" {
 		return c, errors.New("PROXY_BROKER=false needs PROXY_HTTP_ADDRESS: the proxy would serve nothing")
@@ -272,6 +281,13 @@ func (a *app) runProxy(ctx context.Context, pc ProxyConfig) (err error) {
 	if pc.API.Token != "" {
 		auth = "Bot " + pc.API.Token
 	}
+	if pc.GlobalLimit == 0 {
+		if pc.GlobalLimit, err = restproxy.DetectGlobalLimit(ctx, nil, pc.API.APIBase(), auth); err != nil {
+			_ = store.Close()
+			return err
+		}
+		a.log.Info("global limit detected", "global_limit", pc.GlobalLimit)
+	}
 	p, err := restproxy.New(restproxy.Config{
 		APIBase: pc.API.APIBase(), Authorization: auth, GlobalLimit: pc.GlobalLimit, GlobalMargin: pc.GlobalMargin,
 		Timeout: pc.Timeout, MaxRetries: pc.MaxRetries, InvalidBudget: pc.InvalidBudget, Store: store, Metrics: metrics, Logger: a.log,
@@ -315,7 +331,9 @@ func (a *app) runProxy(ctx context.Context, pc ProxyConfig) (err error) {
 	}
 	if b != nil {
 		srv := restproxy.NewBrokerServer(p, restproxy.BrokerConfig{Timeout: pc.Timeout, Logger: a.log})
-		if err := b.Consume(ctx, []string{pc.Event}, srv.Handle); err != nil {
+		// A new group starts at the stream's end: requests published
+		// before any proxy ran were given up on by their callers long ago.
+		if err := b.Consume(core.WithNewGroupsAtEnd(ctx), []string{pc.Event}, srv.Handle); err != nil {
 			return fmt.Errorf("proxy: %w", err)
 		}
 	}
