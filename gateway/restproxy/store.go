@@ -112,6 +112,48 @@ type Store interface {
 	Close() error
 }
 
+// Waiters are the wake-up channels of a store's lanes. The zero value is
+// ready; it is safe for concurrent use.
+type Waiters struct {
+	mu    sync.Mutex
+	lanes map[string]map[chan struct{}]struct{}
+}
+
+// Listen returns a channel that receives after the next Signal of lane,
+// and a function to stop listening.
+func (w *Waiters) Listen(lane string) (<-chan struct{}, func()) {
+	ch := make(chan struct{}, 1)
+	w.mu.Lock()
+	if w.lanes == nil {
+		w.lanes = map[string]map[chan struct{}]struct{}{}
+	}
+	if w.lanes[lane] == nil {
+		w.lanes[lane] = map[chan struct{}]struct{}{}
+	}
+	w.lanes[lane][ch] = struct{}{}
+	w.mu.Unlock()
+	return ch, func() {
+		w.mu.Lock()
+		delete(w.lanes[lane], ch)
+		if len(w.lanes[lane]) == 0 {
+			delete(w.lanes, lane)
+		}
+		w.mu.Unlock()
+	}
+}
+
+// Signal wakes every listener of lane.
+func (w *Waiters) Signal(lane string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for ch := range w.lanes[lane] {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // InvalidWindow is the window of Discord's invalid-request limit, and
 // invalidSlot the resolution stores count it with.
 const (
@@ -127,7 +169,7 @@ type MemoryStore struct {
 	global   map[string]*memGlobal
 	invalid  map[int64]int // slot -> count
 	banned   time.Time
-	waiters  map[string]map[chan struct{}]struct{}
+	waiters  Waiters
 	lastSwep time.Time
 }
 
@@ -156,7 +198,6 @@ func NewMemoryStore() *MemoryStore {
 		hashes:  map[string]memHash{},
 		global:  map[string]*memGlobal{},
 		invalid: map[int64]int{},
-		waiters: map[string]map[chan struct{}]struct{}{},
 	}
 }
 
@@ -256,44 +297,19 @@ func (s *MemoryStore) Release(_ context.Context, t Ticket, key string, u Update,
 		}
 		b.apply(u, now)
 	}
-	for ch := range s.waiters[t.Lane()] {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
+	s.waiters.Signal(t.Lane())
 	return nil
 }
 
 // Wake implements Store.
-func (s *MemoryStore) Wake(lane string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.mu.Lock()
-	if s.waiters[lane] == nil {
-		s.waiters[lane] = map[chan struct{}]struct{}{}
-	}
-	s.waiters[lane][ch] = struct{}{}
-	s.mu.Unlock()
-	return ch, func() {
-		s.mu.Lock()
-		delete(s.waiters[lane], ch)
-		if len(s.waiters[lane]) == 0 {
-			delete(s.waiters, lane)
-		}
-		s.mu.Unlock()
-	}
-}
+func (s *MemoryStore) Wake(lane string) (<-chan struct{}, func()) { return s.waiters.Listen(lane) }
 
 // TakeGlobal implements Store with a sliding window: at most limit sends
 // in any window.
 func (s *MemoryStore) TakeGlobal(_ context.Context, identity string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	g := s.global[identity]
-	if g == nil {
-		g = &memGlobal{}
-		s.global[identity] = g
-	}
+	g := s.globalLocked(identity)
 	if now.Before(g.paused) {
 		return g.paused.Sub(now), nil
 	}
@@ -310,15 +326,21 @@ func (s *MemoryStore) TakeGlobal(_ context.Context, identity string, limit int, 
 	return 0, nil
 }
 
-// PauseGlobal implements Store.
-func (s *MemoryStore) PauseGlobal(_ context.Context, identity string, until time.Time) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// globalLocked returns the global state of identity, made when missing.
+func (s *MemoryStore) globalLocked(identity string) *memGlobal {
 	g := s.global[identity]
 	if g == nil {
 		g = &memGlobal{}
 		s.global[identity] = g
 	}
+	return g
+}
+
+// PauseGlobal implements Store.
+func (s *MemoryStore) PauseGlobal(_ context.Context, identity string, until time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.globalLocked(identity)
 	if until.After(g.paused) {
 		g.paused = until
 	}

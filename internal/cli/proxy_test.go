@@ -28,21 +28,7 @@ import (
 // is ready.
 func startProxyProcess(t *testing.T, bin string, env ...string) *process {
 	t.Helper()
-	p := &process{cmd: exec.Command(bin, "proxy"), done: make(chan error, 1)}
-	p.cmd.Env = append(os.Environ(), env...)
-	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
-	if err := p.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
+	p := startProcessEnv(t, bin, env, "proxy")
 	deadline := time.Now().Add(15 * time.Second)
 	for !strings.Contains(p.stderr.String(), "msg=\"proxy ready\"") {
 		select {
@@ -58,6 +44,19 @@ func startProxyProcess(t *testing.T, bin string, env ...string) *process {
 	return p
 }
 
+// startRESTFake serves the REST fake with limits 25 times faster than
+// Discord's (POST messages: 5 per 200 ms) until t ends.
+func startRESTFake(t *testing.T) (*simulator.REST, *httptest.Server) {
+	t.Helper()
+	rest, err := simulator.NewREST(simulator.RESTConfig{TimeScale: 0.04})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(rest)
+	t.Cleanup(srv.Close)
+	return rest, srv
+}
+
 // TestProxyProcessesShareRedisLimits runs two `spectacles proxy`
 // processes on one leased Redis database against the REST fake: broker
 // calls and HTTP requests to one bucket, spread over both, draw no 429;
@@ -66,12 +65,7 @@ func TestProxyProcessesShareRedisLimits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	rest, err := simulator.NewREST(simulator.RESTConfig{TimeScale: 0.04}) // 5 per 200 ms
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(rest)
-	defer srv.Close()
+	rest, srv := startRESTFake(t)
 	url, _ := redistest.ExclusiveDB(t)
 	event, prefix := unique("REQUEST"), unique("proxy")+":"
 	raw := redistest.Client(t, url)
@@ -214,12 +208,7 @@ func TestInteropProxyClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rest, err := simulator.NewREST(simulator.RESTConfig{TimeScale: 0.04}) // 5 per 200 ms
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(rest)
-	defer srv.Close()
+	rest, srv := startRESTFake(t)
 	// @spectacles/proxy calls the fixed event REQUEST: a database of the
 	// test's own keeps it from other tests.
 	url, _ := redistest.ExclusiveDB(t)

@@ -47,8 +47,7 @@ type Store struct {
 
 	id      string        // this store's random name
 	seq     atomic.Uint64 // with id, makes global-limit members unique
-	mu      sync.Mutex
-	waiters map[string]map[chan struct{}]struct{}
+	waiters restproxy.Waiters
 }
 
 // New subscribes to the store's wake-up channel and returns the store;
@@ -60,7 +59,7 @@ func New(ctx context.Context, c goredis.UniversalClient, prefix string) (*Store,
 	}
 	var id [6]byte
 	_, _ = rand.Read(id[:])
-	s := &Store{c: c, prefix: prefix, id: hex.EncodeToString(id[:]), waiters: map[string]map[chan struct{}]struct{}{}}
+	s := &Store{c: c, prefix: prefix, id: hex.EncodeToString(id[:])}
 	s.sub = c.Subscribe(ctx, prefix+"wake")
 	if _, err := s.sub.Receive(ctx); err != nil {
 		_ = s.sub.Close()
@@ -69,22 +68,10 @@ func New(ctx context.Context, c goredis.UniversalClient, prefix string) (*Store,
 	ch := s.sub.Channel(goredis.WithChannelSize(1024))
 	s.wg.Go(func() {
 		for msg := range ch {
-			s.wake(msg.Payload)
+			s.waiters.Signal(msg.Payload)
 		}
 	})
 	return s, nil
-}
-
-// wake signals the local waiters of a lane.
-func (s *Store) wake(lane string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ch := range s.waiters[lane] {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
 }
 
 // Close stops the subscription.
@@ -95,23 +82,7 @@ func (s *Store) Close() error {
 }
 
 // Wake implements restproxy.Store.
-func (s *Store) Wake(lane string) (<-chan struct{}, func()) {
-	ch := make(chan struct{}, 1)
-	s.mu.Lock()
-	if s.waiters[lane] == nil {
-		s.waiters[lane] = map[chan struct{}]struct{}{}
-	}
-	s.waiters[lane][ch] = struct{}{}
-	s.mu.Unlock()
-	return ch, func() {
-		s.mu.Lock()
-		delete(s.waiters[lane], ch)
-		if len(s.waiters[lane]) == 0 {
-			delete(s.waiters, lane)
-		}
-		s.mu.Unlock()
-	}
-}
+func (s *Store) Wake(lane string) (<-chan struct{}, func()) { return s.waiters.Listen(lane) }
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
