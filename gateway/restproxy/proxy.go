@@ -372,7 +372,7 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 			return nil, err
 		}
 		p.m.response(label, res.Status)
-		u, retry, wait := p.judge(ctx, route, t, res)
+		u, retry, wait, sleep := p.judge(ctx, route, t, res)
 		p.setUnlimited(t.RouteKey(), u.Unlimited)
 		if res.Status == http.StatusUnauthorized && strings.HasPrefix(auth, "Bot ") && !strings.HasPrefix(route.Major, "webhooks/") {
 			p.revoke(t.Identity)
@@ -383,10 +383,12 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 		if !retry || attempt >= p.cfg.MaxRetries {
 			return res, nil
 		}
+		// A retry that cannot be sent before the deadline is not tried:
+		// the caller gets Discord's answer.
 		if dl, _ := ctx.Deadline(); time.Now().Add(wait).After(dl) {
 			return res, nil
 		}
-		if wait > 0 && !p.sleep(ctx, wait) {
+		if sleep > 0 && !p.sleep(ctx, sleep) {
 			return res, nil
 		}
 		start = time.Now()
@@ -654,8 +656,9 @@ func (p *Proxy) sleep(ctx context.Context, d time.Duration) bool {
 }
 
 // judge reads the rate-limit headers of an answer, handles a 429 by its
-// scope, and says whether to retry after wait.
-func (p *Proxy) judge(ctx context.Context, route Route, t Ticket, res *Response) (u Update, retry bool, wait time.Duration) {
+// scope, and says whether to retry: no sooner than wait, after Do itself
+// sleeps sleep (the rest of the wait is left in the store).
+func (p *Proxy) judge(ctx context.Context, route Route, t Ticket, res *Response) (u Update, retry bool, wait, sleep time.Duration) {
 	h := res.Header
 	u.Hash = h.Get("X-RateLimit-Bucket")
 	limit, lok := atoi(h.Get("X-RateLimit-Limit"))
@@ -675,16 +678,16 @@ func (p *Proxy) judge(ctx context.Context, route Route, t Ticket, res *Response)
 	switch {
 	case res.Status == http.StatusUnauthorized || res.Status == http.StatusForbidden:
 		p.addInvalid(ctx, now)
-		return u, false, 0
+		return u, false, 0, 0
 	case res.Status == http.StatusTooManyRequests:
 	case res.Status == http.StatusBadGateway || res.Status == http.StatusServiceUnavailable || res.Status == http.StatusGatewayTimeout:
 		switch route.Method {
 		case "GET", "HEAD", "PUT", "DELETE", "OPTIONS":
-			return u, true, 250 * time.Millisecond
+			return u, true, 250 * time.Millisecond, 250 * time.Millisecond
 		}
-		return u, false, 0
+		return u, false, 0, 0
 	default:
-		return u, false, 0
+		return u, false, 0, 0
 	}
 	u.Unlimited = false
 	var body struct {
@@ -719,7 +722,7 @@ func (p *Proxy) judge(ctx context.Context, route Route, t Ticket, res *Response)
 		p.addInvalid(ctx, now)
 		p.log.Error("Discord's Cloudflare answered a ban: every request is refused until it ends", "for", wait.String())
 		p.record(route, scope, wait)
-		return u, false, 0
+		return u, false, 0, 0
 	case rok && remaining > 0:
 		scope = "sublimit"
 		p.addInvalid(ctx, now)
@@ -732,7 +735,7 @@ func (p *Proxy) judge(ctx context.Context, route Route, t Ticket, res *Response)
 	}
 	p.record(route, scope, wait)
 	p.log.Debug("rate limited by Discord", "route", route.Key(), "scope", scope, "retry_after", wait.String())
-	return u, true, waitForScope(scope, wait)
+	return u, true, wait, waitForScope(scope, wait)
 }
 
 // waitForScope is how long Do itself sleeps before a retry: only a

@@ -374,3 +374,17 @@ func TestRequestForwarding(t *testing.T) {
 		t.Fatalf("a token reached the log:\n%s", logs.String())
 	}
 }
+
+// TestRetryPastDeadlineReturnsDiscordsAnswer: a 429 whose wait ends after
+// the request's deadline is not retried; the caller gets Discord's 429.
+func TestRetryPastDeadlineReturnsDiscordsAnswer(t *testing.T) {
+	rest, base := fake(t, simulator.RESTConfig{})
+	p := newProxy(t, base, Config{})
+	rest.SetShared("channels/"+chanID(1), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	res, err := p.Do(ctx, &Request{Method: "GET", Path: "/channels/" + chanID(1) + "/messages", Header: http.Header{"Authorization": {testBot}}})
+	if err != nil || res.Status != 429 || res.Header.Get("X-Ratelimit-Scope") != "shared" || rest.Stats().Requests != 1 {
+		t.Fatalf("%v %+v, the fake saw %d", err, res, rest.Stats().Requests)
+	}
+}
