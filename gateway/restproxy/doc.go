@@ -19,10 +19,12 @@
 //     resource leave in arrival order; a bucket's Remaining and
 //     Reset-After (plus Config.ResetOffset) decide when the next may go.
 //   - The global limit (Config.GlobalLimit, 50 per second per token by
-//     default) is counted when a request is sent, after its bucket wait,
-//     over a sliding window of 1 s + Config.GlobalMargin, so that every
-//     second Discord counts holds at most the limit. Interaction callbacks
-//     and interaction webhooks are exempt.
+//     default) is a sliding window of slots taken when a request is sent,
+//     after its bucket wait. A slot counts while its request is in flight
+//     and for 1 s + Config.GlobalMargin after Discord's answer came, by
+//     when Discord has surely counted the request: whatever the latency,
+//     every second Discord counts holds at most the limit. Interaction
+//     callbacks and interaction webhooks are exempt.
 //   - A 429 is handled by its scope: global pauses the token, shared and
 //     user pause the bucket for Retry-After (shared 429s are not invalid
 //     requests), a sublimit (429 while Remaining > 0) waits for that

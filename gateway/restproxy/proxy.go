@@ -61,10 +61,12 @@ type Config struct {
 	GlobalLimit int
 	// GlobalWindow is the global limit's window. Default 1 s.
 	GlobalWindow time.Duration
-	// GlobalMargin widens the global window: at most GlobalLimit requests
-	// leave in any GlobalWindow + GlobalMargin, so that Discord, which counts
-	// arrivals, sees at most GlobalLimit in any second despite latency
-	// jitter. Default 100 ms; negative means none.
+	// GlobalMargin widens the global window. A request's slot counts from
+	// when it is sent until GlobalWindow + GlobalMargin after Discord's
+	// answer came back (by when Discord has surely counted it), so that no
+	// latency jitter fits more than GlobalLimit requests in any of
+	// Discord's windows; the margin covers clock rounding. Default 20 ms;
+	// negative means none.
 	GlobalMargin time.Duration
 	// Timeout bounds a request that comes without a deadline, waits
 	// included. Default 15 s.
@@ -249,7 +251,7 @@ func New(cfg Config) (*Proxy, error) {
 		cfg.GlobalWindow = time.Second
 	}
 	if cfg.GlobalMargin == 0 {
-		cfg.GlobalMargin = 100 * time.Millisecond
+		cfg.GlobalMargin = 20 * time.Millisecond
 	} else if cfg.GlobalMargin < 0 {
 		cfg.GlobalMargin = 0
 	}
@@ -357,8 +359,9 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 		if err != nil {
 			return nil, err
 		}
+		slot := ""
 		if !route.Exempt {
-			if err := p.waitGlobal(ctx, t.Identity); err != nil {
+			if slot, err = p.waitGlobal(ctx, t.Identity); err != nil {
 				_ = p.store.Release(context.WithoutCancel(ctx), t, key, Update{Refund: true}, time.Now())
 				return nil, err
 			}
@@ -367,6 +370,11 @@ func (p *Proxy) Do(ctx context.Context, req *Request) (*Response, error) {
 		sent := time.Now()
 		res, err := p.send(ctx, hreq, req.Body, target)
 		p.m.upstream(label, time.Since(sent))
+		if slot != "" {
+			if err := p.store.SettleGlobal(context.WithoutCancel(ctx), t.Identity, slot, time.Now()); err != nil {
+				p.log.Warn("rate-limit store: settling a global slot failed", "err", err)
+			}
+		}
 		if err != nil {
 			_ = p.store.Release(context.WithoutCancel(ctx), t, key, Update{}, time.Now())
 			return nil, err
@@ -623,22 +631,23 @@ func (p *Proxy) waitBucket(ctx context.Context, t Ticket) (string, error) {
 	}
 }
 
-// waitGlobal waits until identity's global limit allows one more request.
-func (p *Proxy) waitGlobal(ctx context.Context, identity string) error {
+// waitGlobal waits until identity's global limit allows one more request
+// and returns its slot.
+func (p *Proxy) waitGlobal(ctx context.Context, identity string) (string, error) {
 	dl, _ := ctx.Deadline()
 	for {
-		wait, err := p.store.TakeGlobal(ctx, identity, p.cfg.GlobalLimit, p.cfg.GlobalWindow+p.cfg.GlobalMargin, time.Now())
+		slot, wait, err := p.store.TakeGlobal(ctx, identity, p.cfg.GlobalLimit, p.cfg.GlobalWindow+p.cfg.GlobalMargin, time.Now())
 		if err != nil {
-			return fmt.Errorf("restproxy: rate-limit store: %w", err)
+			return "", fmt.Errorf("restproxy: rate-limit store: %w", err)
 		}
 		if wait == 0 {
-			return nil
+			return slot, nil
 		}
 		if time.Now().Add(wait).After(dl) {
-			return ErrTimeout
+			return "", ErrTimeout
 		}
 		if !p.sleep(ctx, wait) {
-			return p.ctxErr(ctx)
+			return "", p.ctxErr(ctx)
 		}
 	}
 }

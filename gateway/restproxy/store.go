@@ -3,6 +3,7 @@ package restproxy
 import (
 	"context"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -95,8 +96,15 @@ type Store interface {
 	// wake-up is lost.
 	Wake(lane string) (<-chan struct{}, func())
 	// TakeGlobal counts one request against identity's global limit of
-	// limit per window, or returns how long to wait before trying again.
-	TakeGlobal(ctx context.Context, identity string, limit int, window time.Duration, now time.Time) (time.Duration, error)
+	// limit per window and returns its slot, or returns how long to wait
+	// before trying again. A slot counts while its request is in flight
+	// (up to GlobalSlotLease), then until its settled time plus window.
+	TakeGlobal(ctx context.Context, identity string, limit int, window time.Duration, now time.Time) (slot string, wait time.Duration, err error)
+	// SettleGlobal gives a slot its time, at: when Discord's answer came
+	// (or the request failed), by when Discord has surely counted it. So
+	// no latency between sending and Discord's count can fit more than
+	// the limit in any window.
+	SettleGlobal(ctx context.Context, identity, slot string, at time.Time) error
 	// PauseGlobal stops identity's requests until until (a global 429).
 	PauseGlobal(ctx context.Context, identity string, until time.Time) error
 	// AddInvalid counts one invalid request (401, 403, non-shared 429).
@@ -187,9 +195,22 @@ type memHash struct {
 }
 
 type memGlobal struct {
-	sends  []time.Time
+	slots  []memSlot
 	paused time.Time
+	next   uint64
 }
+
+// memSlot is one request counted against a global limit: from at, while
+// not settled (in flight, up to GlobalSlotLease), then until at + window.
+type memSlot struct {
+	id      uint64
+	at      time.Time
+	settled bool
+}
+
+// GlobalSlotLease bounds how long a global slot of a request still in
+// flight counts (its process may have died).
+const GlobalSlotLease = 30 * time.Second
 
 // NewMemoryStore returns an empty MemoryStore.
 func NewMemoryStore() *MemoryStore {
@@ -304,26 +325,62 @@ func (s *MemoryStore) Release(_ context.Context, t Ticket, key string, u Update,
 // Wake implements Store.
 func (s *MemoryStore) Wake(lane string) (<-chan struct{}, func()) { return s.waiters.Listen(lane) }
 
-// TakeGlobal implements Store with a sliding window: at most limit sends
-// in any window.
-func (s *MemoryStore) TakeGlobal(_ context.Context, identity string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
+// TakeGlobal implements Store with a sliding window: at most limit slots
+// count at any time.
+func (s *MemoryStore) TakeGlobal(_ context.Context, identity string, limit int, window time.Duration, now time.Time) (string, time.Duration, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	g := s.globalLocked(identity)
 	if now.Before(g.paused) {
-		return g.paused.Sub(now), nil
+		return "", g.paused.Sub(now), nil
 	}
-	from := now.Add(-window)
-	i := 0
-	for i < len(g.sends) && !g.sends[i].After(from) {
-		i++
+	kept := g.slots[:0]
+	var first time.Time // the first end of a settled slot
+	for _, sl := range g.slots {
+		end := sl.at.Add(window)
+		if !sl.settled {
+			end = sl.at.Add(GlobalSlotLease)
+		}
+		if !end.After(now) {
+			continue
+		}
+		kept = append(kept, sl)
+		if sl.settled && (first.IsZero() || end.Before(first)) {
+			first = end
+		}
 	}
-	g.sends = g.sends[i:]
-	if len(g.sends) >= limit {
-		return g.sends[0].Add(window).Sub(now) + time.Millisecond, nil
+	g.slots = kept
+	if len(g.slots) >= limit {
+		// A slot in flight frees no sooner than a window after its answer,
+		// so the first settled end is the first chance.
+		if first.IsZero() {
+			return "", window, nil
+		}
+		return "", first.Sub(now) + time.Millisecond, nil
 	}
-	g.sends = append(g.sends, now)
-	return 0, nil
+	g.next++
+	g.slots = append(g.slots, memSlot{id: g.next, at: now})
+	return strconv.FormatUint(g.next, 10), 0, nil
+}
+
+// SettleGlobal implements Store.
+func (s *MemoryStore) SettleGlobal(_ context.Context, identity, slot string, at time.Time) error {
+	id, err := strconv.ParseUint(slot, 10, 64)
+	if err != nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.global[identity]
+	if g == nil {
+		return nil
+	}
+	for i := range g.slots {
+		if g.slots[i].id == id {
+			g.slots[i].at, g.slots[i].settled = at, true
+		}
+	}
+	return nil
 }
 
 // globalLocked returns the global state of identity, made when missing.
@@ -426,7 +483,7 @@ func (s *MemoryStore) sweepLocked(now time.Time) {
 		}
 	}
 	for k, g := range s.global {
-		if len(g.sends) == 0 || now.Sub(g.sends[len(g.sends)-1]) > time.Minute {
+		if idle := len(g.slots) == 0 || now.Sub(g.slots[len(g.slots)-1].at) > time.Minute; idle {
 			if !now.Before(g.paused) {
 				delete(s.global, k)
 			}

@@ -133,8 +133,8 @@ func proxySettings() []setting[ProxyConfig] {
 			},
 		},
 		{
-			env: "PROXY_GLOBAL_MARGIN", flag: "global-margin", typ: "duration", def: "100ms",
-			usage: "the global limit is kept over 1 s plus this margin, so that latency jitter cannot put more in one of Discord's seconds",
+			env: "PROXY_GLOBAL_MARGIN", flag: "global-margin", typ: "duration", def: "20ms",
+			usage: "a request counts against the global limit while in flight and for 1 s plus this margin after its answer",
 			parse: func(c *ProxyConfig, v string) (err error) {
 				c.GlobalMargin, err = time.ParseDuration(v)
 				if err == nil && c.GlobalMargin < 0 {
@@ -215,7 +215,8 @@ URL at http://ADDR/api and it works unchanged, with per-token limits.
 Rate limits: buckets by X-RateLimit-Bucket and top-level resource (route
 templates until Discord names the bucket), one request in flight per bucket
 in arrival order, the global limit per token counted at send time over a
-sliding 1 s + PROXY_GLOBAL_MARGIN, 429s handled by scope and retried within
+sliding window (a request counts while in flight and for 1 s +
+PROXY_GLOBAL_MARGIN after its answer, so latency cannot break it), 429s handled by scope and retried within
 the request's timeout, and an invalid-request budget that stops a runaway
 before Cloudflare bans the address. PROXY_RATELIMIT_STORE=redis shares all of
 it between proxy processes through Redis.

@@ -184,29 +184,52 @@ func (s *Store) Release(ctx context.Context, t restproxy.Ticket, key string, u r
 	return nil
 }
 
+// globalScript: a sorted set of slots scored by time, each counting until
+// its score plus window; a slot in flight is scored in the future (now +
+// lease), so that it counts until settled (SettleGlobal) or its lease ends.
 var globalScript = goredis.NewScript(`
-local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now, window, limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if now < paused then return paused - now end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) >= limit then
-  local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return tonumber(first[2]) + window - now + 1
+  local first = tonumber(redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')[2])
+  if first > now then return window end
+  return first + window - now + 1
 end
-redis.call('ZADD', KEYS[1], now, ARGV[4])
-redis.call('PEXPIRE', KEYS[1], window * 2)
+redis.call('ZADD', KEYS[1], now + lease, ARGV[4])
+redis.call('PEXPIRE', KEYS[1], lease + 2 * window)
 return 0
 `)
 
-// TakeGlobal implements restproxy.Store: a sliding window in a sorted set.
-func (s *Store) TakeGlobal(ctx context.Context, identity string, limit int, window time.Duration, now time.Time) (time.Duration, error) {
+// TakeGlobal implements restproxy.Store: a sliding window in a sorted set
+// (score: the slot's time).
+func (s *Store) TakeGlobal(ctx context.Context, identity string, limit int, window time.Duration, now time.Time) (string, time.Duration, error) {
 	member := s.id + ":" + strconv.FormatUint(s.seq.Add(1), 36)
 	w, err := globalScript.Run(ctx, s.c, []string{s.prefix + "g:" + identity, s.prefix + "gp:" + identity},
-		ms(now), window.Milliseconds(), limit, member).Int64()
+		ms(now), window.Milliseconds(), limit, member, restproxy.GlobalSlotLease.Milliseconds()).Int64()
 	if err != nil {
-		return 0, fmt.Errorf("redisstore: global limit: %w", err)
+		return "", 0, fmt.Errorf("redisstore: global limit: %w", err)
 	}
-	return time.Duration(w) * time.Millisecond, nil
+	if w > 0 {
+		return "", time.Duration(w) * time.Millisecond, nil
+	}
+	return member, 0, nil
+}
+
+var settleScript = goredis.NewScript(`
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+return 1
+`)
+
+// SettleGlobal implements restproxy.Store.
+func (s *Store) SettleGlobal(ctx context.Context, identity, slot string, at time.Time) error {
+	if err := settleScript.Run(ctx, s.c, []string{s.prefix + "g:" + identity}, slot, ms(at)).Err(); err != nil {
+		return fmt.Errorf("redisstore: global limit: %w", err)
+	}
+	return nil
 }
 
 // PauseGlobal implements restproxy.Store.
