@@ -195,17 +195,10 @@ type memHash struct {
 }
 
 type memGlobal struct {
-	slots  []memSlot
-	paused time.Time
-	next   uint64
-}
-
-// memSlot is one request counted against a global limit: from at, while
-// not settled (in flight, up to GlobalSlotLease), then until at + window.
-type memSlot struct {
-	id      uint64
-	at      time.Time
-	settled bool
+	inFlight map[uint64]time.Time // slot -> when taken
+	settled  []time.Time          // settled slots' times, ascending
+	paused   time.Time
+	next     uint64
 }
 
 // GlobalSlotLease bounds how long a global slot of a request still in
@@ -334,32 +327,29 @@ func (s *MemoryStore) TakeGlobal(_ context.Context, identity string, limit int, 
 	if now.Before(g.paused) {
 		return "", g.paused.Sub(now), nil
 	}
-	kept := g.slots[:0]
-	var first time.Time // the first end of a settled slot
-	for _, sl := range g.slots {
-		end := sl.at.Add(window)
-		if !sl.settled {
-			end = sl.at.Add(GlobalSlotLease)
-		}
-		if !end.After(now) {
-			continue
-		}
-		kept = append(kept, sl)
-		if sl.settled && (first.IsZero() || end.Before(first)) {
-			first = end
+	from := now.Add(-window)
+	i := 0
+	for i < len(g.settled) && !g.settled[i].After(from) {
+		i++
+	}
+	g.settled = g.settled[i:]
+	if len(g.settled)+len(g.inFlight) >= limit {
+		for id, at := range g.inFlight {
+			if !now.Before(at.Add(GlobalSlotLease)) {
+				delete(g.inFlight, id)
+			}
 		}
 	}
-	g.slots = kept
-	if len(g.slots) >= limit {
+	if len(g.settled)+len(g.inFlight) >= limit {
 		// A slot in flight frees no sooner than a window after its answer,
-		// so the first settled end is the first chance.
-		if first.IsZero() {
+		// so the first settled slot's end is the first chance.
+		if len(g.settled) == 0 {
 			return "", window, nil
 		}
-		return "", first.Sub(now) + time.Millisecond, nil
+		return "", g.settled[0].Add(window).Sub(now) + time.Millisecond, nil
 	}
 	g.next++
-	g.slots = append(g.slots, memSlot{id: g.next, at: now})
+	g.inFlight[g.next] = now
 	return strconv.FormatUint(g.next, 10), 0, nil
 }
 
@@ -375,10 +365,14 @@ func (s *MemoryStore) SettleGlobal(_ context.Context, identity, slot string, at 
 	if g == nil {
 		return nil
 	}
-	for i := range g.slots {
-		if g.slots[i].id == id {
-			g.slots[i].at, g.slots[i].settled = at, true
-		}
+	if _, ok := g.inFlight[id]; !ok {
+		return nil
+	}
+	delete(g.inFlight, id)
+	// Settles come nearly in time order: insert from the end.
+	g.settled = append(g.settled, at)
+	for j := len(g.settled) - 1; j > 0 && g.settled[j-1].After(g.settled[j]); j-- {
+		g.settled[j-1], g.settled[j] = g.settled[j], g.settled[j-1]
 	}
 	return nil
 }
@@ -387,7 +381,7 @@ func (s *MemoryStore) SettleGlobal(_ context.Context, identity, slot string, at 
 func (s *MemoryStore) globalLocked(identity string) *memGlobal {
 	g := s.global[identity]
 	if g == nil {
-		g = &memGlobal{}
+		g = &memGlobal{inFlight: map[uint64]time.Time{}}
 		s.global[identity] = g
 	}
 	return g
@@ -483,7 +477,7 @@ func (s *MemoryStore) sweepLocked(now time.Time) {
 		}
 	}
 	for k, g := range s.global {
-		if idle := len(g.slots) == 0 || now.Sub(g.slots[len(g.slots)-1].at) > time.Minute; idle {
+		if idle := len(g.inFlight) == 0 && (len(g.settled) == 0 || now.Sub(g.settled[len(g.settled)-1]) > time.Minute); idle {
 			if !now.Before(g.paused) {
 				delete(s.global, k)
 			}
