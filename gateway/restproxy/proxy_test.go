@@ -388,3 +388,23 @@ func TestRetryPastDeadlineReturnsDiscordsAnswer(t *testing.T) {
 		t.Fatalf("%v %+v, the fake saw %d", err, res, rest.Stats().Requests)
 	}
 }
+
+// TestResetWithoutResetAfter: without X-RateLimit-Reset-After the proxy
+// waits for X-RateLimit-Reset (an epoch), here from a fake whose clock
+// runs 50 ms ahead: a burst over the bucket's limit draws no 429.
+func TestResetWithoutResetAfter(t *testing.T) {
+	rest, base := fake(t, simulator.RESTConfig{TimeScale: 0.04, OmitResetAfter: true, ClockOffset: 50 * time.Millisecond})
+	p := newProxy(t, base, Config{})
+	var wg sync.WaitGroup
+	for i := 0; i < 12; i++ {
+		wg.Go(func() {
+			if res := do(t, p, "POST", "/channels/"+chanID(1)+"/messages", "{}"); res.Status != 200 {
+				t.Errorf("status %d", res.Status)
+			}
+		})
+	}
+	wg.Wait()
+	if s := rest.Stats(); total429(s) != 0 || s.Requests != 12 {
+		t.Fatalf("fake stats %+v", s)
+	}
+}

@@ -72,6 +72,9 @@ type RESTConfig struct {
 	// ClockOffset is added to X-RateLimit-Reset (a fake whose clock runs
 	// ahead of the client's).
 	ClockOffset time.Duration
+	// OmitResetAfter leaves X-RateLimit-Reset-After out of every answer, so
+	// that clients must use X-RateLimit-Reset.
+	OmitResetAfter bool
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// MaxRecords bounds the requests kept for Requests. Default 10000;
@@ -450,7 +453,9 @@ func (r *REST) decideLocked(req *http.Request, body []byte, now time.Time, path,
 		headers["X-RateLimit-Bucket"] = bucketHash(name)
 		headers["X-RateLimit-Limit"] = strconv.Itoa(limit)
 		headers["X-RateLimit-Reset"] = strconv.FormatFloat(float64(win.end.Add(r.cfg.ClockOffset).UnixMilli())/1000, 'f', 3, 64)
-		headers["X-RateLimit-Reset-After"] = seconds3(reset)
+		if !r.cfg.OmitResetAfter {
+			headers["X-RateLimit-Reset-After"] = seconds3(reset)
+		}
 		if win.count >= limit {
 			headers["X-RateLimit-Remaining"] = "0"
 			headers["X-RateLimit-Scope"] = "user"
