@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"time"
 
 	"github.com/spectacles-go/spectacles/gateway/discord"
@@ -106,6 +107,10 @@ type Config struct {
 	// a weighted mix of MESSAGE_CREATE, TYPING_START, MESSAGE_REACTION_ADD,
 	// PRESENCE_UPDATE and MESSAGE_DELETE. See SyntheticEvents.
 	TrafficEvents []string
+
+	// REST, when set, serves every /api/ path other than the gateway's
+	// (a REST fake, see NewREST), so that one address answers both.
+	REST http.Handler
 
 	// Seed makes guild, channel and user ids reproducible. Default 1.
 	Seed uint64

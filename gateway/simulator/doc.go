@@ -56,6 +56,13 @@
 //     transport compression.
 //   - Close drops every connection without a close frame.
 //
+// REST (NewREST) is the REST counterpart: a fake of Discord's HTTP API with
+// its rate limits (per-route buckets keyed by X-RateLimit-Bucket hash and
+// top-level resource, shared hashes, the sliding global limit, user,
+// global, shared and sublimit 429s, invalid-request counting and
+// Cloudflare bans), configurable clock, time scale and limits, and
+// counters for tests. Config.REST serves it beside the gateway.
+//
 // Tokens are never logged nor recorded: Received payloads of Identify and
 // Resume have their token replaced by "[redacted]".
 package simulator

@@ -240,9 +240,14 @@ func (s *Server) startRemainingLocked(now time.Time) int {
 	return s.cfg.SessionStartLimit - s.startUsed
 }
 
-// handleAPI serves GET /api/v10/gateway and GET /api/v10/gateway/bot.
+// handleAPI serves GET /api/v10/gateway and GET /api/v10/gateway/bot, and
+// every other /api/ path with Config.REST when it is set.
 func (s *Server) handleAPI(w http.ResponseWriter, r *http.Request) {
 	m := s.apiPath.FindStringSubmatch(r.URL.Path)
+	if m == nil && s.cfg.REST != nil {
+		s.cfg.REST.ServeHTTP(w, r)
+		return
+	}
 	if m == nil {
 		writeJSON(w, http.StatusNotFound, map[string]any{"message": "404: Not Found", "code": 0})
 		return

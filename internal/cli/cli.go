@@ -201,6 +201,7 @@ string KEY that is not valid UTF-8.`,
 	root.AddCommand(a.healthcheckCommand())
 	root.AddCommand(a.hubCommand())
 	root.AddCommand(a.servicesCommand())
+	root.AddCommand(a.proxyCommand(), a.bucketsCommand())
 	a.applyConventions(root)
 	return root
 }

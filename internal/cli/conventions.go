@@ -78,6 +78,7 @@ func commandGroups() []helpGroup {
 		{"broker", "Broker commands:", []string{"publish", "call", "consume", "respond", "bench", "hub"}},
 		{"inspect", "Inspection commands:", []string{"streams", "groups", "pending", "ack", "claim", "dlq", "tail", "send", "shards", "services"}},
 		{"gateway", "Gateway commands:", []string{"gateway", "simulate", "healthcheck"}},
+		{"proxy", "REST proxy commands:", []string{"proxy", "buckets"}},
 		{"console", "Console:", []string{"console"}},
 	}
 }

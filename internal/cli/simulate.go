@@ -15,6 +15,7 @@ func (a *app) simulateCommand() *cobra.Command {
 		rate       float64
 		heartbeat  time.Duration
 		identifyIv time.Duration
+		restCfg    simulator.RESTConfig
 	)
 	cmd := &cobra.Command{
 		Use:   "simulate",
@@ -23,7 +24,10 @@ func (a *app) simulateCommand() *cobra.Command {
 like Discord's: Hello, identify checks and close codes, identify buckets,
 READY then lazy GUILD_CREATE, heartbeats, resume with replay, zlib-stream and
 zstd-stream, the 4096-byte and 120/60 s limits, and synthetic traffic.
-Point a gateway at it with the environment it prints.`,
+Beside it, on the same address, it serves a fake of Discord's REST API with
+Discord's rate limits (buckets and X-RateLimit-* headers, shared hashes, the
+global limit, 429s of each scope, invalid-request bans), for the REST proxy.
+Point a gateway or a proxy at it with the environment it prints.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := simulateFlagsError(&cfg, heartbeat, identifyIv); err != nil {
@@ -33,6 +37,12 @@ Point a gateway at it with the environment it prints.`,
 			cfg.HeartbeatInterval = heartbeat
 			cfg.IdentifyInterval = identifyIv
 			cfg.Logger = a.log
+			restCfg.Token, restCfg.Logger = cfg.Token, a.log
+			rest, err := simulator.NewREST(restCfg)
+			if err != nil {
+				return usageError(err)
+			}
+			cfg.REST = rest
 			sim, err := simulator.New(cfg)
 			if err != nil {
 				return usageError(err)
@@ -59,6 +69,8 @@ Point a gateway at it with the environment it prints.`,
 	f.IntVar(&cfg.MaxConcurrency, "max-concurrency", 1, "identify buckets (session_start_limit.max_concurrency)")
 	f.Float64Var(&rate, "rate", 5, "synthetic dispatches per second (0: none; negative: as fast as clients read)")
 	f.DurationVar(&heartbeat, "heartbeat-interval", 41250*time.Millisecond, "heartbeat interval sent in Hello")
+	f.IntVar(&restCfg.GlobalLimit, "rest-global-limit", 50, "REST requests per second per bot (the global limit)")
+	f.Float64Var(&restCfg.TimeScale, "rest-time-scale", 1, "factor on every REST route window (0.1 makes limits reset 10 times faster)")
 	f.DurationVar(&identifyIv, "identify-interval", 5*time.Second, "minimum time between identifies of one bucket")
 	return cmd
 }
