@@ -39,7 +39,7 @@ var errNoLocalNode = errors.New("no local node is running and REDIS_URL is not s
 // running one.
 func commandNodeMode(cmd *cobra.Command) nodeMode {
 	switch cmd.Name() {
-	case "spectacles", "console", "consume", "gateway", "respond":
+	case "spectacles", "console", "consume", "gateway", "respond", "proxy":
 		return nodeStart
 	case "bench":
 		return nodePrivate

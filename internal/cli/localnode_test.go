@@ -104,7 +104,7 @@ func TestLocalNodeShortLivedCommandsNeedOne(t *testing.T) {
 func TestLocalNodeCommandModes(t *testing.T) {
 	a := &app{}
 	want := map[string]nodeMode{"spectacles": nodeStart, "spectacles console": nodeStart, "spectacles consume": nodeStart,
-		"spectacles gateway": nodeStart, "spectacles respond": nodeStart, "spectacles bench": nodePrivate}
+		"spectacles gateway": nodeStart, "spectacles respond": nodeStart, "spectacles proxy": nodeStart, "spectacles bench": nodePrivate}
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		if got := commandNodeMode(c); got != want[c.CommandPath()] { // absent: nodeAttach
