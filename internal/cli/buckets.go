@@ -143,6 +143,10 @@ PROXY_RATELIMIT_STORE=redis (REDIS_URL, --prefix).`,
 				fmt.Fprintln(w)
 				if len(view.Buckets) > 0 {
 					fmt.Fprintln(w, "IDENTITY\tBUCKET\tRESOURCE\tLIMIT\tREMAINING\tRESET IN\tIN FLIGHT")
+				} else if source == "redis" {
+					// Not "no limits": a proxy with the memory store keeps its
+					// own, which only its admin endpoint shows.
+					fmt.Fprintln(w, "(none in the Redis store: a proxy with PROXY_RATELIMIT_STORE=memory keeps its buckets to itself; ask it with --address PROMETHEUS_ADDRESS)")
 				}
 				for _, b := range view.Buckets {
 					reset := "-"

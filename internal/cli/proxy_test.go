@@ -258,3 +258,15 @@ func TestInteropProxyClients(t *testing.T) {
 		t.Errorf("%d reactions reached the fake, want 2", reactions)
 	}
 }
+
+// With nothing in the Redis store, buckets says where a memory-store
+// proxy's buckets are instead of suggesting there are none.
+func TestBucketsEmptyStoreSaysWhere(t *testing.T) {
+	r := cli(t, "buckets", "--prefix", unique("empty-proxy")+":")
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "0 buckets") || !strings.Contains(r.stdout, "--address") {
+		t.Errorf("stdout %q: want the count and where else to look", r.stdout)
+	}
+}
