@@ -388,27 +388,25 @@ func startResponder(t *testing.T, event string, reply func(data any) any) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		err := b.Consume(ctx, []string{event}, func(ctx context.Context, m *core.Message) {
-			data, err := m.Data()
-			if err != nil {
-				t.Errorf("responder: %v", err)
-				return
-			}
-			if err := m.Reply(ctx, reply(data)); err != nil {
-				t.Errorf("reply: %v", err)
-			}
-			m.Ack(ctx)
-		})
+	// Consume returns once the group exists: a call made after this
+	// returns is read (with no group yet it would fail at once).
+	err = b.Consume(ctx, []string{event}, func(ctx context.Context, m *core.Message) {
+		data, err := m.Data()
 		if err != nil {
-			t.Errorf("responder consume: %v", err)
+			t.Errorf("responder: %v", err)
+			return
 		}
-	}()
+		if err := m.Reply(ctx, reply(data)); err != nil {
+			t.Errorf("reply: %v", err)
+		}
+		m.Ack(ctx)
+	})
+	if err != nil {
+		cancel()
+		t.Fatalf("responder consume: %v", err)
+	}
 	t.Cleanup(func() {
 		cancel()
-		<-done
 		b.Close()
 	})
 }
