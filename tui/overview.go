@@ -219,8 +219,8 @@ func (v *overviewView) warnings() []warning {
 	}
 	var out []warning
 	for _, s := range v.res.streams {
-		if _, dlq := dlqSource(s.Name); dlq || s.Groups > 0 || s.Length == 0 {
-			continue
+		if _, dlq := dlqSource(s.Name); dlq || s.Groups > 0 || s.Length == 0 || core.IsPresenceEvent(unquote(s.Name)) {
+			continue // presence events are there to be read when wanted, not consumed
 		}
 		out = append(out, warning{fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length)), navMsg{to: kGroups, stream: s.Name}})
 	}

@@ -55,3 +55,14 @@ func TestServicesViewWithoutPresence(t *testing.T) {
 	d.keys("9")
 	d.mustContain("This broker reports no presence")
 }
+
+// Presence event streams are informational: the overview does not warn
+// that nobody consumes them, as it does for other events.
+func TestOverviewDoesNotWarnAboutPresenceStreams(t *testing.T) {
+	ins, b, gw := fixture()
+	ev := &fakeStream{name: core.EventInstanceConnected, entries: []core.Entry{{ID: "1-0", Raw: mustMsgpack(map[string]any{"event": "x"})}}}
+	ins.streams[ev.name] = ev
+	d := newDriver(t, testNode(ins, b, gw), plainOptions(), 160, 40)
+	d.mustContain("TYPING_START: 1,000,000 entries published, but no group consumes them")
+	d.mustNotContain("spectacles.instance.connected: 1 entries")
+}
