@@ -167,6 +167,8 @@ keys demo Escape
 sleep 0.3
 keys demo 8
 shot demo 11-shards 2.5
+keys demo 9
+shot demo 20-services 2
 palette demo "dlq MESSAGE_CREATE"
 shot demo 12-dead-letters 2
 palette demo "pending MESSAGE_CREATE sim-bot"

@@ -37,7 +37,7 @@ func (servicesResult) target() kind { return kServices }
 var serviceCols = []column{
 	{title: "GROUP", width: 14, flex: true},
 	{title: "CLIENT", width: 14, flex: true},
-	{title: "VERSION", width: 12},
+	{title: "VERSION", width: 18},
 	{title: "STATUS", width: 7},
 	{title: "LAST SEEN", width: 9, right: true},
 	{title: "EVENTS", width: 18, flex: true},
