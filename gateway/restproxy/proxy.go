@@ -763,16 +763,31 @@ func (p *Proxy) addInvalid(ctx context.Context, now time.Time) {
 	}
 }
 
-// record keeps a 429 for Recent and the metrics.
+// RecentRecorder is implemented by stores that keep the 429s of every
+// proxy sharing them (the Redis store), for `spectacles buckets` and the
+// console.
+type RecentRecorder interface {
+	RecordRateLimit(ctx context.Context, e RateLimitEvent) error
+}
+
+// record keeps a 429 for Recent, the metrics, and a store that records
+// them.
 func (p *Proxy) record(route Route, scope string, wait time.Duration) {
 	p.m.rateLimited(scope)
+	e := RateLimitEvent{At: time.Now().UTC(), Route: route.Key(), Scope: scope, RetryAfterMS: float64(wait.Microseconds()) / 1000}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if len(p.recent) >= maxRecent {
 		p.recent = append(p.recent[:0], p.recent[1:]...)
 	}
-	p.recent = append(p.recent, RateLimitEvent{At: time.Now().UTC(), Route: route.Key(), Scope: scope,
-		RetryAfterMS: float64(wait.Microseconds()) / 1000})
+	p.recent = append(p.recent, e)
+	p.mu.Unlock()
+	if rr, ok := p.store.(RecentRecorder); ok {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		if err := rr.RecordRateLimit(ctx, e); err != nil {
+			p.log.Warn("rate-limit store: recording a 429 failed", "err", err)
+		}
+	}
 }
 
 func atoi(s string) (int, bool) {

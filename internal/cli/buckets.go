@@ -94,10 +94,11 @@ func (a *app) bucketsCommand() *cobra.Command {
 		Short: "Show the REST proxy's live rate-limit buckets and recent 429s",
 		Long: `buckets shows the rate limits the REST proxy holds: each bucket's token
 (a hash, never the token), route or bucket hash, top-level resource, limit,
-remaining requests and reset. With --address it asks one proxy's admin
-endpoint (its PROMETHEUS_ADDRESS, GET /buckets), which adds the recent 429s;
-without, it reads the Redis store shared by proxies running with
-PROXY_RATELIMIT_STORE=redis (REDIS_URL, --prefix).`,
+remaining requests and reset, and the recent 429s. With --address it asks
+one proxy's admin endpoint (its PROMETHEUS_ADDRESS, GET /buckets); without,
+it reads the Redis store shared by proxies running with
+PROXY_RATELIMIT_STORE=redis (REDIS_URL, --prefix), which keeps the latest 50
+429s of all of them.`,
 		Example: `  spectacles buckets --json
   spectacles buckets --address 127.0.0.1:9100`,
 		Args: cobra.NoArgs,
@@ -124,6 +125,9 @@ PROXY_RATELIMIT_STORE=redis (REDIS_URL, --prefix).`,
 				}
 				defer done()
 				if snap.Buckets, err = redisstore.ReadBuckets(ctx, rc, prefix, now); err != nil {
+					return err
+				}
+				if snap.Recent, err = redisstore.ReadRecent(ctx, rc, prefix); err != nil {
 					return err
 				}
 				var banned time.Time

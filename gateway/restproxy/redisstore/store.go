@@ -18,6 +18,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -341,5 +342,44 @@ func ReadBuckets(ctx context.Context, c goredis.UniversalClient, prefix string, 
 		return nil, fmt.Errorf("redisstore: buckets: %w", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	return out, nil
+}
+
+// maxRecent bounds the 429s the store keeps (a capped list).
+const maxRecent = 50
+
+// RecordRateLimit implements restproxy.RecentRecorder: the 429 goes on a
+// capped list that every proxy process shares, for `spectacles buckets`
+// and the console.
+func (s *Store) RecordRateLimit(ctx context.Context, e restproxy.RateLimitEvent) error {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return err
+	}
+	pipe := s.c.TxPipeline()
+	pipe.RPush(ctx, s.prefix+"recent429", b)
+	pipe.LTrim(ctx, s.prefix+"recent429", -maxRecent, -1)
+	_, err = pipe.Exec(ctx)
+	return err
+}
+
+// ReadRecent returns the latest 429s recorded at prefix (DefaultPrefix
+// when empty), oldest first, at most maxRecent. An entry that does not
+// decode is skipped.
+func ReadRecent(ctx context.Context, c goredis.UniversalClient, prefix string) ([]restproxy.RateLimitEvent, error) {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	list, err := c.LRange(ctx, prefix+"recent429", -maxRecent, -1).Result()
+	if err != nil {
+		return nil, fmt.Errorf("redisstore: recent 429s: %w", err)
+	}
+	out := make([]restproxy.RateLimitEvent, 0, len(list))
+	for _, item := range list {
+		var e restproxy.RateLimitEvent
+		if json.Unmarshal([]byte(item), &e) == nil {
+			out = append(out, e)
+		}
+	}
 	return out, nil
 }

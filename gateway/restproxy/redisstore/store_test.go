@@ -143,3 +143,24 @@ func TestInvalidCountAndBanShared(t *testing.T) {
 		t.Fatalf("ban not shared: %v %v", banned, err)
 	}
 }
+
+// TestRecentRateLimitsShared: a 429 one proxy got is in the store's recent
+// list, which another process (spectacles buckets, the console) reads.
+func TestRecentRateLimitsShared(t *testing.T) {
+	rest, ps := twoProxies(t, simulator.RESTConfig{}, restproxy.Config{})
+	ch := snowflake(7)
+	rest.SetShared("channels/"+ch, 100*time.Millisecond)
+	// The proxy gets the shared 429, waits it out and retries.
+	if _, err := ps[0].Do(context.Background(), &restproxy.Request{Method: "GET", Path: "/channels/" + ch + "/messages",
+		Header: http.Header{"Authorization": {bot}}}); err != nil {
+		t.Fatal(err)
+	}
+	s := ps[1].Store().(*Store)
+	recent, err := ReadRecent(context.Background(), s.c, s.prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recent) != 1 || recent[0].Scope != "shared" || recent[0].Route == "" {
+		t.Fatalf("recent 429s %+v, want the one shared 429", recent)
+	}
+}
