@@ -8,6 +8,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/restproxy"
 	"github.com/spectacles-go/spectacles/internal/redact"
 )
 
@@ -122,12 +123,32 @@ type Node struct {
 	// redisgw.ReadNodeStatuses on the Redis they report to); nil when
 	// there is no such source.
 	ReadNodes func(ctx context.Context) ([]gateway.NodeStatus, error)
+	// ReadBuckets reads the REST proxy's rate limits (typically the Redis
+	// store that proxies share); nil when there is no such source.
+	ReadBuckets func(ctx context.Context) (restproxy.Snapshot, error)
 	// Secrets are strings that must never be shown (passwords, tokens).
 	Secrets []string
 
 	mu      sync.Mutex
 	gw      GatewayInfo
 	secrets []string // added by StartGateway
+}
+
+// errNoBuckets: the node has no source of REST proxy buckets.
+var errNoBuckets = errors.New("no source of REST proxy buckets")
+
+// Buckets reads the REST proxy's rate limits (Node.ReadBuckets), or fails
+// with errNoBuckets.
+func (n *Node) Buckets(ctx context.Context) (restproxy.Snapshot, error) {
+	if n.ReadBuckets == nil {
+		return restproxy.Snapshot{}, errNoBuckets
+	}
+	return n.ReadBuckets(ctx)
+}
+
+// bucketReader is a backend that can read the REST proxy's buckets.
+type bucketReader interface {
+	Buckets(ctx context.Context) (restproxy.Snapshot, error)
 }
 
 // Node implements Backend.

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"fmt"
 	"strings"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -82,9 +81,9 @@ func (m *Model) tabsView() string {
 	render := func(compact, short bool) string {
 		var b strings.Builder
 		for k := range numKinds {
-			label := fmt.Sprintf("%d %s", k+1, kindTitles[k])
+			label := tabKey(k) + " " + kindTitles[k]
 			if short && k != m.active() {
-				label = fmt.Sprintf("%d %s", k+1, kindShort[k])
+				label = tabKey(k) + " " + kindShort[k]
 			}
 			switch {
 			case k == m.active() && compact && k > 0:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/gateway/restproxy"
 	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
@@ -137,6 +138,15 @@ func (s shownBackend) GatewayNodes(ctx context.Context) ([]gateway.NodeStatus, e
 }
 
 func (s shownBackend) Redact(text string) string { return s.b.Redact(text) }
+
+// Buckets reads the wrapped backend's REST proxy buckets (the view escapes
+// what it shows), or fails with errNoBuckets.
+func (s shownBackend) Buckets(ctx context.Context) (restproxy.Snapshot, error) {
+	if br, ok := s.b.(bucketReader); ok {
+		return br.Buckets(ctx)
+	}
+	return restproxy.Snapshot{}, errNoBuckets
+}
 
 func shownStatuses(list []gateway.Status) []gateway.Status {
 	out := make([]gateway.Status, len(list))

@@ -27,7 +27,7 @@ func newGlobalKeys() globalKeys {
 		Slower:    key.NewBinding(key.WithKeys("-", "_"), key.WithHelp("-", "refresh slower")),
 	}
 	for k := range numKinds {
-		n := string(rune('1' + k))
+		n := tabKey(k)
 		g.Views[k] = key.NewBinding(key.WithKeys(n), key.WithHelp(n, kindNames[k]))
 	}
 	return g
@@ -102,4 +102,12 @@ func (n navKeys) move(msg tea.KeyMsg, t *table) (edge int, ok bool) {
 
 func (n navKeys) list() []key.Binding {
 	return []key.Binding{n.Up, n.Down, n.PageUp, n.PageDown, n.Top, n.Bottom}
+}
+
+// tabKey is the key of view k: 1 to 9, then 0 for the tenth.
+func tabKey(k kind) string {
+	if k == 9 {
+		return "0"
+	}
+	return string(rune('1' + k))
 }

@@ -15,7 +15,7 @@ import (
 // kind names a view.
 type kind int
 
-// The views, in tab order (keys 1–9).
+// The views, in tab order (keys 1–9, then 0).
 const (
 	kOverview kind = iota
 	kStreams
@@ -26,15 +26,16 @@ const (
 	kSend
 	kShards
 	kServices
+	kBuckets
 	numKinds
 )
 
-var kindNames = [numKinds]string{"overview", "streams", "groups", "pending", "tail", "publish", "send", "shards", "services"}
+var kindNames = [numKinds]string{"overview", "streams", "groups", "pending", "tail", "publish", "send", "shards", "services", "buckets"}
 
-var kindTitles = [numKinds]string{"Overview", "Streams", "Groups", "Pending", "Tail", "Publish", "Send", "Shards", "Services"}
+var kindTitles = [numKinds]string{"Overview", "Streams", "Groups", "Pending", "Tail", "Publish", "Send", "Shards", "Services", "Buckets"}
 
 // kindShort are the tab titles when even the compact tab row does not fit.
-var kindShort = [numKinds]string{"Over", "Strm", "Grps", "Pend", "Tail", "Pub", "Send", "Shrd", "Svcs"}
+var kindShort = [numKinds]string{"Over", "Strm", "Grps", "Pend", "Tail", "Pub", "Send", "Shrd", "Svcs", "Bkts"}
 
 // view is one screen of the console. Views are components: the root owns
 // the layout and routes messages; a view owns its data, its keys and its

@@ -151,6 +151,7 @@ func New(b Backend, opts Options) *Model {
 		kSend:     newSend(sh),
 		kShards:   newShards(sh),
 		kServices: newServices(sh),
+		kBuckets:  newBuckets(sh),
 	}
 	m.modal = newModal(opts.Renderer, &st)
 	m.payload = newPayloadPane(sh)

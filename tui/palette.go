@@ -41,6 +41,7 @@ var paletteCommands = []paletteCommand{
 	{[]string{"send", "route"}, "[GUILD_ID]", "SEND-route a packet to a shard"},
 	{[]string{"shards", "sh", "gateway"}, "", "shard health and control"},
 	{[]string{"services", "svc", "presence"}, "", "service instances that announce themselves"},
+	{[]string{"buckets", "ratelimits", "proxy"}, "", "the REST proxy's rate-limit buckets and recent 429s"},
 	{[]string{"refresh", "interval"}, "[DURATION]", "set the refresh interval, or pause/resume"},
 	{[]string{"help", "h"}, "", "keys of this view"},
 	{[]string{"quit", "q", "exit"}, "", "leave the console"},
@@ -160,6 +161,8 @@ func parseCommand(text string) (command, error) {
 		c.to = kShards
 	case "services":
 		c.to = kServices
+	case "buckets":
+		c.to = kBuckets
 	case "refresh":
 		c.special = cmdRefresh
 		if len(args) > 0 {

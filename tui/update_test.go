@@ -25,11 +25,11 @@ func newFixtureDriver(t *testing.T, opts Options) (*driver, *fakeInspector, *fak
 func TestNavigationByKeysPaletteAndBack(t *testing.T) {
 	d, _, _, _ := newFixtureDriver(t, plainOptions())
 	for i, want := range kindTitles {
-		d.keys(string(rune('1' + i)))
+		d.keys(tabKey(kind(i)))
 		if d.m.active() != kind(i) {
-			t.Fatalf("key %d: active view %v", i+1, d.m.active())
+			t.Fatalf("key %s: active view %v", tabKey(kind(i)), d.m.active())
 		}
-		d.mustContain("[" + string(rune('1'+i)) + " " + want + "]")
+		d.mustContain("[" + tabKey(kind(i)) + " " + want + "]")
 		if d.m.views[d.m.active()].capturing() {
 			d.keys("esc") // leave the editor
 		}

@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -124,18 +125,12 @@ PROXY_RATELIMIT_STORE=redis (REDIS_URL, --prefix), which keeps the latest 50
 					return err
 				}
 				defer done()
-				if snap.Buckets, err = redisstore.ReadBuckets(ctx, rc, prefix, now); err != nil {
-					return err
+				read := bucketsReader(rc, prefix)
+				if read == nil {
+					return errors.New("buckets: no Redis to read the proxy's store from (set REDIS_URL, or ask a proxy with --address)")
 				}
-				if snap.Recent, err = redisstore.ReadRecent(ctx, rc, prefix); err != nil {
+				if snap, err = read(ctx); err != nil {
 					return err
-				}
-				var banned time.Time
-				if snap.InvalidCount, banned, err = redisstore.ReadInvalid(ctx, rc, prefix, now); err != nil {
-					return err
-				}
-				if !banned.IsZero() {
-					snap.BannedUntil = &banned
 				}
 			}
 			view := newBucketsJSON(source, snap, now)

@@ -20,6 +20,8 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/redisgw"
+	"github.com/spectacles-go/spectacles/gateway/restproxy"
+	"github.com/spectacles-go/spectacles/gateway/restproxy/redisstore"
 	"github.com/spectacles-go/spectacles/internal/redact"
 	"github.com/spectacles-go/spectacles/themes"
 	"github.com/spectacles-go/spectacles/tui"
@@ -195,6 +197,11 @@ func (a *app) runConsole(parent context.Context, f consoleFlags) (err error) {
 	}
 	defer doneRedis()
 	node.ReadNodes = nodeReader(rc)
+	prefix := redisstore.DefaultPrefix
+	if v, ok := a.env("PROXY_RATELIMIT_PREFIX"); ok && v != "" {
+		prefix = v
+	}
+	node.ReadBuckets = bucketsReader(rc, prefix)
 	// Gateways started here (at launch or from the Shards view) run until
 	// the console ends.
 	start := func(_ context.Context, tok string) (tui.GatewayInfo, error) {
@@ -261,6 +268,31 @@ func nodeReader(rc goredis.UniversalClient) func(context.Context) ([]gateway.Nod
 	}
 	return func(ctx context.Context) ([]gateway.NodeStatus, error) {
 		return redisgw.ReadNodeStatuses(ctx, rc)
+	}
+}
+
+// bucketsReader reads the REST proxy's Redis store at prefix for the
+// console's Buckets view; nil without Redis.
+func bucketsReader(rc goredis.UniversalClient, prefix string) func(context.Context) (restproxy.Snapshot, error) {
+	if rc == nil {
+		return nil
+	}
+	return func(ctx context.Context) (snap restproxy.Snapshot, err error) {
+		now := time.Now()
+		if snap.Buckets, err = redisstore.ReadBuckets(ctx, rc, prefix, now); err != nil {
+			return snap, err
+		}
+		if snap.Recent, err = redisstore.ReadRecent(ctx, rc, prefix); err != nil {
+			return snap, err
+		}
+		var banned time.Time
+		if snap.InvalidCount, banned, err = redisstore.ReadInvalid(ctx, rc, prefix, now); err != nil {
+			return snap, err
+		}
+		if !banned.IsZero() {
+			snap.BannedUntil = &banned
+		}
+		return snap, nil
 	}
 }
 
