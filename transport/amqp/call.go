@@ -86,7 +86,12 @@ func (b *Broker) Call(ctx context.Context, event string, data any) (*core.Payloa
 	msg.CorrelationId = msg.MessageId
 	ch := r.register(msg.CorrelationId)
 	defer r.unregister(msg.CorrelationId)
-	if err := b.pub.publish(ctx, b.closeCtx.Done(), b.cfg.Exchange, event, &msg); err != nil {
+	// Mandatory: a call no queue takes comes back, and fails at once
+	// instead of at its timeout.
+	if err := b.pub.publishRoutable(ctx, b.closeCtx.Done(), b.cfg.Exchange, event, &msg); err != nil {
+		if errors.Is(err, errUnroutable) {
+			return nil, fmt.Errorf("amqp: call %s: %w: %w", event, core.ErrUnhandled, err)
+		}
 		return nil, callError(ctx, event, started, err)
 	}
 	select {

@@ -41,7 +41,7 @@ func TestConformance(t *testing.T) {
 				Subgroup: opts.Identity.Group,
 			})
 		},
-		Features: conformance.Features{Groups: true, Redelivery: true, DeadLetter: true, Restart: true},
+		Features: conformance.Features{Groups: true, Redelivery: true, DeadLetter: true, Restart: true, UnhandledCalls: true},
 		Restart: func(t *testing.T) {
 			proxy.restart(500 * time.Millisecond)
 		},

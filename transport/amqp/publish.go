@@ -54,6 +54,50 @@ type pubChannel struct {
 type confirmChannel struct {
 	*amqp091.Channel
 	closeReason func() *amqp091.Error
+	returns     *returnedSet
+}
+
+// maxReturns bounds the basic.returns a channel holds for their callers:
+// only calls publish with the mandatory flag, and each takes its own.
+const maxReturns = 4096
+
+// returnedSet holds the ids of mandatory messages RabbitMQ returned
+// (basic.return: no queue was bound to their routing key). amqp091's
+// reader hands a return over before it reads the message's confirm, so a
+// caller whose confirm came finds its return, if any, here or in the
+// channel once it drains it.
+type returnedSet struct {
+	ch  chan amqp091.Return
+	mu  sync.Mutex
+	ids map[string]struct{}
+}
+
+func newReturnedSet(ch *amqp091.Channel) *returnedSet {
+	r := &returnedSet{ch: make(chan amqp091.Return, maxReturns), ids: map[string]struct{}{}}
+	ch.NotifyReturn(r.ch)
+	return r
+}
+
+// take reports whether the message with id was returned, forgetting it.
+// It first moves the returns waiting in the channel into the set.
+func (r *returnedSet) take(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for drained := false; !drained; {
+		select {
+		case ret, ok := <-r.ch:
+			if !ok {
+				drained = true
+			} else if len(r.ids) < maxReturns {
+				r.ids[ret.MessageId] = struct{}{}
+			}
+		default:
+			drained = true
+		}
+	}
+	_, ok := r.ids[id]
+	delete(r.ids, id)
+	return ok
 }
 
 // closeReasonOf returns a function that gives RabbitMQ's reason for
@@ -152,7 +196,7 @@ func openConfirmChannel(conn *amqp091.Connection, exchange string) (*confirmChan
 	if err != nil {
 		return nil, fmt.Errorf("open channel: %w", err)
 	}
-	cc := &confirmChannel{Channel: ch, closeReason: closeReasonOf(ch)}
+	cc := &confirmChannel{Channel: ch, closeReason: closeReasonOf(ch), returns: newReturnedSet(ch)}
 	if err := ch.Confirm(false); err != nil {
 		_ = ch.Close()
 		return nil, fmt.Errorf("enable publisher confirms: %w", err)
@@ -176,13 +220,13 @@ func declareExchange(ch *amqp091.Channel, exchange string) error {
 // send writes msg on pc and returns its pending confirm, opening pc again
 // when it had closed before anything was written. Its errors come before
 // the message was written: they do not wrap core.ErrPublishUncertain.
-func (p *publisher) send(ctx context.Context, abort <-chan struct{}, pc *pubChannel, exchange, key string, msg *amqp091.Publishing) (*confirmChannel, *amqp091.DeferredConfirmation, error) {
+func (p *publisher) send(ctx context.Context, abort <-chan struct{}, pc *pubChannel, exchange, key string, mandatory bool, msg *amqp091.Publishing) (*confirmChannel, *amqp091.DeferredConfirmation, error) {
 	for attempt := 1; ; attempt++ {
 		ch, err := pc.channel(ctx, abort)
 		if err != nil {
 			return nil, nil, err
 		}
-		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, false, false, *msg)
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, *msg)
 		if err == nil {
 			return ch, dc, nil
 		}
@@ -220,11 +264,30 @@ func wait(ctx context.Context, ch *confirmChannel, dc *amqp091.DeferredConfirmat
 // publish sends msg and returns once RabbitMQ confirmed it. A wait for
 // the connection ends, with core.ErrClosed, when abort is closed.
 func (p *publisher) publish(ctx context.Context, abort <-chan struct{}, exchange, key string, msg *amqp091.Publishing) error {
-	ch, dc, err := p.send(ctx, abort, p.pick(), exchange, key, msg)
+	ch, dc, err := p.send(ctx, abort, p.pick(), exchange, key, false, msg)
 	if err != nil {
 		return err
 	}
 	return wait(ctx, ch, dc)
+}
+
+// errUnroutable is wrapped by publishRoutable's error for a message that
+// RabbitMQ returned: no queue is bound to its routing key on the exchange,
+// so nobody can ever read it.
+var errUnroutable = errors.New("no queue is bound to it")
+
+// publishRoutable is publish with the mandatory flag: a message no queue
+// takes comes back (basic.return), and the error wraps errUnroutable.
+func (p *publisher) publishRoutable(ctx context.Context, abort <-chan struct{}, exchange, key string, msg *amqp091.Publishing) error {
+	ch, dc, err := p.send(ctx, abort, p.pick(), exchange, key, true, msg)
+	if err != nil {
+		return err
+	}
+	err = wait(ctx, ch, dc)
+	if ch.returns.take(msg.MessageId) && err == nil {
+		return fmt.Errorf("%w (exchange %q, routing key %q)", errUnroutable, exchange, key)
+	}
+	return err
 }
 
 // close closes the channels; pending confirms fail.
