@@ -33,8 +33,10 @@ type brokerEnv struct {
 type opener func(t *testing.T, role, client string) core.Broker
 
 // redisOpener opens Redis clients with short message timeouts, so that an
-// unacknowledged message would be reclaimed by another proxy quickly.
-func redisOpener(t *testing.T, event string) opener {
+// unacknowledged message would be reclaimed by another proxy quickly. It
+// also returns the server's address: without a real Redis every
+// redistest.Addr call starts an embedded server of its own.
+func redisOpener(t *testing.T, event string) (opener, string) {
 	addr, _ := redistest.Addr(t)
 	raw := redistest.Client(t, addr)
 	redistest.DeleteKeys(t, raw, event, core.DeadLetterEvent(event))
@@ -47,7 +49,7 @@ func redisOpener(t *testing.T, event string) opener {
 			t.Fatal(err)
 		}
 		return b
-	}
+	}, addr
 }
 
 // amqpOpener opens RabbitMQ clients: one group (the exchange) for the
@@ -126,7 +128,8 @@ func status(r map[string]any) int64 {
 func TestBrokerWireShapes(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		event := redistest.Unique("REQUEST")
-		testBrokerWireShapes(t, startBrokerEnv(t, simulator.RESTConfig{}, 1, event, redisOpener(t, event)))
+		open, _ := redisOpener(t, event)
+		testBrokerWireShapes(t, startBrokerEnv(t, simulator.RESTConfig{}, 1, event, open))
 	})
 	t.Run("amqp", func(t *testing.T) {
 		testBrokerWireShapes(t, startBrokerEnv(t, simulator.RESTConfig{}, 1, redistest.Unique("REQUEST"), amqpOpener(t)))
@@ -194,7 +197,8 @@ func testBrokerWireShapes(t *testing.T, e *brokerEnv) {
 // status 8 without reaching Discord.
 func TestBrokerTimeoutAndAckPolicy(t *testing.T) {
 	event := redistest.Unique("REQUEST")
-	e := startBrokerEnv(t, simulator.RESTConfig{TimeScale: 0.2}, 2, event, redisOpener(t, event)) // 5 per second
+	open, _ := redisOpener(t, event)
+	e := startBrokerEnv(t, simulator.RESTConfig{TimeScale: 0.2}, 2, event, open) // 5 per second
 	path := "/channels/" + chanID(1) + "/messages"
 	req := func(timeout any) map[string]any {
 		return map[string]any{"method": "POST", "path": path, "body": "{}", "timeout": timeout,
@@ -225,8 +229,7 @@ func TestBrokerTimeoutAndAckPolicy(t *testing.T) {
 // received it (by its stream id's time) is answered status 8, unsent.
 func TestBrokerBacklogNotSent(t *testing.T) {
 	event := redistest.Unique("REQUEST")
-	open := redisOpener(t, event)
-	addr, _ := redistest.Addr(t)
+	open, addr := redisOpener(t, event)
 	raw := redistest.Client(t, addr)
 	old := strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10) + "-0"
 	req, _ := msgpack.Marshal(map[string]any{"method": "GET", "path": "/users/@me", "headers": map[string]any{"Authorization": testBot}})
