@@ -20,7 +20,11 @@ async function main() {
   let create, react, close;
   if (mode === 'sjs') {
     const redis = url.includes('://') ? new Redis(url) : new Redis(Number(url.split(':')[1] || 6379), url.split(':')[0]);
-    const { Redis: RedisBroker } = require('@spectacles/brokers');
+    const { Redis: RedisBroker, Broker } = require('@spectacles/brokers');
+    // @spectacles/proxy's Client calls without a timeout, so the broker's
+    // default (5 s) applies; a loaded CI machine can take longer for all
+    // twelve at once.
+    Broker.DEFAULT_EXPIRATION = 30e3;
     const { Client } = require('@spectacles/proxy');
     const broker = new RedisBroker('interop-proxy-caller', redis);
     const client = new Client(broker, token);
