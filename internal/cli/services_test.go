@@ -144,7 +144,7 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 		check(t, append(processEnv(t), "REDIS_URL="+testRedisURL), map[string]string{}, unique("svc"), "expired")
 	})
 	t.Run("AMQP", func(t *testing.T) {
-		url := amqptest.URL(t)
+		url := amqptest.WithManagement(t) // AMQP presence is read from the management API
 		group := unique("svc")
 		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq")
 		check(t, append(processEnv(t), "BROKER_TYPE=amqp", "AMQP_URL="+url),

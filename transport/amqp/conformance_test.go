@@ -8,6 +8,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/conformance"
+	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // TestConformance runs the suite against the shared RabbitMQ, through a
@@ -63,7 +64,7 @@ func TestConformance(t *testing.T) {
 // exchange.
 func TestPresence(t *testing.T) {
 	t.Parallel()
-	url := serverURL(t)
+	url := amqptest.WithManagement(t) // instances are read from the management API
 	adm, exchange, _ := testExchange(t, url, "spectacles-presence", "")
 	var (
 		mu        sync.Mutex
