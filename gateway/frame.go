@@ -23,13 +23,11 @@ var errPayloadField = errors.New("gateway payload field")
 func parsePayload(raw []byte) (discord.Payload, error) {
 	var p discord.Payload
 	err := jsonscan.Object(raw, func(key []byte, escaped bool, v []byte) error {
-		name := string(key)
+		name := string(key) // on the stack: it does not escape
 		if escaped {
-			// Rare: decode the key to compare it.
-			for _, k := range [...]string{"op", "d", "s", "t"} {
-				if jsonscan.KeyIs(key, true, k) {
-					name = k
-				}
+			var err error
+			if name, err = jsonscan.Key(key, true); err != nil {
+				return err
 			}
 		}
 		switch name {

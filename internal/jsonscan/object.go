@@ -75,6 +75,15 @@ func KeyIs(key []byte, escaped bool, name string) bool {
 	if !escaped && utf8.Valid(key) {
 		return string(key) == name
 	}
-	s, err := StringValue(append(append([]byte{'"'}, key...), '"'), true)
+	s, err := Key(key, escaped)
 	return err == nil && s == name
+}
+
+// Key decodes a key Object passed, with its escaped flag, as
+// encoding/json does (escapes, and U+FFFD for invalid UTF-8).
+func Key(key []byte, escaped bool) (string, error) {
+	if !escaped && utf8.Valid(key) {
+		return string(key), nil
+	}
+	return StringValue(append(append(make([]byte, 0, len(key)+2), '"'), append(key, '"')...), true)
 }

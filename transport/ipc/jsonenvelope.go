@@ -22,12 +22,9 @@ func parseJSONEnvelope(line []byte) (*envelope, error) {
 		data                 []byte
 	)
 	err := jsonscan.Object(line, func(k []byte, esc bool, val []byte) error {
-		key := string(k)
-		if esc {
-			var err error
-			if key, err = jsonscan.StringValue(append(append([]byte{'"'}, k...), '"'), true); err != nil {
-				return err
-			}
+		key, err := jsonscan.Key(k, esc)
+		if err != nil {
+			return err
 		}
 		switch key {
 		case fieldEvent, fieldID, fieldReplyTo, fieldDataBase64:
