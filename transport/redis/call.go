@@ -135,7 +135,8 @@ func (b *Broker) Call(ctx context.Context, event string, data any) (*core.Payloa
 	ch := r.register(sub, replyChannel(event, id))
 	registered = true
 	defer r.unregister(replyChannel(event, id), ch)
-	unhandled := b.checkConsumed(ctx, event)
+	unhandled, stopCheck := b.checkConsumed(ctx, event)
+	defer stopCheck()
 
 	select {
 	case payload := <-ch:
@@ -442,19 +443,25 @@ func (r *replies) close() {
 	<-maintDone
 }
 
-// checkConsumed looks, while a call waits for its reply, for a group on
-// the call's stream: with none, nobody can ever read the call, and the
-// channel yields an error wrapping core.ErrUnhandled, so that the call
-// fails at once instead of at its timeout. A group whose consumers are all
-// gone still counts (its service reads the call when it comes back), and a
-// server that cannot tell (an error) lets the call wait.
-func (b *Broker) checkConsumed(ctx context.Context, event string) <-chan error {
+// unhandledCheckAfter is how long a call waits for its reply before it
+// looks for a group on its stream: a call answered sooner costs no extra
+// command.
+const unhandledCheckAfter = 50 * time.Millisecond
+
+// checkConsumed looks, once a call has waited unhandledCheckAfter for its
+// reply, for a group on the call's stream: with none, nobody can ever read
+// the call, and the channel yields an error wrapping core.ErrUnhandled, so
+// that the call fails then instead of at its timeout. A group whose
+// consumers are all gone still counts (its service reads the call when it
+// comes back), and a server that cannot tell (an error) lets the call
+// wait. stop cancels a check not yet started.
+func (b *Broker) checkConsumed(ctx context.Context, event string) (unhandled <-chan error, stop func() bool) {
 	out := make(chan error, 1)
-	go func() {
+	t := time.AfterFunc(unhandledCheckAfter, func() {
 		groups, err := b.client.XInfoGroups(ctx, event).Result()
 		if err == nil && len(groups) == 0 {
 			out <- fmt.Errorf("%w (no consumer group reads its stream)", core.ErrUnhandled)
 		}
-	}()
-	return out
+	})
+	return out, t.Stop
 }
