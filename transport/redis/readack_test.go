@@ -11,25 +11,34 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 )
 
-// An Ack made while the reader is not blocking rides on its next read; one
-// made while it blocks goes through the batcher at once; both are
-// confirmed when Ack returns, and nothing stays pending.
-func TestAcksRideOnReadsAndNeverWaitForABlockingRead(t *testing.T) {
-	t.Parallel()
+// twoPublishedOneAtATime publishes two messages to a new event, then opens
+// a consumer broker of a new group with Concurrency 1 and a BLOCK of an
+// hour: an Ack that waited for a blocking read to end would hang the test.
+// The consumer reads both messages at once (room for 2×1), so the first
+// Ack is made while its reader waits for room, not blocking: it is queued
+// on the reader.
+func twoPublishedOneAtATime(t *testing.T) (pub, b *Broker, raw goredis.UniversalClient, ev, group string) {
+	t.Helper()
 	url, _, raw, ev := testStream(t)
-	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
-	// Two messages before the consumer starts: it reads both (room for
-	// 2×1), so the first Ack is made while the reader waits for room, not
-	// blocking: it is queued on the reader.
+	pub = openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
 	for i := range 2 {
 		if _, err := pub.Publish(ctxT(t), ev, i); err != nil {
 			t.Fatal(err)
 		}
 	}
-	group := unique("g")
-	b := openBroker(t, url, Config{Block: time.Hour, Options: core.Options{
+	group = unique("g")
+	b = openBroker(t, url, Config{Block: time.Hour, Options: core.Options{
 		Identity: core.Identity{Group: group, Client: "c"}, Concurrency: 1, Logger: testLogger(t),
 	}})
+	return pub, b, raw, ev, group
+}
+
+// An Ack made while the reader is not blocking rides on its next read; one
+// made while it blocks goes through the batcher at once; both are
+// confirmed when Ack returns, and nothing stays pending.
+func TestAcksRideOnReadsAndNeverWaitForABlockingRead(t *testing.T) {
+	t.Parallel()
+	pub, b, raw, ev, group := twoPublishedOneAtATime(t)
 	got := make(chan string, 4)
 	errs := make(chan error, 4)
 	if err := b.Consume(ctxT(t), []string{ev}, func(ctx context.Context, m *core.Message) {
@@ -63,21 +72,11 @@ func TestAcksRideOnReadsAndNeverWaitForABlockingRead(t *testing.T) {
 	}
 }
 
-// An Ack whose context ends before it is sent fails with the context's
-// error and leaves the message pending; a later Ack settles it.
-func TestQueuedAckWithEndedContextLeavesTheMessagePending(t *testing.T) {
+// An Ack whose context has ended fails with the context's error and leaves
+// the message pending; a later Ack settles it.
+func TestAckWithEndedContextLeavesTheMessagePending(t *testing.T) {
 	t.Parallel()
-	url, _, raw, ev := testStream(t)
-	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
-	for i := range 2 {
-		if _, err := pub.Publish(ctxT(t), ev, i); err != nil {
-			t.Fatal(err)
-		}
-	}
-	group := unique("g")
-	b := openBroker(t, url, Config{Block: time.Hour, Options: core.Options{
-		Identity: core.Identity{Group: group, Client: "c"}, Concurrency: 1, Logger: testLogger(t),
-	}})
+	_, b, raw, ev, group := twoPublishedOneAtATime(t)
 	type result struct {
 		id           string
 		early, later error
