@@ -146,6 +146,18 @@ func (n *Node) Buckets(ctx context.Context) (restproxy.Snapshot, error) {
 	return n.ReadBuckets(ctx)
 }
 
+// Presence returns the broker's presence reader, nil when it reports
+// none.
+func (n *Node) Presence() core.PresenceReader {
+	p, _ := n.Publisher.(core.PresenceReader)
+	return p
+}
+
+// presencer is a backend that can list the service instances.
+type presencer interface {
+	Presence() core.PresenceReader
+}
+
 // bucketReader is a backend that can read the REST proxy's buckets.
 type bucketReader interface {
 	Buckets(ctx context.Context) (restproxy.Snapshot, error)

@@ -139,6 +139,10 @@ func (s shownBackend) GatewayNodes(ctx context.Context) ([]gateway.NodeStatus, e
 
 func (s shownBackend) Redact(text string) string { return s.b.Redact(text) }
 
+// Presence returns the wrapped backend's presence reader (the Services
+// view escapes what it shows), nil when it has none.
+func (s shownBackend) Presence() core.PresenceReader { return presenceOf(s.b) }
+
 // Buckets reads the wrapped backend's REST proxy buckets (the view escapes
 // what it shows), or fails with errNoBuckets.
 func (s shownBackend) Buckets(ctx context.Context) (restproxy.Snapshot, error) {

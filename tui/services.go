@@ -70,18 +70,12 @@ func newServices(sh *shared) *servicesView {
 }
 
 // presenceOf returns the presence reader of b's broker, nil when it
-// reports none. The broker behind the console's escaping wrapper is the
-// one asked; the view escapes what it shows.
+// reports none.
 func presenceOf(b Backend) core.PresenceReader {
-	if s, ok := b.(shownBackend); ok {
-		b = s.b
+	if p, ok := b.(presencer); ok {
+		return p.Presence()
 	}
-	br := b.Broker()
-	if br == nil {
-		return nil
-	}
-	p, _ := br.(core.PresenceReader)
-	return p
+	return nil
 }
 
 func (v *servicesView) crumbs() []string {
@@ -213,9 +207,6 @@ func (v *servicesView) fill() {
 			return v.sh.st.warn, true
 		}
 		return lipgloss.Style{}, false
-	}
-	if v.none {
-		v.t.empty = "this broker reports no presence"
 	}
 }
 
