@@ -75,6 +75,10 @@ type Config struct {
 	// and reports the difference per message. An error leaves the figure
 	// out.
 	ServerCPU func(ctx context.Context) (time.Duration, error)
+	// Timed, when set, is called with true when the timed part begins and
+	// with false when it ends (a run that fails may not call it with
+	// false), for example to profile just that part.
+	Timed func(begin bool)
 }
 
 // ErrNoBatchPublisher is returned by Run for a Config.Batch above 0 when
@@ -306,6 +310,13 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 		}
 	}
 
+	timed := cfg.Timed
+	if timed == nil {
+		timed = func(bool) {}
+	}
+	if cfg.Phase != PhaseConsume {
+		timed(true)
+	}
 	server := serverClock{read: cfg.ServerCPU}
 	server.start(ctx)
 	start, cpu0 := rec.now(), processCPU()
@@ -356,6 +367,7 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 	}
 	switch cfg.Phase {
 	case PhasePublish:
+		timed(false)
 		res.PublishDuration = published - start
 		res.PublishPerSec = rate(cfg.Messages, res.PublishDuration)
 		res.CPUPerMessage = perMessage(processCPU()-cpu0, cfg.Messages)
@@ -363,6 +375,7 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 		return res, nil
 	case PhaseConsume:
 		// Everything is published; the consumers start now.
+		timed(true)
 		server.start(ctx)
 		start, cpu0 = rec.now(), processCPU()
 		close(rec.gate)
@@ -371,6 +384,7 @@ func Run(ctx context.Context, newBroker NewBroker, cfg Config) (res Result, err 
 	if err := rec.waitAll(ctx, cfg.StallTimeout); err != nil {
 		return Result{}, fmt.Errorf("bench: %w", err)
 	}
+	timed(false)
 	finished := time.Duration(rec.finished.Load())
 	res.CPUPerMessage = perMessage(processCPU()-cpu0, cfg.Messages)
 	res.ServerCPUPerMessage, res.ServerCPUKnown = server.perMessage(ctx, cfg.Messages)

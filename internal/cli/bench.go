@@ -1,18 +1,19 @@
 package cli
 
 import (
-	amqp091 "github.com/rabbitmq/amqp091-go"
-
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
 
+	amqp091 "github.com/rabbitmq/amqp091-go"
 	"github.com/spf13/cobra"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -25,6 +26,8 @@ func (a *app) benchCommand() *cobra.Command {
 	var (
 		cfg                      bench.Config
 		publishOnly, consumeOnly bool
+		cpuProfile               string
+		concurrency              int
 	)
 	cmd := &cobra.Command{
 		Use:   "bench",
@@ -60,6 +63,9 @@ private embedded server of its own (not advertised, gone at the end).`,
 			if err := benchFlagsError(cfg); err != nil {
 				return err
 			}
+			if concurrency < 1 {
+				return usageErrorf("--concurrency must be at least 1, got %d", concurrency)
+			}
 			switch {
 			case publishOnly && consumeOnly:
 				return usageErrorf("--publish-only and --consume-only exclude each other: leave both out to time both sides at once")
@@ -83,11 +89,21 @@ private embedded server of its own (not advertised, gone at the end).`,
 					a.deleteEvents(ctx, cfg.Event, core.DeadLetterEvent(cfg.Event))
 				}
 			}()
+			if cpuProfile != "" {
+				profile, err := newCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer profile.close()
+				cfg.Timed = profile.timed
+			}
 			cpu := &serverCPU{a: a}
 			defer cpu.close()
 			cfg.ServerCPU = cpu.read
 			res, err := bench.Run(ctx, func(id core.Identity) (core.Broker, error) {
-				b, err := a.open(ctx, a.options(id))
+				opts := a.options(id)
+				opts.Concurrency = concurrency
+				b, err := a.open(ctx, opts)
 				if err != nil {
 					return nil, err // not a typed nil in the interface
 				}
@@ -113,7 +129,40 @@ private embedded server of its own (not advertised, gone at the end).`,
 	f.IntVar(&cfg.Batch, "batch", 0, "publish this many messages per PublishBatch call, as the gateway does (0: one Publish call per message)")
 	f.BoolVar(&publishOnly, "publish-only", false, "time publishing alone: no consumer runs")
 	f.BoolVar(&consumeOnly, "consume-only", false, "publish first, untimed, then time the consumers alone")
+	f.IntVar(&concurrency, "concurrency", core.DefaultConcurrency, "handlers each consumer runs at once (Options.Concurrency)")
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the timed part (go tool pprof) to this file")
 	return cmd
+}
+
+// cpuProfile writes a CPU profile of the bench's timed part to a file.
+type cpuProfile struct {
+	f       *os.File
+	running bool
+}
+
+func newCPUProfile(path string) (*cpuProfile, error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("bench: --cpuprofile: %w", err)
+	}
+	return &cpuProfile{f: f}, nil
+}
+
+// timed starts the profile when the timed part begins and stops it when
+// it ends.
+func (p *cpuProfile) timed(begin bool) {
+	switch {
+	case begin && !p.running:
+		p.running = pprof.StartCPUProfile(p.f) == nil
+	case !begin && p.running:
+		pprof.StopCPUProfile()
+		p.running = false
+	}
+}
+
+func (p *cpuProfile) close() {
+	p.timed(false)
+	_ = p.f.Close()
 }
 
 // errNoServerCPU: the broker's server CPU cannot be read (not a Redis

@@ -604,6 +604,29 @@ func TestBenchBatch(t *testing.T) {
 	}
 }
 
+// --concurrency sets the consumers' handlers, and --cpuprofile writes a
+// profile that go tool pprof reads (gzipped protobuf).
+func TestBenchConcurrencyAndProfile(t *testing.T) {
+	prof := filepath.Join(t.TempDir(), "cpu.prof")
+	r := cli(t, "bench", "--messages", "300", "--size", "64", "--concurrency", "1", "--cpuprofile", prof)
+	if r.code != 0 {
+		t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+	}
+	if m := decodeLine(t, r.stdout); m["message_count"] != 300.0 {
+		t.Errorf("message_count %v in %s", m["message_count"], r.stdout)
+	}
+	b, err := os.ReadFile(prof)
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile: %d bytes, %v; want a gzipped pprof profile", len(b), err)
+	}
+	if r := cli(t, "bench", "--concurrency", "0"); r.code != exitUsage {
+		t.Errorf("--concurrency 0: exit %d, want %d", r.code, exitUsage)
+	}
+	if r := cli(t, "bench", "--messages", "10", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir")); r.code == 0 {
+		t.Error("--cpuprofile into a missing directory succeeded")
+	}
+}
+
 func TestParseRedisCPU(t *testing.T) {
 	got, err := parseRedisCPU("# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.25\r\nused_cpu_sys_children:9\r\n")
 	if err != nil || got != 1750*time.Millisecond {

@@ -326,8 +326,9 @@ func (r *reader) run() {
 	ctx := c.runCtx
 	client, owned := c.b.newReaderClient()
 	var (
-		bo   retry.Backoff
-		conn *goredis.Conn
+		bo      retry.Backoff
+		rc      *readConn // the reader's own connection, on a single server
+		entries []entry
 	)
 	defer func() {
 		// Acks queued from now on go through the batcher; those queued
@@ -336,27 +337,37 @@ func (r *reader) run() {
 		sctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 		sendAcks(sctx, c.b.client, r.args.Group, r.acks.take(false))
 		cancel()
-		if conn != nil {
-			_ = conn.Close()
+		if rc != nil {
+			_ = rc.Close()
 		}
 		if owned {
 			_ = client.Close()
 		}
 	}()
+	node, single := client.(*goredis.Client)
+	single = single && owned
 	conc := c.b.cfg.Concurrency
 	for ctx.Err() == nil {
 		room, ok := c.waitRoom(ctx, r.acks)
 		if !ok {
 			return
 		}
-		var rd streamReader = client
-		if node, ok := client.(*goredis.Client); ok && owned {
-			// A dedicated connection whose blocking read Close can
-			// interrupt with CLIENT UNBLOCK.
-			if conn == nil {
-				conn = r.dial(ctx, node)
+		if single && rc == nil {
+			// A connection of the reader's own, whose blocking read Close
+			// can interrupt with CLIENT UNBLOCK.
+			var err error
+			if rc, err = dialReadConn(ctx, node.Options()); err != nil {
+				rc = nil
+				if ctx.Err() != nil {
+					return
+				}
+				c.b.log.Warn("connecting the stream reader failed; retrying", "streams", c.streams, "err", err)
+				if !retry.Sleep(ctx, bo.Next()) {
+					return
+				}
+				continue
 			}
-			rd = conn
+			r.setConnID(rc.id)
 		}
 		if r.acks.queued() > 0 {
 			// Acks are queued: let the other handlers that are about to ack
@@ -373,49 +384,42 @@ func (r *reader) run() {
 			// the batcher meanwhile.
 			acks = r.acks.take(true)
 		}
-		var (
-			res []goredis.XStream
-			err error
-		)
+		// The queued acks, and a read: a blocking one when nothing is
+		// queued, else one that does not block, when the consumer has room
+		// once their messages are done (Redis runs the XACK before the
+		// read).
+		var read *goredis.XReadGroupArgs
 		if len(acks) == 0 {
 			r.args.Count = r.readCount(room)
-			res, err = rd.XReadGroup(ctx, &r.args).Result()
+			read = &r.args
+		} else if room += len(acks); 2*conc-room <= conc {
+			r.now.Count = r.readCount(room)
+			read = &r.now
+		}
+		groups := groupAcks(acks)
+		var err error
+		switch {
+		case read == nil && len(groups) == 0:
+			continue // every queued ack was dropped by its caller
+		case rc != nil:
+			entries, err = rc.exchange(r.args.Group, groups, read, entries[:0])
+		default:
+			entries, err = r.exchange(ctx, client, groups, read, entries[:0])
+		}
+		if len(acks) == 0 {
 			r.acks.setDirect(false)
-		} else {
-			// The queued acks, and a read that does not block when the
-			// consumer has room once their messages are done (Redis runs
-			// the XACK before the read).
-			room += len(acks)
-			pipe := rd.Pipeline()
-			cmds := ackCmds(ctx, pipe, r.args.Group, acks)
-			var read *goredis.XStreamSliceCmd
-			if 2*conc-room <= conc {
-				r.now.Count = r.readCount(room)
-				read = pipe.XReadGroup(ctx, &r.now)
-			}
-			_, perr := pipe.Exec(context.WithoutCancel(ctx))
-			settleAcks(acks, cmds, perr)
-			switch {
-			case read != nil:
-				res, err = read.Result()
-			case perr != nil && !errors.Is(perr, goredis.Nil):
-				err = perr
-			default:
-				continue
-			}
 		}
 		switch {
 		case err == nil:
 			bo.Reset()
-			for _, st := range res {
-				for i := range st.Messages {
-					m := c.message(st.Stream, &st.Messages[i], 1)
-					if m == nil || !c.take(m) {
-						continue
-					}
-					c.work <- m // never blocks long: the workers drain work until it closes
+			for i := range entries {
+				m := c.message(&entries[i], 1)
+				if m == nil || !c.take(m) {
+					continue
 				}
+				c.work <- m // never blocks long: the workers drain work until it closes
 			}
+			clear(entries) // the messages hold what they need
 		case errors.Is(err, goredis.Nil):
 			bo.Reset() // BLOCK ran out, CLIENT UNBLOCK, or nothing to read now
 		case ctx.Err() != nil:
@@ -434,10 +438,10 @@ func (r *reader) run() {
 			}
 		default:
 			c.b.log.Warn("reading streams failed; retrying", "streams", c.streams, "err", err)
-			if conn != nil {
+			if rc != nil {
 				r.setConnID(0)
-				_ = conn.Close()
-				conn = nil
+				_ = rc.Close()
+				rc = nil
 			}
 			if !retry.Sleep(ctx, bo.Next()) {
 				return
@@ -446,17 +450,39 @@ func (r *reader) run() {
 	}
 }
 
-// dial takes the connection of the reader's client and learns its CLIENT
-// ID. Servers without CLIENT ID (miniredis) leave it 0: a stop then waits
-// for BLOCK to end.
-func (r *reader) dial(ctx context.Context, node *goredis.Client) *goredis.Conn {
-	conn := node.Conn()
-	id, err := conn.ClientID(ctx).Result()
-	if err != nil {
-		id = 0
+// exchange sends groups' XACKs and read through a go-redis client (on
+// Redis Cluster, or a client the reader does not own), settles the acks
+// and returns the entries read, appended to dst. With no acks the read
+// may block, and ends with ctx.
+func (r *reader) exchange(ctx context.Context, rd goredis.UniversalClient, groups []streamAcks, read *goredis.XReadGroupArgs, dst []entry) ([]entry, error) {
+	var (
+		res []goredis.XStream
+		err error
+	)
+	if len(groups) == 0 {
+		res, err = rd.XReadGroup(ctx, read).Result()
+	} else {
+		pipe := rd.Pipeline()
+		cmds := pipeAcks(ctx, pipe, r.args.Group, groups)
+		var cmd *goredis.XStreamSliceCmd
+		if read != nil {
+			cmd = pipe.XReadGroup(ctx, read)
+		}
+		_, perr := pipe.Exec(context.WithoutCancel(ctx))
+		settlePiped(groups, cmds, perr)
+		switch {
+		case cmd != nil:
+			res, err = cmd.Result()
+		case perr != nil && !errors.Is(perr, goredis.Nil):
+			err = perr
+		}
 	}
-	r.setConnID(id)
-	return conn
+	for _, st := range res {
+		for i := range st.Messages {
+			dst = append(dst, streamEntryOf(st.Stream, &st.Messages[i]))
+		}
+	}
+	return dst, err
 }
 
 func (r *reader) setConnID(id int64) {
@@ -495,34 +521,36 @@ func (r *reader) interrupt() {
 	}
 }
 
-// message builds a delivery from a stream entry; nil for an entry that was
-// deleted (it is acknowledged, there is nothing to deliver).
-func (c *consumer) message(stream string, xm *goredis.XMessage, deliveries int) *core.Message {
-	if xm.Values == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
-		defer cancel()
-		if err := c.b.batch.ack(ctx, stream, xm.ID); err != nil {
-			c.b.log.Warn("acknowledging a deleted entry failed", "event", stream, "id", xm.ID, "err", err)
-		}
-		return nil
-	}
-	var (
-		raw     []byte
-		headers map[string]string
-	)
+// streamEntryOf is a stream entry that go-redis read.
+func streamEntryOf(stream string, xm *goredis.XMessage) entry {
+	e := entry{stream: stream, id: xm.ID, deleted: xm.Values == nil}
 	for k, v := range xm.Values {
 		s, _ := v.(string)
 		if k == dataField {
-			raw = []byte(s)
+			e.raw = []byte(s)
 			continue
 		}
-		if headers == nil {
-			headers = make(map[string]string, len(xm.Values)-1)
+		if e.headers == nil {
+			e.headers = make(map[string]string, len(xm.Values)-1)
 		}
-		headers[k] = s
+		e.headers[k] = s
 	}
-	m := core.NewMessage(stream, xm.ID, raw, deliveries, c.b.cfg.Codec, c.settler)
-	m.Headers = headers
+	return e
+}
+
+// message builds a delivery from a stream entry; nil for an entry that was
+// deleted (it is acknowledged, there is nothing to deliver).
+func (c *consumer) message(e *entry, deliveries int) *core.Message {
+	if e.deleted {
+		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
+		defer cancel()
+		if err := c.b.batch.ack(ctx, e.stream, e.id); err != nil {
+			c.b.log.Warn("acknowledging a deleted entry failed", "event", e.stream, "id", e.id, "err", err)
+		}
+		return nil
+	}
+	m := core.NewMessage(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
+	m.Headers = e.headers
 	return m
 }
 
@@ -611,7 +639,8 @@ func (c *consumer) handleClaimed(ctx context.Context, stream string, msgs []gore
 			c.b.restoreCount(ctx, stream, msgs[i].ID, held)
 			continue
 		}
-		m := c.message(stream, &msgs[i], int(n))
+		e := streamEntryOf(stream, &msgs[i])
+		m := c.message(&e, int(n))
 		if m == nil {
 			continue
 		}

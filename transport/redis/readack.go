@@ -95,64 +95,87 @@ func (q *ackQueue) setDirect(direct bool) {
 	q.mu.Unlock()
 }
 
-// ackCmds appends to pipe one XACK per stream for the ops still wanted
-// (marking them sent) and returns, per op, its command: nil for an op its
-// caller dropped.
-func ackCmds(ctx context.Context, pipe goredis.Pipeliner, group string, ops []*op) []*goredis.IntCmd {
-	cmds := make([]*goredis.IntCmd, len(ops))
-	byStream := make(map[string][]int, 1)
-	var order []string
-	for i, o := range ops {
+// streamAcks are the acks of one stream that a reader sends as one XACK.
+type streamAcks struct {
+	stream string
+	ops    []*op
+}
+
+// groupAcks groups the ops still wanted by stream, in the order their
+// streams first appear, marking them sent; an op its caller dropped is
+// left out (and never signalled).
+func groupAcks(ops []*op) []streamAcks {
+	var groups []streamAcks
+	for _, o := range ops {
 		if !atomic.CompareAndSwapInt32(&o.state, opQueued, opSending) {
 			continue // its caller stopped waiting: not sent
 		}
-		if _, ok := byStream[o.stream]; !ok {
-			order = append(order, o.stream)
+		i := 0
+		for i < len(groups) && groups[i].stream != o.stream {
+			i++
 		}
-		byStream[o.stream] = append(byStream[o.stream], i)
+		if i == len(groups) {
+			groups = append(groups, streamAcks{stream: o.stream})
+		}
+		groups[i].ops = append(groups[i].ops, o)
 	}
-	for _, stream := range order {
-		idx := byStream[stream]
-		ids := make([]string, len(idx))
-		for j, i := range idx {
-			ids[j] = ops[i].id
+	return groups
+}
+
+// settle signals each op of g with err, its XACK's result.
+func (g streamAcks) settle(err error) {
+	for _, o := range g.ops {
+		o.err = err
+		o.done <- struct{}{}
+	}
+}
+
+// settleGroups signals every op of groups with err.
+func settleGroups(groups []streamAcks, err error) {
+	for _, g := range groups {
+		g.settle(err)
+	}
+}
+
+// pipeAcks appends to pipe one XACK per group and returns their commands.
+func pipeAcks(ctx context.Context, pipe goredis.Pipeliner, group string, groups []streamAcks) []*goredis.IntCmd {
+	cmds := make([]*goredis.IntCmd, len(groups))
+	for i, g := range groups {
+		ids := make([]string, len(g.ops))
+		for j, o := range g.ops {
+			ids[j] = o.id
 		}
-		cmd := pipe.XAck(ctx, stream, group, ids...)
-		for _, i := range idx {
-			cmds[i] = cmd
-		}
+		cmds[i] = pipe.XAck(ctx, g.stream, group, ids...)
 	}
 	return cmds
 }
 
-// settleAcks signals each sent op with its XACK's result; err, when set,
-// is the pipeline's failure for ops whose command has none. A nil reply
-// (goredis.Nil) is the pipelined read's, which found nothing: not an ack's
-// failure.
-func settleAcks(ops []*op, cmds []*goredis.IntCmd, err error) {
+// settlePiped signals each group with its XACK's result; err, when set,
+// is the pipeline's failure for commands that have none. A nil reply
+// (goredis.Nil) is the pipelined read's, which found nothing: not an
+// ack's failure.
+func settlePiped(groups []streamAcks, cmds []*goredis.IntCmd, err error) {
 	if errors.Is(err, goredis.Nil) {
 		err = nil
 	}
-	for i, o := range ops {
-		if cmds[i] == nil {
-			continue // dropped unsent: never signalled
+	for i, g := range groups {
+		cerr := cmds[i].Err()
+		if cerr == nil {
+			cerr = err
 		}
-		o.err = cmds[i].Err()
-		if o.err == nil && err != nil {
-			o.err = err
-		}
-		o.done <- struct{}{}
+		g.settle(cerr)
 	}
 }
 
 // sendAcks acknowledges ops through client on their own, for acks queued
 // when the reader stopped.
 func sendAcks(ctx context.Context, client goredis.UniversalClient, group string, ops []*op) {
-	if len(ops) == 0 {
+	groups := groupAcks(ops)
+	if len(groups) == 0 {
 		return
 	}
 	pipe := client.Pipeline()
-	cmds := ackCmds(ctx, pipe, group, ops)
+	cmds := pipeAcks(ctx, pipe, group, groups)
 	_, err := pipe.Exec(ctx)
-	settleAcks(ops, cmds, err)
+	settlePiped(groups, cmds, err)
 }
