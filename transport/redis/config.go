@@ -17,8 +17,9 @@ import (
 const (
 	// DefaultURL is the server used when Config.URL is empty.
 	DefaultURL = "127.0.0.1:6379"
-	// DefaultReadCount bounds the XREADGROUP and XAUTOCLAIM COUNT.
-	DefaultReadCount = 256
+	// DefaultReadCount bounds the XREADGROUP and XAUTOCLAIM COUNT, and what
+	// a consumer with fast handlers holds.
+	DefaultReadCount = 1000
 	// DefaultBlock is the XREADGROUP BLOCK time.
 	DefaultBlock = 2 * time.Second
 )
@@ -53,9 +54,11 @@ type Config struct {
 	PoolSize int
 	// ReadCount bounds the XREADGROUP COUNT, per stream, and the
 	// XAUTOCLAIM COUNT. A consumer holds at most 2×Options.Concurrency
-	// messages (running, and queued behind them) and reads no more than
-	// that leaves room for, spread over its streams, so that nothing waits
-	// in the client for long. Default DefaultReadCount.
+	// messages (running, and queued behind them), or as many as its
+	// handlers finish in about 10 ms when that is more, up to ReadCount,
+	// and reads no more than that leaves room for, spread over its
+	// streams, so that nothing waits in the client for long. Default
+	// DefaultReadCount.
 	ReadCount int
 	// Block is the XREADGROUP BLOCK time. Default DefaultBlock. On a single
 	// server that allows CLIENT UNBLOCK a stopping consumer interrupts its

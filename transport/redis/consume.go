@@ -36,10 +36,12 @@ const (
 // message; Close waits for them. Consume needs a valid Options.Identity.
 //
 // It holds no more than 2×Concurrency unacknowledged messages,
-// Concurrency running and as many queued behind them (reads ask for no
-// more than that leaves room for, spread over the streams), so that a
-// message waits in the client for about one handler's time at most, and
-// stream order holds with Concurrency 1. Acks ride on the reads: those
+// Concurrency running and as many queued behind them, or, when its
+// handlers are fast, as many as they finish in about 10 ms, up to
+// Config.ReadCount (holdLimit); reads ask for no more than that leaves
+// room for, spread over the streams. A message thus waits in the client
+// for about one handler's time or 10 ms at most, and stream order holds
+// with Concurrency 1. Acks ride on the reads: those
 // queued while the reader does not block go in one XACK per stream,
 // pipelined before its next XREADGROUP (readack.go), and Ack returns once
 // Redis confirmed. A message this client holds, waiting for a handler or
@@ -93,9 +95,13 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		streams: streams,
 		h:       h,
 		hctx:    context.WithoutCancel(ctx),
-		work:    make(chan *core.Message, 2*b.cfg.Concurrency),
 		settler: &settler{b: b},
+		hold:    newHoldLimit(b.cfg.Concurrency, b.cfg.ReadCount),
 	}
+	// Readers never wait to queue a message they took: the workers drain
+	// work until it closes, and it holds twice what the consumer may hold
+	// (a read and a reclaim may each take up to the room they saw).
+	c.work = make(chan *core.Message, 2*c.hold.max)
 	c.settler.c = c
 	c.start(ctx)
 	b.presence.consumed(ctx, streams)
@@ -141,46 +147,88 @@ type consumer struct {
 	mu       sync.Mutex
 	inflight int           // messages taken and not yet finished: queued or running
 	freed    chan struct{} // while readers wait for room: closed once there is
+	hold     holdLimit     // how many messages the consumer may hold
 }
 
-// room returns how many more messages the consumer may take now. A
-// consumer holds at most 2×Concurrency messages: Concurrency running and
-// as many queued behind them, each of which starts within about one
-// handler's time. Its readers read again once no more than Concurrency are
-// held (waitRoom), so that each read asks for at least Concurrency
-// entries, not one per finished handler.
+// room returns how many more messages the consumer may take now (see
+// holdLimit).
 func (c *consumer) room() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return 2*c.b.cfg.Concurrency - c.inflight
+	return c.hold.limit - c.inflight
 }
 
-// waitRoom waits until no more than Concurrency messages are held, or
-// until acks are queued on q, and returns how many more messages the
-// consumer may take (not counting the queued acks' messages).
-func (c *consumer) waitRoom(ctx context.Context, q *ackQueue) (int, bool) {
-	conc := c.b.cfg.Concurrency
+// waitRoom waits until no more than half the hold limit is held, or until
+// acks are queued on q, and returns how many more messages the consumer
+// may take (not counting the queued acks' messages) and the limit then.
+// Readers thus read again once at least half the limit fits, not once per
+// finished handler.
+func (c *consumer) waitRoom(ctx context.Context, q *ackQueue) (room, limit int, ok bool) {
 	for {
 		c.mu.Lock()
-		if c.inflight <= conc {
-			n := 2*conc - c.inflight
+		c.hold.adapt(time.Now())
+		limit := c.hold.limit
+		if c.inflight <= limit/2 {
+			n := limit - c.inflight
 			c.mu.Unlock()
-			return n, true
+			return n, limit, true
 		}
 		if c.freed == nil {
 			c.freed = make(chan struct{})
 		}
 		freed := c.freed
-		n := 2*conc - c.inflight
+		n := limit - c.inflight
 		c.mu.Unlock()
 		select {
 		case <-freed:
 		case <-q.wake:
-			return n, true
+			return n, limit, true
 		case <-ctx.Done():
-			return 0, false
+			return 0, limit, false
 		}
 	}
+}
+
+// holdBudget is how long, at the rate its handlers finish messages, the
+// messages a consumer holds beyond 2×Concurrency may wait for a handler.
+const holdBudget = 10 * time.Millisecond
+
+// holdLimit bounds the messages a consumer holds unacknowledged (running,
+// and queued behind them): 2×Concurrency, or as many as its handlers
+// finish in holdBudget when that is more, up to max. A message thus waits
+// in the client for about one handler's time, or holdBudget, at most
+// (with handlers of a few milliseconds and more, 2×Concurrency is the
+// limit: Concurrency running and as many behind them), while fast
+// handlers are fed by reads of hundreds of entries, one round trip each.
+type holdLimit struct {
+	limit    int // the current limit
+	min, max int
+	finished int64     // messages finished so far
+	at       time.Time // when the rate was last measured
+	atCount  int64     // finished then
+}
+
+func newHoldLimit(concurrency, most int) holdLimit {
+	return holdLimit{limit: 2 * concurrency, min: 2 * concurrency, max: max(most, 2*concurrency)}
+}
+
+// adapt measures the finishing rate every few milliseconds and sets the
+// limit from it.
+func (h *holdLimit) adapt(now time.Time) {
+	if h.at.IsZero() {
+		h.at, h.atCount = now, h.finished
+		return
+	}
+	elapsed := now.Sub(h.at)
+	if elapsed < holdBudget {
+		return
+	}
+	done := h.finished - h.atCount
+	h.at, h.atCount = now, h.finished
+	target := int(float64(done) * float64(holdBudget) / float64(elapsed))
+	// Rise at once, fall by half at most per measure: a pause in the
+	// traffic does not drop the limit to the floor.
+	h.limit = min(max(target, h.limit/2, h.min), h.max)
 }
 
 // take marks m held by this consumer. It is false when some consumer of
@@ -201,7 +249,8 @@ func (c *consumer) done(m *core.Message) {
 	c.b.held.remove(m.Event, m.ID)
 	c.mu.Lock()
 	c.inflight--
-	if c.freed != nil && c.inflight <= c.b.cfg.Concurrency {
+	c.hold.finished++
+	if c.freed != nil && c.inflight <= c.hold.limit/2 {
 		close(c.freed) // wake the readers
 		c.freed = nil
 	}
@@ -346,9 +395,8 @@ func (r *reader) run() {
 	}()
 	node, single := client.(*goredis.Client)
 	single = single && owned
-	conc := c.b.cfg.Concurrency
 	for ctx.Err() == nil {
-		room, ok := c.waitRoom(ctx, r.acks)
+		room, limit, ok := c.waitRoom(ctx, r.acks)
 		if !ok {
 			return
 		}
@@ -377,7 +425,7 @@ func (r *reader) run() {
 		}
 		acks := r.acks.take(false)
 		if len(acks) == 0 {
-			if 2*conc-room > conc {
+			if limit-room > limit/2 {
 				continue // woken by acks that an earlier pass took
 			}
 			// Nothing queued: block in XREADGROUP, with acks going through
@@ -392,7 +440,7 @@ func (r *reader) run() {
 		if len(acks) == 0 {
 			r.args.Count = r.readCount(room)
 			read = &r.args
-		} else if room += len(acks); 2*conc-room <= conc {
+		} else if room += len(acks); limit-room <= limit/2 {
 			r.now.Count = r.readCount(room)
 			read = &r.now
 		}

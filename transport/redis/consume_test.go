@@ -300,7 +300,7 @@ func TestReclaimSkipsHeldMessages(t *testing.T) {
 	if err := raw.XReadGroup(ctxT(t), &goredis.XReadGroupArgs{Group: grp, Consumer: "c", Streams: []string{ev, ">"}, Count: 1}).Err(); err != nil {
 		t.Fatal(err)
 	}
-	c := &consumer{b: b, streams: []string{ev}, work: make(chan *core.Message, 2), settler: &settler{b: b}}
+	c := &consumer{b: b, streams: []string{ev}, work: make(chan *core.Message, 2), settler: &settler{b: b}, hold: newHoldLimit(1, b.cfg.ReadCount)}
 	if !b.held.add(ev, id, c, 1) {
 		t.Fatal("not held")
 	}
@@ -334,5 +334,47 @@ func TestReclaimSkipsHeldMessages(t *testing.T) {
 		}
 	default:
 		t.Error("the message, no longer held, was not reclaimed")
+	}
+}
+
+// The hold limit follows the handlers' rate: 2×Concurrency for slow
+// handlers, what they finish in holdBudget for fast ones, up to the
+// maximum; it falls by half at most per measure.
+func TestHoldLimitAdapts(t *testing.T) {
+	h := newHoldLimit(4, 1000)
+	now := time.Unix(0, 0)
+	h.adapt(now)
+	step := func(finished int64) int {
+		now = now.Add(holdBudget)
+		h.finished += finished
+		h.adapt(now)
+		return h.limit
+	}
+	if got := step(1); got != 8 {
+		t.Errorf("slow handlers: limit %d, want 2×Concurrency = 8", got)
+	}
+	if got := step(300); got != 300 {
+		t.Errorf("300 finished in holdBudget: limit %d, want 300", got)
+	}
+	if got := step(50000); got != 1000 {
+		t.Errorf("beyond the maximum: limit %d, want 1000", got)
+	}
+	if got := step(0); got != 500 {
+		t.Errorf("a pause: limit %d, want half of 1000", got)
+	}
+	for range 20 {
+		step(0)
+	}
+	if h.limit != 8 {
+		t.Errorf("after a long pause: limit %d, want 8", h.limit)
+	}
+	// Measures closer together than holdBudget change nothing.
+	h.finished += 10000
+	h.adapt(now.Add(holdBudget / 2))
+	if h.limit != 8 {
+		t.Errorf("within holdBudget: limit %d, want 8", h.limit)
+	}
+	if low := newHoldLimit(600, 1000); low.max != 1200 || low.limit != 1200 {
+		t.Errorf("2×Concurrency above ReadCount: limit %d, max %d; want both 1200", low.limit, low.max)
 	}
 }

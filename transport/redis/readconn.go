@@ -22,7 +22,7 @@ type readConn struct {
 	rr          *respReader
 	w           []byte
 	readTimeout time.Duration
-	writeTimout time.Duration
+	writeTimeout time.Duration
 	arena       arena
 	id          int64 // CLIENT ID; 0 when the server has none (miniredis)
 }
@@ -51,7 +51,7 @@ func dialReadConn(ctx context.Context, opt *goredis.Options) (*readConn, error) 
 		return nil, err
 	}
 	c := &readConn{nc: nc, rr: newRESPReader(nc, readConnBuffer),
-		readTimeout: timeoutOf(opt.ReadTimeout), writeTimout: timeoutOf(opt.WriteTimeout)}
+		readTimeout: timeoutOf(opt.ReadTimeout), writeTimeout: timeoutOf(opt.WriteTimeout)}
 	if err := c.hello(ctx, opt); err != nil {
 		_ = nc.Close()
 		return nil, err
@@ -132,8 +132,8 @@ func (c *readConn) simple(args ...string) error {
 // flush writes the buffered commands and sets the read deadline for
 // their replies, extra beyond the read timeout (a BLOCK).
 func (c *readConn) flush(extra time.Duration) error {
-	if c.writeTimout > 0 {
-		_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimout))
+	if c.writeTimeout > 0 {
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
 	}
 	if _, err := c.nc.Write(c.w); err != nil {
 		return err
