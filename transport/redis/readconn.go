@@ -18,13 +18,13 @@ import (
 // Dialer, so TLS and the embedded server's dialer apply). One goroutine
 // uses it at a time; after any error it must be closed.
 type readConn struct {
-	nc          net.Conn
-	rr          *respReader
-	w           []byte
-	readTimeout time.Duration
+	nc           net.Conn
+	rr           *respReader
+	w            []byte
+	readTimeout  time.Duration
 	writeTimeout time.Duration
-	arena       arena
-	id          int64 // CLIENT ID; 0 when the server has none (miniredis)
+	arena        arena
+	id           int64 // CLIENT ID; 0 when the server has none (miniredis)
 }
 
 // readConnBuffer is the size of a reader connection's read buffer.
