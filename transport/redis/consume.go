@@ -148,6 +148,19 @@ type consumer struct {
 	inflight int           // messages taken and not yet finished: queued or running
 	freed    chan struct{} // while readers wait for room: closed once there is
 	hold     holdLimit     // how many messages the consumer may hold
+	// inline is set when the reader runs the handler itself (Concurrency
+	// 1, one reader on a single server); work then holds only reclaimed
+	// messages, which the reader handles too.
+	inline bool
+}
+
+// handle runs the handler on m, unless the consumer stopped (m is then
+// left pending, for redelivery), and ends m's hold.
+func (c *consumer) handle(m *core.Message) {
+	if c.runCtx.Err() == nil {
+		core.RunHandler(c.hctx, c.b.log, c.h, m)
+	}
+	c.done(m)
 }
 
 // room returns how many more messages the consumer may take now (see
@@ -277,14 +290,20 @@ func (c *consumer) start(ctx context.Context) {
 			c.acks[st] = r.acks
 		}
 	}
-	var workers sync.WaitGroup
-	for range c.b.cfg.Concurrency {
-		workers.Go(func() {
+	// With Concurrency 1 on a single server the one reader runs the
+	// handler itself, and the handler's Ack goes straight over the
+	// reader's connection: no handoff between goroutines per message.
+	_, single := c.b.client.(*goredis.Client)
+	c.inline = c.b.cfg.Concurrency == 1 && single && len(readers) == 1
+	workers := c.b.cfg.Concurrency
+	if c.inline {
+		workers = 0
+	}
+	var handlers sync.WaitGroup
+	for range workers {
+		handlers.Go(func() {
 			for m := range c.work {
-				if c.runCtx.Err() == nil {
-					core.RunHandler(c.hctx, c.b.log, c.h, m)
-				} // else stopped: left pending, for redelivery
-				c.done(m)
+				c.handle(m)
 			}
 		})
 	}
@@ -310,7 +329,12 @@ func (c *consumer) start(ctx context.Context) {
 		}
 		loops.Wait()
 		close(c.work)
-		workers.Wait()
+		if c.inline {
+			for m := range c.work {
+				c.done(m) // stopped: left pending, for redelivery
+			}
+		}
+		handlers.Wait()
 		close(handlersDone)
 		refresh.Wait()
 	}()
@@ -326,6 +350,8 @@ type reader struct {
 	now  goredis.XReadGroupArgs
 	acks *ackQueue
 	done chan struct{}
+	// batch is handleInline's buffer.
+	batch []*core.Message
 
 	mu     sync.Mutex
 	connID int64 // CLIENT ID of the reader's connection; 0 when unknown
@@ -345,7 +371,7 @@ func newReader(c *consumer, streams []string) *reader {
 			Streams:  ids,
 			Block:    c.b.cfg.Block,
 		},
-		acks: newAckQueue(),
+		acks: newAckQueue(c.b.cfg.Identity.Group),
 		done: make(chan struct{}),
 	}
 	r.now = r.args
@@ -396,6 +422,9 @@ func (r *reader) run() {
 	node, single := client.(*goredis.Client)
 	single = single && owned
 	for ctx.Err() == nil {
+		if c.inline {
+			r.handleReclaimed(rc)
+		}
 		room, limit, ok := c.waitRoom(ctx, r.acks)
 		if !ok {
 			return
@@ -460,6 +489,11 @@ func (r *reader) run() {
 		switch {
 		case err == nil:
 			bo.Reset()
+			if c.inline {
+				r.handleInline(rc, entries)
+				clear(entries)
+				continue
+			}
 			for i := range entries {
 				m := c.message(&entries[i], 1)
 				if m == nil || !c.take(m) {
@@ -494,6 +528,38 @@ func (r *reader) run() {
 			if !retry.Sleep(ctx, bo.Next()) {
 				return
 			}
+		}
+	}
+}
+
+// handleInline runs the handler on each entry read, in order, on the
+// reader's goroutine: all of them are held first (so that their idle time
+// is refreshed while they wait), then handled one by one, each Ack going
+// over rc (ackQueue.inline).
+func (r *reader) handleInline(rc *readConn, entries []entry) {
+	c := r.c
+	batch := r.batch[:0]
+	for i := range entries {
+		if m := c.message(&entries[i], 1); m != nil && c.take(m) {
+			batch = append(batch, m)
+		}
+	}
+	for _, m := range batch {
+		r.acks.inlineDo(rc, func() { c.handle(m) })
+	}
+	clear(batch)
+	r.batch = batch[:0]
+}
+
+// handleReclaimed runs the handler, on the reader's goroutine, on the
+// messages the reclaim loop queued.
+func (r *reader) handleReclaimed(rc *readConn) {
+	for {
+		select {
+		case m := <-r.c.work:
+			r.acks.inlineDo(rc, func() { r.c.handle(m) })
+		default:
+			return
 		}
 	}
 }

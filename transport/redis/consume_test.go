@@ -378,3 +378,96 @@ func TestHoldLimitAdapts(t *testing.T) {
 		t.Errorf("2×Concurrency above ReadCount: limit %d, max %d; want both 1200", low.limit, low.max)
 	}
 }
+
+// With Concurrency 1 the reader runs the handler itself (consumer.inline):
+// messages come in stream order, an Ack inside the handler, an Ack from a
+// goroutine after the handler returned and a message reclaimed from a
+// dead client all settle, and nothing stays pending.
+func TestConcurrencyOneInline(t *testing.T) {
+	t.Parallel()
+	url, _, raw, ev := testStream(t)
+	grp := unique("g")
+	// A dead client's message, idle beyond the timeout: reclaimed.
+	if err := raw.XGroupCreateMkStream(ctxT(t), ev, grp, "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	dead, err := raw.XAdd(ctxT(t), &goredis.XAddArgs{Stream: ev, Values: []any{"data", `"dead"`}}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.XReadGroup(ctxT(t), &goredis.XReadGroupArgs{Group: grp, Consumer: "dead", Streams: []string{ev, ">"}, Count: 1, Block: -1}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	b := openBroker(t, url, Config{Options: core.Options{
+		Identity:       core.Identity{Group: grp, Client: "c"},
+		MessageTimeout: 300 * time.Millisecond,
+		Concurrency:    1,
+		Logger:         testLogger(t),
+	}})
+	const n = 200
+	var ids []string
+	for i := range n {
+		id, err := b.Publish(ctxT(t), ev, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	got := make(chan string, 2*n)
+	var running atomic.Int32
+	err = b.Consume(ctxT(t), []string{ev}, func(ctx context.Context, m *core.Message) {
+		if running.Add(1) != 1 {
+			t.Error("two handlers at once with Concurrency 1")
+		}
+		defer running.Add(-1)
+		got <- m.ID
+		if m.ID > ids[0] && len(m.ID)%2 == 0 {
+			go func() { // acked after the handler returned
+				time.Sleep(time.Millisecond)
+				if err := m.Ack(ctx); err != nil {
+					t.Errorf("late ack: %v", err)
+				}
+			}()
+			return
+		}
+		if err := m.Ack(ctx); err != nil {
+			t.Errorf("ack: %v", err)
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var order []string
+	sawDead := false
+	for len(order) < n || !sawDead {
+		select {
+		case id := <-got:
+			if id == dead {
+				sawDead = true
+				continue
+			}
+			order = append(order, id)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%d of %d messages, dead one reclaimed: %v", len(order), n, sawDead)
+		}
+	}
+	for i := range order {
+		if order[i] != ids[i] {
+			t.Fatalf("message %d is %s, want %s: out of stream order", i, order[i], ids[i])
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := raw.XPending(ctxT(t), ev, grp).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Count == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d still pending", p.Count)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

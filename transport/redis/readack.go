@@ -29,9 +29,52 @@ type ackQueue struct {
 	// wake holds a token while acks are pending, to wake a reader that
 	// waits for room.
 	wake chan struct{}
+
+	// inline is the reader's connection while the reader runs a handler
+	// itself (Concurrency 1): an Ack then sends its XACK over it at once.
+	// connMu guards inline and the connection's use by an Ack.
+	connMu sync.Mutex
+	inline *readConn
+	group  string
 }
 
-func newAckQueue() *ackQueue { return &ackQueue{wake: make(chan struct{}, 1)} }
+func newAckQueue(group string) *ackQueue {
+	return &ackQueue{wake: make(chan struct{}, 1), group: group}
+}
+
+// inlineDo runs f, a handler the reader runs itself, with acks going
+// straight over rc meanwhile. Once it returns no Ack uses rc any more.
+func (q *ackQueue) inlineDo(rc *readConn, f func()) {
+	q.connMu.Lock()
+	q.inline = rc
+	q.connMu.Unlock()
+	defer func() {
+		q.connMu.Lock()
+		q.inline = nil
+		q.connMu.Unlock()
+	}()
+	f()
+}
+
+// ackInline sends the XACK of id over the reader's connection when the
+// reader runs a handler itself, and reports whether it did.
+func (q *ackQueue) ackInline(bt *batcher, stream, id string) (bool, error) {
+	q.connMu.Lock()
+	defer q.connMu.Unlock()
+	rc := q.inline
+	if rc == nil {
+		return false, nil
+	}
+	o := bt.get()
+	o.kind, o.stream, o.id, o.state = opXAck, stream, id, opSending
+	_, err := rc.exchange(q.group, []streamAcks{{stream: stream, ops: []*op{o}}}, nil, nil)
+	<-o.done
+	if o.err != nil {
+		err = o.err
+	}
+	bt.put(o)
+	return true, err
+}
 
 // ack queues the acknowledgement of id in stream and waits until the
 // reader sent it and Redis answered. It reports false, having done
@@ -39,6 +82,9 @@ func newAckQueue() *ackQueue { return &ackQueue{wake: make(chan struct{}, 1)} }
 // caller then acks through the batcher.
 func (q *ackQueue) ack(ctx context.Context, bt *batcher, stream, id string) (bool, error) {
 	if err := ctx.Err(); err != nil {
+		return true, err
+	}
+	if ok, err := q.ackInline(bt, stream, id); ok {
 		return true, err
 	}
 	q.mu.Lock()

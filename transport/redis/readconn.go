@@ -25,6 +25,9 @@ type readConn struct {
 	writeTimeout time.Duration
 	arena        arena
 	id           int64 // CLIENT ID; 0 when the server has none (miniredis)
+	// broken is the error that left the connection unusable (a reply may
+	// be half read): every exchange after it fails with it.
+	broken error
 }
 
 // readConnBuffer is the size of a reader connection's read buffer.
@@ -193,7 +196,17 @@ func (c *readConn) appendAcks(group string, acks []streamAcks) {
 // entries read (appended to dst). An error other than a reply error of
 // the read leaves the connection unusable; the acks are then settled with
 // it.
-func (c *readConn) exchange(group string, acks []streamAcks, read *goredis.XReadGroupArgs, dst []entry) ([]entry, error) {
+func (c *readConn) exchange(group string, acks []streamAcks, read *goredis.XReadGroupArgs, dst []entry) (_ []entry, err error) {
+	if c.broken != nil {
+		settleGroups(acks, c.broken)
+		return dst, c.broken
+	}
+	defer func() {
+		var rerr respError
+		if err != nil && !errors.As(err, &rerr) {
+			c.broken = fmt.Errorf("redis: stream reader connection: %w", err)
+		}
+	}()
 	c.w = c.w[:0]
 	c.appendAcks(group, acks)
 	block := time.Duration(0)
