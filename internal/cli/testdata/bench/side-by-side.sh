@@ -89,6 +89,11 @@ trap 'exit 130' INT TERM
 
 has() { [[ " $PROGS " == *" $1 "* ]]; }
 
+rcli() { redis-cli -h 127.0.0.1 -p "$PORT" "$@"; }
+if rcli ping >/dev/null 2>&1; then
+	die "something already answers on 127.0.0.1:$PORT: choose another PORT"
+fi
+
 # --- build -------------------------------------------------------------------
 say "building spectacles ($(git -C "$repo" rev-parse --short HEAD)$(git -C "$repo" diff --quiet HEAD -- 2>/dev/null || echo ', with uncommitted changes'))"
 (cd "$repo" && go build -o "$tmp/spectacles" .)
@@ -144,10 +149,6 @@ if has discordjs; then
 fi
 
 # --- private redis -----------------------------------------------------------
-rcli() { redis-cli -h 127.0.0.1 -p "$PORT" "$@"; }
-if rcli ping >/dev/null 2>&1; then
-	die "something already answers on 127.0.0.1:$PORT: choose another PORT"
-fi
 "$REDIS_SERVER" --port "$PORT" --bind 127.0.0.1 --save "" --appendonly no \
 	--dir "$tmp" --logfile "$tmp/redis.log" --daemonize no &
 redis_pid=$!
@@ -212,7 +213,7 @@ for round in $(seq "$R"); do
 			    "raw": raw,
 			}))
 		EOF
-		say "round $round $p: $(tail -1 "$OUT" | python3 -c 'import json,sys; r=json.load(sys.stdin); print("%.0f msgs/s, client %s us/msg, redis %.2f us/msg, XREADGROUP %d, XACK %d" % (r["msgs_per_s"], r["client_cpu_us_per_msg"], r["redis_cpu_us_per_msg"], r["xreadgroup"], r["xack"]))')"
+		say "round $round $p: $(tail -1 "$OUT" | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r["client_cpu_us_per_msg"]; print("%.0f msgs/s, client %s us/msg, redis %.2f us/msg, XREADGROUP %d, XACK %d" % (r["msgs_per_s"], "-" if c is None else "%.1f" % c, r["redis_cpu_us_per_msg"], r["xreadgroup"], r["xack"]))')"
 	done
 done
 

@@ -16,9 +16,11 @@
 // and deleted at the end.
 //
 // Usage: NODE_PATH=<node_modules> node bench-discordjs.js [redis-url]
-//        [-n 100000] [-size 1024] [-inflight 64]
-// The URL may also come from REDIS_URL; N, SIZE and INFLIGHT from the
-// environment.
+//        [-n 100000] [-size 1024] [-inflight 64] [-maxchunk 10]
+// The URL may also come from REDIS_URL; N, SIZE, INFLIGHT and MAX_CHUNK from
+// the environment. -maxchunk (the broker's maxChunk option, its XREADGROUP
+// COUNT) is there to see how much the default bounds the consumer; the
+// side-by-side runner leaves it at the default.
 'use strict';
 
 const { randomBytes } = require('node:crypto');
@@ -31,6 +33,7 @@ function parseArgs(argv) {
 		n: Number(process.env.N || 100000),
 		size: Number(process.env.SIZE || 1024),
 		inflight: Number(process.env.INFLIGHT || 64),
+		maxchunk: Number(process.env.MAX_CHUNK || DefaultRedisBrokerOptions.maxChunk),
 	};
 	for (let i = 0; i < argv.length; i++) {
 		const arg = argv[i];
@@ -48,7 +51,7 @@ function parseArgs(argv) {
 		}
 		opts[key] = key === 'url' ? value : Number(value);
 	}
-	for (const key of ['n', 'size', 'inflight']) {
+	for (const key of ['n', 'size', 'inflight', 'maxchunk']) {
 		if (!Number.isInteger(opts[key]) || opts[key] < 1) {
 			throw new Error(`${key} must be a positive integer, not ${opts[key]}`);
 		}
@@ -64,7 +67,7 @@ async function main() {
 	const payload = randomBytes(opts.size);
 
 	const admin = new Redis(opts.url);
-	const broker = new PubSubRedisBroker(new Redis(opts.url), { group });
+	const broker = new PubSubRedisBroker(new Redis(opts.url), { group, maxChunk: opts.maxchunk });
 
 	let acked = 0;
 	let bad = 0;
@@ -127,7 +130,7 @@ async function main() {
 		n: opts.n,
 		bytes: opts.size,
 		inflight: opts.inflight,
-		max_chunk: DefaultRedisBrokerOptions.maxChunk,
+		max_chunk: opts.maxchunk,
 		block_timeout_ms: DefaultRedisBrokerOptions.blockTimeout,
 		publish_per_s: Math.round((opts.n / seconds(published)) * 10) / 10,
 		end_to_end_per_s: Math.round((opts.n / seconds(end)) * 10) / 10,
