@@ -16,11 +16,13 @@
 // and deleted at the end.
 //
 // Usage: NODE_PATH=<node_modules> node bench-discordjs.js [redis-url]
-//        [-n 100000] [-size 1024] [-inflight 64] [-maxchunk 10]
-// The URL may also come from REDIS_URL; N, SIZE, INFLIGHT and MAX_CHUNK from
-// the environment. -maxchunk (the broker's maxChunk option, its XREADGROUP
-// COUNT) is there to see how much the default bounds the consumer; the
-// side-by-side runner leaves it at the default.
+//        [-n 100000] [-size 1024] [-inflight 64] [-maxchunk 10] [-autopipeline 0]
+// The URL may also come from REDIS_URL; N, SIZE, INFLIGHT, MAX_CHUNK and
+// AUTOPIPELINE from the environment. -maxchunk (the broker's maxChunk option,
+// its XREADGROUP COUNT) and -autopipeline 1 (ioredis's enableAutoPipelining,
+// off by default: one socket write per command) are there to see how much
+// the defaults bound the broker; the side-by-side runner leaves both at the
+// defaults.
 'use strict';
 
 const { randomBytes } = require('node:crypto');
@@ -34,6 +36,7 @@ function parseArgs(argv) {
 		size: Number(process.env.SIZE || 1024),
 		inflight: Number(process.env.INFLIGHT || 64),
 		maxchunk: Number(process.env.MAX_CHUNK || DefaultRedisBrokerOptions.maxChunk),
+		autopipeline: Number(process.env.AUTOPIPELINE || 0),
 	};
 	for (let i = 0; i < argv.length; i++) {
 		const arg = argv[i];
@@ -51,6 +54,9 @@ function parseArgs(argv) {
 		}
 		opts[key] = key === 'url' ? value : Number(value);
 	}
+	if (opts.autopipeline !== 0 && opts.autopipeline !== 1) {
+		throw new Error(`autopipeline must be 0 or 1, not ${opts.autopipeline}`);
+	}
 	for (const key of ['n', 'size', 'inflight', 'maxchunk']) {
 		if (!Number.isInteger(opts[key]) || opts[key] < 1) {
 			throw new Error(`${key} must be a positive integer, not ${opts[key]}`);
@@ -67,7 +73,10 @@ async function main() {
 	const payload = randomBytes(opts.size);
 
 	const admin = new Redis(opts.url);
-	const broker = new PubSubRedisBroker(new Redis(opts.url), { group, maxChunk: opts.maxchunk });
+	const broker = new PubSubRedisBroker(
+		new Redis(opts.url, { enableAutoPipelining: opts.autopipeline === 1 }),
+		{ group, maxChunk: opts.maxchunk },
+	);
 
 	let acked = 0;
 	let bad = 0;
@@ -131,6 +140,7 @@ async function main() {
 		bytes: opts.size,
 		inflight: opts.inflight,
 		max_chunk: opts.maxchunk,
+		autopipeline: opts.autopipeline === 1,
 		block_timeout_ms: DefaultRedisBrokerOptions.blockTimeout,
 		publish_per_s: Math.round((opts.n / seconds(published)) * 10) / 10,
 		end_to_end_per_s: Math.round((opts.n / seconds(end)) * 10) / 10,
