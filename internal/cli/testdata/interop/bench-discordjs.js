@@ -87,6 +87,7 @@ async function main() {
 		resolveDone = resolve;
 		rejectDone = reject;
 	});
+	done.catch(() => {}); // a failure while publishing is reported by the await below
 	broker.on('error', (error) => {
 		if (!finishing) {
 			rejectDone(error);
