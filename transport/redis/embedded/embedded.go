@@ -13,9 +13,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -42,6 +45,13 @@ type Server struct {
 	srv  *miniredis.Miniredis
 	addr string
 
+	// serving is the server DialContext hands connections to, nil while
+	// stopped; held for reading while one is handed over, so that Close
+	// and Restart, which take it for writing, see every connection.
+	dialMu  sync.RWMutex
+	serving *server.Server
+	dials   atomic.Uint64 // numbers the in-process connections
+
 	clients clients
 }
 
@@ -58,7 +68,43 @@ func Start() (*Server, error) {
 	e.clients.init()
 	// Nobody knows the address yet: no command can come before the hook.
 	e.clients.serve(srv.Server())
+	e.serving = srv.Server()
 	return e, nil
+}
+
+// DialContext connects to the server in-process, without TCP, whatever
+// network and address it is given: a go-redis Options.Dialer (see the
+// Dialer of transport/redis.Config) for clients in the server's process,
+// which then cost no system calls. The connection behaves as a TCP one to
+// the server (deadlines, close, io.EOF once the server has closed it).
+// While the server is stopped (Close, or during Restart) it fails as a
+// refused TCP dial does.
+func (e *Server) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "embedded", Addr: addr(e.addr), Err: err}
+	}
+	e.dialMu.RLock()
+	defer e.dialMu.RUnlock()
+	if e.serving == nil {
+		return nil, &net.OpError{Op: "dial", Net: "embedded", Addr: addr(e.addr), Err: syscall.ECONNREFUSED}
+	}
+	client, srv := newConnPair("embedded-client-"+strconv.FormatUint(e.dials.Add(1), 10), e.addr)
+	e.serving.ServeConn(srv)
+	return client, nil
+}
+
+// stopDials makes DialContext refuse connections until serve.
+func (e *Server) stopDials() {
+	e.dialMu.Lock()
+	e.serving = nil
+	e.dialMu.Unlock()
+}
+
+// serveDials makes DialContext hand connections to s.
+func (e *Server) serveDials(s *server.Server) {
+	e.dialMu.Lock()
+	e.serving = s
+	e.dialMu.Unlock()
 }
 
 // Addr returns the server's address, "127.0.0.1:PORT".
@@ -72,6 +118,7 @@ func (e *Server) URL() string { return "redis://" + e.addr }
 func (e *Server) Restart() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.stopDials()
 	e.srv.Close()
 	e.clients.wakers.Wait()
 	// miniredis cancels its context on Close and does not renew it on
@@ -90,6 +137,7 @@ func (e *Server) Restart() error {
 			// as from a server without it: its consumer then stops
 			// after BLOCK instead of at once.
 			e.clients.serve(e.srv.Server())
+			e.serveDials(e.srv.Server())
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -104,6 +152,7 @@ func (e *Server) Close() {
 	defer e.mu.Unlock()
 	// miniredis cancels its context first, which ends blocked commands,
 	// then closes the connections and waits for their goroutines.
+	e.stopDials()
 	e.srv.Close()
 	e.clients.wakers.Wait()
 }
