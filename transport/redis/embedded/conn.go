@@ -62,6 +62,9 @@ func (p *halfPipe) read(b []byte) (n int, eof bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.off == len(p.buf) {
+		if p.wClosed {
+			notify(p.readable) // every other reader sees EOF too
+		}
 		return 0, p.wClosed
 	}
 	n = copy(b, p.buf[p.off:])
@@ -86,6 +89,7 @@ func (p *halfPipe) write(b []byte) (n int, closed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.rClosed || p.wClosed {
+		notify(p.writable) // every other writer sees it too
 		return 0, true
 	}
 	room := pipeLimit - (len(p.buf) - p.off)
@@ -142,7 +146,7 @@ type deadline struct {
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
 	d.t = t
-	if d.waiters > 0 {
+	if d.waiters > 0 && d.changed != nil {
 		close(d.changed)
 		d.changed = nil
 	}
