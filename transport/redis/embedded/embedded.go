@@ -255,8 +255,15 @@ func (c *clients) seen(args []string) {
 	}
 	s := c.server()
 	for _, k := range keys {
-		s.Dispatch(server.NewPeer(bufio.NewWriter(io.Discard)), []string{"XCLAIM", k, group, consumer, "0", "0-0", "JUSTID"})
+		s.Dispatch(discardPeer(), []string{"XCLAIM", k, group, consumer, "0", "0-0", "JUSTID"})
 	}
+}
+
+// discardPeer is a peer for commands the hook runs for itself, whose
+// replies nobody reads: its write buffer is small, as what it writes is
+// dropped.
+func discardPeer() *server.Peer {
+	return server.NewPeer(bufio.NewWriterSize(io.Discard, 64))
 }
 
 // id returns p's CLIENT ID, giving it one on first use.
@@ -318,7 +325,7 @@ func (c *clients) unblock(p *server.Peer, args []string) {
 func (c *clients) wake() {
 	s := c.server()
 	c.wakers.Go(func() {
-		s.Dispatch(server.NewPeer(bufio.NewWriter(io.Discard)), []string{"TIME"})
+		s.Dispatch(discardPeer(), []string{"TIME"})
 	})
 }
 
