@@ -27,8 +27,12 @@ var errPeerClosed = fmt.Errorf("connection closed by the other end: %w", io.EOF)
 // addr is the address of either end of an in-process connection.
 type addr string
 
+// Network returns "embedded".
 func (a addr) Network() string { return "embedded" }
-func (a addr) String() string  { return string(a) }
+
+// String returns the address: the server's "127.0.0.1:PORT", or the
+// client end's name.
+func (a addr) String() string { return string(a) }
 
 // halfPipe is one direction of an in-process connection: what one end
 // writes and the other reads. Either end's operations may run
@@ -321,9 +325,13 @@ func (c *conn) Close() error {
 	return err
 }
 
-func (c *conn) LocalAddr() net.Addr  { return c.local }
+// LocalAddr returns this end's address.
+func (c *conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr returns the other end's address.
 func (c *conn) RemoteAddr() net.Addr { return c.remote }
 
+// SetDeadline sets the read and write deadlines.
 func (c *conn) SetDeadline(t time.Time) error {
 	if isClosed(c.closed) {
 		return c.opError("set", net.ErrClosed)
@@ -333,6 +341,7 @@ func (c *conn) SetDeadline(t time.Time) error {
 	return nil
 }
 
+// SetReadDeadline sets the deadline of Read, waiting ones included.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if isClosed(c.closed) {
 		return c.opError("set", net.ErrClosed)
@@ -341,6 +350,7 @@ func (c *conn) SetReadDeadline(t time.Time) error {
 	return nil
 }
 
+// SetWriteDeadline sets the deadline of Write, waiting ones included.
 func (c *conn) SetWriteDeadline(t time.Time) error {
 	if isClosed(c.closed) {
 		return c.opError("set", net.ErrClosed)
