@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -85,6 +86,9 @@ type app struct {
 
 	node     *localnode.Node // the local node in use, without REDIS_URL
 	nodeMode nodeMode        // what the command does without REDIS_URL
+	// dialer connects in-process to the embedded server this process
+	// runs (a private one, or the local node it owns), nil otherwise.
+	dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Run executes the command line args (without the program name) with the
@@ -263,9 +267,21 @@ func (a *app) redisURL() (string, error) {
 	return a.url, nil
 }
 
+// embeddedDialer returns the in-process dialer of the embedded server
+// this process runs and talks to (no REDIS_URL), else nil.
+func (a *app) embeddedDialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cfg.RedisURL != "" {
+		return nil
+	}
+	return a.dialer
+}
+
 func (a *app) closeEmbedded() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.dialer = nil
 	if a.embedded != nil {
 		a.embedded.Close()
 		a.embedded = nil
@@ -353,6 +369,7 @@ func (a *app) openRedisTrimmed(ctx context.Context, opts core.Options, maxLen in
 		URL:      url,
 		PoolSize: a.cfg.PoolSize,
 		MaxLen:   maxLen,
+		Dialer:   a.embeddedDialer(),
 	}
 	b, err := redistransport.Open(ctx, cfg)
 	if err != nil {

@@ -55,13 +55,24 @@ func (a *app) localRedis() (string, error) {
 	defer cancel()
 	dir := localnode.Dir(a.env)
 	var start func() (localnode.Server, error)
+	var started *embedded.Server
 	if a.nodeMode == nodeStart {
-		start = func() (localnode.Server, error) { return startEmbedded() }
+		start = func() (localnode.Server, error) {
+			e, err := startEmbedded()
+			if err != nil {
+				return nil, err
+			}
+			started = e
+			return e, nil
+		}
 	}
 	n, err := localnode.Join(ctx, dir, start)
 	switch {
 	case err == nil && n.Owned:
 		a.node = n
+		// This process's clients talk to it in-process; others use
+		// the advertised TCP address.
+		a.dialer = started.DialContext
 		fmt.Fprintf(a.stderr, "spectacles: REDIS_URL is not set: started an embedded in-memory Redis broker at %s, the local node (advertised in %s).\n", n.Addr, n.Path)
 		fmt.Fprintf(a.stderr, "spectacles: it keeps nothing on disk and is gone when this process exits. Other spectacles commands of this user use it while it runs; other local processes can with:\n")
 		fmt.Fprintf(a.stderr, "REDIS_URL=%s\n", n.URL())
@@ -83,6 +94,7 @@ func (a *app) localRedis() (string, error) {
 		return "", err
 	}
 	a.embedded = e
+	a.dialer = e.DialContext
 	fmt.Fprintf(a.stderr, "spectacles: REDIS_URL is not set and no local node is running: started a private embedded in-memory Redis broker at %s for this command; it keeps nothing on disk and is gone when it exits.\n", e.Addr())
 	return e.URL(), nil
 }

@@ -76,7 +76,7 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	if _, err := cfg.withDefaults(); err != nil {
 		return nil, err
 	}
-	client, err := NewClient(cfg.URL, cfg.PoolSize)
+	client, err := newClient(cfg.URL, cfg.PoolSize, cfg.Dialer)
 	if err != nil {
 		return nil, err
 	}

@@ -1,8 +1,10 @@
 package redis
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -76,6 +78,13 @@ type Config struct {
 	// older than MinIDAge (XADD MINID ~). Exclusive with MaxLen.
 	// Dead-letter streams are never trimmed.
 	MinIDAge time.Duration
+	// Dialer, when set, makes the client's connections to the servers of
+	// URL instead of TCP (go-redis's Options.Dialer): the DialContext of
+	// an embedded server (transport/redis/embedded), for the clients of
+	// the process that runs it, which then talk to it without system
+	// calls. It cannot be combined with a rediss:// URL. Only Open reads
+	// it.
+	Dialer func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // withDefaults validates c and fills its zero fields.
@@ -114,6 +123,12 @@ func (c Config) withDefaults() (Config, error) {
 // keeps go-redis's default. It does not connect. Its errors wrap
 // ErrInvalidURL and never contain the password.
 func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
+	return newClient(url, poolSize, nil)
+}
+
+// newClient is NewClient, with dialer (when not nil) making the
+// connections.
+func newClient(url string, poolSize int, dialer func(context.Context, string, string) (net.Conn, error)) (goredis.UniversalClient, error) {
 	if poolSize < 0 {
 		return nil, fmt.Errorf("%w: pool size %d is negative", ErrInvalidURL, poolSize)
 	}
@@ -135,6 +150,9 @@ func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := useDialer(o, parts[0], dialer); err != nil {
+			return nil, err
+		}
 		o.PoolSize = poolSize
 		return goredis.NewClient(o), nil
 	}
@@ -142,6 +160,9 @@ func NewClient(url string, poolSize int) (goredis.UniversalClient, error) {
 	for i, p := range parts {
 		o, err := parseOne(p)
 		if err != nil {
+			return nil, err
+		}
+		if err := useDialer(o, p, dialer); err != nil {
 			return nil, err
 		}
 		if o.Network == "unix" {
@@ -176,6 +197,19 @@ func parseOne(s string) (*goredis.Options, error) {
 		o.Dialer = tlsDialer(o) // says so when the server does not speak TLS
 	}
 	return o, nil
+}
+
+// useDialer makes dialer (when not nil) dial the connections of o, the
+// options of server s.
+func useDialer(o *goredis.Options, s string, dialer func(context.Context, string, string) (net.Conn, error)) error {
+	if dialer == nil {
+		return nil
+	}
+	if o.TLSConfig != nil {
+		return fmt.Errorf("%w: %q: a Dialer cannot be combined with TLS", ErrInvalidConfig, redact.URL(s))
+	}
+	o.Dialer = dialer
+	return nil
 }
 
 // scrubURLError describes a parse failure of raw without any secret it

@@ -1,6 +1,8 @@
 package redis
 
 import (
+	"context"
+	"net"
 	"testing"
 	"time"
 
@@ -11,13 +13,19 @@ import (
 
 // setupFor connects the conformance suite to the server at url.
 func setupFor(t *testing.T, url string, block time.Duration, features conformance.Features, restart func(*testing.T)) conformance.Setup {
+	return setupDialer(t, url, nil, block, features, restart)
+}
+
+// setupDialer is setupFor with the brokers' connections made by dialer
+// (Config.Dialer) when it is not nil.
+func setupDialer(t *testing.T, url string, dialer func(context.Context, string, string) (net.Conn, error), block time.Duration, features conformance.Features, restart func(*testing.T)) conformance.Setup {
 	raw := rawClient(t, url)
 	return conformance.Setup{
 		New: func(t *testing.T, opts core.Options) core.Broker {
 			if opts.Logger == nil {
 				opts.Logger = testLogger(t)
 			}
-			return openBroker(t, url, Config{Options: opts, Block: block})
+			return openBroker(t, url, Config{Options: opts, Block: block, Dialer: dialer})
 		},
 		Features: features,
 		Restart:  restart,
@@ -67,8 +75,22 @@ func TestConformanceRedisRestart(t *testing.T) {
 	}))
 }
 
-// TestConformanceEmbedded runs the suite against the embedded server.
+// TestConformanceEmbedded runs the suite against the embedded server, with
+// the brokers connected in-process (Server.DialContext), as the spectacles
+// command connects to its own embedded server.
 func TestConformanceEmbedded(t *testing.T) {
+	t.Parallel()
+	e := startEmbedded(t)
+	conformance.Run(t, setupDialer(t, e.URL(), e.DialContext, 100*time.Millisecond, allFeatures, func(t *testing.T) {
+		if err := e.Restart(); err != nil {
+			t.Fatal(err)
+		}
+	}))
+}
+
+// TestConformanceEmbeddedTCP runs the suite against the embedded server
+// over TCP, as other processes reach the local node.
+func TestConformanceEmbeddedTCP(t *testing.T) {
 	t.Parallel()
 	e := startEmbedded(t)
 	conformance.Run(t, setupFor(t, e.URL(), 100*time.Millisecond, allFeatures, func(t *testing.T) {

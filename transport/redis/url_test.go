@@ -2,6 +2,8 @@ package redis
 
 import (
 	"context"
+	"errors"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +109,31 @@ func TestOpenFailsFastWithoutThePassword(t *testing.T) {
 		_, err := Open(ctx, Config{URL: url})
 		return err
 	})
+}
+
+// TestDialerCannotCombineWithTLS: a Config.Dialer makes the connections,
+// so a rediss:// URL, whose TLS it would skip, is refused; with a plain
+// URL every node's connections come from it.
+func TestDialerCannotCombineWithTLS(t *testing.T) {
+	t.Parallel()
+	dial := func(context.Context, string, string) (net.Conn, error) { return nil, errors.New("no") }
+	if _, err := newClient("rediss://127.0.0.1:6379", 0, dial); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("rediss:// with a Dialer: %v, want ErrInvalidConfig", err)
+	}
+	c, err := newClient("127.0.0.1:1", 0, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Ping(t.Context()).Err(); err == nil || !strings.Contains(err.Error(), "no") {
+		t.Errorf("PING through a failing Dialer: %v", err)
+	}
+	cc, err := newClient("127.0.0.1:1,127.0.0.1:2", 0, dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if o := cc.(*goredis.ClusterClient).Options(); o.Dialer == nil {
+		t.Error("the cluster client does not use the Dialer")
+	}
 }

@@ -13,9 +13,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -29,7 +32,7 @@ import (
 // production server.
 //
 // Time runs as on Redis: TTLs (SET PX, EXPIRE) run down with the wall
-// clock and keys expire when they reach zero; stream entry ids and
+// clock, to the millisecond, and keys expire when they reach zero; stream entry ids and
 // XPENDING idle times come from the wall clock, and so do XINFO
 // CONSUMERS' (miniredis sets a consumer's last-seen time on XCLAIM only;
 // here XREADGROUP sets it too, as on Redis, when it starts and when a
@@ -42,23 +45,68 @@ type Server struct {
 	srv  *miniredis.Miniredis
 	addr string
 
+	// serving is the server DialContext hands connections to, nil while
+	// stopped; held for reading while one is handed over, so that Close
+	// and Restart, which take it for writing, see every connection.
+	dialMu  sync.RWMutex
+	serving *server.Server
+	dials   atomic.Uint64 // numbers the in-process connections
+
 	clients clients
 }
 
 // Start starts an embedded server; Close stops it.
 func Start() (*Server, error) {
 	srv := miniredis.NewMiniRedis()
-	// TTLs follow the wall clock (miniredis otherwise only runs them
-	// down on FastForward): expired keys go on the next command.
-	srv.ClockTTL(true)
+	// TTLs follow the wall clock: miniredis only runs them down on
+	// FastForward, which the hook calls before a connection's command
+	// once a millisecond or more has passed, so that expired keys go
+	// before the next command. (miniredis's ClockTTL would do it on every
+	// database access, walking and sorting every key each time.)
 	if err := srv.StartAddr("127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("embedded redis: start: %w", err)
 	}
 	e := &Server{srv: srv, addr: srv.Addr()}
-	e.clients.init()
+	e.clients.init(srv.FastForward)
 	// Nobody knows the address yet: no command can come before the hook.
 	e.clients.serve(srv.Server())
+	e.serving = srv.Server()
 	return e, nil
+}
+
+// DialContext connects to the server in-process, without TCP, whatever
+// network and address it is given: a go-redis Options.Dialer (see the
+// Dialer of transport/redis.Config) for clients in the server's process,
+// which then cost no system calls. The connection behaves as a TCP one to
+// the server (deadlines, close, io.EOF once the server has closed it).
+// While the server is stopped (Close, or during Restart) it fails as a
+// refused TCP dial does.
+func (e *Server) DialContext(ctx context.Context, _, _ string) (net.Conn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, &net.OpError{Op: "dial", Net: "embedded", Addr: addr(e.addr), Err: err}
+	}
+	e.dialMu.RLock()
+	defer e.dialMu.RUnlock()
+	if e.serving == nil {
+		return nil, &net.OpError{Op: "dial", Net: "embedded", Addr: addr(e.addr), Err: syscall.ECONNREFUSED}
+	}
+	client, srv := newConnPair("embedded-client-"+strconv.FormatUint(e.dials.Add(1), 10), e.addr)
+	e.serving.ServeConn(srv)
+	return client, nil
+}
+
+// stopDials makes DialContext refuse connections until serve.
+func (e *Server) stopDials() {
+	e.dialMu.Lock()
+	e.serving = nil
+	e.dialMu.Unlock()
+}
+
+// serveDials makes DialContext hand connections to s.
+func (e *Server) serveDials(s *server.Server) {
+	e.dialMu.Lock()
+	e.serving = s
+	e.dialMu.Unlock()
 }
 
 // Addr returns the server's address, "127.0.0.1:PORT".
@@ -72,6 +120,7 @@ func (e *Server) URL() string { return "redis://" + e.addr }
 func (e *Server) Restart() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	e.stopDials()
 	e.srv.Close()
 	e.clients.wakers.Wait()
 	// miniredis cancels its context on Close and does not renew it on
@@ -90,6 +139,7 @@ func (e *Server) Restart() error {
 			// as from a server without it: its consumer then stops
 			// after BLOCK instead of at once.
 			e.clients.serve(e.srv.Server())
+			e.serveDials(e.srv.Server())
 			return nil
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -104,6 +154,7 @@ func (e *Server) Close() {
 	defer e.mu.Unlock()
 	// miniredis cancels its context first, which ends blocked commands,
 	// then closes the connections and waits for their goroutines.
+	e.stopDials()
 	e.srv.Close()
 	e.clients.wakers.Wait()
 }
@@ -116,10 +167,13 @@ func (e *Server) blockedClients() int {
 }
 
 // clients gives miniredis what it lacks of Redis's CLIENT command: CLIENT
-// ID and CLIENT UNBLOCK. It runs as the server's pre-hook, which sees
-// every command before miniredis does, on the connection's goroutine;
-// scripts' commands (EVAL) come to it too, with a fresh peer each, while
-// miniredis holds its lock, so the hook never takes that lock itself.
+// ID and CLIENT UNBLOCK, and runs TTLs down with the wall clock. It runs
+// as the server's pre-hook, which sees every command before miniredis
+// does, on the connection's goroutine; scripts' commands (EVAL) come to it
+// too, with a fresh peer each, while miniredis holds its lock, so the hook
+// takes that lock (FastForward, its own commands) only for the commands
+// of connections and its own (direct), and lets scripts' commands through
+// untouched (a script's blocking command does not block, as on Redis).
 // Inside MULTI, CLIENT ID and CLIENT UNBLOCK run at once instead of being
 // queued (the driver never sends them there).
 type clients struct {
@@ -131,12 +185,76 @@ type clients struct {
 	ids     map[*server.Peer]int64
 	peers   map[int64]*server.Peer
 	blocked map[*server.Peer]struct{} // peers in a blocking command
+	conns   map[*server.Peer]struct{} // peers of connections (not scripts')
+	own     map[*server.Peer]struct{} // peers of the hook's own commands, while they run
+
+	clock    func(time.Duration) // runs TTLs down (Miniredis.FastForward)
+	tickMu   sync.Mutex
+	lastTick time.Time
 }
 
-func (c *clients) init() {
+func (c *clients) init(clock func(time.Duration)) {
 	c.ids = map[*server.Peer]int64{}
 	c.peers = map[int64]*server.Peer{}
 	c.blocked = map[*server.Peer]struct{}{}
+	c.conns = map[*server.Peer]struct{}{}
+	c.own = map[*server.Peer]struct{}{}
+	c.clock = clock
+	c.lastTick = time.Now()
+}
+
+// direct reports whether p's command comes to the hook outside
+// miniredis's lock: a connection's or the hook's own, not a script's. A
+// connection's peer comes to the hook with no context on its first
+// command (miniredis gives it one then), a script's with one.
+func (c *clients) direct(p *server.Peer) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.conns[p]; ok {
+		return true
+	}
+	if _, ok := c.own[p]; ok {
+		return true
+	}
+	if p.Ctx != nil {
+		return false
+	}
+	c.conns[p] = struct{}{}
+	// Run on p's goroutine when its connection ends, like the hook.
+	p.OnDisconnect(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.conns, p)
+	})
+	return true
+}
+
+// tick runs TTLs down by the time since the last tick, once a
+// millisecond or more has passed. Never under miniredis's lock, which it
+// takes.
+func (c *clients) tick() {
+	now := time.Now()
+	c.tickMu.Lock()
+	elapsed := now.Sub(c.lastTick)
+	if elapsed < time.Millisecond {
+		c.tickMu.Unlock()
+		return
+	}
+	c.lastTick = now
+	c.tickMu.Unlock()
+	c.clock(elapsed)
+}
+
+// dispatchOwn runs a command of the hook's own, whose reply is dropped.
+func (c *clients) dispatchOwn(s *server.Server, args []string) {
+	p := discardPeer()
+	c.mu.Lock()
+	c.own[p] = struct{}{}
+	c.mu.Unlock()
+	s.Dispatch(p, args)
+	c.mu.Lock()
+	delete(c.own, p)
+	c.mu.Unlock()
 }
 
 // serve installs the hook on s, the server miniredis has just started.
@@ -156,6 +274,10 @@ func (c *clients) server() *server.Server {
 // hook handles CLIENT ID and CLIENT UNBLOCK and tracks which peers block;
 // it returns false to let miniredis run the command.
 func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
+	direct := c.direct(p)
+	if direct {
+		c.tick()
+	}
 	switch {
 	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "ID"):
 		if len(args) != 1 {
@@ -167,7 +289,7 @@ func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
 	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "UNBLOCK"):
 		c.unblock(p, args[1:])
 		return true
-	case cmd == "XREADGROUP":
+	case cmd == "XREADGROUP" && direct:
 		c.seen(args)
 		if !blocks(cmd, args) {
 			return false
@@ -175,7 +297,7 @@ func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
 		ran := c.runBlocking(p, cmd, args)
 		c.seen(args)
 		return ran
-	case blocks(cmd, args):
+	case direct && blocks(cmd, args):
 		return c.runBlocking(p, cmd, args)
 	}
 	return false
@@ -185,8 +307,7 @@ func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
 // k… id…) was seen now, for XINFO CONSUMERS' idle: an XCLAIM of no
 // pending id, which miniredis counts as the consumer's activity and which
 // changes nothing else. Its reply (an error, for a missing group) is
-// dropped. The hook never runs it inside a script: XREADGROUP is not one
-// of the driver's scripts' commands.
+// dropped. The hook never runs it for a script's XREADGROUP.
 func (c *clients) seen(args []string) {
 	var group, consumer string
 	var keys []string
@@ -206,8 +327,15 @@ func (c *clients) seen(args []string) {
 	}
 	s := c.server()
 	for _, k := range keys {
-		s.Dispatch(server.NewPeer(bufio.NewWriter(io.Discard)), []string{"XCLAIM", k, group, consumer, "0", "0-0", "JUSTID"})
+		c.dispatchOwn(s, []string{"XCLAIM", k, group, consumer, "0", "0-0", "JUSTID"})
 	}
+}
+
+// discardPeer is a peer for commands the hook runs for itself, whose
+// replies nobody reads: its write buffer is small, as what it writes is
+// dropped.
+func discardPeer() *server.Peer {
+	return server.NewPeer(bufio.NewWriterSize(io.Discard, 64))
 }
 
 // id returns p's CLIENT ID, giving it one on first use.
@@ -269,7 +397,7 @@ func (c *clients) unblock(p *server.Peer, args []string) {
 func (c *clients) wake() {
 	s := c.server()
 	c.wakers.Go(func() {
-		s.Dispatch(server.NewPeer(bufio.NewWriter(io.Discard)), []string{"TIME"})
+		c.dispatchOwn(s, []string{"TIME"})
 	})
 }
 

@@ -275,3 +275,50 @@ func TestEmbeddedConsumerIdle(t *testing.T) {
 		t.Errorf("idle %s just after a blocked read ended", d)
 	}
 }
+
+// TestEmbeddedScripts: a script's commands, which miniredis runs under
+// its lock, pass the hook untouched (no deadlock, even for XREADGROUP,
+// whose consumer the hook marks seen for connections), see TTLs run down
+// with the wall clock, and leave no peer behind; nor do closed
+// connections.
+func TestEmbeddedScripts(t *testing.T) {
+	t.Parallel()
+	e := start(t)
+	ctx := ctxT(t)
+	c := goredis.NewClient(&goredis.Options{Addr: e.Addr(), Dialer: e.DialContext})
+	if err := c.XGroupCreateMkStream(ctx, "s", "g", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.XAdd(ctx, &goredis.XAddArgs{Stream: "s", Values: []any{"k", "v"}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	const script = `redis.call('SET', KEYS[1], 'v', 'PX', ARGV[1])
+		local r = redis.call('XREADGROUP', 'GROUP', 'g', 'c', 'COUNT', 1, 'BLOCK', 10, 'STREAMS', 's', '>')
+		local n = 0
+		if r then n = #r end
+		return {redis.call('EXISTS', KEYS[1]), n}`
+	got, err := c.Eval(ctx, script, []string{"px"}, 100).Int64Slice()
+	if err != nil || len(got) != 2 || got[0] != 1 || got[1] != 1 {
+		t.Fatalf("script: %v, %v", got, err)
+	}
+	waitUntil(t, 5*time.Second, "the key the script set expires", func() bool {
+		n, err := c.Exists(ctx, "px").Result()
+		return err == nil && n == 0
+	})
+	// A script's XREADGROUP BLOCK does not block, as on Redis.
+	got, err = c.Eval(ctx, script, []string{"px2"}, 100).Int64Slice()
+	if err != nil || len(got) != 2 || got[1] != 0 {
+		t.Fatalf("script reading nothing: %v, %v", got, err)
+	}
+	_ = c.Close()
+	tcp := goredis.NewClient(&goredis.Options{Addr: e.Addr()})
+	if err := tcp.Ping(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_ = tcp.Close()
+	waitUntil(t, 5*time.Second, "closed connections' peers are forgotten", func() bool {
+		e.clients.mu.Lock()
+		defer e.clients.mu.Unlock()
+		return len(e.clients.conns) == 0 && len(e.clients.own) == 0 && len(e.clients.ids) == 0
+	})
+}
