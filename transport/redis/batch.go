@@ -191,8 +191,8 @@ func (bt *batcher) run(published *pubShard) {
 	f := &flusher{
 		b:         bt.b,
 		published: published,
-		pipe: bt.b.client.Pipeline(),
-		acks: make(map[string]*ackGroup),
+		pipe:      bt.b.client.Pipeline(),
+		acks:      make(map[string]*ackGroup),
 	}
 	batch := make([]*op, 0, maxBatch)
 	for o := range bt.ch {
