@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -66,7 +67,12 @@ func (b *Broker) reportUnhandled(ctx context.Context) {
 	in := b.presence.instance()
 	in.Events, in.Calls = nil, nil
 	for _, r := range due {
-		b.log.Warn("published an event no queue takes", "event", r.Event, "count", r.Count, "total", r.Total)
+		// Warned of the first time, then counted quietly.
+		level := slog.LevelDebug
+		if r.Count == r.Total {
+			level = slog.LevelWarn
+		}
+		b.log.Log(ctx, level, "published an event no queue takes (counted in UnhandledCounts and reported as "+core.EventUnhandled+")", "event", r.Event, "count", r.Count, "total", r.Total)
 		b.publishPresenceEvent(ctx, "", core.PresenceEvent{Event: core.EventUnhandled, Instance: in,
 			Reason: "published, but no queue is bound to take it", Unhandled: r.Event, Count: r.Count, Total: r.Total,
 			At: time.Now().UTC()})

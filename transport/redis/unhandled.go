@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -135,7 +136,12 @@ func (b *Broker) checkUnhandled(ctx context.Context) {
 	in := b.presence.snapshot()
 	in.Events, in.Calls = nil, nil
 	for _, r := range due {
-		b.log.Warn("published an event no group consumes", "event", r.Event, "count", r.Count, "total", r.Total)
+		// Warned of the first time, then counted quietly.
+		level := slog.LevelDebug
+		if r.Count == r.Total {
+			level = slog.LevelWarn
+		}
+		b.log.Log(ctx, level, "published an event no group consumes (counted in UnhandledCounts and reported as "+core.EventUnhandled+")", "event", r.Event, "count", r.Count, "total", r.Total)
 		b.publishPresenceEvent(ctx, core.PresenceEvent{Event: core.EventUnhandled, Instance: in,
 			Reason: "published, but no group consumes it", Unhandled: r.Event, Count: r.Count, Total: r.Total,
 			At: time.Now().UTC()})
