@@ -181,7 +181,8 @@ type UnhandledReport struct {
 	// Event is the event nobody consumes.
 	Event string
 	// Count is how many such messages the publishers reported (the sum of
-	// their latest totals), and Publishers who they are ("group/client").
+	// their latest totals), and Publishers who they are ("group/client",
+	// or the client alone without a group).
 	Count      uint64
 	Publishers []string
 	// LastAt is the latest report.
@@ -213,7 +214,10 @@ func MergeUnhandled(events []PresenceEvent, instances []Instance) []UnhandledRep
 		if event == "" || total == 0 || !CountsAsUnhandled(event) {
 			return
 		}
-		name := in.Group + "/" + in.Client
+		name := in.Client
+		if in.Group != "" {
+			name = in.Group + "/" + in.Client
+		}
 		pub := in.Session
 		if pub == "" {
 			pub = "\x00" + name
