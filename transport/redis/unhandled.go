@@ -155,13 +155,17 @@ func (b *Broker) UnhandledCounts() map[string]uint64 { return b.unhandled.tally.
 
 var _ core.UnhandledCounter = (*Broker)(nil)
 
+// unhandledReportAge is how old a core.EventUnhandled entry may be for
+// UnhandledReports to count it.
+const unhandledReportAge = time.Hour
+
 // maxUnhandledHistory is how many EventUnhandled entries UnhandledReports
 // reads.
 const maxUnhandledHistory = presenceStreamLen
 
 // UnhandledReports reads, across processes, the events published that no
-// group consumes: from the latest core.EventUnhandled entries (every
-// publisher's reports) and the live instances' announcements.
+// group consumes: from the latest core.EventUnhandled entries of the past
+// hour (every publisher's reports) and the live instances' announcements.
 func (b *Broker) UnhandledReports(ctx context.Context) ([]core.UnhandledReport, error) {
 	if b.closed.Load() {
 		return nil, core.ErrClosed
@@ -171,10 +175,11 @@ func (b *Broker) UnhandledReports(ctx context.Context) ([]core.UnhandledReport, 
 		return nil, err
 	}
 	events := make([]core.PresenceEvent, 0, len(msgs))
+	since := time.Now().Add(-unhandledReportAge)
 	for _, m := range msgs {
 		raw, _ := m.Values[dataField].(string)
 		var pe core.PresenceEvent
-		if core.NewPayload([]byte(raw), core.Msgpack{}).Decode(&pe) == nil {
+		if core.NewPayload([]byte(raw), core.Msgpack{}).Decode(&pe) == nil && pe.At.After(since) {
 			events = append(events, pe)
 		}
 	}
