@@ -251,6 +251,8 @@ type Broker struct {
 	// unhandledDone is closed when its reporting loop ends.
 	unhandled     unhandled.Tally
 	unhandledDone chan struct{}
+	// routes says which publishes are mandatory (publish.go).
+	routes routes
 
 	// closeCtx is cancelled when Close starts: consumers stop, calls end,
 	// publishes waiting for a connection give up.
@@ -285,6 +287,10 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
 	b.presence = newPresence(b)
+	b.routes.every = b.unhandledEvery()
+	if b.routes.every <= 0 {
+		b.routes.every = core.UnhandledInterval
+	}
 	b.pubLink = newLink(&b.cfg, b.log, "publish")
 	b.subLink = newLink(&b.cfg, b.log, "consume")
 	b.subLink.presence = b.presence.property()

@@ -8,9 +8,11 @@ import (
 	"github.com/spectacles-go/spectacles/core"
 )
 
-// Unhandled publishes: Publish and PublishBatch set the mandatory flag,
-// so that RabbitMQ returns (basic.return) a message no queue is bound to
-// take; every return of the broker's exchange is counted, per routing key
+// Unhandled publishes: Publish and PublishBatch set the mandatory flag
+// (on every publish of an event known to be unrouted, and once per
+// interval on the others: see routes in publish.go), so that RabbitMQ
+// returns (basic.return) a message no queue is bound to take; every
+// return of the broker's exchange is counted, per routing key
 // (presence events and dead letters excepted: core.CountsAsUnhandled), as
 // the publishers drain them after their confirms. Every
 // Config.UnhandledInterval (and at Close) each event that gained some is

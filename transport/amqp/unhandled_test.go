@@ -107,3 +107,71 @@ func TestUnhandledCounted(t *testing.T) {
 		t.Fatal("no second core.EventUnhandled")
 	}
 }
+
+// TestUnhandledAfterTheQueueGoes: publishes of a routed event are not
+// mandatory but for a probe per interval; once its only queue is deleted,
+// a probe comes back within the interval and from then every publish is
+// counted, until a queue is bound again.
+func TestUnhandledAfterTheQueueGoes(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	adm, exchange, track := testExchange(t, url, "spectacles-unhandled-goes", "")
+	ev := unique("EV")
+	queue := QueueName(exchange, "peer", ev)
+	track(queue)
+	ch := adm.channel()
+	if err := peerDeclareExchange(ch, exchange); err != nil {
+		t.Fatal(err)
+	}
+	if err := peerDeclareQueue(ch, exchange, queue, ev); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t)
+	pub := openBroker(t, Config{Options: opts(unique("pub"), "p"), URL: url, Exchange: exchange, ManagementURL: ManagementOff,
+		UnhandledInterval: 100 * time.Millisecond})
+	for range 20 {
+		if _, err := pub.Publish(ctx, ev, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pub.UnhandledCounts()[ev]; n != 0 {
+		t.Fatalf("%d unhandled while a queue takes them", n)
+	}
+	adm.deleteQueues(queue)
+	// The next probe (within 100 ms) finds it unrouted; then each counts.
+	deadline := time.Now().Add(brokertest.Wait)
+	for pub.UnhandledCounts()[ev] == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("never counted after its queue went")
+		}
+		if _, err := pub.Publish(ctx, ev, 1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	before := pub.UnhandledCounts()[ev]
+	for range 10 {
+		if _, err := pub.Publish(ctx, ev, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pub.UnhandledCounts()[ev]; n != before+10 {
+		t.Fatalf("%d unhandled after 10 more publishes, want %d: every one counts once it is known unrouted", n, before+10)
+	}
+	if err := peerDeclareQueue(adm.channel(), exchange, queue, ev); err != nil {
+		t.Fatal(err)
+	}
+	// The first routed publish ends the counting.
+	if _, err := pub.Publish(ctx, ev, 1); err != nil {
+		t.Fatal(err)
+	}
+	before = pub.UnhandledCounts()[ev]
+	for range 10 {
+		if _, err := pub.Publish(ctx, ev, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := pub.UnhandledCounts()[ev]; n != before {
+		t.Fatalf("%d unhandled, want %d: a queue takes them again", n, before)
+	}
+}
