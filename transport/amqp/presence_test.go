@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -228,4 +230,80 @@ func TestPresenceKilled(t *testing.T) {
 	if in, ok := listed(); ok {
 		t.Errorf("the killed child is still listed after its departure: %+v", in)
 	}
+}
+
+// TestPresenceConcurrentJoins: instances of one group that join and leave
+// all at once (each on its own connection) take the group's lock in turn,
+// so that the group comes online once and goes offline once, and every
+// instance is reported connected and disconnected once. No management
+// API.
+func TestPresenceConcurrentJoins(t *testing.T) {
+	t.Parallel()
+	url := serverURL(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-joins", "")
+	group, ev := unique("crowd"), unique("EV")
+	queues := spectaclesQueues(exchange, group, ev)
+	queues = append(queues, spectaclesQueues(exchange, "collect", core.PresenceEvents()...)...)
+	t.Cleanup(func() { adm.deleteQueues(queues...) })
+	co := opts(unique("collect"), "c")
+	co.Announce.Disabled = true
+	collector := openBroker(t, Config{Options: co, URL: url, Exchange: exchange, Subgroup: "collect", ManagementURL: ManagementOff})
+	got := make(chan string, 64)
+	brokertest.StartConsume(t, collector, core.PresenceEvents(), func(ctx context.Context, m *core.Message) {
+		var pe core.PresenceEvent
+		if err := m.Decode(&pe); err != nil {
+			t.Error(err)
+		}
+		_ = m.Ack(ctx)
+		if pe.Instance.Group == group {
+			got <- pe.Event + " " + pe.Reason
+		}
+	})
+	const n = 5
+	brokers := make([]*Broker, n)
+	for i := range brokers {
+		o := opts(group, fmt.Sprint("i", i))
+		o.Announce.Heartbeat = 200 * time.Millisecond
+		brokers[i] = openBroker(t, Config{Options: o, URL: url, Exchange: exchange, Subgroup: group, ManagementURL: ManagementOff})
+	}
+	var wg sync.WaitGroup
+	for _, b := range brokers {
+		wg.Go(func() {
+			if err := b.Consume(context.Background(), []string{ev}, func(ctx context.Context, m *core.Message) { _ = m.Ack(ctx) }); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	count := func(want map[string]int) {
+		t.Helper()
+		have := map[string]int{}
+		total := 0
+		for _, c := range want {
+			total += c
+		}
+		deadline := time.After(brokertest.Wait)
+		for i := 0; i < total; i++ {
+			select {
+			case e := <-got:
+				have[e]++
+			case <-deadline:
+				t.Fatalf("presence events %v, want %v", have, want)
+			}
+		}
+		select {
+		case e := <-got:
+			have[e]++
+		case <-time.After(time.Second):
+		}
+		if !maps.Equal(have, want) {
+			t.Fatalf("presence events %v, want %v", have, want)
+		}
+	}
+	count(map[string]int{core.EventInstanceConnected + " ": n, core.EventGroupOnline + " ": 1})
+	for _, b := range brokers {
+		wg.Go(func() { _ = b.Close() })
+	}
+	wg.Wait()
+	count(map[string]int{core.EventInstanceDisconnected + " closed": n, core.EventGroupOffline + " closed": 1})
 }
