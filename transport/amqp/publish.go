@@ -444,7 +444,8 @@ func (b *Broker) beginPublish() bool {
 // the exchange with routing key event, as a persistent message, and
 // returns its id (the AMQP message_id, a UUIDv7) once RabbitMQ confirmed
 // it. Every queue bound to event gets a copy; without any, RabbitMQ drops
-// it. While the connection is down Publish waits for it, until ctx ends.
+// it, and the broker counts it as unhandled (UnhandledCounts; see
+// unhandled.go for when it learns so). While the connection is down Publish waits for it, until ctx ends.
 // An error after the message was written (no confirm before ctx ended or
 // the connection was lost, or a basic.nack) wraps core.ErrPublishUncertain:
 // the message may have been routed, and publishing it again may deliver
