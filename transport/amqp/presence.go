@@ -714,7 +714,8 @@ func (p *presence) exchangeExists(ctx context.Context, exchange string) bool {
 }
 
 // Instances asks every live instance for its announcement and those it
-// heard (one "query" on PresenceExchange, answered within a moment), and
+// heard (one "query" on PresenceExchange, which it declares, answered
+// within a moment), and
 // adds, when the management API answers, the connections carrying
 // PresenceProperty. An instance that died without a word is listed by
 // the others, stale once its heartbeat is older than its TTL, until one
@@ -743,8 +744,10 @@ func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("amqp: presence: %w", err)
 	}
+	// On this channel, unconfirmed: a reader (spectacles services opens a
+	// passive broker) declares no exchange of its own by asking.
 	query := amqp091.Publishing{Type: "query", ReplyTo: q.Name, Expiration: "5000"}
-	if err := b.pub.publish(ctx, b.closeCtx.Done(), PresenceExchange, "", &query); err != nil {
+	if err := ch.PublishWithContext(ctx, PresenceExchange, "", false, false, query); err != nil {
 		return nil, fmt.Errorf("amqp: presence: query: %w", err)
 	}
 	latest := map[string]core.Instance{}
