@@ -307,3 +307,103 @@ func TestPresenceConcurrentJoins(t *testing.T) {
 	wg.Wait()
 	count(map[string]int{core.EventInstanceDisconnected + " closed": n, core.EventGroupOffline + " closed": 1})
 }
+
+// TestPresenceAfterReconnect: an instance whose connection is cut (its
+// exclusive queue goes with it) comes back in its group when it
+// reconnects: the others may have reported it lost meanwhile, and then
+// report it connected again; it is listed again, and its Close reports it
+// disconnected and its group offline.
+func TestPresenceAfterReconnect(t *testing.T) {
+	t.Parallel()
+	url, proxy, proxied := proxyServer(t)
+	adm, exchange, _ := testExchange(t, url, "spectacles-presence-cut", "")
+	group, ev := unique("cut"), unique("EV")
+	queues := spectaclesQueues(exchange, group, ev)
+	for _, sub := range []string{"watch", "collect"} {
+		queues = append(queues, spectaclesQueues(exchange, sub, append(core.PresenceEvents(), ev)...)...)
+	}
+	t.Cleanup(func() { adm.deleteQueues(queues...) })
+	announce := func(o core.Options) core.Options {
+		o.Announce.Heartbeat, o.Announce.TTL = 200*time.Millisecond, 2*time.Second
+		return o
+	}
+	watcher := openBroker(t, Config{Options: announce(opts(unique("watch"), "w")), URL: url, Exchange: exchange, Subgroup: "watch", ManagementURL: ManagementOff})
+	brokertest.StartConsume(t, watcher, []string{ev}, func(ctx context.Context, m *core.Message) { _ = m.Ack(ctx) })
+	co := opts(unique("collect"), "c")
+	co.Announce.Disabled = true
+	collector := openBroker(t, Config{Options: co, URL: url, Exchange: exchange, Subgroup: "collect", ManagementURL: ManagementOff})
+	got := make(chan string, 64)
+	brokertest.StartConsume(t, collector, core.PresenceEvents(), func(ctx context.Context, m *core.Message) {
+		var pe core.PresenceEvent
+		if err := m.Decode(&pe); err != nil {
+			t.Error(err)
+		}
+		_ = m.Ack(ctx)
+		if pe.Instance.Group == group {
+			got <- pe.Event + " " + pe.Reason
+		}
+	})
+	b, err := Open(ctxT(t), Config{Options: announce(opts(group, "i")), URL: proxied, Exchange: exchange, Subgroup: group, ManagementURL: ManagementOff})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	brokertest.StartConsume(t, b, []string{ev}, func(ctx context.Context, m *core.Message) { _ = m.Ack(ctx) })
+	next := func() string {
+		t.Helper()
+		select {
+		case e := <-got:
+			return e
+		case <-time.After(brokertest.Wait):
+			t.Fatal("no presence event")
+			return ""
+		}
+	}
+	joined := map[string]bool{next(): true, next(): true}
+	if !joined[core.EventInstanceConnected+" "] || !joined[core.EventGroupOnline+" "] {
+		t.Fatalf("joining: %v", joined)
+	}
+	proxy.restart(1500 * time.Millisecond)
+	// Listed again, fresh, once it is back.
+	for deadline := time.Now().Add(brokertest.Wait); ; time.Sleep(200 * time.Millisecond) {
+		list, err := collector.Instances(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(list, func(in core.Instance) bool {
+			return in.Group == group && !in.Stale(time.Now()) && time.Since(in.LastSeen) < 500*time.Millisecond
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not listed after reconnecting: %+v", list)
+		}
+	}
+	time.Sleep(time.Second) // the watcher's checks settle
+	// Whatever the blip gave (nothing, or lost then connected again), the
+	// events pair up: the group is online and the instance in it.
+	var blip []string
+	for len(got) > 0 {
+		blip = append(blip, <-got)
+	}
+	count := func(e string) int {
+		n := 0
+		for _, x := range blip {
+			if strings.HasPrefix(x, e+" ") {
+				n++
+			}
+		}
+		return n
+	}
+	if count(core.EventInstanceDisconnected) != count(core.EventInstanceConnected) || count(core.EventGroupOffline) != count(core.EventGroupOnline) {
+		t.Fatalf("events during the cut do not pair up: %v", blip)
+	}
+	t.Logf("events during the cut: %v", blip)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	left := map[string]bool{next(): true, next(): true}
+	if !left[core.EventInstanceDisconnected+" closed"] || !left[core.EventGroupOffline+" closed"] {
+		t.Fatalf("leaving: %v", left)
+	}
+}
