@@ -254,11 +254,16 @@ func (p *presence) loop() {
 		case <-p.stop:
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(p.b.closeCtx, max(p.heartbeat, 2*time.Second))
+			step := max(p.heartbeat, 2*time.Second)
+			ctx, cancel := context.WithTimeout(p.b.closeCtx, step)
 			if err := p.ensure(ctx); err != nil {
 				p.b.log.Debug("presence: announcing this instance failed", "err", err)
 			}
+			cancel()
+			ctx, cancel = context.WithTimeout(p.b.closeCtx, step)
 			p.beat(ctx)
+			cancel()
+			ctx, cancel = context.WithTimeout(p.b.closeCtx, step)
 			p.watch(ctx)
 			cancel()
 		}
@@ -419,7 +424,7 @@ func (p *presence) watch(ctx context.Context) {
 		if !gone {
 			continue
 		}
-		if err := p.depart(ctx, a, "lost"); err != nil {
+		if err := p.depart(ctx, a, "lost", true); err != nil {
 			p.b.log.Warn("presence: reporting a lost instance failed", "instance", a.Instance.Group+"/"+a.Instance.Client, "err", err)
 			continue
 		}
@@ -605,9 +610,20 @@ func (p *presence) join(ctx context.Context) error {
 
 // depart removes a from its group and, when it was still a member,
 // publishes its disconnection (and its group's going offline when it was
-// the last).
-func (p *presence) depart(ctx context.Context, a announcement, reason string) error {
+// the last). With lost set, a is another instance found gone: its queue
+// is checked again under the lock, since an instance that reconnected
+// declares it again before it joins (under the lock too).
+func (p *presence) depart(ctx context.Context, a announcement, reason string, lost bool) error {
 	return p.locked(ctx, a.Instance.Group, func(ch *amqp091.Channel) error {
+		if lost {
+			conn, err := p.b.subLink.get(ctx, p.b.closeCtx.Done())
+			if err != nil {
+				return err
+			}
+			if gone, err := queueGone(conn, sessionQueue(a.Instance.Session)); err != nil || !gone {
+				return err // back: not lost
+			}
+		}
 		st, last, err := readState(ch, a.Instance.Group)
 		if err != nil {
 			return err
@@ -653,7 +669,7 @@ func (p *presence) leave() {
 	if p.sessCh != nil {
 		_ = p.b.pub.publish(ctx, p.b.closeCtx.Done(), PresenceExchange, "", &bye)
 	}
-	if err := p.depart(ctx, p.announcement(), "closed"); err != nil {
+	if err := p.depart(ctx, p.announcement(), "closed", false); err != nil {
 		p.b.log.Warn("presence: reporting this instance's departure failed", "err", err)
 	}
 	if p.sessCh != nil {
@@ -662,9 +678,16 @@ func (p *presence) leave() {
 	p.readers.Wait()
 }
 
+// eventTimeout bounds the publish of a presence event whose change is
+// stored: it gets its own time (the change's may be spent waiting for a
+// connection), so that a stored change is not left unreported.
+const eventTimeout = 10 * time.Second
+
 // publish sends a presence event to exchange (declared first when it is
-// not this broker's).
-func (p *presence) publish(ctx context.Context, exchange, event string, in core.Instance, reason string) {
+// not this broker's), within eventTimeout of its own.
+func (p *presence) publish(_ context.Context, exchange, event string, in core.Instance, reason string) {
+	ctx, cancel := context.WithTimeout(p.b.closeCtx, eventTimeout)
+	defer cancel()
 	p.b.publishPresenceEvent(ctx, exchange, core.PresenceEvent{Event: event, Instance: in, Reason: reason, At: time.Now().UTC()})
 }
 

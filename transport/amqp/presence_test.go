@@ -343,7 +343,9 @@ func TestPresenceAfterReconnect(t *testing.T) {
 			got <- pe.Event + " " + pe.Reason
 		}
 	})
-	b, err := Open(ctxT(t), Config{Options: announce(opts(group, "i")), URL: proxied, Exchange: exchange, Subgroup: group, ManagementURL: ManagementOff})
+	inst := announce(opts(group, "i"))
+	inst.Logger = testLogger(t)
+	b, err := Open(ctxT(t), Config{Options: inst, URL: proxied, Exchange: exchange, Subgroup: group, ManagementURL: ManagementOff})
 	if err != nil {
 		t.Fatal(err)
 	}
