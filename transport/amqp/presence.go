@@ -40,7 +40,8 @@ import (
 //     changed only under the group's lock, an exclusive queue
 //     PresenceQueuePrefix + "lock." + GROUP that one connection at a time
 //     can declare (RabbitMQ answers the others RESOURCE_LOCKED) and that
-//     dies with its connection. Whoever removes an instance from its group
+//     dies with its connection. (Deleting a queue cannot decide a race:
+//     RabbitMQ answers delete-ok for a queue that does not exist.) Whoever removes an instance from its group
 //     publishes its EventInstanceDisconnected, and EventGroupOffline when
 //     it was the last; whoever adds one EventInstanceConnected, and
 //     EventGroupOnline when it was the first: each event once. A joining
@@ -437,19 +438,24 @@ func (p *presence) watch(ctx context.Context) {
 }
 
 // queueGone reports whether queue does not exist, with a passive declare
-// on a channel of its own (a 404 closes it).
+// on a channel of its own. RabbitMQ (3.10) answers a passive declare of
+// another connection's exclusive queue RESOURCE_LOCKED (405): it exists;
+// and NOT_FOUND (404) once it is gone. Both close the channel.
 func queueGone(conn *amqp091.Connection, queue string) (bool, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return false, err
 	}
 	_, err = ch.QueueDeclarePassive(queue, false, false, false, false, nil)
-	if err == nil {
+	var ae *amqp091.Error
+	switch {
+	case err == nil:
 		_ = ch.Close()
 		return false, nil
-	}
-	if isNotFound(err) {
+	case isNotFound(err):
 		return true, nil
+	case errors.As(err, &ae) && ae.Code == amqp091.ResourceLocked:
+		return false, nil
 	}
 	_ = ch.Close()
 	return false, err
