@@ -98,7 +98,8 @@ func (r *returnedSet) drainLocked() {
 				clear(r.ids)
 			}
 			r.ids[ret.MessageId] = struct{}{}
-			if r.tally != nil && ret.Exchange == r.exchange && core.CountsAsUnhandled(ret.RoutingKey) {
+			// A call's (reply_to set) fails with core.ErrUnhandled instead.
+			if r.tally != nil && ret.ReplyTo == "" && ret.Exchange == r.exchange && core.CountsAsUnhandled(ret.RoutingKey) {
 				r.tally.Add(ret.RoutingKey, 1)
 			}
 		default:

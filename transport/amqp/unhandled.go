@@ -13,7 +13,8 @@ import (
 // interval on the others: see routes in publish.go), so that RabbitMQ
 // returns (basic.return) a message no queue is bound to take; every
 // return of the broker's exchange is counted, per routing key
-// (presence events and dead letters excepted: core.CountsAsUnhandled), as
+// (presence events and dead letters excepted: core.CountsAsUnhandled, and
+// calls, which fail with core.ErrUnhandled instead), as
 // the publishers drain them after their confirms. Every
 // Config.UnhandledInterval (and at Close) each event that gained some is
 // reported once, as a core.EventUnhandled published to the exchange and

@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -57,6 +58,10 @@ func TestUnhandledCounted(t *testing.T) {
 	if _, err := pub.PublishBatch(ctx, []core.Outgoing{{Event: lonely, Data: 1}, {Event: lonely, Data: 2},
 		{Event: core.DeadLetterEvent(lonely), Data: 3}, {Event: handled, Data: 4}}); err != nil {
 		t.Fatal(err)
+	}
+	// A call nobody can take fails instead of counting.
+	if _, err := pub.Call(ctx, unique("NOBODY"), 1); !errors.Is(err, core.ErrUnhandled) {
+		t.Fatalf("call: %v, want core.ErrUnhandled", err)
 	}
 	if got := pub.UnhandledCounts(); got[lonely] != 5 || len(got) != 1 {
 		t.Errorf("UnhandledCounts %v, want %s: 5 only", got, lonely)

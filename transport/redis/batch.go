@@ -39,6 +39,9 @@ type op struct {
 	stream string
 	data   []byte // opXAdd: the payload
 	id     string // opXAck: the entry id
+	// call marks the XADD of a call: not counted as an unhandled publish
+	// (a call nobody reads fails with core.ErrUnhandled instead).
+	call bool
 
 	result string // opXAdd: the new entry id
 	err    error
@@ -331,7 +334,7 @@ func (f *flusher) flush(batch []*op) {
 		n++
 		o.result, o.err = cmd.Result()
 		o.err = publishError(o.err)
-		if o.err == nil {
+		if o.err == nil && !o.call {
 			f.published.addLocked(o.stream, 1)
 		}
 		o.done <- struct{}{}

@@ -179,17 +179,18 @@ func (b *Broker) Publish(ctx context.Context, event string, data any) (string, e
 	if err != nil {
 		return "", fmt.Errorf("redis: publish %s: %w", event, err)
 	}
-	id, err := b.publishRaw(ctx, event, raw)
+	id, err := b.publishRaw(ctx, event, raw, false)
 	if err != nil {
 		return "", fmt.Errorf("redis: publish %s: %w", event, err)
 	}
 	return id, nil
 }
 
-// publishRaw XADDs raw through the batcher.
-func (b *Broker) publishRaw(ctx context.Context, event string, raw []byte) (string, error) {
+// publishRaw XADDs raw through the batcher; call marks a call's.
+func (b *Broker) publishRaw(ctx context.Context, event string, raw []byte, call bool) (string, error) {
 	o := b.batch.get()
 	o.kind = opXAdd
+	o.call = call
 	o.stream = event
 	o.data = raw
 	if err := b.batch.do(ctx, o); err != nil {

@@ -20,7 +20,8 @@ import (
 // goroutine takes those counts, asks Redis for the groups of each stream
 // published to (one pipelined XINFO GROUPS per stream), and counts the
 // entries of a stream without any group as unhandled (presence events
-// and dead letters excepted: core.CountsAsUnhandled). Each event that
+// and dead letters excepted: core.CountsAsUnhandled; calls too, which
+// fail with core.ErrUnhandled instead). Each event that
 // gained some is then reported once, as a core.EventUnhandled entry
 // carrying the counts, and the totals go in the instance's presence
 // announcement (core.Instance.Unhandled). A group created between the

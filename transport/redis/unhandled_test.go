@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -132,19 +133,24 @@ func TestUnhandledCounted(t *testing.T) {
 }
 
 // TestUnhandledAtClose: what a short-lived publisher published since its
-// last check is checked when it closes.
+// last check is checked when it closes; a call nobody reads is not counted
+// (it fails with core.ErrUnhandled).
 func TestUnhandledAtClose(t *testing.T) {
 	t.Parallel()
-	url, real, _, lonely := testStream(t)
+	url, real, raw, lonely := testStream(t)
+	unread := testEvent(t, raw)
 	ctx := ctxT(t)
 	pub := openBroker(t, url, Config{Options: opts(t, unique("pub"), "p"), Block: blockFor(real)})
 	if _, err := pub.Publish(ctx, lonely, "x"); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := pub.Call(ctx, unread, "x"); !errors.Is(err, core.ErrUnhandled) {
+		t.Fatalf("call: %v, want core.ErrUnhandled", err)
+	}
 	if err := pub.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if got := pub.UnhandledCounts(); got[lonely] != 1 {
-		t.Fatalf("UnhandledCounts after Close %v, want %s: 1", got, lonely)
+	if got := pub.UnhandledCounts(); got[lonely] != 1 || len(got) != 1 {
+		t.Fatalf("UnhandledCounts after Close %v, want %s: 1 only", got, lonely)
 	}
 }
