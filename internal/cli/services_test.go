@@ -149,7 +149,8 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 	t.Run("AMQP", func(t *testing.T) {
 		url := amqptest.URL(t) // presence through AMQP alone: no management API needed
 		group := unique("svc")
-		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq")
+		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq",
+			amqptransport.PresenceQueuePrefix+"group."+group) // nobody lives to report the killed instance
 		check(t, append(processEnv(t), "BROKER_TYPE=amqp", "AMQP_URL="+url),
 			map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "REDIS_URL": ""}, group, "")
 	})
