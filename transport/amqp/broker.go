@@ -361,6 +361,7 @@ func (b *Broker) Close() error {
 			b.reportUnhandled(ctx)
 			cancel()
 		}
+		b.presence.stopReport()
 		b.pub.close()
 		b.pubLink.stop()
 		b.subLink.stop()

@@ -26,8 +26,9 @@ import (
 //
 //   - Every client that consumes (unless Options.Announce.Disabled)
 //     declares, on its consuming connection, an exclusive queue
-//     PresenceQueuePrefix + "instance." + SESSION, bound to the fanout
-//     exchange PresenceExchange, and consumes it. RabbitMQ deletes an
+//     PresenceQueuePrefix + "instance." + SESSION, bound to the direct
+//     exchange PresenceExchange with the keys "heartbeat", "leave" and
+//     "query", and consumes it. RabbitMQ deletes an
 //     exclusive queue the moment its connection closes, a process killed
 //     with -9 included: the queue exists while the instance lives.
 //   - Every heartbeat (Announce.Heartbeat, default 4 s) it publishes its
@@ -51,6 +52,10 @@ import (
 //     PresenceExchange) and merges their answers (each its own
 //     announcement and the ones it heard); with the management API
 //     present, the connections carrying PresenceProperty are added.
+//   - A client that publishes without consuming, once it has published
+//     a message no queue took, answers queries too (an exclusive,
+//     server-named queue bound with "query" alone), with its unhandled
+//     counts: UnhandledReports sees them; Instances does not list it.
 //
 // The presence events are published to the concerned instance's exchange
 // with the event name as routing key.
@@ -58,6 +63,21 @@ const (
 	PresenceExchange    = "spectacles.presence"
 	PresenceQueuePrefix = "spectacles.presence."
 )
+
+// The routing keys on PresenceExchange (a durable direct exchange).
+const (
+	keyHeartbeat = "heartbeat"
+	keyLeave     = "leave"
+	keyQuery     = "query"
+)
+
+// declarePresenceExchange declares PresenceExchange.
+func declarePresenceExchange(ch *amqp091.Channel) error {
+	if err := ch.ExchangeDeclare(PresenceExchange, amqp091.ExchangeDirect, true, false, false, false, nil); err != nil {
+		return fmt.Errorf("declare exchange %s: %w", PresenceExchange, err)
+	}
+	return nil
+}
 
 // PresenceProperty is the client property of a consuming connection
 // carrying its announcement, for the management API's view of presence.
@@ -103,9 +123,12 @@ type groupState struct {
 	Members map[string]announcement `json:"members"`
 }
 
-// answer is an instance's answer to a query.
+// answer is an instance's answer to a query: itself and the instances it
+// heard, or (Publishers) a publisher that does not consume, with its
+// unhandled counts.
 type answer struct {
-	Instances []announcement `json:"instances"`
+	Instances  []announcement `json:"instances,omitempty"`
+	Publishers []announcement `json:"publishers,omitempty"`
 }
 
 // known is an instance heard of, and when (by this process's clock).
@@ -133,7 +156,11 @@ type presence struct {
 	// leave only).
 	sessCh   *amqp091.Channel
 	sessConn *amqp091.Connection
-	readers  sync.WaitGroup
+	// repCh answers queries for a publisher that does not consume
+	// (report; the unhandled loop and Close only).
+	repCh   *amqp091.Channel
+	repDone sync.WaitGroup
+	readers sync.WaitGroup
 
 	lockMu    sync.Mutex // one group lock at a time on this connection
 	exMu      sync.Mutex
@@ -292,15 +319,17 @@ func (p *presence) ensure(ctx context.Context) error {
 	}
 	q := sessionQueue(p.props.Session)
 	setup := func() (<-chan amqp091.Delivery, error) {
-		if err := ch.ExchangeDeclare(PresenceExchange, amqp091.ExchangeFanout, true, false, false, false, nil); err != nil {
-			return nil, fmt.Errorf("declare exchange %s: %w", PresenceExchange, err)
+		if err := declarePresenceExchange(ch); err != nil {
+			return nil, err
 		}
 		args := amqp091.Table{"x-max-length": int32(1000), "x-message-ttl": int32(min(p.ttl.Milliseconds(), 1<<30))}
 		if _, err := ch.QueueDeclare(q, false, true, true, false, args); err != nil {
 			return nil, fmt.Errorf("declare queue %s: %w", q, err)
 		}
-		if err := ch.QueueBind(q, "", PresenceExchange, false, nil); err != nil {
-			return nil, fmt.Errorf("bind queue %s: %w", q, err)
+		for _, key := range []string{keyHeartbeat, keyLeave, keyQuery} {
+			if err := ch.QueueBind(q, key, PresenceExchange, false, nil); err != nil {
+				return nil, fmt.Errorf("bind queue %s: %w", q, err)
+			}
 		}
 		return ch.Consume(q, "", true, true, false, false, nil)
 	}
@@ -365,6 +394,11 @@ func (p *presence) answer(replyTo string) {
 		ans.Instances = append(ans.Instances, k.ann)
 	}
 	p.mu.Unlock()
+	p.send(replyTo, ans)
+}
+
+// send publishes ans to a querying reader's queue.
+func (p *presence) send(replyTo string, ans answer) {
 	raw, err := json.Marshal(ans)
 	if err != nil {
 		return
@@ -377,6 +411,66 @@ func (p *presence) answer(replyTo string) {
 	}
 }
 
+// report makes a publisher that does not consume answer queries with its
+// unhandled counts, once it has some: an exclusive, server-named queue
+// bound with keyQuery alone. The unhandled loop calls it (alone: repCh is
+// its own until Close).
+func (p *presence) report(ctx context.Context) {
+	if !p.enabled() || (p.repCh != nil && !p.repCh.IsClosed()) || len(p.b.unhandled.Counts()) == 0 {
+		return
+	}
+	p.mu.Lock()
+	joined := p.joined || p.left
+	p.mu.Unlock()
+	if joined {
+		return // its session queue answers
+	}
+	conn, err := p.b.subLink.get(ctx, p.b.closeCtx.Done())
+	if err != nil {
+		return
+	}
+	ch, err := conn.Channel()
+	if err != nil {
+		return
+	}
+	setup := func() (<-chan amqp091.Delivery, error) {
+		if err := declarePresenceExchange(ch); err != nil {
+			return nil, err
+		}
+		q, err := ch.QueueDeclare("", false, true, true, false, amqp091.Table{"x-max-length": int32(100)})
+		if err != nil {
+			return nil, err
+		}
+		if err := ch.QueueBind(q.Name, keyQuery, PresenceExchange, false, nil); err != nil {
+			return nil, err
+		}
+		return ch.Consume(q.Name, "", true, true, false, false, nil)
+	}
+	queries, err := setup()
+	if err != nil {
+		_ = ch.Close()
+		p.b.log.Debug("presence: cannot answer queries with the unhandled counts", "err", err)
+		return
+	}
+	p.repCh = ch
+	p.repDone.Go(func() {
+		for d := range queries {
+			if d.Type == "query" && d.ReplyTo != "" {
+				p.send(d.ReplyTo, answer{Publishers: []announcement{p.announcement()}})
+			}
+		}
+	})
+}
+
+// stopReport closes the reporter's channel and waits for its reader
+// (Close, once the unhandled loop ended).
+func (p *presence) stopReport() {
+	if p.repCh != nil {
+		_ = p.repCh.Close()
+	}
+	p.repDone.Wait()
+}
+
 // beat publishes the heartbeat.
 func (p *presence) beat(ctx context.Context) {
 	raw, err := json.Marshal(p.announcement())
@@ -385,7 +479,7 @@ func (p *presence) beat(ctx context.Context) {
 	}
 	msg := amqp091.Publishing{ContentType: "application/json", Type: "heartbeat", Body: raw,
 		Expiration: fmt.Sprint(max(p.ttl.Milliseconds(), 1))}
-	if err := p.b.pub.publish(ctx, p.b.closeCtx.Done(), PresenceExchange, "", &msg); err != nil {
+	if err := p.b.pub.publish(ctx, p.b.closeCtx.Done(), PresenceExchange, keyHeartbeat, &msg); err != nil {
 		p.b.log.Debug("presence: heartbeat failed", "err", err)
 	}
 }
@@ -673,7 +767,7 @@ func (p *presence) leave() {
 	// queue gone.
 	bye := amqp091.Publishing{Type: "leave", MessageId: p.props.Session, Expiration: "5000"}
 	if p.sessCh != nil {
-		_ = p.b.pub.publish(ctx, p.b.closeCtx.Done(), PresenceExchange, "", &bye)
+		_ = p.b.pub.publish(ctx, p.b.closeCtx.Done(), PresenceExchange, keyLeave, &bye)
 	}
 	if err := p.depart(ctx, p.announcement(), "closed", false); err != nil {
 		p.b.log.Warn("presence: reporting this instance's departure failed", "err", err)
@@ -750,42 +844,50 @@ func (p *presence) exchangeExists(ctx context.Context, exchange string) bool {
 // the others, stale once its heartbeat is older than its TTL, until one
 // of them finds its queue gone and reports it.
 func (b *Broker) Instances(ctx context.Context) ([]core.Instance, error) {
+	list, _, err := b.ask(ctx)
+	return list, err
+}
+
+// ask queries the live instances (and the publishers with unhandled
+// counts): see Instances.
+func (b *Broker) ask(ctx context.Context) (instances, publishers []core.Instance, err error) {
 	if b.closed.Load() {
-		return nil, core.ErrClosed
+		return nil, nil, core.ErrClosed
 	}
 	conn, err := b.subLink.get(ctx, b.closeCtx.Done())
 	if err != nil {
-		return nil, fmt.Errorf("amqp: presence: %w", err)
+		return nil, nil, fmt.Errorf("amqp: presence: %w", err)
 	}
 	ch, err := conn.Channel()
 	if err != nil {
-		return nil, fmt.Errorf("amqp: presence: open channel: %w", err)
+		return nil, nil, fmt.Errorf("amqp: presence: open channel: %w", err)
 	}
 	defer ch.Close()
-	if err := ch.ExchangeDeclare(PresenceExchange, amqp091.ExchangeFanout, true, false, false, false, nil); err != nil {
-		return nil, fmt.Errorf("amqp: presence: declare exchange %s: %w", PresenceExchange, err)
+	if err := declarePresenceExchange(ch); err != nil {
+		return nil, nil, fmt.Errorf("amqp: presence: %w", err)
 	}
 	q, err := ch.QueueDeclare("", false, true, true, false, nil)
 	if err != nil {
-		return nil, fmt.Errorf("amqp: presence: declare a reply queue: %w", err)
+		return nil, nil, fmt.Errorf("amqp: presence: declare a reply queue: %w", err)
 	}
 	answers, err := ch.Consume(q.Name, "", true, true, false, false, nil)
 	if err != nil {
-		return nil, fmt.Errorf("amqp: presence: %w", err)
+		return nil, nil, fmt.Errorf("amqp: presence: %w", err)
 	}
 	// On this channel, unconfirmed: a reader (spectacles services opens a
 	// passive broker) declares no exchange of its own by asking.
 	query := amqp091.Publishing{Type: "query", ReplyTo: q.Name, Expiration: "5000"}
-	if err := ch.PublishWithContext(ctx, PresenceExchange, "", false, false, query); err != nil {
-		return nil, fmt.Errorf("amqp: presence: query: %w", err)
+	if err := ch.PublishWithContext(ctx, PresenceExchange, keyQuery, false, false, query); err != nil {
+		return nil, nil, fmt.Errorf("amqp: presence: query: %w", err)
 	}
 	latest := map[string]core.Instance{}
-	add := func(in core.Instance) {
-		if in.Session == "" {
+	pubs := map[string]core.Instance{}
+	add := func(to map[string]core.Instance, in core.Instance) {
+		if in.Session == "" || len(to) >= maxKnown {
 			return
 		}
-		if old, ok := latest[in.Session]; !ok || in.LastSeen.After(old.LastSeen) {
-			latest[in.Session] = in
+		if old, ok := to[in.Session]; !ok || in.LastSeen.After(old.LastSeen) {
+			to[in.Session] = in
 		}
 	}
 	deadline := time.NewTimer(answerWait)
@@ -802,9 +904,10 @@ collect:
 			var a answer
 			if len(d.Body) <= maxPresenceBody && json.Unmarshal(d.Body, &a) == nil {
 				for _, an := range a.Instances {
-					if len(latest) < maxKnown {
-						add(an.Instance)
-					}
+					add(latest, an.Instance)
+				}
+				for _, an := range a.Publishers {
+					add(pubs, an.Instance)
 				}
 			}
 			quiet.Reset(answerQuiet)
@@ -813,7 +916,7 @@ collect:
 		case <-deadline.C:
 			break collect
 		case <-ctx.Done():
-			return nil, fmt.Errorf("amqp: presence: %w", context.Cause(ctx))
+			return nil, nil, fmt.Errorf("amqp: presence: %w", context.Cause(ctx))
 		}
 	}
 	if b.insp.m != nil {
@@ -833,7 +936,10 @@ collect:
 		out = append(out, in)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Session < out[j].Session })
-	return out, nil
+	for _, in := range pubs {
+		publishers = append(publishers, in)
+	}
+	return out, publishers, nil
 }
 
 var _ core.PresenceReader = (*Broker)(nil)
@@ -917,16 +1023,15 @@ func (b *Broker) managementInstances(ctx context.Context) ([]core.Instance, erro
 }
 
 // UnhandledReports reads, from the live instances' announcements
-// (Instances), the events they published that no queue took. A process
-// that publishes without consuming announces nothing, so its counts are
-// not seen here (they are in its own UnhandledCounts and the
-// core.EventUnhandled events it publishes to its exchange).
+// (Instances) and the answers of the publishers that do not consume, the
+// events they published that no queue took. A process that exited is not
+// seen (its core.EventUnhandled events went to its exchange).
 func (b *Broker) UnhandledReports(ctx context.Context) ([]core.UnhandledReport, error) {
-	list, err := b.Instances(ctx)
+	list, pubs, err := b.ask(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return core.MergeUnhandled(nil, list), nil
+	return core.MergeUnhandled(nil, append(list, pubs...)), nil
 }
 
 var _ core.UnhandledReader = (*Broker)(nil)

@@ -63,6 +63,9 @@ func (b *Broker) unhandledLoop() {
 // count grew since its previous report.
 func (b *Broker) reportUnhandled(ctx context.Context) {
 	b.pub.drainReturns()
+	if !b.closed.Load() {
+		b.presence.report(ctx)
+	}
 	due := b.unhandled.Due()
 	if len(due) == 0 {
 		return

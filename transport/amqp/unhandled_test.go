@@ -3,6 +3,7 @@ package amqp
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 	"time"
 
@@ -110,6 +111,38 @@ func TestUnhandledCounted(t *testing.T) {
 		}
 	case <-time.After(brokertest.Wait):
 		t.Fatal("no second core.EventUnhandled")
+	}
+
+	// A publisher that consumes nothing answers queries with its counts
+	// once it has some: seen in UnhandledReports, not listed an instance.
+	pureGroup, lonely2 := unique("pure"), unique("LONELY2")
+	pure := openBroker(t, Config{Options: opts(pureGroup, "only-publishes"), URL: url, Exchange: exchange, ManagementURL: ManagementOff,
+		UnhandledInterval: 100 * time.Millisecond})
+	for range 2 {
+		if _, err := pure.Publish(ctx, lonely2, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(brokertest.Wait); ; time.Sleep(100 * time.Millisecond) {
+		list, err := reader.UnhandledReports(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(list, func(r core.UnhandledReport) bool {
+			return r.Event == lonely2 && r.Count == 2 && slices.Equal(r.Publishers, []string{pureGroup + "/only-publishes"})
+		}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reports %+v, want %s: 2 by %s/only-publishes", list, lonely2, pureGroup)
+		}
+	}
+	list, err := reader.Instances(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(list, func(in core.Instance) bool { return in.Group == pureGroup }) {
+		t.Errorf("a publisher that consumes nothing is listed an instance: %+v", list)
 	}
 }
 
