@@ -137,8 +137,8 @@ groups came online or went offline.
 Events published that no group consumes are listed below the instances
 (UNHANDLED), with how many messages and who published them; --unhandled
 prints only those. On Redis every publisher reports them (the
-spectacles.unhandled stream); on RabbitMQ the instances that announce
-themselves do (a process that only publishes is not seen).`,
+spectacles.unhandled stream, past hour); on RabbitMQ the live processes
+answer with theirs (a process that exited is not seen).`,
 		Example: `  spectacles services
   spectacles services --json
   spectacles services --history 20
