@@ -4,6 +4,8 @@ import (
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/spectacles-go/spectacles/core"
 )
 
 // Metrics are the gateway's Prometheus metrics, named as spec-tacles/gateway
@@ -110,5 +112,31 @@ func (m *Metrics) state(shard int, from, to State) {
 func (m *Metrics) pingMS(shard int, ms float64) {
 	if m != nil {
 		m.ping.WithLabelValues(strconv.Itoa(shard)).Observe(ms)
+	}
+}
+
+// unhandledCollector exports a broker's unhandled counts.
+type unhandledCollector struct {
+	c    core.UnhandledCounter
+	desc *prometheus.Desc
+}
+
+// UnhandledCollector exports c's counts (core.UnhandledCounter: the
+// messages the broker published that no group consumes) as the counter
+// gateway_broker_unhandled_total, by event. The Redis driver counts them
+// at its checks, every core.UnhandledInterval, so the counter lags that
+// much.
+func UnhandledCollector(c core.UnhandledCounter) prometheus.Collector {
+	return &unhandledCollector{c: c, desc: prometheus.NewDesc("gateway_broker_unhandled_total",
+		"Dispatches published to the broker that no group consumes, by event.", []string{"event"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (u *unhandledCollector) Describe(ch chan<- *prometheus.Desc) { ch <- u.desc }
+
+// Collect implements prometheus.Collector.
+func (u *unhandledCollector) Collect(ch chan<- prometheus.Metric) {
+	for ev, n := range u.c.UnhandledCounts() {
+		ch <- prometheus.MustNewConstMetric(u.desc, prometheus.CounterValue, float64(n), ev)
 	}
 }

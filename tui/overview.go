@@ -11,6 +11,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
+	"github.com/spectacles-go/spectacles/internal/termtext"
 )
 
 type overviewResult struct {
@@ -29,6 +30,9 @@ type overviewResult struct {
 	counters  bool
 	nodes     []gateway.NodeStatus // reported by gateway nodes in other processes
 	nodesErr  error
+	// unhandled are the events published, by any process, that no group
+	// consumes (core.UnhandledReader), names not yet escaped.
+	unhandled []core.UnhandledReport
 	at        time.Time
 }
 
@@ -83,6 +87,7 @@ func (v *overviewView) refresh() tea.Cmd {
 	}
 	sh := v.sh
 	ins := sh.backend.Inspector()
+	ur, _ := presenceOf(sh.backend).(core.UnhandledReader)
 	return func() tea.Msg {
 		r := overviewResult{seq: seq, gen: gen, gw: sh.backend.Gateway(), consumers: map[string][]core.ConsumerInfo{}}
 		if g := r.gw.Gateway; g != nil {
@@ -115,6 +120,11 @@ func (v *overviewView) refresh() tea.Cmd {
 			}
 		}
 		r.nodes, r.nodesErr = loadNodes(sh)
+		if ur != nil {
+			ctx, cancel := sh.ctx()
+			r.unhandled, _ = ur.UnhandledReports(ctx) // no reports is no warning
+			cancel()
+		}
 		r.at = sh.now()
 		return r
 	}
@@ -218,12 +228,19 @@ func (v *overviewView) warnings() []warning {
 		return v.amqpWarnings()
 	}
 	var out []warning
+	reported := v.unhandledByName()
 	for _, s := range v.res.streams {
 		if _, dlq := dlqSource(s.Name); dlq || s.Groups > 0 || s.Length == 0 || core.IsPresenceEvent(unquote(s.Name)) {
 			continue // presence events are there to be read when wanted, not consumed
 		}
-		out = append(out, warning{fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length)), navMsg{to: kGroups, stream: s.Name}})
+		text := fmt.Sprintf("%s: %s entries published, but no group consumes them", s.Name, fmtCount(s.Length))
+		if r, ok := reported[s.Name]; ok {
+			text += " (" + unhandledText(r) + ")"
+			delete(reported, s.Name)
+		}
+		out = append(out, warning{text, navMsg{to: kGroups, stream: s.Name}})
 	}
+	out = append(out, v.unhandledWarnings(reported)...)
 	for _, s := range v.res.streams {
 		for _, g := range v.res.groups[s.Name] {
 			id := s.Name + "/" + g.Name
@@ -261,6 +278,52 @@ func (v *overviewView) shardWarnings() []warning {
 	return out
 }
 
+// unhandledByName maps the escaped event names of the unhandled reports
+// to their reports.
+func (v *overviewView) unhandledByName() map[string]core.UnhandledReport {
+	out := make(map[string]core.UnhandledReport, len(v.res.unhandled))
+	for _, r := range v.res.unhandled {
+		out[termtext.Quote(r.Event)] = r
+	}
+	return out
+}
+
+// unhandledText says how many unhandled messages who reported.
+func unhandledText(r core.UnhandledReport) string {
+	return fmt.Sprintf("%s reported unhandled by %s", messages(r.Count), plural(len(r.Publishers), "publisher"))
+}
+
+// messages counts n messages.
+func messages(n uint64) string {
+	if n == 1 {
+		return "1 message"
+	}
+	return fmtCount(int64(min(n, math.MaxInt64))) + " messages"
+}
+
+// unhandledWarnings warns of each reported event (most messages first):
+// published, by any process, and consumed by no group.
+func (v *overviewView) unhandledWarnings(reported map[string]core.UnhandledReport) []warning {
+	var out []warning
+	for _, r := range v.res.unhandled {
+		name := termtext.Quote(r.Event)
+		if _, ok := reported[name]; !ok {
+			continue
+		}
+		by := make([]string, len(r.Publishers))
+		for i, p := range r.Publishers {
+			by[i] = termtext.Quote(p)
+		}
+		who := strings.Join(by[:min(len(by), 3)], ", ")
+		if len(by) > 3 {
+			who += ", …"
+		}
+		out = append(out, warning{fmt.Sprintf("%s: %s published that no group consumes (by %s)", name,
+			messages(r.Count), who), navMsg{to: kServices}})
+	}
+	return out
+}
+
 // amqpWarnings lists what an operator of RabbitMQ should look at: queues
 // whose ready messages grow (with no consumer, or consumers not keeping
 // up), ready messages nobody consumes, and counts RabbitMQ did not give.
@@ -288,6 +351,7 @@ func (v *overviewView) amqpWarnings() []warning {
 			}
 		}
 	}
+	out = append(out, v.unhandledWarnings(v.unhandledByName())...)
 	if unknown {
 		out = append(out, warning{"some unacked or ready counts are unknown (?): RabbitMQ has not reported them yet, or its management API is unreachable", navMsg{to: kStreams}})
 	}

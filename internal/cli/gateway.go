@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/redisgw"
 	"github.com/spectacles-go/spectacles/internal/redact"
@@ -128,6 +129,9 @@ func (a *app) runGateway(ctx context.Context, gc GatewayConfig) (err error) {
 		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		if mc.Metrics, err = gateway.NewMetrics(reg); err != nil {
 			return fmt.Errorf("metrics: %w", err)
+		}
+		if uc, ok := b.(core.UnhandledCounter); ok {
+			reg.MustRegister(gateway.UnhandledCollector(uc))
 		}
 	}
 	m, err := gateway.NewManager(mc)

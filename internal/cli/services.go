@@ -33,6 +33,32 @@ type instanceJSON struct {
 	StartedAt string   `json:"started_at"`
 	LastSeen  string   `json:"last_seen_at"`
 	IdleMs    millis   `json:"idle_ms"`
+	// Unhandled counts, per event, what the instance published that no
+	// group consumes ([] when nothing).
+	Unhandled []unhandledCountJSON `json:"unhandled"`
+}
+
+// unhandledCountJSON is one event of instanceJSON.Unhandled.
+type unhandledCountJSON struct {
+	Event        string `json:"event"`
+	EventBase64  string `json:"event_base64,omitempty"`
+	MessageCount uint64 `json:"message_count"`
+}
+
+// unhandledJSON is one item of `services --unhandled --json`: an event
+// published, by any process, that no group consumes.
+type unhandledJSON struct {
+	Event          string   `json:"event"`
+	EventBase64    string   `json:"event_base64,omitempty"`
+	MessageCount   uint64   `json:"message_count"`
+	PublisherCount int      `json:"publisher_count"`
+	Publishers     []string `json:"publishers"`
+	LastAt         string   `json:"last_at"`
+}
+
+func newUnhandledJSON(r core.UnhandledReport) unhandledJSON {
+	return unhandledJSON{Event: r.Event, EventBase64: base64IfInvalid(r.Event), MessageCount: r.Count,
+		PublisherCount: len(r.Publishers), Publishers: nonNil(r.Publishers), LastAt: r.LastAt.UTC().Format(time.RFC3339Nano)}
 }
 
 func newInstanceJSON(in core.Instance, now time.Time) instanceJSON {
@@ -40,11 +66,16 @@ func newInstanceJSON(in core.Instance, now time.Time) instanceJSON {
 	if in.Stale(now) {
 		status = "stale"
 	}
+	unhandled := make([]unhandledCountJSON, 0, len(in.Unhandled))
+	for ev, n := range in.Unhandled {
+		unhandled = append(unhandled, unhandledCountJSON{Event: ev, EventBase64: base64IfInvalid(ev), MessageCount: n})
+	}
+	sort.Slice(unhandled, func(i, j int) bool { return unhandled[i].Event < unhandled[j].Event })
 	return instanceJSON{Group: in.Group, GroupBase64: base64IfInvalid(in.Group), Client: in.Client,
 		ClientBase64: base64IfInvalid(in.Client), Version: in.Version, Status: status,
 		Events: nonNil(in.Events), Calls: nonNil(in.Calls), Session: in.Session, Host: in.Host, PID: in.PID,
 		StartedAt: in.StartedAt.UTC().Format(time.RFC3339Nano), LastSeen: in.LastSeen.UTC().Format(time.RFC3339Nano),
-		IdleMs: millis(max(0, now.Sub(in.LastSeen)))}
+		IdleMs: millis(max(0, now.Sub(in.LastSeen))), Unhandled: unhandled}
 }
 
 // announceVersion is the version every spectacles command announces:
@@ -85,7 +116,7 @@ func newPresenceEventJSON(pe core.PresenceEvent) presenceEventJSON {
 }
 
 func (a *app) servicesCommand() *cobra.Command {
-	var asJSON bool
+	var asJSON, unhandledOnly bool
 	var history int
 	cmd := &cobra.Command{
 		Use:   "services",
@@ -101,10 +132,17 @@ Every library client and every spectacles command that consumes
 announces itself, on Redis (keys with a TTL), RabbitMQ and the hub.
 --history N prints the latest presence events instead (Redis and the
 hub): who connected, disconnected (closed, lost, expired), and which
-groups came online or went offline.`,
+groups came online or went offline.
+
+Events published that no group consumes are listed below the instances
+(UNHANDLED), with how many messages and who published them; --unhandled
+prints only those. On Redis every publisher reports them (the
+spectacles.unhandled stream, past hour); on RabbitMQ the live processes
+answer with theirs (a process that exited is not seen).`,
 		Example: `  spectacles services
   spectacles services --json
-  spectacles services --history 20`,
+  spectacles services --history 20
+  spectacles services --unhandled --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) (err error) {
 			ctx := cmd.Context()
@@ -126,6 +164,13 @@ groups came online or went offline.`,
 			if !ok {
 				return fmt.Errorf("services: %w (BROKER_TYPE=%s keeps no presence)", core.ErrUnsupported, a.cfg.BrokerType)
 			}
+			if unhandledOnly && asJSON {
+				reports, err := unhandledReports(ctx, b, nil)
+				if err != nil {
+					return err
+				}
+				return a.output(true, mapViews(reports, newUnhandledJSON), nil)
+			}
 			list, err := instances(ctx, pr)
 			if err != nil {
 				return err
@@ -135,10 +180,23 @@ groups came online or went offline.`,
 			for _, in := range list {
 				views = append(views, newInstanceJSON(in, now))
 			}
-			return a.output(asJSON, views, func(w *tabwriter.Writer) { servicesTable(w, views) })
+			if asJSON {
+				return a.output(true, views, nil)
+			}
+			reports, err := unhandledReports(ctx, b, list)
+			if err != nil {
+				return err
+			}
+			if !unhandledOnly {
+				if err := a.output(false, views, func(w *tabwriter.Writer) { servicesTable(w, views) }); err != nil {
+					return err
+				}
+			}
+			return a.output(false, reports, func(w *tabwriter.Writer) { unhandledTable(w, reports, !unhandledOnly) })
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&unhandledOnly, "unhandled", false, "print only the events published that no group consumes")
 	cmd.Flags().IntVar(&history, "history", 0, "print the latest N presence events (connected, disconnected, online, offline) instead")
 	return cmd
 }
@@ -165,6 +223,50 @@ func (a *app) presenceHistory(ctx context.Context, b core.Broker, n int, asJSON 
 				quote(v.Group), quote(v.Client), quote(v.Version), quote(v.Reason))
 		}
 	})
+}
+
+// unhandledReports reads the events published that no group consumes:
+// from the broker's core.UnhandledReader when it is one, else from the
+// instances' announcements (list, or read now when nil).
+func unhandledReports(ctx context.Context, b core.Broker, list []core.Instance) ([]core.UnhandledReport, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if ur, ok := b.(core.UnhandledReader); ok {
+		reports, err := ur.UnhandledReports(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("services: %w", err)
+		}
+		return reports, nil
+	}
+	if list == nil {
+		pr, ok := b.(core.PresenceReader)
+		if !ok {
+			return nil, nil
+		}
+		var err error
+		if list, err = instances(ctx, pr); err != nil {
+			return nil, err
+		}
+	}
+	return core.MergeUnhandled(nil, list), nil
+}
+
+// unhandledTable prints the unhandled events (a blank line first when
+// after the instances); nothing when there are none, unless alone.
+func unhandledTable(w *tabwriter.Writer, reports []core.UnhandledReport, after bool) {
+	if len(reports) == 0 {
+		if !after {
+			fmt.Fprintln(w, "no event was reported published without a group consuming it")
+		}
+		return
+	}
+	if after {
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "UNHANDLED EVENT\tMESSAGES\tPUBLISHERS\tLAST REPORT")
+	for _, r := range reports {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\n", quote(r.Event), r.Count, quoteList(r.Publishers), r.LastAt.Local().Format("15:04:05"))
+	}
 }
 
 func instances(ctx context.Context, pr core.PresenceReader) ([]core.Instance, error) {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
@@ -10,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spectacles-go/spectacles/core"
+	amqptransport "github.com/spectacles-go/spectacles/transport/amqp"
 	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
@@ -63,8 +66,8 @@ func waitServices(t *testing.T, env map[string]string, group string, within time
 // TestServicesShowsKilledInstance: a consume process announces itself
 // (group, client, version, events) and, killed with -9, is shown stale or
 // gone: on the hub at once (its socket closes), on Redis once its
-// heartbeat is older than the TTL (12 s by default), on RabbitMQ once the
-// management API no longer lists its connection.
+// heartbeat is older than the TTL (12 s by default), on RabbitMQ at once
+// (no live instance answers for it).
 func TestServicesShowsKilledInstance(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -144,10 +147,117 @@ func TestServicesShowsKilledInstance(t *testing.T) {
 		check(t, append(processEnv(t), "REDIS_URL="+testRedisURL), map[string]string{}, unique("svc"), "expired")
 	})
 	t.Run("AMQP", func(t *testing.T) {
-		url := amqptest.WithManagement(t) // AMQP presence is read from the management API
+		url := amqptest.URL(t) // presence through AMQP alone: no management API needed
 		group := unique("svc")
-		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq")
+		deleteAMQP(t, url, group, group+":MESSAGE_CREATE", group+":MESSAGE_CREATE:dlq", group+":GUILD_CREATE", group+":GUILD_CREATE:dlq",
+			amqptransport.PresenceQueuePrefix+"group."+group) // nobody lives to report the killed instance
 		check(t, append(processEnv(t), "BROKER_TYPE=amqp", "AMQP_URL="+url),
 			map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "REDIS_URL": ""}, group, "")
+	})
+}
+
+// unhandledLines runs `services --unhandled --json` with env and returns
+// the reports of event.
+func unhandledLines(t *testing.T, env map[string]string, event string) []map[string]any {
+	t.Helper()
+	r := invocation{env: env}.run(t.Context(), "services", "--unhandled", "--json")
+	if r.code != 0 {
+		t.Fatalf("services --unhandled: %+v", r)
+	}
+	var all []map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &all); err != nil {
+		t.Fatalf("services --unhandled printed %q: %v", r.stdout, err)
+	}
+	s := newSchema(t)
+	s.check("services --unhandled", any(toAny(all)), "services")
+	var out []map[string]any
+	for _, u := range all {
+		if u["event"] == event {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func toAny(v []map[string]any) []any {
+	out := make([]any, len(v))
+	for i, m := range v {
+		out[i] = m
+	}
+	return out
+}
+
+// TestServicesUnhandled: an event published that no group consumes is
+// listed by `services` (UNHANDLED, and --unhandled --json) in another
+// process: on Redis whoever published it (here `spectacles publish`,
+// which checks at exit), on RabbitMQ an instance that announces itself.
+func TestServicesUnhandled(t *testing.T) {
+	t.Run("Redis", func(t *testing.T) {
+		lonely := unique("lonely")
+		redisClient(t, lonely)
+		if r := cli(t, "publish", lonely, `{"n":1}`); r.code != 0 {
+			t.Fatalf("publish: %+v", r)
+		}
+		if r := cli(t, "publish", lonely, `{"n":2}`); r.code != 0 {
+			t.Fatalf("publish: %+v", r)
+		}
+		list := unhandledLines(t, nil, lonely)
+		// Two processes, one name: one publisher.
+		if len(list) != 1 || list[0]["message_count"] != 2.0 || list[0]["publisher_count"] != 1.0 {
+			t.Fatalf("unhandled %v, want %s: 2 messages by 1 publisher", list, lonely)
+		}
+		s := newSchema(t)
+		s.has("services --unhandled", list[0], "event", "message_count", "publisher_count", "publishers", "last_at")
+		r := cli(t, "services")
+		if r.code != 0 || !strings.Contains(r.stdout, "UNHANDLED EVENT") || !strings.Contains(r.stdout, lonely) {
+			t.Fatalf("services: %+v", r)
+		}
+	})
+	t.Run("AMQP", func(t *testing.T) {
+		url := amqptest.URL(t)
+		group := unique("unh")
+		lonely, mine := unique("LONELY"), unique("MINE")
+		deleteAMQP(t, url, group, group+":"+mine, group+":"+mine+":dlq")
+		b, err := amqptransport.Open(t.Context(), amqptransport.Config{URL: url, ManagementURL: amqptransport.ManagementOff,
+			Options: core.Options{Identity: core.Identity{Group: group, Client: "p"}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		if err := b.Consume(t.Context(), []string{mine}, func(ctx context.Context, m *core.Message) { _ = m.Ack(ctx) }); err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if _, err := b.Publish(t.Context(), lonely, 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env := map[string]string{"BROKER_TYPE": "amqp", "AMQP_URL": url, "REDIS_URL": ""}
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			list := unhandledLines(t, env, lonely)
+			if len(list) == 1 && list[0]["message_count"] == 3.0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("unhandled %v, want %s: 3 messages", list, lonely)
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
+		var line map[string]any
+		r := invocation{env: env}.run(t.Context(), "services", "--json")
+		var all []map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &all); err != nil || r.code != 0 {
+			t.Fatalf("services --json: %+v (%v)", r, err)
+		}
+		for _, in := range all {
+			if in["group"] == group {
+				line = in
+			}
+		}
+		u, _ := line["unhandled"].([]any)
+		if len(u) != 1 || u[0].(map[string]any)["event"] != lonely || u[0].(map[string]any)["message_count"] != 3.0 {
+			t.Fatalf("instance %v, want unhandled [%s: 3]", line, lonely)
+		}
 	})
 }

@@ -215,8 +215,10 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/unhandled"
 )
 
 // ErrHandedOver is wrapped by the errors of Ack and Reject for a message
@@ -245,6 +247,12 @@ type Broker struct {
 	insp    inspectState // the Inspector's management API client and declared events
 	// presence announces the client once it consumes (presence.go).
 	presence *presence
+	// unhandled counts the messages RabbitMQ returned (unhandled.go);
+	// unhandledDone is closed when its reporting loop ends.
+	unhandled     unhandled.Tally
+	unhandledDone chan struct{}
+	// routes says which publishes are mandatory (publish.go).
+	routes routes
 
 	// closeCtx is cancelled when Close starts: consumers stop, calls end,
 	// publishes waiting for a connection give up.
@@ -279,6 +287,10 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	}
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
 	b.presence = newPresence(b)
+	b.routes.every = b.unhandledEvery()
+	if b.routes.every <= 0 {
+		b.routes.every = core.UnhandledInterval
+	}
 	b.pubLink = newLink(&b.cfg, b.log, "publish")
 	b.subLink = newLink(&b.cfg, b.log, "consume")
 	b.subLink.presence = b.presence.property()
@@ -301,16 +313,17 @@ func Open(ctx context.Context, cfg Config) (*Broker, error) {
 	// Open the first publishing channel now: it declares the exchange, so
 	// that a refused declaration fails here rather than at each publish
 	// (unless Passive: inspection changes nothing).
-	if cfg.Passive {
-		return b, nil
+	if !cfg.Passive {
+		if _, err := b.pub.chans[0].channel(ctx, nil); err != nil {
+			b.closeCancel()
+			b.pub.close()
+			b.pubLink.stop()
+			b.subLink.stop()
+			return nil, fmt.Errorf("amqp: %w", err)
+		}
 	}
-	if _, err := b.pub.chans[0].channel(ctx, nil); err != nil {
-		b.closeCancel()
-		b.pub.close()
-		b.pubLink.stop()
-		b.subLink.stop()
-		return nil, fmt.Errorf("amqp: %w", err)
-	}
+	b.unhandledDone = make(chan struct{})
+	go b.unhandledLoop()
 	return b, nil
 }
 
@@ -341,6 +354,14 @@ func (b *Broker) Close() error {
 		b.finished.Store(true)
 		b.replies.close()
 		b.publishing.Wait()
+		<-b.unhandledDone
+		if b.unhandledEvery() >= 0 {
+			// What was returned since the last report is reported now.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			b.reportUnhandled(ctx)
+			cancel()
+		}
+		b.presence.stopReport()
 		b.pub.close()
 		b.pubLink.stop()
 		b.subLink.stop()

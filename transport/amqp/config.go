@@ -102,6 +102,11 @@ type Config struct {
 	// AMQP alone (see the package doc). Its password never appears in
 	// errors, and a derived value never holds one.
 	ManagementURL string
+	// UnhandledInterval is how often, at most, the broker reports the
+	// events it published that no queue took (core.EventUnhandled, one
+	// per event, with the counts). Default core.UnhandledInterval;
+	// negative turns the reports off (UnhandledCounts still counts).
+	UnhandledInterval time.Duration
 	// Passive makes Open declare nothing, for a client that only inspects:
 	// it does not open the first publishing channel, whose exchange
 	// declaration would create the group's exchange. Publishing still

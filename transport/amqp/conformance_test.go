@@ -8,7 +8,6 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/core/conformance"
-	"github.com/spectacles-go/spectacles/transport/amqp/amqptest"
 )
 
 // TestConformance runs the suite against the shared RabbitMQ, through a
@@ -61,10 +60,11 @@ func TestConformance(t *testing.T) {
 
 // TestPresence runs the presence checks with the suite's mapping (one
 // exchange, each group a subgroup): the presence events go through that
-// exchange.
+// exchange. The management API is off for the clients: presence works
+// through AMQP alone.
 func TestPresence(t *testing.T) {
 	t.Parallel()
-	url := amqptest.WithManagement(t) // instances are read from the management API
+	url := serverURL(t)
 	adm, exchange, _ := testExchange(t, url, "spectacles-presence", "")
 	var (
 		mu        sync.Mutex
@@ -75,7 +75,7 @@ func TestPresence(t *testing.T) {
 			mu.Lock()
 			subgroups = append(subgroups, opts.Identity.Group)
 			mu.Unlock()
-			return openBroker(t, Config{Options: opts, URL: url, Exchange: exchange, Subgroup: opts.Identity.Group})
+			return openBroker(t, Config{Options: opts, URL: url, Exchange: exchange, Subgroup: opts.Identity.Group, ManagementURL: ManagementOff})
 		},
 		Cleanup: func(t *testing.T, events []string) {
 			mu.Lock()

@@ -89,7 +89,7 @@ func (b *Broker) Consume(ctx context.Context, events []string, h core.Handler) e
 		defer stopOnClose()
 		c.run(s)
 	}()
-	b.presence.consumed(ctx, b.declaredEvents())
+	b.presence.consumed(ctx, evs)
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spectacles-go/spectacles/core"
 	"github.com/spectacles-go/spectacles/internal/retry"
+	"github.com/spectacles-go/spectacles/internal/unhandled"
 )
 
 // Publishing is pipelined: each publish is written to a confirm-mode
@@ -57,25 +58,64 @@ type confirmChannel struct {
 	returns     *returnedSet
 }
 
-// maxReturns bounds the basic.returns a channel holds for their callers:
-// only calls publish with the mandatory flag, and each takes its own.
+// maxReturns bounds the basic.returns a channel holds for their callers,
+// and those waiting to be counted.
 const maxReturns = 4096
 
 // returnedSet holds the ids of mandatory messages RabbitMQ returned
-// (basic.return: no queue was bound to their routing key). amqp091's
-// reader hands a return over before it reads the message's confirm, so a
-// caller whose confirm came finds its return, if any, here or in the
-// channel once it drains it.
+// (basic.return: no queue was bound to their routing key), and counts
+// every returned message of the exchange as unhandled (Publish and
+// PublishBatch publish mandatory too). amqp091's reader hands a return
+// over before it reads the message's confirm, so a caller whose confirm
+// came finds its return, if any, here or in the channel once it drains it;
+// every publisher drains after its confirm, so that amqp091's reader,
+// which waits for room in the channel, never waits long.
 type returnedSet struct {
-	ch  chan amqp091.Return
-	mu  sync.Mutex
-	ids map[string]struct{}
+	ch       chan amqp091.Return
+	exchange string
+	tally    *unhandled.Tally
+	mu       sync.Mutex
+	ids      map[string]struct{}
 }
 
-func newReturnedSet(ch *amqp091.Channel) *returnedSet {
-	r := &returnedSet{ch: make(chan amqp091.Return, maxReturns), ids: map[string]struct{}{}}
+func newReturnedSet(ch *amqp091.Channel, exchange string, tally *unhandled.Tally) *returnedSet {
+	r := &returnedSet{ch: make(chan amqp091.Return, maxReturns), exchange: exchange, tally: tally, ids: map[string]struct{}{}}
 	ch.NotifyReturn(r.ch)
 	return r
+}
+
+// drainLocked moves the returns waiting in the channel into the set (the
+// calls) and the tally; mu is held.
+func (r *returnedSet) drainLocked() {
+	for {
+		select {
+		case ret, ok := <-r.ch:
+			if !ok {
+				return
+			}
+			if len(r.ids) >= maxReturns {
+				// Left by callers that stopped waiting: forget them.
+				clear(r.ids)
+			}
+			r.ids[ret.MessageId] = struct{}{}
+			// A call's (reply_to set) fails with core.ErrUnhandled instead.
+			if r.tally != nil && ret.ReplyTo == "" && ret.Exchange == r.exchange && core.CountsAsUnhandled(ret.RoutingKey) {
+				r.tally.Add(ret.RoutingKey, 1)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// drain counts the returns waiting, if any.
+func (r *returnedSet) drain() {
+	if len(r.ch) == 0 {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drainLocked()
 }
 
 // take reports whether the message with id was returned, forgetting it.
@@ -83,18 +123,7 @@ func newReturnedSet(ch *amqp091.Channel) *returnedSet {
 func (r *returnedSet) take(id string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for drained := false; !drained; {
-		select {
-		case ret, ok := <-r.ch:
-			if !ok {
-				drained = true
-			} else if len(r.ids) < maxReturns {
-				r.ids[ret.MessageId] = struct{}{}
-			}
-		default:
-			drained = true
-		}
-	}
+	r.drainLocked()
 	_, ok := r.ids[id]
 	delete(r.ids, id)
 	return ok
@@ -170,7 +199,7 @@ func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*conf
 			pc.mu.Unlock()
 			return ch, nil
 		}
-		ch, err := openConfirmChannel(conn, b.cfg.Exchange)
+		ch, err := openConfirmChannel(conn, b.cfg.Exchange, &b.unhandled)
 		if err == nil {
 			pc.ch = ch
 		}
@@ -191,12 +220,12 @@ func (pc *pubChannel) channel(ctx context.Context, abort <-chan struct{}) (*conf
 // openConfirmChannel opens a channel in confirm mode and declares exchange
 // on it, so that a publish never meets a missing exchange (which would
 // close the channel).
-func openConfirmChannel(conn *amqp091.Connection, exchange string) (*confirmChannel, error) {
+func openConfirmChannel(conn *amqp091.Connection, exchange string, tally *unhandled.Tally) (*confirmChannel, error) {
 	ch, err := conn.Channel()
 	if err != nil {
 		return nil, fmt.Errorf("open channel: %w", err)
 	}
-	cc := &confirmChannel{Channel: ch, closeReason: closeReasonOf(ch), returns: newReturnedSet(ch)}
+	cc := &confirmChannel{Channel: ch, closeReason: closeReasonOf(ch), returns: newReturnedSet(ch, exchange, tally)}
 	if err := ch.Confirm(false); err != nil {
 		_ = ch.Close()
 		return nil, fmt.Errorf("enable publisher confirms: %w", err)
@@ -271,6 +300,90 @@ func (p *publisher) publish(ctx context.Context, abort <-chan struct{}, exchange
 	return wait(ctx, ch, dc)
 }
 
+// The mandatory flag costs RabbitMQ some throughput (about a tenth, on
+// 3.10 with persistent messages), so Publish sets it only when it must
+// learn whether an event is routed: on the first publish of an event and
+// then once per Config.UnhandledInterval (a probe), and on every publish
+// while the latest mandatory one came back, until one is routed again.
+// So every message of an event known to be unrouted is counted, and an
+// event that loses its last queue is noticed within an interval.
+
+// maxRoutes bounds the events whose routing the broker remembers; others
+// are always published mandatory.
+const maxRoutes = 10000
+
+// routeState is what the broker knows of an event's routing.
+type routeState struct {
+	probeAt  atomic.Int64 // Unix nanoseconds: the first publish after it is a probe
+	unrouted atomic.Bool  // the latest mandatory publish came back
+}
+
+// routes keeps a routeState per event.
+type routes struct {
+	m     sync.Map // event → *routeState
+	n     atomic.Int64
+	every time.Duration
+}
+
+// mandatory reports whether a publish of event is to be mandatory, and
+// the state to update with its outcome (nil: none).
+func (r *routes) mandatory(event string) (bool, *routeState) {
+	v, ok := r.m.Load(event)
+	if !ok {
+		if r.n.Load() >= maxRoutes {
+			return true, nil
+		}
+		var loaded bool
+		if v, loaded = r.m.LoadOrStore(event, &routeState{}); !loaded {
+			r.n.Add(1)
+		}
+	}
+	st := v.(*routeState)
+	if st.unrouted.Load() {
+		return true, st
+	}
+	now := time.Now().UnixNano()
+	at := st.probeAt.Load()
+	return now >= at && st.probeAt.CompareAndSwap(at, now+int64(r.every)), st
+}
+
+// note records the outcome of a mandatory publish.
+func (st *routeState) note(returned bool) {
+	if st != nil {
+		st.unrouted.Store(returned)
+	}
+}
+
+// publishCounted publishes msg, with the mandatory flag when routes says
+// so: a message no queue takes then comes back (basic.return) and is
+// counted as unhandled, and the publish succeeds all the same.
+func (p *publisher) publishCounted(ctx context.Context, abort <-chan struct{}, exchange, key string, msg *amqp091.Publishing) error {
+	mandatory, st := p.b.routes.mandatory(key)
+	ch, dc, err := p.send(ctx, abort, p.pick(), exchange, key, mandatory, msg)
+	if err != nil {
+		return err
+	}
+	err = wait(ctx, ch, dc)
+	if mandatory && err == nil {
+		st.note(ch.returns.take(msg.MessageId))
+	} else {
+		ch.returns.drain()
+	}
+	return err
+}
+
+// drainReturns counts the returns waiting on every channel.
+func (p *publisher) drainReturns() {
+	for _, pc := range p.chans {
+		pc.mu.Lock()
+		ch := pc.ch
+		pc.mu.Unlock()
+		if ch != nil {
+			ch.returns.drain()
+		}
+	}
+}
+
 // errUnroutable is wrapped by publishRoutable's error for a message that
 // RabbitMQ returned: no queue is bound to its routing key on the exchange,
 // so nobody can ever read it.
@@ -332,7 +445,8 @@ func (b *Broker) beginPublish() bool {
 // the exchange with routing key event, as a persistent message, and
 // returns its id (the AMQP message_id, a UUIDv7) once RabbitMQ confirmed
 // it. Every queue bound to event gets a copy; without any, RabbitMQ drops
-// it. While the connection is down Publish waits for it, until ctx ends.
+// it, and the broker counts it as unhandled (UnhandledCounts; see
+// unhandled.go for when it learns so). While the connection is down Publish waits for it, until ctx ends.
 // An error after the message was written (no confirm before ctx ended or
 // the connection was lost, or a basic.nack) wraps core.ErrPublishUncertain:
 // the message may have been routed, and publishing it again may deliver
@@ -351,7 +465,7 @@ func (b *Broker) Publish(ctx context.Context, event string, data any) (string, e
 		return "", fmt.Errorf("amqp: publish %s: %w", event, err)
 	}
 	msg := b.message(raw)
-	if err := b.pub.publish(ctx, b.closeCtx.Done(), b.cfg.Exchange, event, &msg); err != nil {
+	if err := b.pub.publishCounted(ctx, b.closeCtx.Done(), b.cfg.Exchange, event, &msg); err != nil {
 		return "", b.publishError(event, err)
 	}
 	return msg.MessageId, nil
@@ -395,7 +509,12 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		ch      *confirmChannel
 		pending = make([]*amqp091.DeferredConfirmation, 0, len(msgs))
 		sendErr error
+		probes  = make([]*routeState, len(msgs))
+		probed  = make([]bool, len(msgs))
 	)
+	for i, m := range msgs {
+		probed[i], probes[i] = b.routes.mandatory(m.Event)
+	}
 	pc := b.pub.pick()
 	for attempt := 1; ; attempt++ {
 		ch, sendErr = pc.channel(ctx, b.closeCtx.Done())
@@ -405,7 +524,7 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		// All on this one channel: should it close midway, the rest is
 		// not sent elsewhere, where it could overtake what was sent.
 		for i := len(pending); i < len(out); i++ {
-			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, msgs[i].Event, false, false, out[i])
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, b.cfg.Exchange, msgs[i].Event, probed[i], false, out[i])
 			if err != nil {
 				sendErr = err
 				break
@@ -422,7 +541,13 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 	}
 	ids := make([]string, 0, len(msgs))
 	for i, dc := range pending {
-		if err := wait(ctx, ch, dc); err != nil {
+		err := wait(ctx, ch, dc)
+		if probed[i] && err == nil {
+			probes[i].note(ch.returns.take(out[i].MessageId))
+		} else {
+			ch.returns.drain()
+		}
+		if err != nil {
 			return ids, b.publishError(msgs[i].Event, err)
 		}
 		ids = append(ids, out[i].MessageId)

@@ -21,6 +21,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/unhandled"
 )
 
 // DefaultURL is the hub a client dials without HUB_URL.
@@ -76,11 +77,14 @@ type Broker struct {
 	closeOnce   sync.Once
 
 	unhandled atomic.Uint64
+	// byEvent counts them per event.
+	byEvent unhandled.Tally
 }
 
 var (
-	_ core.Broker         = (*Broker)(nil)
-	_ core.PresenceReader = (*Broker)(nil)
+	_ core.Broker           = (*Broker)(nil)
+	_ core.PresenceReader   = (*Broker)(nil)
+	_ core.UnhandledCounter = (*Broker)(nil)
 )
 
 // request is a command waiting for its answer.
@@ -175,6 +179,9 @@ func (b *Broker) Session() string {
 // Unhandled counts the messages this client published that no group
 // consumes (the hub answered them with drs.error "unhandled").
 func (b *Broker) Unhandled() uint64 { return b.unhandled.Load() }
+
+// UnhandledCounts returns Unhandled per event.
+func (b *Broker) UnhandledCounts() map[string]uint64 { return b.byEvent.Counts() }
 
 func (b *Broker) newID() string {
 	return b.idPrefix + strconv.FormatUint(b.idSeq.Add(1), 10)
@@ -625,6 +632,9 @@ func (b *Broker) noteError(cmd *Command) {
 	_ = json.Unmarshal(cmd.Body, &eb)
 	switch eb.Code {
 	case CodeUnhandled:
+		if core.CountsAsUnhandled(eb.Action) {
+			b.byEvent.Add(eb.Action, 1)
+		}
 		if b.unhandled.Add(1) == 1 {
 			b.log.Info("published an event no group consumes (counted in Unhandled; logged once)", "event", eb.Action)
 		}

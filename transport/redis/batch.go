@@ -39,6 +39,9 @@ type op struct {
 	stream string
 	data   []byte // opXAdd: the payload
 	id     string // opXAck: the entry id
+	// call marks the XADD of a call: not counted as an unhandled publish
+	// (a call nobody reads fails with core.ErrUnhandled instead).
+	call bool
 
 	result string // opXAdd: the new entry id
 	err    error
@@ -77,12 +80,15 @@ func newBatcher(b *Broker) *batcher {
 	bt.pool.New = func() any { return &op{done: make(chan struct{}, 1)} }
 	// Two pipelines in flight are best on two cores; more cores keep more
 	// in flight.
-	for range min(max(runtime.GOMAXPROCS(0), 2), 8) {
+	for i := range flushers() {
 		bt.wg.Add(1)
-		go bt.run()
+		go bt.run(b.unhandled.shards[i])
 	}
 	return bt
 }
+
+// flushers is how many flusher goroutines a batcher runs.
+func flushers() int { return min(max(runtime.GOMAXPROCS(0), 2), 8) }
 
 func (bt *batcher) get() *op { return bt.pool.Get().(*op) }
 
@@ -183,12 +189,13 @@ func (bt *batcher) stop() {
 	bt.wg.Wait()
 }
 
-func (bt *batcher) run() {
+func (bt *batcher) run(published *pubShard) {
 	defer bt.wg.Done()
 	f := &flusher{
-		b:    bt.b,
-		pipe: bt.b.client.Pipeline(),
-		acks: make(map[string]*ackGroup),
+		b:         bt.b,
+		published: published,
+		pipe:      bt.b.client.Pipeline(),
+		acks:      make(map[string]*ackGroup),
 	}
 	batch := make([]*op, 0, maxBatch)
 	for o := range bt.ch {
@@ -228,6 +235,9 @@ type flusher struct {
 	cmds []goredis.Cmder
 	args []any // backing store for the commands' arguments
 	acks map[string]*ackGroup
+	// published counts the entries this flusher added, per stream
+	// (unhandled.go).
+	published *pubShard
 	// ackOrder lists the streams of acks in the order first seen.
 	ackOrder []string
 	spare    []*ackGroup
@@ -315,6 +325,7 @@ func (f *flusher) flush(batch []*op) {
 
 	// Deliver: XADDs in batch order, then each stream's acks.
 	n := 0
+	f.published.mu.Lock()
 	for _, o := range batch {
 		if o == nil || o.kind != opXAdd {
 			continue
@@ -323,8 +334,12 @@ func (f *flusher) flush(batch []*op) {
 		n++
 		o.result, o.err = cmd.Result()
 		o.err = publishError(o.err)
+		if o.err == nil && !o.call {
+			f.published.addLocked(o.stream, 1)
+		}
 		o.done <- struct{}{}
 	}
+	f.published.mu.Unlock()
 	for _, stream := range f.ackOrder {
 		g := f.acks[stream]
 		err := g.cmd.Err()

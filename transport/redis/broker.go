@@ -33,6 +33,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -63,6 +64,8 @@ type Broker struct {
 	held    *heldSet
 	// presence announces the broker once it consumes (presence.go).
 	presence *presence
+	// unhandled counts publishes no group reads (unhandled.go).
+	unhandled *unhandledState
 
 	closeOnce sync.Once
 	closeErr  error
@@ -116,10 +119,16 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 		log:     cfg.Logger.With("broker", "redis"),
 	}
 	b.closeCtx, b.closeCancel = context.WithCancel(context.Background())
+	every := cfg.UnhandledInterval
+	if every == 0 {
+		every = core.UnhandledInterval
+	}
+	b.unhandled = newUnhandledState(flushers(), every)
 	b.batch = newBatcher(b)
 	b.replies = newReplies(b)
 	b.held = newHeldSet()
 	b.presence = newPresence(b)
+	go b.unhandledLoop()
 	return b, nil
 }
 
@@ -170,17 +179,18 @@ func (b *Broker) Publish(ctx context.Context, event string, data any) (string, e
 	if err != nil {
 		return "", fmt.Errorf("redis: publish %s: %w", event, err)
 	}
-	id, err := b.publishRaw(ctx, event, raw)
+	id, err := b.publishRaw(ctx, event, raw, false)
 	if err != nil {
 		return "", fmt.Errorf("redis: publish %s: %w", event, err)
 	}
 	return id, nil
 }
 
-// publishRaw XADDs raw through the batcher.
-func (b *Broker) publishRaw(ctx context.Context, event string, raw []byte) (string, error) {
+// publishRaw XADDs raw through the batcher; call marks a call's.
+func (b *Broker) publishRaw(ctx context.Context, event string, raw []byte, call bool) (string, error) {
 	o := b.batch.get()
 	o.kind = opXAdd
+	o.call = call
 	o.stream = event
 	o.data = raw
 	if err := b.batch.do(ctx, o); err != nil {
@@ -203,10 +213,17 @@ func (b *Broker) Close() error {
 		b.closed.Store(true)
 		b.mu.Unlock()
 		b.closeCancel()
+		<-b.unhandled.done
 		b.consumers.Wait()
 		b.finished.Store(true)
 		b.presence.leave()
 		b.batch.stop()
+		if b.unhandled.every >= 0 {
+			// What was published since the last check is checked now.
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			b.checkUnhandled(ctx)
+			cancel()
+		}
 		b.replies.close()
 		if b.ownsClient {
 			if err := b.client.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {

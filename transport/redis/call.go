@@ -128,7 +128,7 @@ func (b *Broker) Call(ctx context.Context, event string, data any) (*core.Payloa
 	registered := false
 	defer func() { r.release(sub, registered) }()
 
-	id, err := b.publishRaw(ctx, event, raw)
+	id, err := b.publishRaw(ctx, event, raw, true)
 	if err != nil {
 		return nil, r.callError(ctx, event, started, err)
 	}

@@ -74,6 +74,12 @@ type Config struct {
 	// MaxLen, when positive, trims each published stream to about MaxLen
 	// entries (XADD MAXLEN ~). Exclusive with MinIDAge.
 	MaxLen int64
+	// UnhandledInterval is how often the broker checks whether the
+	// streams it published to have a group, counting the entries added to
+	// one without any as unhandled (UnhandledCounts) and reporting them
+	// (core.EventUnhandled). Default core.UnhandledInterval; negative
+	// turns the check off.
+	UnhandledInterval time.Duration
 	// MinIDAge, when positive, trims from each published stream the entries
 	// older than MinIDAge (XADD MINID ~). Exclusive with MaxLen.
 	// Dead-letter streams are never trimmed.

@@ -123,6 +123,9 @@ func (p *presence) snapshot() core.Instance {
 	in := p.inst
 	in.LastSeen = time.Now().UTC()
 	in.Events = slices.Clone(in.Events)
+	if counts := p.b.unhandled.tally.Counts(); len(counts) > 0 {
+		in.Unhandled = counts
+	}
 	return in
 }
 
@@ -228,14 +231,19 @@ func (b *Broker) removeInstance(ctx context.Context, in core.Instance, reason st
 
 // publishPresence XADDs a presence event, capped.
 func (b *Broker) publishPresence(ctx context.Context, event string, in core.Instance, reason string) {
-	raw, err := b.cfg.Codec.Marshal(core.PresenceEvent{Event: event, Instance: in, Reason: reason, At: time.Now().UTC()})
+	b.publishPresenceEvent(ctx, core.PresenceEvent{Event: event, Instance: in, Reason: reason, At: time.Now().UTC()})
+}
+
+// publishPresenceEvent XADDs pe to its stream, capped.
+func (b *Broker) publishPresenceEvent(ctx context.Context, pe core.PresenceEvent) {
+	raw, err := b.cfg.Codec.Marshal(pe)
 	if err != nil {
 		return
 	}
-	err = b.client.XAdd(ctx, &goredis.XAddArgs{Stream: event, MaxLen: presenceStreamLen, Approx: true,
+	err = b.client.XAdd(ctx, &goredis.XAddArgs{Stream: pe.Event, MaxLen: presenceStreamLen, Approx: true,
 		Values: []any{"data", raw}}).Err()
 	if err != nil {
-		b.log.Warn("presence: publishing an event failed", "event", event, "err", err)
+		b.log.Warn("presence: publishing an event failed", "event", pe.Event, "err", err)
 	}
 }
 

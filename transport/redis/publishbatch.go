@@ -47,11 +47,15 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 	}
 	_, _ = pipe.Exec(ctx)
 	ids := make([]string, 0, len(msgs))
+	shard := b.unhandled.batchShard()
+	shard.mu.Lock()
+	defer shard.mu.Unlock()
 	for i, cmd := range cmds {
 		id, err := cmd.Result()
 		if err != nil {
 			return ids, fmt.Errorf("redis: publish %s: %w", msgs[i].Event, publishError(err))
 		}
+		shard.addLocked(msgs[i].Event, 1)
 		ids = append(ids, id)
 	}
 	return ids, nil

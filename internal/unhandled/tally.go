@@ -1,0 +1,76 @@
+// Package unhandled keeps a broker's counts of the messages it published
+// that no group consumes, and says which of them are due to be reported
+// (core.EventUnhandled, at most once per event per interval).
+package unhandled
+
+import (
+	"maps"
+	"sync"
+)
+
+// MaxEvents bounds the events a Tally keeps apart: the counts of further
+// events are kept under Overflow.
+const MaxEvents = 10000
+
+// Overflow is the name the counts of events beyond MaxEvents are kept
+// under.
+const Overflow = "(other events)"
+
+// Tally counts, per event, unhandled publishes. It is safe for concurrent
+// use; it is only touched for messages found unhandled, never on the
+// publish path of a handled one.
+type Tally struct {
+	mu       sync.Mutex
+	totals   map[string]uint64
+	reported map[string]uint64
+}
+
+// Add counts n more unhandled messages of event.
+func (t *Tally) Add(event string, n uint64) {
+	if n == 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.totals == nil {
+		t.totals = map[string]uint64{}
+	}
+	if _, ok := t.totals[event]; !ok && len(t.totals) >= MaxEvents {
+		event = Overflow
+	}
+	t.totals[event] += n
+}
+
+// Counts returns the totals, per event (a new map).
+func (t *Tally) Counts() map[string]uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]uint64, len(t.totals))
+	maps.Copy(out, t.totals)
+	return out
+}
+
+// Report is one event due to be reported: Count since its previous
+// report, Total since the start.
+type Report struct {
+	Event        string
+	Count, Total uint64
+}
+
+// Due returns the events whose totals grew since the previous call, and
+// marks them reported.
+func (t *Tally) Due() []Report {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var out []Report
+	for ev, total := range t.totals {
+		if t.reported == nil {
+			t.reported = map[string]uint64{}
+		}
+		if prev := t.reported[ev]; total > prev {
+			out = append(out, Report{Event: ev, Count: total - prev, Total: total})
+			t.reported[ev] = total
+		}
+	}
+	return out
+}
