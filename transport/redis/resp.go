@@ -34,9 +34,10 @@ const (
 	// maxArrayLen bounds an array's announced length; the elements are
 	// read one at a time, so this only rejects absurd headers early.
 	maxArrayLen = 1 << 24
-	// arenaChunk is the size of the buffers bulk strings share; a bulk
+	// arenaChunk is the size of the buffers bulk strings share (Go's
+	// largest small allocation: larger ones cost a span each); a bulk
 	// string above arenaSolo gets a buffer of its own.
-	arenaChunk = 64 << 10
+	arenaChunk = 32 << 10
 	arenaSolo  = 16 << 10
 )
 
