@@ -2,13 +2,29 @@ package redis
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"log"
+	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // hostPort returns the host:port of a server URL such as serverURL's.
@@ -74,5 +90,96 @@ func TestRedisToTLSServer(t *testing.T) {
 	}
 	if took > 15*time.Second {
 		t.Errorf("Open took %s to fail", took)
+	}
+}
+
+// TestConsumeOverTLS: a consumer's own reader connection (readconn.go)
+// dials with the client's TLS settings: messages published and consumed
+// over rediss:// against a real redis-server listening with TLS only.
+func TestConsumeOverTLS(t *testing.T) {
+	t.Parallel()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		if brokertest.InCI() {
+			t.Fatal("redis-server is required (CI=true) but not on PATH")
+		}
+		t.Skip("redis-server is not on PATH: no TLS server can be started")
+	}
+	dir := t.TempDir()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close()
+	cmd := exec.Command(bin, "--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-auth-clients", "no", "--save", "", "--appendonly", "no")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	url := fmt.Sprintf("rediss://127.0.0.1:%d/2?skip_verify=true", port)
+	ctx := ctxT(t)
+	var b *Broker
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, err = Open(ctx, Config{URL: url, Options: core.Options{Identity: core.Identity{Group: "g", Client: "c"}, Logger: testLogger(t)}})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the TLS redis-server did not answer: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer b.Close()
+	h, got := brokertest.Collect(t, true)
+	if err := b.Consume(ctx, []string{"tls-ev"}, h); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		if _, err := b.Publish(ctx, "tls-ev", i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 50 {
+		brokertest.Next(t, got)
+	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		p, err := b.Client().XPending(ctx, "tls-ev", "g").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Count == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d still pending", p.Count)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
