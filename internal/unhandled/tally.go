@@ -4,8 +4,13 @@
 package unhandled
 
 import (
+	"context"
+	"log/slog"
 	"maps"
 	"sync"
+	"time"
+
+	"github.com/spectacles-go/spectacles/core"
 )
 
 // MaxEvents bounds the events a Tally keeps apart: the counts of further
@@ -73,4 +78,27 @@ func (t *Tally) Due() []Report {
 		}
 	}
 	return out
+}
+
+// ReportDue logs and publishes one core.EventUnhandled for each event
+// whose count grew since the previous report (Due): a warning the first
+// time, at debug level after. from is the reporting instance (its Events
+// and Calls are left out of the event); nobody says why nobody got the
+// messages, as in "no group consumes it".
+func (t *Tally) ReportDue(ctx context.Context, log *slog.Logger, from core.Instance, nobody string, publish func(context.Context, core.PresenceEvent)) {
+	due := t.Due()
+	if len(due) == 0 {
+		return
+	}
+	from.Events, from.Calls = nil, nil
+	for _, r := range due {
+		level := slog.LevelDebug
+		if r.Count == r.Total {
+			level = slog.LevelWarn
+		}
+		log.Log(ctx, level, "published an event, but "+nobody+" (counted in UnhandledCounts and reported as "+core.EventUnhandled+")",
+			"event", r.Event, "count", r.Count, "total", r.Total)
+		publish(ctx, core.PresenceEvent{Event: core.EventUnhandled, Instance: from,
+			Reason: "published, but " + nobody, Unhandled: r.Event, Count: r.Count, Total: r.Total, At: time.Now().UTC()})
+	}
 }

@@ -2,7 +2,6 @@ package amqp
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
 	"github.com/spectacles-go/spectacles/core"
@@ -66,21 +65,6 @@ func (b *Broker) reportUnhandled(ctx context.Context) {
 	if !b.closed.Load() {
 		b.presence.report(ctx)
 	}
-	due := b.unhandled.Due()
-	if len(due) == 0 {
-		return
-	}
-	in := b.presence.instance()
-	in.Events, in.Calls = nil, nil
-	for _, r := range due {
-		// Warned of the first time, then counted quietly.
-		level := slog.LevelDebug
-		if r.Count == r.Total {
-			level = slog.LevelWarn
-		}
-		b.log.Log(ctx, level, "published an event no queue takes (counted in UnhandledCounts and reported as "+core.EventUnhandled+")", "event", r.Event, "count", r.Count, "total", r.Total)
-		b.publishPresenceEvent(ctx, "", core.PresenceEvent{Event: core.EventUnhandled, Instance: in,
-			Reason: "published, but no queue is bound to take it", Unhandled: r.Event, Count: r.Count, Total: r.Total,
-			At: time.Now().UTC()})
-	}
+	b.unhandled.ReportDue(ctx, b.log, b.presence.instance(), "no queue is bound to take it",
+		func(ctx context.Context, pe core.PresenceEvent) { b.publishPresenceEvent(ctx, "", pe) })
 }

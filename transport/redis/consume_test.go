@@ -456,18 +456,5 @@ func TestConcurrencyOneInline(t *testing.T) {
 			t.Fatalf("message %d is %s, want %s: out of stream order", i, order[i], ids[i])
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		p, err := raw.XPending(ctxT(t), ev, grp).Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Count == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d still pending", p.Count)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitNoPending(t, raw, ev, grp)
 }

@@ -206,3 +206,23 @@ func (c *childRedis) restart(t testing.TB) {
 	c.stop()
 	c.start(t)
 }
+
+// waitNoPending waits up to 10 s for group's pending list on stream to be
+// empty, and fails the test if it is not.
+func waitNoPending(t testing.TB, c goredis.UniversalClient, stream, group string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p, err := c.XPending(ctxT(t), stream, group).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Count == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d still pending on %s for %s", p.Count, stream, group)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -168,18 +168,5 @@ func TestConsumeOverTLS(t *testing.T) {
 	for range 50 {
 		brokertest.Next(t, got)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		p, err := b.Client().XPending(ctx, "tls-ev", "g").Result()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Count == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d still pending", p.Count)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitNoPending(t, b.Client(), "tls-ev", "g")
 }

@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -130,23 +129,7 @@ func (b *Broker) checkUnhandled(ctx context.Context) {
 			}
 		}
 	}
-	due := u.tally.Due()
-	if len(due) == 0 {
-		return
-	}
-	in := b.presence.snapshot()
-	in.Events, in.Calls = nil, nil
-	for _, r := range due {
-		// Warned of the first time, then counted quietly.
-		level := slog.LevelDebug
-		if r.Count == r.Total {
-			level = slog.LevelWarn
-		}
-		b.log.Log(ctx, level, "published an event no group consumes (counted in UnhandledCounts and reported as "+core.EventUnhandled+")", "event", r.Event, "count", r.Count, "total", r.Total)
-		b.publishPresenceEvent(ctx, core.PresenceEvent{Event: core.EventUnhandled, Instance: in,
-			Reason: "published, but no group consumes it", Unhandled: r.Event, Count: r.Count, Total: r.Total,
-			At: time.Now().UTC()})
-	}
+	u.tally.ReportDue(ctx, b.log, b.presence.snapshot(), "no group consumes it", b.publishPresenceEvent)
 }
 
 // UnhandledCounts returns, per event, how many entries this broker added
