@@ -294,3 +294,32 @@ func WaitErr(t testing.TB, ch <-chan error, what string, want ...error) error {
 		return nil
 	}
 }
+
+// WaitUnhandledReport waits up to Wait for reader to report event
+// unhandled with count messages from the one publisher publisher
+// ("group/client"), failing the test if it does not, or if it ever
+// reports handled.
+func WaitUnhandledReport(t testing.TB, ctx context.Context, reader core.UnhandledReader, event, handled string, count uint64, publisher string) {
+	t.Helper()
+	for deadline := time.Now().Add(Wait); ; time.Sleep(100 * time.Millisecond) {
+		list, err := reader.UnhandledReports(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got *core.UnhandledReport
+		for i := range list {
+			if list[i].Event == handled {
+				t.Fatalf("a consumed event is reported: %+v", list[i])
+			}
+			if list[i].Event == event {
+				got = &list[i]
+			}
+		}
+		if got != nil && got.Count == count && len(got.Publishers) == 1 && got.Publishers[0] == publisher {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reports %+v, want %s: %d by %s", list, event, count, publisher)
+		}
+	}
+}

@@ -78,27 +78,7 @@ func TestUnhandledCounted(t *testing.T) {
 	}
 
 	// The other broker reads the report, and the announcement.
-	for deadline := time.Now().Add(brokertest.Wait); ; time.Sleep(100 * time.Millisecond) {
-		list, err := other.UnhandledReports(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got *core.UnhandledReport
-		for i := range list {
-			if list[i].Event == handled {
-				t.Fatalf("a consumed event is reported: %+v", list[i])
-			}
-			if list[i].Event == lonely {
-				got = &list[i]
-			}
-		}
-		if got != nil && got.Count == 5 && len(got.Publishers) == 1 && got.Publishers[0] == po.Identity.Group+"/p" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("reports %+v, want %s: 5 by %s/p", list, lonely, po.Identity.Group)
-		}
-	}
+	brokertest.WaitUnhandledReport(t, ctx, other, lonely, handled, 5, po.Identity.Group+"/p")
 	for deadline := time.Now().Add(brokertest.Wait); ; time.Sleep(100 * time.Millisecond) {
 		list, err := other.Instances(ctx)
 		if err != nil {
