@@ -30,20 +30,24 @@ type Tally struct {
 	reported map[string]uint64
 }
 
-// Add counts n more unhandled messages of event.
-func (t *Tally) Add(event string, n uint64) {
-	if n == 0 {
-		return
-	}
+// Add counts n more unhandled messages of event and returns the event's
+// total (Overflow's, once MaxEvents events are kept).
+func (t *Tally) Add(event string, n uint64) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.totals == nil {
 		t.totals = map[string]uint64{}
 	}
-	if _, ok := t.totals[event]; !ok && len(t.totals) >= MaxEvents {
-		event = Overflow
+	if _, ok := t.totals[event]; !ok {
+		if n == 0 {
+			return 0
+		}
+		if len(t.totals) >= MaxEvents {
+			event = Overflow
+		}
 	}
 	t.totals[event] += n
+	return t.totals[event]
 }
 
 // Counts returns the totals, per event (a new map).

@@ -408,6 +408,25 @@ func (b *Broker) PresenceHistory(ctx context.Context, n int) ([]core.PresenceEve
 
 var _ core.PresenceHistory = (*Broker)(nil)
 
+// UnhandledReports reports the events that the hub's connected clients
+// fired and that no group consumes (the hub counts them per connection,
+// drs.unhandled); a client that has disconnected is no longer counted.
+func (b *Broker) UnhandledReports(ctx context.Context) ([]core.UnhandledReport, error) {
+	r, err := b.request(ctx, ActionUnhandled, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("hub: unhandled: %w", err)
+	}
+	var ins []core.Instance
+	if len(r.Body) > 0 {
+		if err := json.Unmarshal(r.Body, &ins); err != nil {
+			return nil, fmt.Errorf("hub: unhandled: %w", err)
+		}
+	}
+	return core.MergeUnhandled(nil, ins), nil
+}
+
+var _ core.UnhandledReader = (*Broker)(nil)
+
 // read handles what the hub sends; when the connection breaks it
 // reconnects (see reconnect), until Close.
 func (b *Broker) read() {

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/unhandled"
 )
 
 // ActionPing is answered with drs.response (with the same key): a client
@@ -35,6 +36,9 @@ type conn struct {
 	inflight  map[string]*delivery
 	startedAt time.Time
 	lastSeen  time.Time
+	// unhandled counts, per event, what this connection fired that no
+	// group consumes (announced in its Instance).
+	unhandled unhandled.Tally
 
 	writerDone chan struct{}
 	killOnce   sync.Once
@@ -212,6 +216,8 @@ func (c *conn) handleLocked(cmd *Command) {
 		c.respond(cmd.Key, map[string]any{})
 	case ActionPresence:
 		c.respond(cmd.Key, c.st.instancesLocked())
+	case ActionUnhandled:
+		c.respond(cmd.Key, c.st.unhandledLocked())
 	case ActionHistory:
 		h := struct {
 			Count int `json:"count"`
@@ -376,8 +382,12 @@ func (c *conn) publishLocked(cmd *Command) {
 	}
 	c.send(errorCommand(ActionError, cmd.Key, ErrorBody{Reason: reason, Code: CodeUnhandled, Action: cmd.Action, ID: e.id}))
 	if !core.IsPresenceEvent(cmd.Action) {
-		pe := core.PresenceEvent{Event: core.EventUnhandled, Instance: c.instanceLocked(), Reason: reason,
-			Unhandled: cmd.Action, At: time.Now().UTC()}
+		pe := core.PresenceEvent{Event: core.EventUnhandled, Reason: reason, Unhandled: cmd.Action, At: time.Now().UTC()}
+		if e.caller == nil && core.CountsAsUnhandled(cmd.Action) {
+			// Calls fail with their drs.error instead of being counted.
+			pe.Count, pe.Total = 1, c.unhandled.Add(cmd.Action, 1)
+		}
+		pe.Instance = c.instanceLocked()
 		if raw, err := json.Marshal(pe); err == nil {
 			c.st.publishLocked(&entry{event: core.EventUnhandled, id: c.st.newID(), body: raw})
 		}
@@ -406,5 +416,8 @@ func (c *conn) instanceLocked() core.Instance {
 	sort.Strings(events)
 	sort.Strings(calls)
 	in.Events, in.Calls = slices.Compact(events), slices.Compact(calls)
+	if counts := c.unhandled.Counts(); len(counts) > 0 {
+		in.Unhandled = counts
+	}
 	return in
 }

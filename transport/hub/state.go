@@ -419,6 +419,26 @@ func (st *state) instancesLocked() []core.Instance {
 	return out
 }
 
+// unhandledLocked describes every registered connection that fired
+// events no group consumes, with its counts.
+func (st *state) unhandledLocked() []core.Instance {
+	st.s.mu.Lock()
+	conns := make([]*conn, 0, len(st.s.conns))
+	for c := range st.s.conns {
+		conns = append(conns, c)
+	}
+	st.s.mu.Unlock()
+	out := []core.Instance{}
+	for _, c := range conns {
+		if c.registered() {
+			if in := c.instanceLocked(); len(in.Unhandled) > 0 {
+				out = append(out, in)
+			}
+		}
+	}
+	return out
+}
+
 // historyLocked returns up to n of the latest presence events, newest
 // first.
 func (st *state) historyLocked(n int) []core.PresenceEvent {

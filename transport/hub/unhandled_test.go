@@ -10,7 +10,8 @@ import (
 )
 
 // TestUnhandledCounts: a client counts, per event, the publishes the hub
-// answered "unhandled", and not those a group consumed.
+// answered "unhandled", and not those a group consumed; another client
+// reads them from the hub (the publisher's announcement).
 func TestUnhandledCounts(t *testing.T) {
 	t.Parallel()
 	_, addr := startHub(t)
@@ -35,4 +36,5 @@ func TestUnhandledCounts(t *testing.T) {
 			t.Fatalf("UnhandledCounts %v, want LONELY: 2", got)
 		}
 	}
+	brokertest.WaitUnhandledReport(t, ctx, con, "LONELY", "HANDLED", 2, "p/1")
 }

@@ -52,6 +52,10 @@ const (
 	// ({"count": n}, default 50); the answer's body is a list of
 	// core.PresenceEvent, newest first.
 	ActionHistory = "drs.history"
+	// ActionUnhandled asks the hub for the connections that fired events no
+	// group consumes, consumers or not; the answer's body is a list of
+	// core.Instance whose Unhandled holds the counts.
+	ActionUnhandled = "drs.unhandled"
 )
 
 // IsReserved reports whether action is one of the hub's drs.* actions
