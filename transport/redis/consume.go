@@ -379,13 +379,6 @@ func newReader(c *consumer, streams []string) *reader {
 	return r
 }
 
-// streamReader is what XREADGROUP runs on: a dedicated connection or a
-// client.
-type streamReader interface {
-	XReadGroup(ctx context.Context, a *goredis.XReadGroupArgs) *goredis.XStreamSliceCmd
-	Pipeline() goredis.Pipeliner
-}
-
 // readCount is the COUNT of a read when the consumer has room for room
 // messages: spread over all the consumer's streams, so that one read
 // returns fewer than room + streams entries, and never above
