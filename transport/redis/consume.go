@@ -150,8 +150,10 @@ type consumer struct {
 	hold     holdLimit     // how many messages the consumer may hold
 	// inline is set when the reader runs the handler itself (Concurrency
 	// 1, one reader on a single server); work then holds only reclaimed
-	// messages, which the reader handles too.
-	inline bool
+	// messages, which the reader handles too, and wakeReader ends its
+	// blocking read so that it does so at once.
+	inline     bool
+	wakeReader func()
 }
 
 // handle runs the handler on m, unless the consumer stopped (m is then
@@ -172,7 +174,7 @@ func (c *consumer) room() int {
 }
 
 // waitRoom waits until no more than half the hold limit is held, or until
-// acks are queued on q, and returns how many more messages the consumer
+// acks are queued on q (inline, it does not wait), and returns how many more messages the consumer
 // may take (not counting the queued acks' messages) and the limit then.
 // Readers thus read again once at least half the limit fits, not once per
 // finished handler.
@@ -181,7 +183,9 @@ func (c *consumer) waitRoom(ctx context.Context, q *ackQueue) (room, limit int, 
 		c.mu.Lock()
 		c.hold.adapt(time.Now())
 		limit := c.hold.limit
-		if c.inflight <= limit/2 {
+		// Inline, the reader itself finishes what the consumer holds: it
+		// never waits for room.
+		if c.inline || c.inflight <= limit/2 {
 			n := limit - c.inflight
 			c.mu.Unlock()
 			return n, limit, true
@@ -298,6 +302,7 @@ func (c *consumer) start(ctx context.Context) {
 	workers := c.b.cfg.Concurrency
 	if c.inline {
 		workers = 0
+		c.wakeReader = readers[0].unblock
 	}
 	var handlers sync.WaitGroup
 	for range workers {
@@ -415,13 +420,6 @@ func (r *reader) run() {
 	node, single := client.(*goredis.Client)
 	single = single && owned
 	for ctx.Err() == nil {
-		if c.inline {
-			r.handleReclaimed(rc)
-		}
-		room, limit, ok := c.waitRoom(ctx, r.acks)
-		if !ok {
-			return
-		}
 		if single && rc == nil {
 			// A connection of the reader's own, whose blocking read Close
 			// can interrupt with CLIENT UNBLOCK.
@@ -438,6 +436,18 @@ func (r *reader) run() {
 				continue
 			}
 			r.setConnID(rc.id)
+		}
+		if c.inline {
+			// Only with a connection: a handler run here acks over it (with
+			// none, its Ack would wait for this very goroutine).
+			r.handleReclaimed(rc)
+		}
+		room, limit, ok := c.waitRoom(ctx, r.acks)
+		if !ok {
+			return
+		}
+		if c.inline && room <= 0 {
+			continue // the reclaim loop filled the room meanwhile
 		}
 		if r.acks.queued() > 0 {
 			// Acks are queued: let the other handlers that are about to ack
@@ -598,6 +608,21 @@ func (r *reader) setConnID(id int64) {
 	r.mu.Unlock()
 }
 
+// unblock ends the reader's blocking read now, if it is in one and the
+// server allows (CLIENT UNBLOCK: the read returns nothing, no entry is
+// lost). It goes through the broker's client.
+func (r *reader) unblock() {
+	r.mu.Lock()
+	id := r.connID
+	r.mu.Unlock()
+	if id == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_ = r.c.b.client.ClientUnblock(ctx, id).Err()
+	cancel()
+}
+
 // interrupt ends the reader's blocking read, if the server allows, and
 // returns once the reader has stopped. The consumer's context is already
 // cancelled, so the reader stops after its current read. CLIENT UNBLOCK
@@ -710,6 +735,9 @@ func (c *consumer) reclaimPass(ctx context.Context) error {
 			if len(msgs) > 0 {
 				if err := c.handleClaimed(ctx, stream, msgs); err != nil {
 					return err
+				}
+				if c.inline {
+					c.wakeReader()
 				}
 			}
 			if next == "" || next == "0-0" || (next == cursor && len(msgs) == 0) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // TestSlowHandlerIsNotReclaimedBySelf: with Concurrency 1 and a handler
@@ -457,4 +459,48 @@ func TestConcurrencyOneInline(t *testing.T) {
 		}
 	}
 	waitNoPending(t, raw, ev, grp)
+}
+
+// With Concurrency 1 a consumer that starts with more reclaimable
+// messages than it may hold handles them all: the reclaim pass runs at
+// once, before the reader has a connection, and can fill the room the
+// reader then never waits for (it finishes what it holds itself).
+func TestConcurrencyOneReclaimsAtStart(t *testing.T) {
+	t.Parallel()
+	url, _, raw, _ := testStream(t)
+	for round := range 3 { // the race is at start: a few times
+		ev := unique("reclaim-at-start")
+		grp := unique("g")
+		t.Cleanup(func() { raw.Del(context.Background(), ev) })
+		if err := raw.XGroupCreateMkStream(ctxT(t), ev, grp, "0").Err(); err != nil {
+			t.Fatal(err)
+		}
+		const n = 6
+		for i := range n {
+			if err := raw.XAdd(ctxT(t), &goredis.XAddArgs{Stream: ev, Values: []any{"data", strconv.Itoa(i)}}).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := raw.XReadGroup(ctxT(t), &goredis.XReadGroupArgs{Group: grp, Consumer: "dead", Streams: []string{ev, ">"}, Count: n, Block: -1}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(250 * time.Millisecond) // idle beyond the message timeout
+		b := openBroker(t, url, Config{Options: core.Options{
+			Identity:       core.Identity{Group: grp, Client: "c"},
+			MessageTimeout: 200 * time.Millisecond,
+			Concurrency:    1,
+			Logger:         testLogger(t),
+		}})
+		h, got := brokertest.Collect(t, true)
+		if err := b.Consume(ctxT(t), []string{ev}, h); err != nil {
+			t.Fatal(err)
+		}
+		for range n {
+			brokertest.Next(t, got)
+		}
+		waitNoPending(t, raw, ev, grp)
+		if err := b.Close(); err != nil {
+			t.Fatalf("round %d: close: %v", round, err)
+		}
+	}
 }
