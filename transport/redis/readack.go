@@ -58,22 +58,13 @@ func (q *ackQueue) inlineDo(rc *readConn, f func()) {
 
 // ackInline sends the XACK of id over the reader's connection when the
 // reader runs a handler itself, and reports whether it did.
-func (q *ackQueue) ackInline(bt *batcher, stream, id string) (bool, error) {
+func (q *ackQueue) ackInline(stream, id string) (bool, error) {
 	q.connMu.Lock()
 	defer q.connMu.Unlock()
-	rc := q.inline
-	if rc == nil {
+	if q.inline == nil {
 		return false, nil
 	}
-	o := bt.get()
-	o.kind, o.stream, o.id, o.state = opXAck, stream, id, opSending
-	_, err := rc.exchange(q.group, []streamAcks{{stream: stream, ops: []*op{o}}}, nil, nil)
-	<-o.done
-	if o.err != nil {
-		err = o.err
-	}
-	bt.put(o)
-	return true, err
+	return true, q.inline.ack(q.group, stream, id)
 }
 
 // ack queues the acknowledgement of id in stream and waits until the
@@ -84,7 +75,7 @@ func (q *ackQueue) ack(ctx context.Context, bt *batcher, stream, id string) (boo
 	if err := ctx.Err(); err != nil {
 		return true, err
 	}
-	if ok, err := q.ackInline(bt, stream, id); ok {
+	if ok, err := q.ackInline(stream, id); ok {
 		return true, err
 	}
 	q.mu.Lock()

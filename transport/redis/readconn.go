@@ -201,12 +201,7 @@ func (c *readConn) exchange(group string, acks []streamAcks, read *goredis.XRead
 		settleGroups(acks, c.broken)
 		return dst, c.broken
 	}
-	defer func() {
-		var rerr respError
-		if err != nil && !errors.As(err, &rerr) {
-			c.broken = fmt.Errorf("redis: stream reader connection: %w", err)
-		}
-	}()
+	defer c.markBroken(&err)
 	c.w = c.w[:0]
 	c.appendAcks(group, acks)
 	block := time.Duration(0)
@@ -231,6 +226,30 @@ func (c *readConn) exchange(group string, acks []streamAcks, read *goredis.XRead
 		return dst, nil
 	}
 	return c.rr.streams(dst, &c.arena, read.Streams[:len(read.Streams)/2])
+}
+
+// ack sends the XACK of one id and reads its reply: the reader's own
+// handler acking while the reader runs it (Concurrency 1).
+func (c *readConn) ack(group, stream, id string) (err error) {
+	if c.broken != nil {
+		return c.broken
+	}
+	defer c.markBroken(&err)
+	c.w = appendCommand(c.w[:0], "XACK", stream, group, id)
+	if err := c.flush(0); err != nil {
+		return err
+	}
+	_, err = c.rr.integer()
+	return err
+}
+
+// markBroken marks the connection unusable after *err, unless it is a
+// reply error (the reply was read whole).
+func (c *readConn) markBroken(err *error) {
+	var rerr respError
+	if *err != nil && !errors.As(*err, &rerr) {
+		c.broken = fmt.Errorf("redis: stream reader connection: %w", *err)
+	}
 }
 
 // Close closes the connection.

@@ -241,6 +241,13 @@ func TestReadConnAuthAndExchange(t *testing.T) {
 	if n := admin.XPending(ctx, "ev", "g").Val().Count; n != 1 {
 		t.Fatalf("%d pending after the ack, want 1", n)
 	}
+	// One XACK on its own, as a handler the reader runs acks.
+	if err := rc.ack("g", "ev", got[0].id); err != nil {
+		t.Fatalf("ack alone: %v", err)
+	}
+	if n := admin.XPending(ctx, "ev", "g").Val().Count; n != 0 {
+		t.Fatalf("%d pending after the second ack, want 0", n)
+	}
 	// A reply error: the connection stays usable.
 	bad := &goredis.XReadGroupArgs{Group: "nogroup", Consumer: "c", Streams: []string{"ev", ">"}, Block: -1}
 	if _, err := rc.exchange("g", nil, bad, nil); !isNoGroup(err) {
