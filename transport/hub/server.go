@@ -248,6 +248,17 @@ func (s *Server) isClosed() bool {
 	return s.closed
 }
 
+// connList returns the open connections.
+func (s *Server) connList() []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	return conns
+}
+
 // Close stops listening and closes every connection. Serve returns.
 func (s *Server) Close() error {
 	s.once.Do(func() {

@@ -331,13 +331,7 @@ func (st *state) unsubscribeLocked(s *sub) {
 // broadcastLocked sends cmd to every registered connection.
 func (st *state) broadcastLocked(cmd Command) {
 	frame := cmd.Encode()
-	st.s.mu.Lock()
-	conns := make([]*conn, 0, len(st.s.conns))
-	for c := range st.s.conns {
-		conns = append(conns, c)
-	}
-	st.s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range st.s.connList() {
 		if c.registered() {
 			c.sendFrame(frame)
 		}
@@ -422,14 +416,8 @@ func (st *state) instancesLocked() []core.Instance {
 // unhandledLocked describes every registered connection that fired
 // events no group consumes, with its counts.
 func (st *state) unhandledLocked() []core.Instance {
-	st.s.mu.Lock()
-	conns := make([]*conn, 0, len(st.s.conns))
-	for c := range st.s.conns {
-		conns = append(conns, c)
-	}
-	st.s.mu.Unlock()
 	out := []core.Instance{}
-	for _, c := range conns {
+	for _, c := range st.s.connList() {
 		if c.registered() {
 			if in := c.instanceLocked(); len(in.Unhandled) > 0 {
 				out = append(out, in)
