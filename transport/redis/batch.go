@@ -73,6 +73,8 @@ type batcher struct {
 	mu      sync.RWMutex // held shared while sending on ch; exclusively to close it
 	stopped bool
 	wg      sync.WaitGroup
+	// sending counts the flushers with a pipeline in flight.
+	sending atomic.Int32
 }
 
 func newBatcher(b *Broker) *batcher {
@@ -201,13 +203,17 @@ func (bt *batcher) run(published *pubShard) {
 	for o := range bt.ch {
 		batch = append(batch[:0], o)
 		batch = bt.fill(batch)
-		if len(batch) > 1 && len(batch) < maxBatch {
-			// Others are queueing too: let them run once so that this
-			// pipeline carries more. A lone op is sent at once.
+		if len(batch) < maxBatch && (len(batch) > 1 || bt.sending.Load() > 0) {
+			// Others are queueing too, or another flusher's pipeline is in
+			// flight (its callers, once answered, queue again): let them
+			// run once so that this pipeline carries more. A lone op with
+			// nothing else under way is sent at once.
 			runtime.Gosched()
 			batch = bt.fill(batch)
 		}
+		bt.sending.Add(1)
 		f.flush(batch)
+		bt.sending.Add(-1)
 		clear(batch)
 	}
 }
