@@ -96,22 +96,10 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 		}, nil
 	}
 	// A compressed stream: every message feeds one decompression context,
-	// and a gateway payload may span messages. A goroutine copies messages
-	// into a pipe that the decompressor reads; streamPayloads cuts the
-	// inflated stream into payloads.
-	pr, pw := io.Pipe()
-	go func() {
-		for {
-			_, p, err := conn.ReadMessage()
-			if err != nil {
-				_ = pw.CloseWithError(err)
-				return
-			}
-			if _, err := pw.Write(p); err != nil {
-				return
-			}
-		}
-	}()
+	// and a gateway payload may span messages. The decompressor reads the
+	// messages one after the other (messageStream), on the shard's own
+	// goroutine; streamPayloads cuts the inflated stream into payloads.
+	pr := newMessageStream(conn)
 	var (
 		inflated io.Reader
 		release  = func() {}
@@ -122,22 +110,80 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 	case CompressZstd:
 		d, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
-			_ = pr.Close()
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
 		inflated, release = d, d.Close
 	default:
-		_ = pr.Close()
 		return nil, fmt.Errorf("%w %q", ErrUnknownCompression, c)
 	}
 	sp := &streamPayloads{r: inflated, max: maxPayload}
 	return &payloadReader{
-		next: sp.next,
-		close: func() {
-			_ = pr.Close()
-			release()
-		},
+		next:  sp.next,
+		close: release,
 	}, nil
+}
+
+// messageReader yields each websocket message as a reader, as gorilla's
+// Conn does: the stream then reads straight from the connection, with no
+// buffer per message.
+type messageReader interface {
+	NextReader() (messageType int, r io.Reader, err error)
+}
+
+// messageStream reads a connection's messages as one byte stream, one
+// message after the other, for a decompressor: from the connection
+// itself when it offers each message as a reader, else from each message
+// read whole.
+type messageStream struct {
+	conn frameReader
+	next messageReader // conn's, when it has NextReader
+	cur  io.Reader     // the message being read (next), or nil
+	rest []byte        // the rest of the message read whole (no next)
+}
+
+func newMessageStream(conn frameReader) *messageStream {
+	s := &messageStream{conn: conn}
+	s.next, _ = conn.(messageReader)
+	return s
+}
+
+// Read reads from the current message, and from the next one once it is
+// read to its end. A connection's error (a close frame, a read past the
+// limit) is returned as it is.
+func (s *messageStream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.next == nil {
+		for len(s.rest) == 0 {
+			_, m, err := s.conn.ReadMessage()
+			if err != nil {
+				return 0, err
+			}
+			s.rest = m
+		}
+		n := copy(p, s.rest)
+		s.rest = s.rest[n:]
+		return n, nil
+	}
+	for {
+		if s.cur == nil {
+			_, r, err := s.next.NextReader()
+			if err != nil {
+				return 0, err
+			}
+			s.cur = r
+		}
+		n, err := s.cur.Read(p)
+		if err == io.EOF {
+			s.cur = nil
+			if n == 0 {
+				continue // an empty message, or its end: the next one
+			}
+			err = nil
+		}
+		return n, err
+	}
 }
 
 // streamPayloads cuts an inflated stream into payloads: it reads into a

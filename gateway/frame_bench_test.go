@@ -84,7 +84,7 @@ func BenchmarkPayloadPath(b *testing.B) {
 						dec = nil
 						if c != CompressNone {
 							// The replaced path read the inflated stream with a
-							// decoder; here without the pipe from the websocket,
+							// decoder; here without reading from the websocket,
 							// which the shard's path still pays.
 							dec = json.NewDecoder(inflate(b, c, msgs))
 						}

@@ -11,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -203,6 +205,92 @@ func TestZstdStream(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got %d payloads, want %d", len(got), len(want))
 	}
+}
+
+// streamFrames is a fake connection that offers each message as a reader
+// (gorilla's NextReader), one byte per Read, and then fails with err.
+type streamFrames struct {
+	frames
+	err error
+}
+
+func (f *streamFrames) NextReader() (int, io.Reader, error) {
+	if len(f.msgs) == 0 {
+		return 0, nil, f.err
+	}
+	m := f.msgs[0]
+	f.msgs = f.msgs[1:]
+	return 2, iotest.OneByteReader(bytes.NewReader(m)), nil
+}
+
+// A compressed stream is read from one message after the other, on the
+// reader's goroutine: from each message's reader when the connection
+// offers one (gorilla's NextReader), else from each message read whole;
+// empty messages are skipped, and the connection's error (here a close
+// frame) reaches the caller as it is, after the last payload.
+func TestMessageStreamReadsMessagesInTurn(t *testing.T) {
+	want := payloads(40)
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs [][]byte
+	for i, p := range want {
+		_, _ = zw.Write([]byte(p))
+		_ = zw.Flush()
+		m := append([]byte(nil), buf.Bytes()...)
+		buf.Reset()
+		if i%4 == 0 {
+			msgs = append(msgs, m[:len(m)/2], nil, m[len(m)/2:])
+		} else {
+			msgs = append(msgs, m)
+		}
+	}
+	closed := &websocket.CloseError{Code: 4004, Text: "Authentication failed."}
+	for _, tc := range []struct {
+		name string
+		conn frameReader
+	}{
+		{"NextReader", &streamFrames{frames: frames{msgs: msgs}, err: closed}},
+		{"ReadMessage", &closingFrames{frames: frames{msgs: msgs}, err: closed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := newPayloadReader(tc.conn, CompressZstd, MaxInboundPayload)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.close()
+			var got []string
+			for {
+				p, err := r.next()
+				if err != nil {
+					var ce *websocket.CloseError
+					if !errors.As(err, &ce) || ce.Code != 4004 {
+						t.Errorf("after the last payload: err = %v, want the close frame 4004", err)
+					}
+					break
+				}
+				got = append(got, string(p))
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("got %d payloads, want %d", len(got), len(want))
+			}
+		})
+	}
+}
+
+// closingFrames yields its messages whole, then fails with err.
+type closingFrames struct {
+	frames
+	err error
+}
+
+func (f *closingFrames) ReadMessage() (int, []byte, error) {
+	if len(f.msgs) == 0 {
+		return 0, nil, f.err
+	}
+	return f.frames.ReadMessage()
 }
 
 func TestParseCompression(t *testing.T) {
