@@ -10,6 +10,7 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/spectacles-go/spectacles/gateway/discord"
 	"github.com/spectacles-go/spectacles/internal/jsonscan"
 )
 
@@ -76,6 +77,19 @@ type limitedFrames interface {
 type payloadReader struct {
 	next  func() ([]byte, error)
 	close func()
+	// parsed is the stream's payload that next cut by parsing it, if any.
+	stream *streamPayloads
+}
+
+// parse returns the payload raw, the last that next returned, cut into op,
+// t, s and d: parsed already when the stream cut it so, else now
+// (parsePayload).
+func (r *payloadReader) parse(raw []byte) (discord.Payload, error) {
+	if s := r.stream; s != nil && s.parsedOK {
+		s.parsedOK = false
+		return s.parsed, nil
+	}
+	return parsePayload(raw)
 }
 
 func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*payloadReader, error) {
@@ -118,8 +132,9 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 	}
 	sp := &streamPayloads{r: inflated, max: maxPayload}
 	return &payloadReader{
-		next:  sp.next,
-		close: release,
+		next:   sp.next,
+		close:  release,
+		stream: sp,
 	}, nil
 }
 
@@ -186,18 +201,27 @@ func (s *messageStream) Read(p []byte) (int, error) {
 	}
 }
 
-// streamPayloads cuts an inflated stream into payloads: it reads into a
-// buffer and lets a jsonscan.Splitter find where each payload ends, looking
-// at each byte once; the shard then validates and cuts the payload once
-// (parsePayload). A payload is handed over in the buffer it was read into,
-// not copied: the next payload starts in a new buffer (with the few bytes
-// that followed, if any), sized by the last payload.
+// streamPayloads cuts an inflated stream into payloads. Discord ends a
+// compressed message where a payload ends, so a read of the inflated
+// stream mostly holds whole payloads: the first attempt at each payload
+// parses it where it starts (parsePayloadPrefix), which validates it, cuts
+// it and finds op, t, s and d in one pass over its bytes. Only a payload
+// that goes on past what was read (a large one, or one split over
+// messages) falls back to a jsonscan.Splitter that finds its end as more
+// arrives, and is parsed once complete (payloadReader.parse). A payload is
+// handed over in the buffer it was read into, not copied: the next payload
+// starts in a new buffer (with the bytes that followed, if any), sized by
+// the last payload.
 type streamPayloads struct {
 	r     io.Reader
 	max   int64
 	buf   []byte // the bytes read past the last payload, not yet scanned
 	split jsonscan.Splitter
 	hint  int // the last payload's size
+	// parsed is the payload next returned last, when it cut it by parsing
+	// (parsedOK).
+	parsed   discord.Payload
+	parsedOK bool
 }
 
 // minPayloadBuffer is the smallest buffer a payload is read into.
@@ -206,20 +230,31 @@ const minPayloadBuffer = 512
 func (s *streamPayloads) next() ([]byte, error) {
 	buf, scanned := s.buf, 0
 	s.buf = nil
+	s.parsedOK = false
+	// tried is set once the payload was parsed where it starts, or given up
+	// on: that is tried once, when a read came back short (the inflater
+	// gave all it had, mostly up to the end of a message) or with the bytes
+	// left from the last payload. Until then a full read only grows the
+	// buffer; after it the Splitter looks at each new byte.
+	tried, ready := false, true
 	for {
-		if scanned < len(buf) {
+		if !tried && ready && jsonscan.Space(buf, 0) < len(buf) {
+			tried = true
+			if p, n, err := parsePayloadPrefix(buf); err == nil {
+				s.parsed, s.parsedOK = p, true
+				return s.cut(buf, n), nil
+			}
+			// Not all here yet, or not valid: the Splitter finds where it
+			// ends, and parse tells what is wrong with it.
+		}
+		if tried && scanned < len(buf) {
 			end, err := s.split.Scan(buf[scanned:])
 			if err != nil {
 				return nil, fmt.Errorf("undecodable payload stream: %w", err)
 			}
 			if end >= 0 {
-				n := scanned + end
 				s.split.Reset()
-				s.hint = n
-				if rest := buf[n:]; len(rest) > 0 {
-					s.buf = append(make([]byte, 0, max(len(rest), s.hint, minPayloadBuffer)), rest...)
-				}
-				return buf[:n:n], nil
+				return s.cut(buf, scanned+end), nil
 			}
 			scanned = len(buf)
 		}
@@ -233,8 +268,10 @@ func (s *streamPayloads) next() ([]byte, error) {
 			size = int(min(int64(size), s.max+1))
 			buf = append(make([]byte, 0, size), buf...)
 		}
+		space := cap(buf) - len(buf)
 		n, err := s.r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		ready = n < space
 		if err != nil && n == 0 {
 			if errors.Is(err, websocket.ErrReadLimit) {
 				err = ErrPayloadTooLarge
@@ -242,6 +279,16 @@ func (s *streamPayloads) next() ([]byte, error) {
 			return nil, err
 		}
 	}
+}
+
+// cut returns buf's first n bytes, the payload, and keeps what follows for
+// the next one.
+func (s *streamPayloads) cut(buf []byte, n int) []byte {
+	s.hint = n
+	if rest := buf[n:]; len(rest) > 0 {
+		s.buf = append(make([]byte, 0, max(len(rest), s.hint, minPayloadBuffer)), rest...)
+	}
+	return buf[:n:n]
 }
 
 // lazyZlib opens the zlib reader on first read, since reading the zlib

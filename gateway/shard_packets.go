@@ -35,7 +35,7 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 	if err != nil {
 		return ended(err, false)
 	}
-	p, err := parsePayload(raw)
+	p, err := r.parse(raw)
 	if err != nil {
 		lc.close(discord.CloseResumable, "undecodable payload")
 		return outcome{action: discord.Resume, reason: "undecodable first payload"}
@@ -89,7 +89,7 @@ func (s *Shard) readLoop(ctx context.Context, lc *liveConn, r *payloadReader, re
 		if err != nil {
 			return ended(err, wasReady)
 		}
-		p, err := parsePayload(raw)
+		p, err := r.parse(raw)
 		if err != nil {
 			s.log.Warn("undecodable gateway payload", "err", err, "bytes", len(raw))
 			continue

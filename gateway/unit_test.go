@@ -280,6 +280,74 @@ func TestMessageStreamReadsMessagesInTurn(t *testing.T) {
 	}
 }
 
+// A payload that a message holds whole is cut and parsed in the one pass
+// that validates it (streamPayloads.parsed); one split over messages, or
+// an invalid one, is cut by the Splitter and parsed once complete, and the
+// stream goes on after an invalid payload.
+func TestStreamParsesWholePayloadsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	zw, err := zstd.NewWriter(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	message := func(p string) []byte {
+		_, _ = zw.Write([]byte(p))
+		_ = zw.Flush()
+		m := append([]byte(nil), buf.Bytes()...)
+		buf.Reset()
+		return m
+	}
+	whole := `{"op":0,"s":1,"t":"MESSAGE_CREATE","d":{"content":"one"}}`
+	split := `{"t":"TYPING_START","s":2,"op":0,"d":{"user_id":"` + strings.Repeat("7", 3000) + `"}}`
+	invalid := `{"op":0,"s":3,"t":"X","d":{"a":tru}}`
+	last := `{"op":11,"d":null}`
+	// In stream order: one compression context; split's halves are
+	// flushed one message each.
+	msgs := [][]byte{message(whole), message(split[:1000]), message(split[1000:]), message(invalid), message(last)}
+	f := &streamFrames{frames: frames{msgs: msgs}, err: io.EOF}
+	r, err := newPayloadReader(f, CompressZstd, MaxInboundPayload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.close()
+	for i, want := range []struct {
+		raw        string
+		parsedOnce bool
+		op         int
+		t          string
+		bad        bool
+	}{
+		{whole, true, 0, "MESSAGE_CREATE", false},
+		{split, false, 0, "TYPING_START", false},
+		{invalid, false, 0, "", true},
+		{last, true, 11, "", false},
+	} {
+		raw, err := r.next()
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if string(raw) != want.raw {
+			t.Fatalf("payload %d: %.60q, want %.60q", i, raw, want.raw)
+		}
+		if got := r.stream.parsedOK; got != want.parsedOnce {
+			t.Errorf("payload %d: parsed while cut = %v, want %v", i, got, want.parsedOnce)
+		}
+		p, err := r.parse(raw)
+		if want.bad {
+			if err == nil {
+				t.Errorf("payload %d: invalid JSON parsed", i)
+			}
+			continue
+		}
+		if err != nil || p.Op != want.op || p.T != want.t {
+			t.Errorf("payload %d: op %d t %q err %v; want op %d t %q", i, p.Op, p.T, err, want.op, want.t)
+		}
+		if want.raw == split && len(p.D) != 3000+len(`{"user_id":""}`) {
+			t.Errorf("payload %d: d of %d bytes", i, len(p.D))
+		}
+	}
+}
+
 // closingFrames yields its messages whole, then fails with err.
 type closingFrames struct {
 	frames

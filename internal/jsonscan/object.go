@@ -25,47 +25,60 @@ func Object(b []byte, field func(key []byte, escaped bool, value []byte) error) 
 		}
 		return ErrSyntax
 	}
-	i = Space(b, i+1)
-	if i < len(b) && b[i] == '}' {
-		i++
-	} else {
-		for {
-			if i >= len(b) || b[i] != '"' {
-				return ErrSyntax
-			}
-			kEnd, kEsc, err := String(b, i)
-			if err != nil {
-				return err
-			}
-			key := b[i+1 : kEnd-1]
-			i = Space(b, kEnd)
-			if i >= len(b) || b[i] != ':' {
-				return ErrSyntax
-			}
-			vStart := Space(b, i+1)
-			vEnd, err := Value(b, vStart)
-			if err != nil {
-				return err
-			}
-			if err := field(key, kEsc, b[vStart:vEnd]); err != nil {
-				return err
-			}
-			i = Space(b, vEnd)
-			if i < len(b) && b[i] == ',' {
-				i = Space(b, i+1)
-				continue
-			}
-			if i < len(b) && b[i] == '}' {
-				i++
-				break
-			}
-			return ErrSyntax
-		}
+	end, err := ObjectPrefix(b, field)
+	if err != nil {
+		return err
 	}
-	if Space(b, i) != len(b) {
+	if Space(b, end) != len(b) {
 		return ErrTrailing
 	}
 	return nil
+}
+
+// ObjectPrefix is Object for the object that starts b (after optional
+// white space), whatever follows it: it returns the offset just past the
+// object's closing brace. Text that does not start with an object, or
+// ends before the object does, is ErrSyntax.
+func ObjectPrefix(b []byte, field func(key []byte, escaped bool, value []byte) error) (int, error) {
+	i := Space(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return 0, ErrSyntax
+	}
+	i = Space(b, i+1)
+	if i < len(b) && b[i] == '}' {
+		return i + 1, nil
+	}
+	for {
+		if i >= len(b) || b[i] != '"' {
+			return 0, ErrSyntax
+		}
+		kEnd, kEsc, err := String(b, i)
+		if err != nil {
+			return 0, err
+		}
+		key := b[i+1 : kEnd-1]
+		i = Space(b, kEnd)
+		if i >= len(b) || b[i] != ':' {
+			return 0, ErrSyntax
+		}
+		vStart := Space(b, i+1)
+		vEnd, err := Value(b, vStart)
+		if err != nil {
+			return 0, err
+		}
+		if err := field(key, kEsc, b[vStart:vEnd]); err != nil {
+			return 0, err
+		}
+		i = Space(b, vEnd)
+		if i < len(b) && b[i] == ',' {
+			i = Space(b, i+1)
+			continue
+		}
+		if i < len(b) && b[i] == '}' {
+			return i + 1, nil
+		}
+		return 0, ErrSyntax
+	}
 }
 
 // KeyIs reports whether the key Object passed, with its escaped flag, is

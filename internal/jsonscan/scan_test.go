@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -120,8 +121,29 @@ func FuzzObject(f *testing.F) {
 			if len(got) != len(want) || (len(got) > 0 && !reflect.DeepEqual(got, want)) {
 				t.Fatalf("%q:\nObject        %q\nencoding/json %q", b, got, want)
 			}
+			checkObjectPrefix(t, b)
 		}
 	})
+}
+
+// checkObjectPrefix: ObjectPrefix finds where the valid object b ends
+// whatever follows it, and refuses every text that stops before its end
+// (the gateway relies on that to cut payloads from a stream).
+func checkObjectPrefix(t *testing.T, b []byte) {
+	t.Helper()
+	want := len(strings.TrimRight(string(b), jsonSpace))
+	noop := func([]byte, bool, []byte) error { return nil }
+	for _, tail := range []string{"", "{", `{"op":1}`, "]]", "x"} {
+		end, err := ObjectPrefix(append(slices.Clip(b), tail...), noop)
+		if err != nil || end != want {
+			t.Fatalf("%q followed by %q: ObjectPrefix = %d, %v; want %d", b, tail, end, err, want)
+		}
+	}
+	for k := range want {
+		if end, err := ObjectPrefix(b[:k], noop); err == nil {
+			t.Fatalf("%q cut at %d: ObjectPrefix accepted it, ending at %d", b, k, end)
+		}
+	}
 }
 
 // jsonSpace is JSON's white space.
