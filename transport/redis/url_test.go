@@ -51,6 +51,23 @@ func TestNewClientURLForms(t *testing.T) {
 			t.Errorf("options %+v", o)
 		}
 	})
+	t.Run("Protocol", func(t *testing.T) {
+		// RESP2 unless the URL asks for RESP3.
+		if o := single(t, "cache.internal:6380"); o.Protocol != 2 {
+			t.Errorf("default protocol %d, want 2", o.Protocol)
+		}
+		if o := single(t, "redis://cache.internal:6380?protocol=3"); o.Protocol != 3 {
+			t.Errorf("?protocol=3 gave protocol %d", o.Protocol)
+		}
+		c, err := NewClient("10.0.0.1:7000,10.0.0.2:7001", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if p := c.(*goredis.ClusterClient).Options().Protocol; p != 2 {
+			t.Errorf("cluster protocol %d, want 2", p)
+		}
+	})
 	t.Run("Cluster", func(t *testing.T) {
 		c, err := NewClient("10.0.0.1:7000, 10.0.0.2:7001,10.0.0.3:7002", 0)
 		if err != nil {
