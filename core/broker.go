@@ -69,7 +69,9 @@ type Options struct {
 	MaxDeliveries int
 	// CallTimeout bounds Call when ctx has no deadline. Default 5s.
 	CallTimeout time.Duration
-	// Concurrency is how many handlers one Consume runs at once. Default 64.
+	// Concurrency is how many handlers one Consume runs at once. Default
+	// 256: an Ack returns once the broker confirmed it, so Concurrency also
+	// bounds how many acks can share one round trip.
 	Concurrency int
 	// Logger receives the driver's diagnostics. Default: slog.Default().
 	Logger *slog.Logger
@@ -83,7 +85,7 @@ const (
 	DefaultMessageTimeout = 2 * time.Minute
 	DefaultMaxDeliveries  = 5
 	DefaultCallTimeout    = 5 * time.Second
-	DefaultConcurrency    = 64
+	DefaultConcurrency    = 256
 )
 
 // WithDefaults returns o with every unset field given its default.

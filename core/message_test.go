@@ -88,7 +88,7 @@ func TestRunHandlerContainsPanics(t *testing.T) {
 
 func TestOptionsDefaultsAndCallContext(t *testing.T) {
 	o := Options{}.WithDefaults()
-	if o.MessageTimeout != 2*time.Minute || o.MaxDeliveries != 5 || o.CallTimeout != 5*time.Second || o.Codec == nil || o.Logger == nil || o.Concurrency != 64 {
+	if o.MessageTimeout != 2*time.Minute || o.MaxDeliveries != 5 || o.CallTimeout != 5*time.Second || o.Codec == nil || o.Logger == nil || o.Concurrency != 256 {
 		t.Errorf("defaults: %+v", o)
 	}
 	if o := (Options{MaxDeliveries: -1}).WithDefaults(); o.MaxDeliveries != -1 {

@@ -11,8 +11,8 @@
 #              Publish each per message)
 #   spx-batch  spectacles bench ... --publishers 4 --batch 256 (as the gateway
 #              publishes)
-#   spx-c256   spx-batch with --concurrency 256 (handlers per consumer; the
-#              default is 64)
+#   spx-c64    spx-batch with --concurrency 64 (handlers per consumer; the
+#              default was 64 before 256)
 #   discordjs  testdata/interop/bench-discordjs.js: @discordjs/brokers 1.0.0
 #              PubSubRedisBroker with its defaults (node)
 #   watermill  testdata/bench/watermill: Watermill's Redis Streams driver with
@@ -70,9 +70,9 @@ for cmd in go "$REDIS_SERVER" redis-cli python3 timeout; do
 done
 for p in $PROGS; do
 	case $p in
-	limit | spx | spx-batch | spx-c256 | discordjs | watermill) ;;
+	limit | spx | spx-batch | spx-c64 | discordjs | watermill) ;;
 	base | base-batch) [[ -n $BASE_REV ]] || die "PROGS has $p but BASE_REV is not set" ;;
-	*) die "unknown program $p in PROGS (limit spx spx-batch spx-c256 base base-batch discordjs watermill)" ;;
+	*) die "unknown program $p in PROGS (limit spx spx-batch spx-c64 base base-batch discordjs watermill)" ;;
 	esac
 done
 [[ " $PROGS " == *" discordjs "* ]] && { command -v node >/dev/null || die "node is not installed (needed by discordjs)"; }
@@ -172,7 +172,7 @@ set_cmd() {
 	limit) cmd=("$tmp/redis-limit" -n "$N" -size "$SIZE" -url "$url") ;;
 	spx) cmd=("${spx[@]}" "$tmp/spectacles" bench --messages "$N" --size "$SIZE") ;;
 	spx-batch) cmd=("${spx[@]}" "$tmp/spectacles" bench --messages "$N" --size "$SIZE" --publishers 4 --batch 256) ;;
-	spx-c256) cmd=("${spx[@]}" "$tmp/spectacles" bench --messages "$N" --size "$SIZE" --publishers 4 --batch 256 --concurrency 256) ;;
+	spx-c64) cmd=("${spx[@]}" "$tmp/spectacles" bench --messages "$N" --size "$SIZE" --publishers 4 --batch 256 --concurrency 64) ;;
 	base) cmd=("${spx[@]}" "$tmp/spectacles-base" bench --messages "$N" --size "$SIZE") ;;
 	base-batch) cmd=("${spx[@]}" "$tmp/spectacles-base" bench --messages "$N" --size "$SIZE" --publishers 4 --batch 256) ;;
 	discordjs) cmd=(env NODE_PATH="$NODE_MODULES" node "$repo/internal/cli/testdata/interop/bench-discordjs.js" "$url" -n "$N" -size "$SIZE") ;;
