@@ -261,6 +261,16 @@ func (c *consumer) take(m *core.Message) bool {
 	return true
 }
 
+// takeAll is take for each message of msgs, at once: it returns those
+// taken (msgs, filtered in place).
+func (c *consumer) takeAll(msgs []*core.Message) []*core.Message {
+	msgs = c.b.held.addAll(msgs, c)
+	c.mu.Lock()
+	c.inflight += len(msgs)
+	c.mu.Unlock()
+	return msgs
+}
+
 // done ends the hold of a message that take accepted.
 func (c *consumer) done(m *core.Message) {
 	c.b.held.remove(m.Event, m.ID)
@@ -497,14 +507,18 @@ func (r *reader) run() {
 				clear(entries)
 				continue
 			}
+			batch := r.batch[:0]
 			for i := range entries {
-				m := c.message(&entries[i], 1)
-				if m == nil || !c.take(m) {
-					continue
+				if m := c.message(&entries[i], 1); m != nil {
+					batch = append(batch, m)
 				}
-				c.work <- m // never blocks long: the workers drain work until it closes
 			}
 			clear(entries) // the messages hold what they need
+			for _, m := range c.takeAll(batch) {
+				c.work <- m // never blocks long: the workers drain work until it closes
+			}
+			clear(batch)
+			r.batch = batch[:0]
 		case errors.Is(err, goredis.Nil):
 			bo.Reset() // BLOCK ran out, CLIENT UNBLOCK, or nothing to read now
 		case ctx.Err() != nil:
@@ -1076,6 +1090,25 @@ func (h *heldSet) add(stream, id string, c *consumer, deliveries int) bool {
 	}
 	h.m[k] = heldEntry{c: c, deliveries: deliveries, refreshed: time.Now()}
 	return true
+}
+
+// addAll holds for c each message of msgs that is not held already, and
+// returns those (msgs, filtered in place).
+func (h *heldSet) addAll(msgs []*core.Message, c *consumer) []*core.Message {
+	now := time.Now()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := msgs[:0]
+	for _, m := range msgs {
+		k := heldKey{m.Event, m.ID}
+		if _, ok := h.m[k]; ok {
+			continue
+		}
+		h.m[k] = heldEntry{c: c, deliveries: m.Deliveries, refreshed: now}
+		out = append(out, m)
+	}
+	clear(msgs[len(out):])
+	return out
 }
 
 func (h *heldSet) remove(stream, id string) {
