@@ -59,9 +59,11 @@ type Broker struct {
 	mu        sync.Mutex // guards consumers.Add against Close
 	consumers sync.WaitGroup
 
-	batch   *batcher
-	replies *replies
-	held    *heldSet
+	batch *batcher
+	// batchConns are PublishBatch's own connections (batchconn.go).
+	batchConns *batchConns
+	replies    *replies
+	held       *heldSet
 	// presence announces the broker once it consumes (presence.go).
 	presence *presence
 	// unhandled counts publishes no group reads (unhandled.go).
@@ -125,6 +127,7 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 	}
 	b.unhandled = newUnhandledState(flushers(), every)
 	b.batch = newBatcher(b)
+	b.batchConns = newBatchConns(b.client)
 	b.replies = newReplies(b)
 	b.held = newHeldSet()
 	b.presence = newPresence(b)
@@ -218,6 +221,7 @@ func (b *Broker) Close() error {
 		b.finished.Store(true)
 		b.presence.leave()
 		b.batch.stop()
+		b.batchConns.close()
 		if b.unhandled.every >= 0 {
 			// What was published since the last check is checked now.
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
