@@ -144,9 +144,11 @@ func payloads(n int) []string {
 	return out
 }
 
-func readAll(t *testing.T, f *frames, c Compression) []string {
+// readAll reads every payload of conn, and returns them and the error that
+// ended the stream.
+func readAll(t *testing.T, conn frameReader, c Compression) ([]string, error) {
 	t.Helper()
-	r, err := newPayloadReader(f, c, MaxInboundPayload)
+	r, err := newPayloadReader(conn, c, MaxInboundPayload)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,11 +157,10 @@ func readAll(t *testing.T, f *frames, c Compression) []string {
 	for {
 		p, err := r.next()
 		if err != nil {
-			break
+			return got, err
 		}
 		got = append(got, string(p))
 	}
-	return got
 }
 
 func TestZlibStreamAcrossSplitFrames(t *testing.T) {
@@ -181,7 +182,7 @@ func TestZlibStreamAcrossSplitFrames(t *testing.T) {
 			f.msgs = append(f.msgs, msg)
 		}
 	}
-	got := readAll(t, f, CompressZlib)
+	got, _ := readAll(t, f, CompressZlib)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got %d payloads, want %d", len(got), len(want))
 	}
@@ -201,7 +202,7 @@ func TestZstdStream(t *testing.T) {
 		f.msgs = append(f.msgs, append([]byte(nil), buf.Bytes()...))
 		buf.Reset()
 	}
-	got := readAll(t, f, CompressZstd)
+	got, _ := readAll(t, f, CompressZstd)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got %d payloads, want %d", len(got), len(want))
 	}
@@ -256,22 +257,10 @@ func TestMessageStreamReadsMessagesInTurn(t *testing.T) {
 		{"ReadMessage", &closingFrames{frames: frames{msgs: msgs}, err: closed}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r, err := newPayloadReader(tc.conn, CompressZstd, MaxInboundPayload)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.close()
-			var got []string
-			for {
-				p, err := r.next()
-				if err != nil {
-					var ce *websocket.CloseError
-					if !errors.As(err, &ce) || ce.Code != 4004 {
-						t.Errorf("after the last payload: err = %v, want the close frame 4004", err)
-					}
-					break
-				}
-				got = append(got, string(p))
+			got, err := readAll(t, tc.conn, CompressZstd)
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != 4004 {
+				t.Errorf("after the last payload: err = %v, want the close frame 4004", err)
 			}
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("got %d payloads, want %d", len(got), len(want))
