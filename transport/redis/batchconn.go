@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/spectacles-go/spectacles/core"
 )
 
 // On a single server PublishBatch writes its XADDs over a connection of
@@ -59,13 +60,8 @@ func newBatchConns(client goredis.UniversalClient) *batchConns {
 }
 
 // limit is how many connections the free list may hold open: the client's
-// pool size (go-redis's default of 10 per CPU when unset).
-func (p *batchConns) limit() int {
-	if p.opts.PoolSize > 0 {
-		return p.opts.PoolSize
-	}
-	return 10 * max(1, flushers())
-}
+// pool size (go-redis sets its default, 10 per CPU, when the client is made).
+func (p *batchConns) limit() int { return max(p.opts.PoolSize, 1) }
 
 // get returns a connection to publish a batch over, or nil when the batch
 // must go through go-redis.
@@ -150,30 +146,31 @@ func (p *batchConns) close() {
 	}
 }
 
-// publishBatchOwn writes one XADD per payload over c and reads their ids.
+// publishBatchOwn writes one XADD per message of msgs, with its payload
+// from raws, over c and reads their ids.
 // It returns the ids read, in order; a reply error for message len(ids)
 // (which stops the batch: the caller reports it, not uncertain); or a
 // connection failure (c is then broken), after which the messages from
 // len(ids) on may or may not have been added.
-func publishBatchOwn(ctx context.Context, c *batchConn, streams []string, raws [][]byte, trimKind, trimAt string) (ids []string, replyErr, connErr error) {
+func publishBatchOwn(ctx context.Context, c *batchConn, msgs []core.Outgoing, raws [][]byte, trimKind, trimAt string) (ids []string, replyErr, connErr error) {
 	rc := c.rc
 	w := rc.w[:0]
 	for i, raw := range raws {
 		if trimKind == "" {
 			w = appendArrayHeader(w, 5)
 			w = appendBulk(w, "XADD")
-			w = appendBulk(w, streams[i])
+			w = appendBulk(w, msgs[i].Event)
 		} else {
 			w = appendArrayHeader(w, 8)
 			w = appendBulk(w, "XADD")
-			w = appendBulk(w, streams[i])
+			w = appendBulk(w, msgs[i].Event)
 			w = appendBulk(w, trimKind)
 			w = appendBulk(w, "~")
 			w = appendBulk(w, trimAt)
 		}
 		w = appendBulk(w, "*")
 		w = appendBulk(w, dataField)
-		w = appendBulkBytes(w, raw)
+		w = appendBulk(w, raw)
 	}
 	rc.w = w
 	// The caller's context ends a wait for the replies.
@@ -208,13 +205,4 @@ func publishBatchOwn(ctx context.Context, c *batchConn, streams []string, raws [
 		return ids, nil, err
 	}
 	return ids, nil, nil
-}
-
-// appendBulkBytes appends one bulk string holding p to b.
-func appendBulkBytes(b, p []byte) []byte {
-	b = append(b, '$')
-	b = strconv.AppendInt(b, int64(len(p)), 10)
-	b = append(b, '\r', '\n')
-	b = append(b, p...)
-	return append(b, '\r', '\n')
 }

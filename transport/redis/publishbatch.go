@@ -31,7 +31,6 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		return nil, nil
 	}
 	raws := make([][]byte, len(msgs))
-	streams := make([]string, len(msgs))
 	for i, m := range msgs {
 		if m.Event == "" {
 			return nil, errors.New("redis: publish: event name is empty")
@@ -40,12 +39,12 @@ func (b *Broker) PublishBatch(ctx context.Context, msgs []core.Outgoing) ([]stri
 		if err != nil {
 			return nil, fmt.Errorf("redis: publish %s: %w", m.Event, err)
 		}
-		raws[i], streams[i] = raw, m.Event
+		raws[i] = raw
 	}
 	kind, threshold := b.cfg.trim(time.Now())
 	var ids []string
 	if c := b.batchConns.get(ctx); c != nil {
-		got, replyErr, connErr := publishBatchOwn(ctx, c, streams, raws, kind, threshold)
+		got, replyErr, connErr := publishBatchOwn(ctx, c, msgs, raws, kind, threshold)
 		b.batchConns.put(c)
 		b.countPublished(msgs[:len(got)])
 		ids = got

@@ -14,6 +14,7 @@ import (
 // readConn is a reader's own connection to one Redis server (not Redis
 // Cluster): it sends the reader's XACKs and XREADGROUPs in RESP2 and
 // parses the replies itself (resp.go), with no general client between.
+// PublishBatch's own connections are readConns too (batchconn.go).
 // It dials and authenticates as the broker's go-redis options say (their
 // Dialer, so TLS and the embedded server's dialer apply). One goroutine
 // uses it at a time; after any error it must be closed.

@@ -347,8 +347,8 @@ func appendCommand(b []byte, args ...string) []byte {
 	return b
 }
 
-// appendBulk appends one bulk string to b.
-func appendBulk(b []byte, s string) []byte {
+// appendBulk appends one bulk string holding s to b.
+func appendBulk[T string | []byte](b []byte, s T) []byte {
 	b = append(b, '$')
 	b = strconv.AppendInt(b, int64(len(s)), 10)
 	b = append(b, '\r', '\n')
