@@ -77,7 +77,8 @@ type limitedFrames interface {
 type payloadReader struct {
 	next  func() ([]byte, error)
 	close func()
-	// parsed is the stream's payload that next cut by parsing it, if any.
+	// stream cuts a compressed stream (nil without compression); it may
+	// have parsed the payload next returned last (parse).
 	stream *streamPayloads
 }
 
@@ -113,16 +114,16 @@ func newPayloadReader(conn frameReader, c Compression, maxPayload int64) (*paylo
 	// and a gateway payload may span messages. The decompressor reads the
 	// messages one after the other (messageStream), on the shard's own
 	// goroutine; streamPayloads cuts the inflated stream into payloads.
-	pr := newMessageStream(conn)
+	msgs := newMessageStream(conn)
 	var (
 		inflated io.Reader
 		release  = func() {}
 	)
 	switch c {
 	case CompressZlib:
-		inflated = &lazyZlib{src: pr}
+		inflated = &lazyZlib{src: msgs}
 	case CompressZstd:
-		d, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
+		d, err := zstd.NewReader(msgs, zstd.WithDecoderConcurrency(1), zstd.WithDecoderLowmem(true))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}
