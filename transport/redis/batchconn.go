@@ -102,6 +102,7 @@ func (p *batchConns) get(ctx context.Context) *batchConn {
 			p.mu.Unlock()
 			return nil
 		}
+		rc.use = "batch publishing"
 		return &batchConn{rc: rc}
 	}
 }
@@ -179,7 +180,8 @@ func publishBatchOwn(ctx context.Context, c *batchConn, msgs []core.Outgoing, ra
 		if !stop() && rc.broken == nil {
 			// The deadline was cut short, maybe after the last reply: the
 			// connection is not put back with it.
-			rc.broken = fmt.Errorf("redis: batch publishing connection: %w", context.Cause(ctx))
+			cause := context.Cause(ctx)
+			rc.markBroken(&cause)
 		}
 	}()
 	ids = make([]string, 0, len(raws))
@@ -201,7 +203,7 @@ func publishBatchOwn(ctx context.Context, c *batchConn, msgs []core.Outgoing, ra
 		if ctx.Err() != nil {
 			err = ctx.Err()
 		}
-		rc.broken = fmt.Errorf("redis: batch publishing connection: %w", err)
+		rc.markBroken(&err)
 		return ids, nil, err
 	}
 	return ids, nil, nil

@@ -365,7 +365,7 @@ type reader struct {
 	now  goredis.XReadGroupArgs
 	acks *ackQueue
 	done chan struct{}
-	// batch is handleInline's buffer.
+	// batch is hold's buffer.
 	batch []*core.Message
 
 	mu     sync.Mutex
@@ -502,23 +502,15 @@ func (r *reader) run() {
 		switch {
 		case err == nil:
 			bo.Reset()
+			msgs := r.hold(entries)
 			if c.inline {
-				r.handleInline(rc, entries)
-				clear(entries)
-				continue
-			}
-			batch := r.batch[:0]
-			for i := range entries {
-				if m := c.message(&entries[i], 1); m != nil {
-					batch = append(batch, m)
+				r.handleInline(rc, msgs)
+			} else {
+				for _, m := range msgs {
+					c.work <- m // never blocks long: the workers drain work until it closes
 				}
 			}
-			clear(entries) // the messages hold what they need
-			for _, m := range c.takeAll(batch) {
-				c.work <- m // never blocks long: the workers drain work until it closes
-			}
-			clear(batch)
-			r.batch = batch[:0]
+			clear(msgs)
 		case errors.Is(err, goredis.Nil):
 			bo.Reset() // BLOCK ran out, CLIENT UNBLOCK, or nothing to read now
 		case ctx.Err() != nil:
@@ -549,23 +541,28 @@ func (r *reader) run() {
 	}
 }
 
-// handleInline runs the handler on each entry read, in order, on the
-// reader's goroutine: all of them are held first (so that their idle time
-// is refreshed while they wait), then handled one by one, each Ack going
-// over rc (ackQueue.inline).
-func (r *reader) handleInline(rc *readConn, entries []entry) {
-	c := r.c
+// hold builds the messages of entries and holds them (consumer.takeAll),
+// all at once, so that their idle time is refreshed while they wait. The
+// slice is the reader's buffer, valid until the next call.
+func (r *reader) hold(entries []entry) []*core.Message {
 	batch := r.batch[:0]
 	for i := range entries {
-		if m := c.message(&entries[i], 1); m != nil && c.take(m) {
+		if m := r.c.message(&entries[i], 1); m != nil {
 			batch = append(batch, m)
 		}
 	}
-	for _, m := range batch {
+	clear(entries) // the messages hold what they need
+	r.batch = r.c.takeAll(batch)
+	return r.batch
+}
+
+// handleInline runs the handler on each message held, in order, on the
+// reader's goroutine, each Ack going over rc (ackQueue.inline).
+func (r *reader) handleInline(rc *readConn, msgs []*core.Message) {
+	c := r.c
+	for _, m := range msgs {
 		r.acks.inlineDo(rc, func() { c.handle(m) })
 	}
-	clear(batch)
-	r.batch = batch[:0]
 }
 
 // handleReclaimed runs the handler, on the reader's goroutine, on the

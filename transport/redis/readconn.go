@@ -29,6 +29,8 @@ type readConn struct {
 	// broken is the error that left the connection unusable (a reply may
 	// be half read): every exchange after it fails with it.
 	broken error
+	// use names what the connection is for, in broken's text.
+	use string
 }
 
 // readConnBuffer is the size of a reader connection's read buffer.
@@ -54,7 +56,7 @@ func dialReadConn(ctx context.Context, opt *goredis.Options) (*readConn, error) 
 	if err != nil {
 		return nil, err
 	}
-	c := &readConn{nc: nc, rr: newRESPReader(nc, readConnBuffer),
+	c := &readConn{nc: nc, rr: newRESPReader(nc, readConnBuffer), use: "stream reader",
 		readTimeout: timeoutOf(opt.ReadTimeout), writeTimeout: timeoutOf(opt.WriteTimeout)}
 	if err := c.hello(ctx, opt); err != nil {
 		_ = nc.Close()
@@ -249,7 +251,7 @@ func (c *readConn) ack(group, stream, id string) (err error) {
 func (c *readConn) markBroken(err *error) {
 	var rerr respError
 	if *err != nil && !errors.As(*err, &rerr) {
-		c.broken = fmt.Errorf("redis: stream reader connection: %w", *err)
+		c.broken = fmt.Errorf("redis: %s connection: %w", c.use, *err)
 	}
 }
 
