@@ -188,19 +188,31 @@ func TestZlibStreamAcrossSplitFrames(t *testing.T) {
 	}
 }
 
-func TestZstdStream(t *testing.T) {
-	want := payloads(50)
+// zstdMessages returns a function that compresses text into the next
+// message of one zstd-stream (one compression context), as Discord does:
+// each message ends a block, not the frame. Call it in stream order.
+func zstdMessages(t *testing.T) func(text string) []byte {
+	t.Helper()
 	var buf bytes.Buffer
 	zw, err := zstd.NewWriter(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return func(text string) []byte {
+		_, _ = zw.Write([]byte(text))
+		_ = zw.Flush()
+		m := append([]byte(nil), buf.Bytes()...)
+		buf.Reset()
+		return m
+	}
+}
+
+func TestZstdStream(t *testing.T) {
+	want := payloads(50)
+	message := zstdMessages(t)
 	f := &frames{}
 	for _, p := range want {
-		_, _ = zw.Write([]byte(p))
-		_ = zw.Flush() // ends a block, not the frame
-		f.msgs = append(f.msgs, append([]byte(nil), buf.Bytes()...))
-		buf.Reset()
+		f.msgs = append(f.msgs, message(p))
 	}
 	got, _ := readAll(t, f, CompressZstd)
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
@@ -231,17 +243,10 @@ func (f *streamFrames) NextReader() (int, io.Reader, error) {
 // frame) reaches the caller as it is, after the last payload.
 func TestMessageStreamReadsMessagesInTurn(t *testing.T) {
 	want := payloads(40)
-	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	message := zstdMessages(t)
 	var msgs [][]byte
 	for i, p := range want {
-		_, _ = zw.Write([]byte(p))
-		_ = zw.Flush()
-		m := append([]byte(nil), buf.Bytes()...)
-		buf.Reset()
+		m := message(p)
 		if i%4 == 0 {
 			msgs = append(msgs, m[:len(m)/2], nil, m[len(m)/2:])
 		} else {
@@ -274,18 +279,7 @@ func TestMessageStreamReadsMessagesInTurn(t *testing.T) {
 // an invalid one, is cut by the Splitter and parsed once complete, and the
 // stream goes on after an invalid payload.
 func TestStreamParsesWholePayloadsOnce(t *testing.T) {
-	var buf bytes.Buffer
-	zw, err := zstd.NewWriter(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	message := func(p string) []byte {
-		_, _ = zw.Write([]byte(p))
-		_ = zw.Flush()
-		m := append([]byte(nil), buf.Bytes()...)
-		buf.Reset()
-		return m
-	}
+	message := zstdMessages(t)
 	whole := `{"op":0,"s":1,"t":"MESSAGE_CREATE","d":{"content":"one"}}`
 	split := `{"t":"TYPING_START","s":2,"op":0,"d":{"user_id":"` + strings.Repeat("7", 3000) + `"}}`
 	invalid := `{"op":0,"s":3,"t":"X","d":{"a":tru}}`
