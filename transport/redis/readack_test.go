@@ -3,12 +3,14 @@ package redis
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/spectacles-go/spectacles/core"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // twoPublishedOneAtATime publishes two messages to a new event, then opens
@@ -151,4 +153,141 @@ func TestAckAfterTheReaderStopped(t *testing.T) {
 	if pending.Count != 0 {
 		t.Errorf("%d messages pending after the Ack returned", pending.Count)
 	}
+}
+
+// The acks of a read's messages go in one XACK, pipelined with the next
+// read: on the reader's connection (the one that sends XREADGROUP) every
+// XACK is followed by an XREADGROUP before the next XACK, and every
+// message is acknowledged exactly once. The consumer's hold limit is fixed
+// (ReadCount = 2×Concurrency) and the ack delay is an hour, so that acks go
+// only once every running handler waits for its own, never on a timer.
+func TestAcksOfAReadBatchGoInOneXACK(t *testing.T) {
+	t.Parallel()
+	url, _, raw, ev := testStream(t)
+	const total, concurrency = 1000, 50
+	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
+	for i := 0; i < total; i += 250 {
+		out := make([]core.Outgoing, 250)
+		for j := range out {
+			out[j] = core.Outgoing{Event: ev, Data: i + j}
+		}
+		if _, err := pub.PublishBatch(ctxT(t), out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	log, proxied := startCommandLog(t, url)
+	group := unique("g")
+	b := openBroker(t, proxied, Config{ReadCount: 2 * concurrency, Options: core.Options{
+		Identity: core.Identity{Group: group, Client: "c"}, Concurrency: concurrency, Logger: testLogger(t),
+	}})
+	b.ackDelay = time.Hour
+	acked := make(chan error, total)
+	if err := b.Consume(ctxT(t), []string{ev}, func(ctx context.Context, m *core.Message) {
+		acked <- m.Ack(ctx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for range total {
+		select {
+		case err := <-acked:
+			if err != nil {
+				t.Fatalf("ack: %v", err)
+			}
+		case <-time.After(brokertest.Wait):
+			t.Fatal("the acks stalled")
+		}
+	}
+	waitNoPending(t, raw, ev, group)
+
+	cmds := log.commands()
+	readerConn := 0
+	for _, c := range cmds {
+		if c.args[0] == "XREADGROUP" {
+			readerConn = c.conn
+			break
+		}
+	}
+	if readerConn == 0 {
+		t.Fatal("no XREADGROUP went through the proxy")
+	}
+	seen := make(map[string]int)
+	var reads, readerAcks, otherAcks int
+	ackedSinceRead := false
+	for _, c := range cmds {
+		switch {
+		case c.args[0] == "XREADGROUP" && c.conn == readerConn:
+			reads++
+			ackedSinceRead = false
+		case c.args[0] == "XACK":
+			for _, id := range c.args[3:] {
+				seen[id]++
+			}
+			if c.conn != readerConn {
+				otherAcks++
+				continue
+			}
+			readerAcks++
+			if ackedSinceRead {
+				t.Errorf("two XACKs on the reader's connection without a read between them (XACK of %d ids)", len(c.args)-3)
+			}
+			ackedSinceRead = true
+		}
+	}
+	if len(seen) != total {
+		t.Errorf("%d messages acknowledged, want %d", len(seen), total)
+	}
+	for id, n := range seen {
+		if n != 1 {
+			t.Errorf("%s acknowledged %d times, want once", id, n)
+		}
+	}
+	t.Logf("%d reads and %d XACKs on the reader's connection, %d XACKs on others, for %d messages", reads, readerAcks, otherAcks, total)
+}
+
+// A handler that runs on while the others ack does not hold their acks
+// back: they go once the oldest waited the ack delay, and the consumer
+// goes on with the rest of the stream meanwhile.
+func TestSlowHandlerDoesNotHoldBackTheOthersAcks(t *testing.T) {
+	t.Parallel()
+	url, _, raw, ev := testStream(t)
+	const total, concurrency = 8, 4
+	pub := openBroker(t, url, Config{Options: core.Options{Logger: testLogger(t)}})
+	for i := range total {
+		if _, err := pub.Publish(ctxT(t), ev, i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	group := unique("g")
+	b := openBroker(t, url, Config{ReadCount: 2 * concurrency, Options: core.Options{
+		Identity: core.Identity{Group: group, Client: "c"}, Concurrency: concurrency, Logger: testLogger(t),
+	}})
+	release := make(chan struct{})
+	acked := make(chan error, total)
+	var slow sync.Once
+	if err := b.Consume(ctxT(t), []string{ev}, func(ctx context.Context, m *core.Message) {
+		first := false
+		slow.Do(func() { first = true })
+		if first {
+			<-release // runs until every other message is acknowledged
+		}
+		acked <- m.Ack(ctx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range total - 1 {
+		select {
+		case err := <-acked:
+			if err != nil {
+				t.Fatalf("ack: %v", err)
+			}
+		case <-time.After(brokertest.Wait):
+			close(release)
+			t.Fatalf("only %d of the %d other messages were acknowledged while one handler ran on", i, total-1)
+		}
+	}
+	close(release)
+	if err := <-acked; err != nil {
+		t.Fatalf("the slow handler's ack: %v", err)
+	}
+	waitNoPending(t, raw, ev, group)
 }
