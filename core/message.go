@@ -78,17 +78,51 @@ type Message struct {
 
 // NewMessage assembles a message for a driver.
 func NewMessage(event, id string, raw []byte, deliveries int, codec Codec, settler Settler) *Message {
+	// One allocation for the message and its payload: a consumer makes one
+	// per message.
+	var mp messageAndPayload
+	mp.init(event, id, raw, deliveries, codec, settler)
+	return &mp.m
+}
+
+// messageAndPayload is a message with its payload, allocated together.
+type messageAndPayload struct {
+	m Message
+	p Payload
+}
+
+func (mp *messageAndPayload) init(event, id string, raw []byte, deliveries int, codec Codec, settler Settler) {
 	if codec == nil {
 		codec = Msgpack{}
 	}
-	// One allocation for the message and its payload: a consumer makes one
-	// per message.
-	both := &struct {
-		m Message
-		p Payload
-	}{p: Payload{Raw: raw, codec: codec}}
-	both.m = Message{Payload: &both.p, Event: event, ID: id, Deliveries: deliveries, settler: settler}
-	return &both.m
+	mp.p = Payload{Raw: raw, codec: codec}
+	mp.m = Message{Payload: &mp.p, Event: event, ID: id, Deliveries: deliveries, settler: settler}
+}
+
+// MessageBlockLen is how many messages a MessageBlock allocates at once.
+const MessageBlockLen = 64
+
+// MessageBlock assembles messages, as NewMessage does, for a driver that
+// makes many at once (a read of a batch of stream entries): it allocates
+// them MessageBlockLen at a time, so that a batch costs one allocation per
+// MessageBlockLen messages instead of one per message. The messages are
+// never reused (a handler may keep its message as long as it likes); one
+// that is kept keeps its block in memory, and with it the other messages
+// of the block and their payloads, until it is dropped. The zero value is
+// ready to use; a MessageBlock is not safe for concurrent use.
+type MessageBlock struct {
+	free []messageAndPayload
+}
+
+// New assembles a message, as NewMessage does, from the current block.
+func (b *MessageBlock) New(event, id string, raw []byte, deliveries int, codec Codec, settler Settler) *Message {
+	if len(b.free) == 0 {
+		b.free = make([]messageAndPayload, MessageBlockLen)
+	}
+	mp := &b.free[0]
+	b.free = b.free[1:]
+	mp.init(event, id, raw, deliveries, codec, settler)
+	return &mp.m
 }
 
 // Ack acknowledges the message: it leaves the group's pending list and is

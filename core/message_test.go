@@ -120,3 +120,38 @@ func TestConsumeEvents(t *testing.T) {
 		}
 	}
 }
+
+// A MessageBlock's messages are whole messages of their own: each has its
+// fields and payload, settles on its own, and decodes its own payload; and
+// they cost one allocation per MessageBlockLen of them.
+func TestMessageBlock(t *testing.T) {
+	ctx := context.Background()
+	var b MessageBlock
+	s := &fakeSettler{}
+	msgs := make([]*Message, MessageBlockLen+3) // across two blocks
+	for i := range msgs {
+		msgs[i] = b.New("E", strings.Repeat("x", i), mustMsgpack(map[string]any{"i": i}), i+1, nil, s)
+	}
+	if err := msgs[1].Ack(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range msgs {
+		if m.Event != "E" || m.ID != strings.Repeat("x", i) || m.Deliveries != i+1 || m.Headers != nil {
+			t.Errorf("message %d: %+v", i, m)
+		}
+		if m.Settled() != (i == 1) {
+			t.Errorf("message %d settled %v: only message 1 was acked", i, m.Settled())
+		}
+		var v map[string]int
+		if err := m.Decode(&v); err != nil || v["i"] != i {
+			t.Errorf("message %d decodes to %v, %v", i, v, err)
+		}
+		if m.Codec().Name() != "msgpack" {
+			t.Errorf("message %d codec %s, want the default", i, m.Codec().Name())
+		}
+	}
+	raw := []byte{0x01}
+	if n := testing.AllocsPerRun(4*MessageBlockLen, func() { _ = b.New("E", "1-0", raw, 1, nil, s) }); n != 0 {
+		t.Errorf("%v allocations per message, want one per block", n)
+	}
+}

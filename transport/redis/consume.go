@@ -396,8 +396,10 @@ type reader struct {
 	now  goredis.XReadGroupArgs
 	acks *ackQueue
 	done chan struct{}
-	// batch is hold's buffer.
+	// batch is hold's buffer, and block the messages it builds (one
+	// allocation per core.MessageBlockLen messages).
 	batch []*core.Message
+	block core.MessageBlock
 
 	mu     sync.Mutex
 	connID int64 // CLIENT ID of the reader's connection; 0 when unknown
@@ -573,7 +575,7 @@ func (r *reader) run() {
 func (r *reader) hold(entries []entry) []*core.Message {
 	batch := r.batch[:0]
 	for i := range entries {
-		if m := r.c.message(&entries[i], 1); m != nil {
+		if m := r.c.message(&entries[i], 1, &r.block); m != nil {
 			batch = append(batch, m)
 		}
 	}
@@ -707,9 +709,10 @@ func streamEntryOf(stream string, xm *goredis.XMessage) entry {
 	return e
 }
 
-// message builds a delivery from a stream entry; nil for an entry that was
-// deleted (it is acknowledged, there is nothing to deliver).
-func (c *consumer) message(e *entry, deliveries int) *core.Message {
+// message builds a delivery from a stream entry, from block when it is
+// set; nil for an entry that was deleted (it is acknowledged, there is
+// nothing to deliver).
+func (c *consumer) message(e *entry, deliveries int, block *core.MessageBlock) *core.Message {
 	if e.deleted {
 		ctx, cancel := context.WithTimeout(context.Background(), settleTimeout)
 		defer cancel()
@@ -718,7 +721,12 @@ func (c *consumer) message(e *entry, deliveries int) *core.Message {
 		}
 		return nil
 	}
-	m := core.NewMessage(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
+	var m *core.Message
+	if block != nil {
+		m = block.New(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
+	} else {
+		m = core.NewMessage(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
+	}
 	m.Headers = e.headers
 	return m
 }
@@ -812,7 +820,7 @@ func (c *consumer) handleClaimed(ctx context.Context, stream string, msgs []gore
 			continue
 		}
 		e := streamEntryOf(stream, &msgs[i])
-		m := c.message(&e, int(n))
+		m := c.message(&e, int(n), nil)
 		if m == nil {
 			continue
 		}

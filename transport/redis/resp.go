@@ -59,6 +59,11 @@ func (a *arena) take(n int) []byte {
 type respReader struct {
 	br      *bufio.Reader
 	scratch []byte
+	// ids and idEnds gather a reply's entry ids (streams), which then
+	// become one string that every entry's id is cut from: one allocation
+	// per read, not one per entry.
+	ids    []byte
+	idEnds []int
 }
 
 func newRESPReader(r io.Reader, size int) *respReader {
@@ -157,13 +162,15 @@ func (rr *respReader) body(n int, dst []byte) ([]byte, error) {
 	} else if _, err := io.ReadFull(rr.br, dst); err != nil {
 		return nil, noEOF(err)
 	}
-	var crlf [2]byte
-	if _, err := io.ReadFull(rr.br, crlf[:]); err != nil {
+	// Peek, not a read into a local array: that would escape to the heap.
+	crlf, err := rr.br.Peek(2)
+	if err != nil {
 		return nil, noEOF(err)
 	}
-	if crlf != [2]byte{'\r', '\n'} {
+	if crlf[0] != '\r' || crlf[1] != '\n' {
 		return nil, fmt.Errorf("%w: bulk string not followed by CRLF", errRESPProtocol)
 	}
+	_, _ = rr.br.Discard(2)
 	return dst, nil
 }
 
@@ -245,6 +252,26 @@ type entry struct {
 // dst. known are the stream names read, reused instead of allocated. A
 // null reply (nothing to read) returns dst unchanged.
 func (rr *respReader) streams(dst []entry, a *arena, known []string) ([]entry, error) {
+	first := len(dst)
+	rr.ids, rr.idEnds = rr.ids[:0], rr.idEnds[:0]
+	dst, err := rr.streamEntries(dst, a, known)
+	// After an error the last id read may belong to no entry.
+	if ends := rr.idEnds[:len(dst)-first]; len(ends) > 0 {
+		ids, start := string(rr.ids[:ends[len(ends)-1]]), 0
+		for i, end := range ends {
+			dst[first+i].id = ids[start:end]
+			start = end
+		}
+	}
+	if cap(rr.ids) > arenaChunk {
+		rr.ids, rr.idEnds = nil, nil // after a huge read: not kept
+	}
+	return dst, err
+}
+
+// streamEntries is streams but for the entries' ids, which it gathers in
+// rr.ids.
+func (rr *respReader) streamEntries(dst []entry, a *arena, known []string) ([]entry, error) {
 	n, err := rr.arrayLen()
 	if err != nil {
 		return dst, err
@@ -284,7 +311,8 @@ func (rr *respReader) streams(dst []entry, a *arena, known []string) ([]entry, e
 	return dst, nil
 }
 
-// entry reads one [id, [field, value, ...]] element.
+// entry reads one [id, [field, value, ...]] element. Its id is appended
+// to rr.ids (see streams), not set.
 func (rr *respReader) entry(stream string, a *arena) (entry, error) {
 	if k, err := rr.arrayLen(); err != nil {
 		return entry{}, err
@@ -295,7 +323,9 @@ func (rr *respReader) entry(stream string, a *arena) (entry, error) {
 	if err != nil {
 		return entry{}, err
 	}
-	e := entry{stream: stream, id: string(id)}
+	rr.ids = append(rr.ids, id...)
+	rr.idEnds = append(rr.idEnds, len(rr.ids))
+	e := entry{stream: stream}
 	fields, err := rr.arrayLen()
 	if err != nil {
 		return entry{}, err

@@ -43,7 +43,8 @@ func TestRESPStreams(t *testing.T) {
 		xentry("4-0"),                  // no fields at all
 		xentry("5-0", "data", ""),
 	)
-	rr := newRESPReader(strings.NewReader(reply+"*-1\r\n"), 4096)
+	second := xreply("ev", xentry("6-0", "data", "again"))
+	rr := newRESPReader(strings.NewReader(reply+"*-1\r\n"+second), 4096)
 	var a arena
 	got, err := rr.streams(nil, &a, []string{"ev"})
 	if err != nil {
@@ -78,6 +79,17 @@ func TestRESPStreams(t *testing.T) {
 	more, err := rr.streams(nil, &a, nil)
 	if err != nil || len(more) != 0 {
 		t.Fatalf("null reply: %v, %v", more, err)
+	}
+	// The ids of a read are cut from one string per read: a later read
+	// leaves them as they were.
+	later, err := rr.streams(nil, &a, nil)
+	if err != nil || len(later) != 1 || later[0].id != "6-0" || later[0].stream != "ev" {
+		t.Fatalf("second read: %+v, %v", later, err)
+	}
+	for i, want := range []string{"1-0", "2-0", "3-0", "4-0", "5-0"} {
+		if got[i].id != want {
+			t.Errorf("after a second read, entry %d's id is %q, want %q", i, got[i].id, want)
+		}
 	}
 }
 
