@@ -64,9 +64,6 @@ type Broker struct {
 	batchConns *batchConns
 	replies    *replies
 	held       *heldSet
-	// ackDelay bounds how long a consumer's queued ack waits for the
-	// others' (ackQueue.due): the constant ackDelay, longer in tests.
-	ackDelay time.Duration
 	// presence announces the broker once it consumes (presence.go).
 	presence *presence
 	// unhandled counts publishes no group reads (unhandled.go).
@@ -133,7 +130,6 @@ func NewWithClient(client goredis.UniversalClient, cfg Config) (*Broker, error) 
 	b.batchConns = newBatchConns(b.client)
 	b.replies = newReplies(b)
 	b.held = newHeldSet()
-	b.ackDelay = ackDelay
 	b.presence = newPresence(b)
 	go b.unhandledLoop()
 	return b, nil

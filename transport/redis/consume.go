@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
@@ -43,10 +43,8 @@ const (
 // for about one handler's time or 10 ms at most, and stream order holds
 // with Concurrency 1. Acks ride on the reads: those
 // queued while the reader does not block go in one XACK per stream,
-// pipelined before its next XREADGROUP, once every running handler waits
-// for its ack or the oldest waited a millisecond (readack.go), so that
-// with fast handlers a read's messages are acknowledged together; Ack
-// returns once Redis confirmed. A message this client holds, waiting for a handler or
+// pipelined before its next XREADGROUP (readack.go), and Ack returns once
+// Redis confirmed. A message this client holds, waiting for a handler or
 // being handled, is never taken over by this client itself nor counted as
 // a new delivery; its idle time is refreshed every MessageTimeout/4
 // (XCLAIM ... RETRYCOUNT n JUSTID, which keeps its delivery count), so that
@@ -145,9 +143,6 @@ type consumer struct {
 	// acks is, by stream, the ack queue of the reader that reads it
 	// (readack.go); set before the readers start, read-only after.
 	acks map[string]*ackQueue
-	// running counts the handlers running, and ackWaiting the acks queued
-	// on the readers' queues (readack.go).
-	running, ackWaiting atomic.Int32
 
 	mu       sync.Mutex
 	inflight int           // messages taken and not yet finished: queued or running
@@ -165,15 +160,7 @@ type consumer struct {
 // left pending, for redelivery), and ends m's hold.
 func (c *consumer) handle(m *core.Message) {
 	if c.runCtx.Err() == nil {
-		c.running.Add(1)
 		core.RunHandler(c.hctx, c.b.log, c.h, m)
-		if n, w := c.running.Add(-1), c.ackWaiting.Load(); w > 0 && w >= n {
-			// The handlers still running all wait for their acks: those
-			// queued are due (ackQueue.due).
-			for _, q := range c.acks {
-				q.notify()
-			}
-		}
 	}
 	c.done(m)
 }
@@ -187,50 +174,32 @@ func (c *consumer) room() int {
 }
 
 // waitRoom waits until no more than half the hold limit is held, or until
-// the acks queued on q are due (ackQueue.due; inline, it does not wait),
-// and returns how many more messages the consumer may take (not counting
-// the queued acks' messages) and the limit then. Readers thus read again
-// once at least half the limit fits, not once per finished handler, and
-// send a read batch's acks together.
+// acks are queued on q (inline, it does not wait), and returns how many more messages the consumer
+// may take (not counting the queued acks' messages) and the limit then.
+// Readers thus read again once at least half the limit fits, not once per
+// finished handler.
 func (c *consumer) waitRoom(ctx context.Context, q *ackQueue) (room, limit int, ok bool) {
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-	}()
 	for {
 		c.mu.Lock()
 		c.hold.adapt(time.Now())
-		limit, room = c.hold.limit, c.hold.limit-c.inflight
+		limit := c.hold.limit
 		// Inline, the reader itself finishes what the consumer holds: it
 		// never waits for room.
 		if c.inline || c.inflight <= limit/2 {
+			n := limit - c.inflight
 			c.mu.Unlock()
-			return room, limit, true
+			return n, limit, true
 		}
 		if c.freed == nil {
 			c.freed = make(chan struct{})
 		}
 		freed := c.freed
+		n := limit - c.inflight
 		c.mu.Unlock()
-		due, at := q.due()
-		if due {
-			return room, limit, true
-		}
-		var expired <-chan time.Time
-		if !at.IsZero() {
-			if timer == nil {
-				timer = time.NewTimer(time.Until(at))
-			} else {
-				timer.Reset(time.Until(at))
-			}
-			expired = timer.C
-		}
 		select {
 		case <-freed:
 		case <-q.wake:
-		case <-expired:
+			return n, limit, true
 		case <-ctx.Done():
 			return 0, limit, false
 		}
@@ -419,7 +388,7 @@ func newReader(c *consumer, streams []string) *reader {
 			Streams:  ids,
 			Block:    c.b.cfg.Block,
 		},
-		acks: newAckQueue(c.b.cfg.Identity.Group, &c.ackWaiting, &c.running, c.b.ackDelay),
+		acks: newAckQueue(c.b.cfg.Identity.Group),
 		done: make(chan struct{}),
 	}
 	r.now = r.args
@@ -492,6 +461,12 @@ func (r *reader) run() {
 		if c.inline && room <= 0 {
 			continue // the reclaim loop filled the room meanwhile
 		}
+		if r.acks.queued() > 0 {
+			// Acks are queued: let the other handlers that are about to ack
+			// run once, so that this round trip carries theirs too (as the
+			// batcher lets its callers run before it flushes).
+			runtime.Gosched()
+		}
 		acks := r.acks.take(false)
 		if len(acks) == 0 {
 			if limit-room > limit/2 {
@@ -502,15 +477,14 @@ func (r *reader) run() {
 			acks = r.acks.take(true)
 		}
 		// The queued acks, and a read: a blocking one when nothing is
-		// queued, else one that does not block, for the room the consumer
-		// has once their messages are done (Redis runs the XACK before the
-		// read). The acks go anyway, so the read costs no round trip of
-		// its own.
+		// queued, else one that does not block, when the consumer has room
+		// once their messages are done (Redis runs the XACK before the
+		// read).
 		var read *goredis.XReadGroupArgs
 		if len(acks) == 0 {
 			r.args.Count = r.readCount(room)
 			read = &r.args
-		} else if room += len(acks); room > 0 {
+		} else if room += len(acks); limit-room <= limit/2 {
 			r.now.Count = r.readCount(room)
 			read = &r.now
 		}

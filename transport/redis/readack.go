@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 )
@@ -13,24 +12,12 @@ import (
 // Acknowledgements ride on the reads. A consumer's handlers queue their
 // acks on the reader that delivered the message; the reader sends what is
 // queued as one XACK per stream, pipelined with its next XREADGROUP (which
-// then does not block), and signals each Ack once Redis confirmed it.
-//
-// The reader sends queued acks once they are due (ackQueue.due): when
-// every handler still running waits for its ack (nothing more can come
-// before they are sent), when the consumer has room for a read anyway, or
-// when the oldest has waited ackDelay (a slow handler does not hold back
-// the others' acks for longer). With fast handlers a read's messages are
-// thus acknowledged by one XACK, pipelined with the next read, and Redis
-// gets one round trip per read batch instead of a read plus a round trip
-// per handful of acks.
-//
+// then does not block), and signals each Ack once Redis confirmed it. A
+// batch of messages thus costs one round trip for its acks and the next
+// read together, instead of a read plus a round trip per handful of acks.
 // While the reader blocks in XREADGROUP (nothing to read, nothing queued),
-// or after it stopped, acks go through the broker's batcher instead, so
+// or after it stopped, acks go through the broker's batcher as before, so
 // an Ack never waits for a blocking read.
-
-// ackDelay is how long a queued ack waits at most for the acks of the
-// handlers still running, to go in the same XACK.
-const ackDelay = time.Millisecond
 
 // ackQueue is a reader's queue of acknowledgements.
 type ackQueue struct {
@@ -39,17 +26,9 @@ type ackQueue struct {
 	// direct is set while the reader is in a blocking read and once it has
 	// stopped: acks then go through the batcher.
 	direct bool
-	// since is when the oldest queued ack was queued.
-	since time.Time
-	// wake holds a token when acks may be due, to wake a reader that
-	// waits for room: when the first is queued, and when the acks queued
-	// catch up with the handlers running.
+	// wake holds a token while acks are pending, to wake a reader that
+	// waits for room.
 	wake chan struct{}
-	// waiting counts the acks queued on all the consumer's queues, and
-	// running the consumer's handlers that are running (consumer.handle).
-	waiting, running *atomic.Int32
-	// delay is how long the oldest queued ack waits at most (ackDelay).
-	delay time.Duration
 
 	// inline is the reader's connection while the reader runs a handler
 	// itself (Concurrency 1): an Ack then sends its XACK over it at once.
@@ -59,8 +38,8 @@ type ackQueue struct {
 	group  string
 }
 
-func newAckQueue(group string, waiting, running *atomic.Int32, delay time.Duration) *ackQueue {
-	return &ackQueue{wake: make(chan struct{}, 1), group: group, waiting: waiting, running: running, delay: delay}
+func newAckQueue(group string) *ackQueue {
+	return &ackQueue{wake: make(chan struct{}, 1), group: group}
 }
 
 // inlineDo runs f, a handler the reader runs itself, with acks going
@@ -107,13 +86,10 @@ func (q *ackQueue) ack(ctx context.Context, bt *batcher, stream, id string) (boo
 	o := bt.get()
 	o.kind, o.ctx, o.stream, o.id = opXAck, ctx, stream, id
 	q.pending = append(q.pending, o)
-	first := len(q.pending) == 1
-	if first {
-		q.since = time.Now()
-	}
 	q.mu.Unlock()
-	if n := q.waiting.Add(1); first || n >= q.running.Load() {
-		q.notify()
+	select {
+	case q.wake <- struct{}{}:
+	default:
 	}
 	select {
 	case <-o.done:
@@ -128,14 +104,6 @@ func (q *ackQueue) ack(ctx context.Context, bt *batcher, stream, id string) (boo
 	}
 }
 
-// notify wakes the reader if it waits.
-func (q *ackQueue) notify() {
-	select {
-	case q.wake <- struct{}{}:
-	default:
-	}
-}
-
 // take returns the queued acks, leaving the queue empty. With block set
 // and nothing queued, it marks the queue direct (the reader is about to
 // block) and returns nil.
@@ -144,25 +112,17 @@ func (q *ackQueue) take(block bool) []*op {
 	defer q.mu.Unlock()
 	ops := q.pending
 	q.pending = nil
-	q.waiting.Add(-int32(len(ops)))
 	if len(ops) == 0 && block {
 		q.direct = true
 	}
 	return ops
 }
 
-// due reports whether the queued acks should be sent now: some are queued
-// and every running handler waits for its ack, or the oldest has waited
-// its delay. When they are not due yet, at is when they will be (zero when
-// none are queued).
-func (q *ackQueue) due() (due bool, at time.Time) {
+// queued reports how many acks wait for the reader.
+func (q *ackQueue) queued() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.pending) == 0 {
-		return false, time.Time{}
-	}
-	at = q.since.Add(q.delay)
-	return q.waiting.Load() >= q.running.Load() || !time.Now().Before(at), at
+	return len(q.pending)
 }
 
 // setDirect sets whether acks bypass the reader.
