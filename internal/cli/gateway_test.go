@@ -21,6 +21,7 @@ import (
 	"github.com/spectacles-go/spectacles/gateway"
 	"github.com/spectacles-go/spectacles/gateway/gatewaytest"
 	"github.com/spectacles-go/spectacles/gateway/simulator"
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 	redistransport "github.com/spectacles-go/spectacles/transport/redis"
 	"github.com/spectacles-go/spectacles/transport/redis/redistest"
 )
@@ -284,6 +285,7 @@ func startChildRedis(t *testing.T) *childRedis {
 	_, port, _ := net.SplitHostPort(addr)
 	cmd := exec.Command(bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", t.TempDir(), "--loglevel", "warning")
+	brokertest.DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}

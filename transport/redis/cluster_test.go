@@ -37,6 +37,7 @@ func startCluster(t *testing.T) (string, bool) {
 		dir := t.TempDir()
 		cmd := exec.Command(server, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
 			"--cluster-config-file", dir+"/nodes.conf", "--save", "", "--appendonly", "no", "--dir", dir, "--loglevel", "warning")
+		brokertest.DieWithTest(cmd)
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}

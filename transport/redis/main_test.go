@@ -161,6 +161,7 @@ func (c *childRedis) start(t testing.TB) {
 	for range 3 {
 		cmd := exec.Command(c.bin, "--port", strconv.Itoa(c.port), "--bind", "127.0.0.1",
 			"--save", "", "--appendonly", "no", "--dir", c.dir, "--loglevel", "warning")
+		brokertest.DieWithTest(cmd)
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start redis-server: %v", err)
 		}

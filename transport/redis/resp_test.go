@@ -194,6 +194,7 @@ func TestReadConnAuthAndExchange(t *testing.T) {
 	_ = l.Close()
 	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--requirepass", "s3cret")
+	brokertest.DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -136,6 +136,7 @@ func TestConsumeOverTLS(t *testing.T) {
 	_ = l.Close()
 	cmd := exec.Command(bin, "--port", "0", "--tls-port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--tls-cert-file", certFile, "--tls-key-file", keyFile, "--tls-auth-clients", "no", "--save", "", "--appendonly", "no")
+	brokertest.DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
