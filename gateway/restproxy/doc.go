@@ -25,7 +25,9 @@
 //     when Discord has surely counted the request: whatever the latency,
 //     every second Discord counts holds at most the limit. Interaction
 //     callbacks and interaction webhooks are exempt.
-//   - A 429 is handled by its scope: global pauses the token, shared and
+//   - A 429 is handled by its scope: global pauses the token for
+//     Retry-After + Config.GlobalMargin (Discord rounds Retry-After to the
+//     millisecond, so a retry at exactly it may come early), shared and
 //     user pause the bucket for Retry-After (shared 429s are not invalid
 //     requests), a sublimit (429 while Remaining > 0) waits for that
 //     request only, and Cloudflare's ban (no rate-limit headers, no Via)
