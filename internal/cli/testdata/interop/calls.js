@@ -22,20 +22,32 @@ function client() {
 
 async function main() {
   const redis = client();
-  let call, close;
+  let call, close, clients;
   if (peer === 'djs') {
     const { RPCRedisBroker } = require('@discordjs/brokers');
     const b = new RPCRedisBroker(redis, { group: 'interop-caller' });
     call = (data) => b.call(event, data, timeout);
     close = () => { redis.disconnect(); b.streamReadClient.disconnect(); };
+    clients = [redis, b.streamReadClient];
   } else if (peer === 'sjs') {
     const { Redis: RedisBroker } = require('@spectacles/brokers');
     const b = new RedisBroker('interop-caller', redis);
     call = (data) => b.call(event, data, { timeout });
     close = () => b.disconnect();
+    clients = [redis, b._rpcReadClient, b._streamReadClient];
   } else {
     throw new Error(`unknown peer ${peer}`);
   }
+  // Both peers subscribe to a call's reply channel on a connection of
+  // their own (redis.duplicate()) that they never wait for. A call made
+  // before that connection is ready sends its SUBSCRIBE ahead of ioredis's
+  // ready check, which ioredis then refuses in subscriber mode ("Connection
+  // in subscriber mode, only subscriber commands may be used"): it drops
+  // the connection, and the calls already subscribed never get their
+  // replies (they time out). A bug of the peers (ioredis's ready check
+  // and their not waiting for it), not of the responder: wait until every
+  // connection is ready, as a long-running service is by its first call.
+  await Promise.all(clients.map((c) => c.status === 'ready' ? null : new Promise((resolve) => c.once('ready', resolve))));
   let answered = 0, wrong = 0;
   const errors = {};
   let next = 0;
