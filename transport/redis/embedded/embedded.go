@@ -187,6 +187,10 @@ type clients struct {
 	blocked map[*server.Peer]struct{} // peers in a blocking command
 	conns   map[*server.Peer]struct{} // peers of connections (not scripts')
 	own     map[*server.Peer]struct{} // peers of the hook's own commands, while they run
+	inTx    map[*server.Peer]struct{} // connections' peers between MULTI and EXEC/DISCARD
+	passing map[*server.Peer]struct{} // peers whose (P)SUBSCRIBE the hook hands to miniredis now
+
+	ps *pubsub // PUBLISH, in order with each subscriber's replies (pubsub.go)
 
 	clock    func(time.Duration) // runs TTLs down (Miniredis.FastForward)
 	tickMu   sync.Mutex
@@ -199,6 +203,9 @@ func (c *clients) init(clock func(time.Duration)) {
 	c.blocked = map[*server.Peer]struct{}{}
 	c.conns = map[*server.Peer]struct{}{}
 	c.own = map[*server.Peer]struct{}{}
+	c.inTx = map[*server.Peer]struct{}{}
+	c.passing = map[*server.Peer]struct{}{}
+	c.ps = newPubsub()
 	c.clock = clock
 	c.lastTick = time.Now()
 }
@@ -225,8 +232,24 @@ func (c *clients) direct(p *server.Peer) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		delete(c.conns, p)
+		delete(c.inTx, p)
+		delete(c.passing, p)
 	})
 	return true
+}
+
+// flag reports whether p is in set, and sets or clears it as to says
+// (nil: leaves it).
+func (c *clients) flag(set map[*server.Peer]struct{}, p *server.Peer, to *bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, was := set[p]
+	if to != nil && *to {
+		set[p] = struct{}{}
+	} else if to != nil {
+		delete(set, p)
+	}
+	return was
 }
 
 // tick runs TTLs down by the time since the last tick, once a
@@ -271,14 +294,38 @@ func (c *clients) server() *server.Server {
 	return c.srv
 }
 
-// hook handles CLIENT ID and CLIENT UNBLOCK and tracks which peers block;
-// it returns false to let miniredis run the command.
+// hook handles CLIENT ID and CLIENT UNBLOCK, PUBLISH and the
+// subscriptions (pubsub.go), and tracks which peers block; it returns
+// false to let miniredis run the command.
 func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
 	direct := c.direct(p)
 	if direct {
 		c.tick()
 	}
+	on, off := true, false
 	switch {
+	case direct && cmd == "MULTI":
+		c.flag(c.inTx, p, &on)
+		return false
+	case direct && (cmd == "EXEC" || cmd == "DISCARD"):
+		c.flag(c.inTx, p, &off)
+		return false
+	case cmd == "PUBLISH" && len(args) == 2 && !(direct && (c.flag(c.inTx, p, nil) || c.ps.inSubscriberMode(p))):
+		// A script's PUBLISH too: delivering takes no lock of miniredis's.
+		p.WriteInt(c.ps.publish(args[0], args[1]))
+		return true
+	case direct && (cmd == "SUBSCRIBE" || cmd == "PSUBSCRIBE") && len(args) > 0 && !c.flag(c.inTx, p, nil):
+		if c.flag(c.passing, p, nil) {
+			return false // the nested Dispatch below: miniredis's turn
+		}
+		c.flag(c.passing, p, &on)
+		c.server().Dispatch(p, append([]string{cmd}, args...))
+		c.flag(c.passing, p, &off)
+		c.ps.subscribed(p, cmd == "PSUBSCRIBE", args)
+		return true
+	case direct && (cmd == "UNSUBSCRIBE" || cmd == "PUNSUBSCRIBE") && !c.flag(c.inTx, p, nil):
+		c.ps.unsubscribing(p, cmd == "PUNSUBSCRIBE", args)
+		return false
 	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "ID"):
 		if len(args) != 1 {
 			p.WriteError("ERR wrong number of arguments for 'client|id' command")
