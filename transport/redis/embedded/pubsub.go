@@ -83,24 +83,11 @@ func (ps *pubsub) inSubscriberMode(p *server.Peer) bool {
 
 // forget drops every subscription of p: its connection ended.
 func (ps *pubsub) forget(p *server.Peer) {
+	ps.unsubscribing(p, false, nil)
+	ps.unsubscribing(p, true, nil)
 	ps.mu.Lock()
-	s := ps.peers[p]
 	delete(ps.peers, p)
 	ps.mu.Unlock()
-	if s == nil {
-		return
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	for ch := range s.channels {
-		ps.drop(ps.channels, ch, p)
-	}
-	for pat := range s.patterns {
-		ps.drop(ps.patterns, pat, p)
-	}
-	s.channels, s.patterns = map[string]struct{}{}, map[string]struct{}{}
 }
 
 // drop removes p from index[name]. ps.mu is held.
