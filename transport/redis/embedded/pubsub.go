@@ -100,6 +100,15 @@ func (ps *pubsub) drop(index map[string]map[*server.Peer]*subscriber, name strin
 	}
 }
 
+// sets returns s's channels and the index of subscribers by channel, or
+// its patterns and the index by pattern when pattern is set.
+func (ps *pubsub) sets(s *subscriber, pattern bool) (own map[string]struct{}, index map[string]map[*server.Peer]*subscriber) {
+	if pattern {
+		return s.patterns, ps.patterns
+	}
+	return s.channels, ps.channels
+}
+
 // subscribed records that p subscribed to names (patterns when pattern is
 // set), after miniredis wrote the replies.
 func (ps *pubsub) subscribed(p *server.Peer, pattern bool, names []string) {
@@ -108,10 +117,7 @@ func (ps *pubsub) subscribed(p *server.Peer, pattern bool, names []string) {
 	defer s.mu.Unlock()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	own, index := s.channels, ps.channels
-	if pattern {
-		own, index = s.patterns, ps.patterns
-	}
+	own, index := ps.sets(s, pattern)
 	for _, n := range names {
 		own[n] = struct{}{}
 		m := index[n]
@@ -137,10 +143,7 @@ func (ps *pubsub) unsubscribing(p *server.Peer, pattern bool, names []string) {
 	defer s.mu.Unlock()
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	own, index := s.channels, ps.channels
-	if pattern {
-		own, index = s.patterns, ps.patterns
-	}
+	own, index := ps.sets(s, pattern)
 	if len(names) == 0 {
 		for n := range own {
 			names = append(names, n)
