@@ -238,18 +238,23 @@ func (c *clients) direct(p *server.Peer) bool {
 	return true
 }
 
-// flag reports whether p is in set, and sets or clears it as to says
-// (nil: leaves it).
-func (c *clients) flag(set map[*server.Peer]struct{}, p *server.Peer, to *bool) bool {
+// has reports whether p is in set.
+func (c *clients) has(set map[*server.Peer]struct{}, p *server.Peer) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, was := set[p]
-	if to != nil && *to {
+	_, ok := set[p]
+	return ok
+}
+
+// mark puts p in set, or takes it out.
+func (c *clients) mark(set map[*server.Peer]struct{}, p *server.Peer, in bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if in {
 		set[p] = struct{}{}
-	} else if to != nil {
+	} else {
 		delete(set, p)
 	}
-	return was
 }
 
 // tick runs TTLs down by the time since the last tick, once a
@@ -302,28 +307,26 @@ func (c *clients) hook(p *server.Peer, cmd string, args ...string) bool {
 	if direct {
 		c.tick()
 	}
-	on, off := true, false
 	switch {
 	case direct && cmd == "MULTI":
-		c.flag(c.inTx, p, &on)
+		c.mark(c.inTx, p, true)
 		return false
 	case direct && (cmd == "EXEC" || cmd == "DISCARD"):
-		c.flag(c.inTx, p, &off)
+		c.mark(c.inTx, p, false)
 		return false
-	case cmd == "PUBLISH" && len(args) == 2 && !(direct && (c.flag(c.inTx, p, nil) || c.ps.inSubscriberMode(p))):
+	case cmd == "PUBLISH" && len(args) == 2 && !(direct && (c.has(c.inTx, p) || c.ps.inSubscriberMode(p))):
 		// A script's PUBLISH too: delivering takes no lock of miniredis's.
 		p.WriteInt(c.ps.publish(args[0], args[1]))
 		return true
-	case direct && (cmd == "SUBSCRIBE" || cmd == "PSUBSCRIBE") && len(args) > 0 && !c.flag(c.inTx, p, nil):
-		if c.flag(c.passing, p, nil) {
-			return false // the nested Dispatch below: miniredis's turn
+	case direct && (cmd == "SUBSCRIBE" || cmd == "PSUBSCRIBE") && len(args) > 0 && !c.has(c.inTx, p):
+		// miniredis subscribes and replies; then the subscription is
+		// recorded, so that no message comes before the reply.
+		if !c.dispatchOnce(c.passing, p, cmd, args) {
+			return false // the nested Dispatch: miniredis's turn
 		}
-		c.flag(c.passing, p, &on)
-		c.server().Dispatch(p, append([]string{cmd}, args...))
-		c.flag(c.passing, p, &off)
 		c.ps.subscribed(p, cmd == "PSUBSCRIBE", args)
 		return true
-	case direct && (cmd == "UNSUBSCRIBE" || cmd == "PUNSUBSCRIBE") && !c.flag(c.inTx, p, nil):
+	case direct && (cmd == "UNSUBSCRIBE" || cmd == "PUNSUBSCRIBE") && !c.has(c.inTx, p):
 		c.ps.unsubscribing(p, cmd == "PUNSUBSCRIBE", args)
 		return false
 	case cmd == "CLIENT" && len(args) > 0 && strings.EqualFold(args[0], "ID"):
@@ -451,18 +454,22 @@ func (c *clients) wake() {
 // runBlocking runs a blocking command, counting p as blocked meanwhile. The
 // nested Dispatch comes back to the hook, which lets it through.
 func (c *clients) runBlocking(p *server.Peer, cmd string, args []string) bool {
+	return c.dispatchOnce(c.blocked, p, cmd, args)
+}
+
+// dispatchOnce has miniredis run cmd for p with p in set meanwhile, and
+// reports true; it reports false, doing nothing, when p is in set already:
+// the call is the nested Dispatch coming back to the hook, which must
+// then let miniredis run it.
+func (c *clients) dispatchOnce(set map[*server.Peer]struct{}, p *server.Peer, cmd string, args []string) bool {
 	c.mu.Lock()
-	if _, nested := c.blocked[p]; nested {
+	if _, nested := set[p]; nested {
 		c.mu.Unlock()
 		return false
 	}
-	c.blocked[p] = struct{}{}
+	set[p] = struct{}{}
 	c.mu.Unlock()
-	defer func() {
-		c.mu.Lock()
-		delete(c.blocked, p)
-		c.mu.Unlock()
-	}()
+	defer c.mark(set, p, false)
 	c.server().Dispatch(p, append([]string{cmd}, args...))
 	return true
 }
