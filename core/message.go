@@ -109,13 +109,17 @@ const MessageBlockLen = 64
 // never reused (a handler may keep its message as long as it likes); one
 // that is kept keeps its block in memory, and with it the other messages
 // of the block and their payloads, until it is dropped. The zero value is
-// ready to use; a MessageBlock is not safe for concurrent use.
+// ready to use, and a nil *MessageBlock assembles each message on its own
+// (NewMessage); a MessageBlock is not safe for concurrent use.
 type MessageBlock struct {
 	free []messageAndPayload
 }
 
 // New assembles a message, as NewMessage does, from the current block.
 func (b *MessageBlock) New(event, id string, raw []byte, deliveries int, codec Codec, settler Settler) *Message {
+	if b == nil {
+		return NewMessage(event, id, raw, deliveries, codec, settler)
+	}
 	if len(b.free) == 0 {
 		b.free = make([]messageAndPayload, MessageBlockLen)
 	}

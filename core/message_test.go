@@ -150,6 +150,10 @@ func TestMessageBlock(t *testing.T) {
 			t.Errorf("message %d codec %s, want the default", i, m.Codec().Name())
 		}
 	}
+	var none *MessageBlock
+	if m := none.New("E", "1-0", []byte{0x01}, 2, nil, s); m.ID != "1-0" || m.Deliveries != 2 || m.Codec().Name() != "msgpack" {
+		t.Errorf("nil block's message: %+v", m)
+	}
 	raw := []byte{0x01}
 	if n := testing.AllocsPerRun(4*MessageBlockLen, func() { _ = b.New("E", "1-0", raw, 1, nil, s) }); n != 0 {
 		t.Errorf("%v allocations per message, want one per block", n)

@@ -683,8 +683,8 @@ func streamEntryOf(stream string, xm *goredis.XMessage) entry {
 	return e
 }
 
-// message builds a delivery from a stream entry, from block when it is
-// set; nil for an entry that was deleted (it is acknowledged, there is
+// message builds a delivery from a stream entry, from block (nil: on its
+// own, core.MessageBlock.New); nil for an entry that was deleted (it is acknowledged, there is
 // nothing to deliver).
 func (c *consumer) message(e *entry, deliveries int, block *core.MessageBlock) *core.Message {
 	if e.deleted {
@@ -695,12 +695,7 @@ func (c *consumer) message(e *entry, deliveries int, block *core.MessageBlock) *
 		}
 		return nil
 	}
-	var m *core.Message
-	if block != nil {
-		m = block.New(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
-	} else {
-		m = core.NewMessage(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
-	}
+	m := block.New(e.stream, e.id, e.raw, deliveries, c.b.cfg.Codec, c.settler)
 	m.Headers = e.headers
 	return m
 }
