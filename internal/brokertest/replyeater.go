@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,44 +36,22 @@ type ReplyEater struct {
 	// Eaten counts the commands whose reply was swallowed.
 	Eaten atomic.Int32
 
-	l        net.Listener
-	target   string
+	*Proxy
 	cfg      EaterConfig
 	triggers [][]byte
 	once     atomic.Bool
-	wg       sync.WaitGroup
-	mu       sync.Mutex
-	conns    []net.Conn
 }
 
 // StartReplyEater starts a ReplyEater in front of target, closed when t
 // ends.
 func StartReplyEater(t testing.TB, target string, cfg EaterConfig) *ReplyEater {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &ReplyEater{l: l, target: target, cfg: cfg}
+	p := &ReplyEater{cfg: cfg}
 	for _, tr := range cfg.Triggers {
 		p.triggers = append(p.triggers, []byte(tr))
 	}
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
+	p.Proxy = StartProxy(t, target, p.pipe)
 	return p
-}
-
-// Addr is the host:port clients dial instead of the target.
-func (p *ReplyEater) Addr() string { return p.l.Addr().String() }
-
-func (p *ReplyEater) close() {
-	_ = p.l.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
 
 // triggered reports whether b holds a trigger whose reply is to be
@@ -89,60 +66,47 @@ func (p *ReplyEater) triggered(b []byte) bool {
 	return false
 }
 
-func (p *ReplyEater) accept() {
-	for {
-		client, err := p.l.Accept()
-		if err != nil {
-			return
-		}
-		server, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = client.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, client, server)
-		p.mu.Unlock()
-		var swallow atomic.Bool
-		p.wg.Go(func() { // server → client, until the trigger
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := server.Read(buf)
-				if n > 0 && !swallow.Load() {
-					if _, werr := client.Write(buf[:n]); werr != nil {
-						return
-					}
-				}
-				if err != nil {
+// pipe forwards one connection until its client sends a trigger.
+func (p *ReplyEater) pipe(px *Proxy, _ int, client, server net.Conn) {
+	var swallow atomic.Bool
+	px.Go(func() { // server → client, until the trigger
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := server.Read(buf)
+			if n > 0 && !swallow.Load() {
+				if _, werr := client.Write(buf[:n]); werr != nil {
 					return
 				}
 			}
-		})
-		p.wg.Go(func() { // client → server
-			defer server.Close()
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := client.Read(buf)
-				if n > 0 {
-					if p.triggered(buf[:n]) {
-						swallow.Store(true)
-						_, _ = server.Write(buf[:n])
-						p.Eaten.Add(1)
-						time.Sleep(p.cfg.Settle) // let the server run it
-						if p.cfg.Drop {
-							_ = client.Close()
-						}
-						_, _ = io.Copy(io.Discard, client)
-						return
+			if err != nil {
+				return
+			}
+		}
+	})
+	px.Go(func() { // client → server
+		defer server.Close()
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := client.Read(buf)
+			if n > 0 {
+				if p.triggered(buf[:n]) {
+					swallow.Store(true)
+					_, _ = server.Write(buf[:n])
+					p.Eaten.Add(1)
+					time.Sleep(p.cfg.Settle) // let the server run it
+					if p.cfg.Drop {
+						_ = client.Close()
 					}
-					if _, werr := server.Write(buf[:n]); werr != nil {
-						return
-					}
+					_, _ = io.Copy(io.Discard, client)
+					return
 				}
-				if err != nil {
+				if _, werr := server.Write(buf[:n]); werr != nil {
 					return
 				}
 			}
-		})
-	}
+			if err != nil {
+				return
+			}
+		}
+	})
 }

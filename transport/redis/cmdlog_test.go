@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/spectacles-go/spectacles/internal/brokertest"
 )
 
 // command is one command a client sent through a commandLog: the
@@ -25,13 +27,8 @@ type command struct {
 // command its clients send, so that a test sees exactly what a broker put
 // on the wire, on which connection, whoever else uses the server.
 type commandLog struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	cmds  []command
-	conns []net.Conn
-	wg    sync.WaitGroup
+	mu   sync.Mutex
+	cmds []command
 }
 
 // startCommandLog starts a proxy to the server of url and returns it and
@@ -45,40 +42,19 @@ func startCommandLog(t testing.TB, url string) (*commandLog, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &commandLog{ln: ln, target: u.Host}
-	u.Host = ln.Addr().String()
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
+	p := &commandLog{}
+	px := brokertest.StartProxy(t, u.Host, func(pr *brokertest.Proxy, n int, client, server net.Conn) {
+		pr.Go(func() {
+			_, _ = io.Copy(client, server)
+			_ = client.Close()
+		})
+		pr.Go(func() {
+			p.forward(n, bufio.NewReader(client), server)
+			_ = server.Close()
+		})
+	})
+	u.Host = px.Addr()
 	return p, u.String()
-}
-
-func (p *commandLog) accept() {
-	for n := 1; ; n++ {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Go(func() {
-			_, _ = io.Copy(c, up)
-			_ = c.Close()
-		})
-		p.wg.Go(func() {
-			p.forward(n, bufio.NewReader(c), up)
-			_ = up.Close()
-		})
-	}
 }
 
 // forward reads commands (RESP arrays of bulk strings, as every client of
@@ -138,14 +114,4 @@ func (p *commandLog) commands() []command {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]command(nil), p.cmds...)
-}
-
-func (p *commandLog) close() {
-	_ = p.ln.Close()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
 }
